@@ -1,0 +1,105 @@
+/* proto: the vocabulary of the futured wire protocol (docs/PROTOCOL.md) shared by the daemon, the
+ * worker and the client library: the version, the limits, the future states, the error codes, and
+ * small checked readers for msgpack objects. Pure functions, no state: any thread. */
+#pragma once
+
+#include <msgpack.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define PROTO_VERSION 1
+#define PROTO_MAX_MESSAGE (1u << 20)       /* request frames over this get `too_large` */
+#define PROTO_HARD_MAX_MESSAGE (64 << 20)  /* ZMQ_MAXMSGSIZE: ZeroMQ drops these itself */
+#define PROTO_MAX_BATCH 10000u
+#define PROTO_MAX_IDS 10000u
+#define PROTO_MAX_PENDING 1000000u
+#define PROTO_MAX_DEFERRED 1000u
+#define PROTO_MAX_GROUP 64u
+#define PROTO_MAX_TOKEN 64u
+#define PROTO_MAX_LIST 10000u
+#define PROTO_MAX_PRIORITY 1000
+#define PROTO_MAX_RETRIES 100u
+
+typedef enum FutureState {
+        STATE_PENDING,
+        STATE_RUNNING,
+        STATE_DONE,
+        STATE_FAILED,
+        STATE_CANCELLED,
+        STATE_EXPIRED,
+        STATE_UNKNOWN,
+        _STATE_MAX,
+} FutureState;
+
+/* Returns the protocol name of `s` ("pending", ...), a static string. */
+const char *proto_state_name(FutureState s);
+/* Parses a state name of `len` bytes; returns the state or -EINVAL. */
+int proto_state_from_name(const char *name, size_t len);
+/* True for the states a future can never leave. */
+static inline bool proto_state_final(FutureState s) {
+        return s >= STATE_DONE;
+}
+
+/* Error codes of replies, as they appear in `error.code`. */
+#define PROTO_E_BAD_MESSAGE "bad_message"
+#define PROTO_E_BAD_REQUEST "bad_request"
+#define PROTO_E_BAD_VERSION "bad_version"
+#define PROTO_E_UNKNOWN_OP "unknown_op"
+#define PROTO_E_UNKNOWN_FIELD "unknown_field"
+#define PROTO_E_UNKNOWN_KIND "unknown_kind"
+#define PROTO_E_BAD_ARGS "bad_args"
+#define PROTO_E_TOO_LARGE "too_large"
+#define PROTO_E_TOO_MANY "too_many"
+#define PROTO_E_QUEUE_FULL "queue_full"
+#define PROTO_E_TOO_MANY_DEFERRED "too_many_deferred"
+#define PROTO_E_NOT_DONE "not_done"
+#define PROTO_E_SHUTTING_DOWN "shutting_down"
+
+/* Failure codes of jobs, as they appear in `failure.code`. */
+#define PROTO_F_TIMEOUT "timeout"
+#define PROTO_F_WORKER_DIED "worker_died"
+#define PROTO_F_SHUTDOWN "shutdown"
+#define PROTO_F_INTERNAL "internal"
+
+/* A request-level error: a static code, an optional field name (static or borrowed from the
+ * request, valid while the request is) and a message. `index` is -1 unless one job of a batch is
+ * at fault. */
+typedef struct ProtoError {
+        const char *code;
+        const char *field;
+        int64_t index;
+        char field_buf[PROTO_MAX_GROUP + 1]; /* holds a field name copied out of a request */
+        char message[200];
+} ProtoError;
+
+/* Fills `e` and returns -EINVAL, so that decoders can `return proto_error(e, ...)`. */
+int proto_error(ProtoError *e, const char *code, const char *field, const char *fmt, ...)
+        __attribute__((format(printf, 4, 5)));
+
+/* Returns the value stored under `key` in the msgpack map `map`, or NULL if `map` is not a map or
+ * has no such key. The result borrows from `map`. */
+const msgpack_object *proto_map_get(const msgpack_object *map, const char *key);
+
+/* True if `o` is a str equal to the NUL-terminated `s`. */
+bool proto_str_eq(const msgpack_object *o, const char *s);
+
+/* Checked conversions; each returns 0 and sets *ret, or -EINVAL when `o` has another type or is
+ * out of range. Numbers accept integers and floats. */
+int proto_get_uint(const msgpack_object *o, uint64_t *ret);
+int proto_get_int(const msgpack_object *o, int64_t *ret);
+int proto_get_number(const msgpack_object *o, double *ret);
+int proto_get_bool(const msgpack_object *o, bool *ret);
+
+/* Copies a str object into a new NUL-terminated string (caller frees), or returns NULL when `o`
+ * is not a str, is longer than `max`, or holds a NUL byte. */
+char *proto_strdup(const msgpack_object *o, size_t max);
+
+/* Checks that every key of the map `map` is one of the NULL-terminated `allowed` names; on a
+ * stray key returns -EINVAL and fills `e` with `unknown_field` (or `bad_request` for a non-str
+ * key). */
+int proto_check_fields(const msgpack_object *map, const char *const *allowed, ProtoError *e);
+
+/* Packers that take C strings. */
+void proto_pack_str(msgpack_packer *pk, const char *s);
+void proto_pack_strn(msgpack_packer *pk, const char *s, size_t len);

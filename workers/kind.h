@@ -1,0 +1,75 @@
+/* kind: the registry of job kinds. A kind is one file (prime.c, sleep.c, ...) that defines one
+ * JobKind, plus one entry in the table in kind.c. The daemon validates a job's arguments with
+ * kind_validate() before it queues the job; a thread-pool thread or a futured-worker process then
+ * calls kind->run(). The table is constant: any thread. */
+#pragma once
+
+#include <msgpack.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "proto.h"
+
+typedef enum PoolType {
+        POOL_THREAD,
+        POOL_PROCESS,
+} PoolType;
+
+typedef enum ParamType {
+        PARAM_UINT,
+        PARAM_FLOAT,
+        PARAM_STR,
+        PARAM_BOOL,
+} ParamType;
+
+typedef struct JobParam {
+        const char *name;
+        ParamType type;
+        bool required;
+} JobParam;
+
+/* Why a job failed: a failure code of docs/PROTOCOL.md (static string) and a message. */
+typedef struct JobFailure {
+        const char *code;
+        char message[256];
+        int signal;      /* worker_died: the signal, or 0 */
+        int exit_status; /* worker_died: the exit status when no signal */
+        int http_status; /* http_error: the status */
+} JobFailure;
+
+/* What a running job may consult. Owned by whoever runs the job (thread pool item or worker);
+ * lives for the duration of run(). */
+typedef struct JobContext {
+        /* Nonzero once the daemon wants the job stopped (cancel or timeout). Thread-pool jobs poll
+         * it; process jobs are killed instead and may ignore it. */
+        const atomic_int *cancel;
+} JobContext;
+
+typedef struct JobKind {
+        const char *name;
+        PoolType pool;
+        const JobParam *params; /* terminated by an entry with name == NULL */
+        /* Optional checks beyond the parameter table (ranges, enumerations). `args` has already
+         * passed the table's checks. Returns 0, or -EINVAL with `e` filled (code bad_args). */
+        int (*check)(const msgpack_object *args, ProtoError *e);
+        /* Runs the job. On success packs exactly one result map into `pk` and returns 0; on
+         * failure fills `failure` and returns a negative errno-style value, packing nothing. */
+        int (*run)(const msgpack_object *args, const JobContext *ctx, msgpack_packer *pk,
+                   JobFailure *failure);
+} JobKind;
+
+/* Returns the kind named by the `len` bytes at `name`, or NULL. The result is static. */
+const JobKind *kind_find(const char *name, size_t len);
+
+/* Returns the NULL-terminated table of all kinds, static. */
+const JobKind *const *kind_all(void);
+
+/* Checks `args` against the kind: a map, every required parameter present, no unknown key, every
+ * value of its parameter's type, then kind->check. Returns 0, or -EINVAL with `e` filled
+ * (code bad_args, field set to the parameter's static name where one is at fault). */
+int kind_validate(const JobKind *kind, const msgpack_object *args, ProtoError *e);
+
+/* Fills `f` with `code` (static) and a formatted message. Returns -EIO for `return` chaining. */
+int job_failure(JobFailure *f, const char *code, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));

@@ -1,0 +1,39 @@
+/* threadpool: a fixed set of threads that run opaque work items for the event loop.
+ *
+ * The loop thread hands an item over whole with threadpool_submit(); some pool thread calls
+ * item->run(item) with no lock held; the finished item is put on a completion list and the pool's
+ * eventfd becomes readable; the loop takes the finished items back with threadpool_take_done().
+ * Errors travel inside the item (the caller embeds Work in its own struct). Work is taken in FIFO
+ * order. The loop thread is the only caller of every function here. */
+#pragma once
+
+#include <stddef.h>
+
+typedef struct Work Work;
+struct Work {
+        void (*run)(Work *w); /* called on a pool thread */
+        Work *next;           /* owned by the pool while the item is inside it */
+};
+
+typedef struct ThreadPool ThreadPool;
+
+/* Starts `n_threads` threads. Returns 0 or -errno. */
+int threadpool_new(ThreadPool **ret, unsigned n_threads);
+
+/* Joins the threads. Call it once every submitted item has come back through
+ * threadpool_take_done(); items still inside the pool are run to completion first and then leaked.
+ * Accepts NULL; returns NULL. */
+ThreadPool *threadpool_free(ThreadPool *p);
+
+/* Queues `w`; the pool owns it until it comes back from threadpool_take_done(). */
+void threadpool_submit(ThreadPool *p, Work *w);
+
+/* The eventfd that is readable while finished items wait (the pool owns it). */
+int threadpool_fd(ThreadPool *p);
+
+/* Resets the eventfd and returns every finished item as a list linked through `next`, oldest
+ * first, or NULL. Ownership of the items returns to the caller. */
+Work *threadpool_take_done(ThreadPool *p);
+
+/* Number of threads. */
+unsigned threadpool_size(ThreadPool *p);
