@@ -1,0 +1,252 @@
+/* futured: the daemon's command line. Parses the options into a DaemonConfig, blocks the signals
+ * the loop reads through signalfd (before any thread exists, so every thread inherits the mask),
+ * and runs the loop. Runs in the foreground: systemd, or the shell, supervises it. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "daemon.h"
+#include "macro.h"
+
+static void help(void) {
+        printf("Usage: futured [OPTIONS]\n\n"
+               "concurrent.futures as a system service: runs jobs submitted over ZeroMQ in a\n"
+               "thread pool (I/O-bound kinds) and a process pool (CPU-bound kinds).\n\n"
+               "  --listen ENDPOINT           ZeroMQ endpoint for clients (repeatable; default\n"
+               "                              ipc://$XDG_RUNTIME_DIR/futured/futured.sock, or\n"
+               "                              ipc:///run/futured/futured.sock as root)\n"
+               "  --events ENDPOINT           PUB endpoint for events (default: events.sock\n"
+               "                              beside the first ipc:// listen socket)\n"
+               "  --threads N                 thread-pool size (default min(32, ncpu + 4))\n"
+               "  --processes N               process-pool size (default ncpu)\n"
+               "  --max-tasks-per-worker N    replace a worker process after N jobs (default 0:\n"
+               "                              never)\n"
+               "  --retain SECONDS            keep finished results this long (default 3600)\n"
+               "  --grace SECONDS             at SIGTERM, let running jobs finish this long\n"
+               "                              (default 10)\n"
+               "  --worker PATH               the futured-worker executable\n"
+               "  -h, --help                  show this help\n"
+               "  --version                   show the version\n");
+}
+
+static int parse_uint(const char *s, unsigned max, unsigned *ret) {
+        char *end;
+        unsigned long v;
+
+        errno = 0;
+        v = strtoul(s, &end, 10);
+        if (errno || end == s || *end || s[0] == '-' || v > max)
+                return -EINVAL;
+        *ret = (unsigned) v;
+        return 0;
+}
+
+static int parse_seconds(const char *s, double *ret) {
+        char *end;
+        double v;
+
+        errno = 0;
+        v = strtod(s, &end);
+        if (errno || end == s || *end || !(v >= 0) || v > 1e9)
+                return -EINVAL;
+        *ret = v;
+        return 0;
+}
+
+static char *default_listen(void) {
+        const char *runtime = getenv("XDG_RUNTIME_DIR");
+        char *s;
+
+        if (geteuid() != 0 && runtime && runtime[0] == '/') {
+                if (asprintf(&s, "ipc://%s/futured/futured.sock", runtime) < 0)
+                        return NULL;
+                return s;
+        }
+        return strdup("ipc:///run/futured/futured.sock");
+}
+
+/* events.sock beside the first ipc:// listen endpoint, else an ipc socket in /tmp keyed by pid. */
+static char *default_events(const DaemonConfig *cfg) {
+        char *s;
+
+        for (size_t i = 0; i < cfg->n_listen; i++)
+                if (strncmp(cfg->listen[i], "ipc://", 6) == 0) {
+                        const char *slash = strrchr(cfg->listen[i], '/');
+                        if (asprintf(&s, "%.*sevents.sock", (int) (slash - cfg->listen[i] + 1),
+                                     cfg->listen[i]) < 0)
+                                return NULL;
+                        return s;
+                }
+        if (asprintf(&s, "ipc:///tmp/futured-events-%d.sock", (int) getpid()) < 0)
+                return NULL;
+        return s;
+}
+
+/* futured-worker beside futured when installed, or in ../workers/ in a build tree. */
+static char *default_worker(void) {
+        char self[PATH_MAX], *slash, *s;
+        ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+
+        if (n > 0) {
+                self[n] = 0;
+                slash = strrchr(self, '/');
+                *slash = 0;
+                if (asprintf(&s, "%s/../workers/futured-worker", self) >= 0) {
+                        if (access(s, X_OK) == 0)
+                                return s;
+                        free(s);
+                }
+                if (asprintf(&s, "%s/futured-worker", self) >= 0) {
+                        if (access(s, X_OK) == 0)
+                                return s;
+                        free(s);
+                }
+        }
+        return strdup(FUTURED_LIBEXECDIR "/futured-worker");
+}
+
+static int parse_argv(int argc, char **argv, DaemonConfig *cfg) {
+        enum {
+                ARG_LISTEN = 0x100,
+                ARG_EVENTS,
+                ARG_THREADS,
+                ARG_PROCESSES,
+                ARG_MAX_TASKS,
+                ARG_RETAIN,
+                ARG_GRACE,
+                ARG_WORKER,
+                ARG_VERSION,
+        };
+        static const struct option options[] = {
+                { "listen", required_argument, NULL, ARG_LISTEN },
+                { "events", required_argument, NULL, ARG_EVENTS },
+                { "threads", required_argument, NULL, ARG_THREADS },
+                { "processes", required_argument, NULL, ARG_PROCESSES },
+                { "max-tasks-per-worker", required_argument, NULL, ARG_MAX_TASKS },
+                { "retain", required_argument, NULL, ARG_RETAIN },
+                { "grace", required_argument, NULL, ARG_GRACE },
+                { "worker", required_argument, NULL, ARG_WORKER },
+                { "help", no_argument, NULL, 'h' },
+                { "version", no_argument, NULL, ARG_VERSION },
+                {},
+        };
+        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+        int c;
+
+        if (ncpu < 1)
+                ncpu = 1;
+        cfg->threads = (unsigned) MIN(32, ncpu + 4);
+        cfg->processes = (unsigned) ncpu;
+        cfg->retain = 3600;
+        cfg->grace = 10;
+
+        while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0) {
+                const char *bad = NULL;
+                switch (c) {
+                case ARG_LISTEN: {
+                        char **l = realloc(cfg->listen, (cfg->n_listen + 1) * sizeof(char *));
+                        if (!l)
+                                return -ENOMEM;
+                        cfg->listen = l;
+                        cfg->listen[cfg->n_listen++] = strdup(optarg);
+                        break;
+                }
+                case ARG_EVENTS:
+                        free(cfg->events);
+                        cfg->events = strdup(optarg);
+                        break;
+                case ARG_THREADS:
+                        if (parse_uint(optarg, 1024, &cfg->threads) < 0 || cfg->threads == 0)
+                                bad = "--threads takes a number from 1 to 1024";
+                        break;
+                case ARG_PROCESSES:
+                        if (parse_uint(optarg, 1024, &cfg->processes) < 0 || cfg->processes == 0)
+                                bad = "--processes takes a number from 1 to 1024";
+                        break;
+                case ARG_MAX_TASKS:
+                        if (parse_uint(optarg, UINT_MAX, &cfg->max_tasks) < 0)
+                                bad = "--max-tasks-per-worker takes a number (0: no limit)";
+                        break;
+                case ARG_RETAIN:
+                        if (parse_seconds(optarg, &cfg->retain) < 0)
+                                bad = "--retain takes a number of seconds";
+                        break;
+                case ARG_GRACE:
+                        if (parse_seconds(optarg, &cfg->grace) < 0)
+                                bad = "--grace takes a number of seconds";
+                        break;
+                case ARG_WORKER:
+                        free(cfg->worker_path);
+                        cfg->worker_path = strdup(optarg);
+                        break;
+                case 'h':
+                        help();
+                        exit(EXIT_SUCCESS);
+                case ARG_VERSION:
+                        printf("futured %s\n", FUTURED_VERSION);
+                        exit(EXIT_SUCCESS);
+                default:
+                        fprintf(stderr, "Try 'futured --help'.\n");
+                        return -EINVAL;
+                }
+                if (bad) {
+                        fprintf(stderr, "futured: %s, not '%s'\n", bad, optarg);
+                        return -EINVAL;
+                }
+        }
+        if (optind < argc) {
+                fprintf(stderr, "futured: unexpected argument '%s'\nTry 'futured --help'.\n",
+                        argv[optind]);
+                return -EINVAL;
+        }
+        if (cfg->n_listen == 0) {
+                cfg->listen = calloc(1, sizeof(char *));
+                if (!cfg->listen || !(cfg->listen[0] = default_listen()))
+                        return -ENOMEM;
+                cfg->n_listen = 1;
+        }
+        if (!cfg->events && !(cfg->events = default_events(cfg)))
+                return -ENOMEM;
+        if (!cfg->worker_path && !(cfg->worker_path = default_worker()))
+                return -ENOMEM;
+        return 0;
+}
+
+int main(int argc, char **argv) {
+        _cleanup_(daemon_freep) Daemon *d = NULL;
+        DaemonConfig cfg = {};
+        sigset_t mask;
+        int r;
+
+        setvbuf(stderr, NULL, _IOLBF, 0);
+        r = parse_argv(argc, argv, &cfg);
+        if (r < 0)
+                return 2;
+        signal(SIGPIPE, SIG_IGN);
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGINT);
+        sigaddset(&mask, SIGCHLD);
+        sigprocmask(SIG_BLOCK, &mask, NULL);
+
+        r = daemon_new(&d, &cfg);
+        if (r < 0)
+                return 1;
+        fprintf(stderr, "futured %s: listening on %s, events on %s, %u threads, %u processes\n",
+                FUTURED_VERSION, d->cfg.listen[0], d->cfg.events, d->cfg.threads,
+                d->cfg.processes);
+        r = daemon_run(d);
+        if (r < 0) {
+                fprintf(stderr, "futured: the event loop failed: %s\n", strerror(-r));
+                return 1;
+        }
+        fprintf(stderr, "futured: stopped\n");
+        return 0;
+}

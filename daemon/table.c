@@ -1,0 +1,77 @@
+/* table: see table.h. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "table.h"
+
+void table_init(Table *t, uint64_t first_id) {
+        *t = (Table){ .base = first_id, .next_id = first_id };
+}
+
+static size_t slot_of(const Table *t, uint64_t id) {
+        return (t->head + (size_t) (id - t->base)) & (t->cap - 1);
+}
+
+void table_deinit(Table *t) {
+        for (uint64_t id = t->base; id < t->next_id; id++) {
+                Future *f = t->slots[slot_of(t, id)];
+                if (f) {
+                        f->waiters = NULL;
+                        f->heap_pos = 0;
+                        f->timeout.pos = 0;
+                        future_free(f);
+                }
+        }
+        free(t->slots);
+        *t = (Table){};
+}
+
+static int grow(Table *t) {
+        size_t len = (size_t) (t->next_id - t->base);
+        size_t cap = t->cap ? t->cap * 2 : 1024;
+        Future **slots = calloc(cap, sizeof(*slots));
+
+        if (!slots)
+                return -ENOMEM;
+        for (size_t i = 0; i < len; i++)
+                slots[i] = t->slots[(t->head + i) & (t->cap - 1)];
+        free(t->slots);
+        t->slots = slots;
+        t->cap = cap;
+        t->head = 0;
+        return 0;
+}
+
+int table_add(Table *t, Future *f) {
+        if ((size_t) (t->next_id - t->base) >= t->cap) {
+                int r = grow(t);
+                if (r < 0)
+                        return r;
+        }
+        f->id = t->next_id++;
+        t->slots[slot_of(t, f->id)] = f;
+        t->count++;
+        return 0;
+}
+
+Future *table_get(const Table *t, uint64_t id) {
+        if (id < t->base || id >= t->next_id)
+                return NULL;
+        return t->slots[slot_of(t, id)];
+}
+
+Future *table_steal(Table *t, uint64_t id) {
+        Future *f = table_get(t, id);
+
+        if (!f)
+                return NULL;
+        t->slots[slot_of(t, id)] = NULL;
+        t->count--;
+        /* Advance past the empty prefix so that its slots can be reused. */
+        while (t->base < t->next_id && !t->slots[t->head]) {
+                t->head = (t->head + 1) & (t->cap - 1);
+                t->base++;
+        }
+        return f;
+}

@@ -1,0 +1,42 @@
+/* table: the future table, mapping future IDs to Futures.
+ *
+ * IDs are issued in increasing order, so the table is a ring of slots indexed by `id - base`:
+ * O(1) lookup, insert and removal, 8 bytes per slot. Removed slots stay NULL until every older
+ * slot is empty too; a long-lived old future therefore pins the slots issued after it (8 bytes
+ * each), which the retention limit bounds. The table owns the Futures. Loop thread only. */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "future.h"
+
+typedef struct Table {
+        Future **slots;   /* ring buffer of `cap` slots (a power of two) */
+        size_t head;      /* slot of `base` */
+        size_t cap;
+        uint64_t base;    /* lowest ID that may still be present */
+        uint64_t next_id; /* the ID the next insert gets; IDs below it were issued */
+        size_t count;     /* non-NULL slots */
+} Table;
+
+/* Starts with `first_id` as the next ID (1 for a fresh daemon; a durable store passes its own). */
+void table_init(Table *t, uint64_t first_id);
+
+/* Frees every future left and the slots. */
+void table_deinit(Table *t);
+
+/* Issues the next ID for `f` (setting f->id) and stores it; the table owns `f` on success.
+ * Returns 0 or -ENOMEM. */
+int table_add(Table *t, Future *f);
+
+/* Returns the future with `id`, borrowed, or NULL. */
+Future *table_get(const Table *t, uint64_t id);
+
+/* Removes `id` from the table and returns it; the caller owns it then. NULL if absent. */
+Future *table_steal(Table *t, uint64_t id);
+
+/* True if `id` was issued (so a missing entry is `expired`, not `unknown`). */
+static inline int table_issued(const Table *t, uint64_t id) {
+        return id > 0 && id < t->next_id;
+}

@@ -1,0 +1,88 @@
+/* Unit test of the scheduler: priority then FIFO order, removal of cancelled jobs, and group
+ * concurrency limits that park and release jobs. */
+#include "scheduler.h"
+#include "test.h"
+
+static const JobKind thread_kind = { .name = "t", .pool = POOL_THREAD };
+static const JobKind process_kind = { .name = "p", .pool = POOL_PROCESS };
+
+static Future *mk(uint64_t id, const JobKind *k, int prio) {
+        Future *f = future_new(id, k, NULL, 0);
+        REQUIRE(f);
+        f->priority = (int16_t) prio;
+        return f;
+}
+
+int main(void) {
+        Scheduler s;
+        Future *f[10];
+
+        scheduler_init(&s);
+        /* Priority first, then submission order; pools are separate. */
+        f[0] = mk(1, &thread_kind, 0);
+        f[1] = mk(2, &thread_kind, 5);
+        f[2] = mk(3, &thread_kind, 0);
+        f[3] = mk(4, &process_kind, -3);
+        f[4] = mk(5, &thread_kind, 5);
+        for (int i = 0; i < 5; i++)
+                REQUIRE(scheduler_push(&s, f[i]) == 0);
+        scheduler_remove(&s, f[2]);
+        CHECK(f[2]->heap_pos == 0);
+        CHECK(scheduler_pop(&s, POOL_THREAD) == f[1]);
+        CHECK(scheduler_pop(&s, POOL_THREAD) == f[4]);
+        CHECK(scheduler_pop(&s, POOL_THREAD) == f[0]);
+        CHECK(scheduler_pop(&s, POOL_THREAD) == NULL);
+        CHECK(scheduler_pop(&s, POOL_PROCESS) == f[3]);
+        for (int i = 0; i < 5; i++)
+                future_free(f[i]);
+
+        /* A group with limit 2: the third job waits until one of the first two stops. */
+        Group *g;
+        for (int i = 0; i < 4; i++) {
+                f[i] = mk((uint64_t) (10 + i), &thread_kind, 0);
+                REQUIRE(scheduler_group_ref(&s, "flags", 2, &f[i]->group) == 0);
+                REQUIRE(scheduler_push(&s, f[i]) == 0);
+        }
+        g = f[0]->group;
+        CHECK(g->refs == 4);
+        f[4] = mk(20, &thread_kind, -1); /* not in the group, lower priority */
+        REQUIRE(scheduler_push(&s, f[4]) == 0);
+        CHECK(scheduler_pop(&s, POOL_THREAD) == f[0]);
+        CHECK(scheduler_pop(&s, POOL_THREAD) == f[1]);
+        CHECK(scheduler_pop(&s, POOL_THREAD) == f[4]); /* the group is full: others go first */
+        CHECK(scheduler_pop(&s, POOL_THREAD) == NULL);
+        CHECK(g->running == 2 && g->parked.n == 2);
+        scheduler_stopped(&s, f[0]);
+        CHECK(scheduler_pop(&s, POOL_THREAD) == f[2]);
+        CHECK(scheduler_pop(&s, POOL_THREAD) == NULL);
+        /* A cancelled parked job leaves its group's heap. */
+        scheduler_remove(&s, f[3]);
+        scheduler_stopped(&s, f[1]);
+        CHECK(scheduler_pop(&s, POOL_THREAD) == NULL);
+        /* Raising the limit releases parked jobs at once. */
+        f[5] = mk(30, &thread_kind, 0);
+        f[6] = mk(31, &thread_kind, 0);
+        Group *g2;
+        REQUIRE(scheduler_group_ref(&s, "flags", 1, &f[5]->group) == 0);
+        REQUIRE(scheduler_group_ref(&s, "flags", 0, &f[6]->group) == 0);
+        CHECK(f[5]->group == g && g->limit == 1);
+        REQUIRE(scheduler_push(&s, f[5]) == 0);
+        REQUIRE(scheduler_push(&s, f[6]) == 0);
+        CHECK(scheduler_pop(&s, POOL_THREAD) == NULL); /* f[2] runs; limit 1 */
+        REQUIRE(scheduler_group_ref(&s, "flags", 3, &g2) == 0);
+        CHECK(scheduler_pop(&s, POOL_THREAD) == f[5]);
+        CHECK(scheduler_pop(&s, POOL_THREAD) == f[6]);
+        scheduler_group_unref(&s, g2);
+        for (int i = 0; i < 7; i++) {
+                if (i == 4) {
+                        future_free(f[i]);
+                        continue;
+                }
+                scheduler_group_unref(&s, f[i]->group);
+                f[i]->group = NULL;
+                future_free(f[i]);
+        }
+        CHECK(s.n_groups == 0);
+        scheduler_deinit(&s);
+        return test_end();
+}

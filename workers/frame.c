@@ -1,0 +1,79 @@
+/* frame: see frame.h. */
+#include <errno.h>
+#include <string.h>
+
+#include "frame.h"
+#include "proto.h"
+
+void frame_pack_job(msgpack_sbuffer *sbuf, uint64_t job, const char *kind, const void *args,
+                    size_t args_len) {
+        msgpack_packer pk;
+
+        msgpack_packer_init(&pk, sbuf, msgpack_sbuffer_write);
+        msgpack_pack_map(&pk, 2);
+        proto_pack_str(&pk, "job");
+        msgpack_pack_uint64(&pk, job);
+        proto_pack_str(&pk, "kind");
+        proto_pack_str(&pk, kind);
+        msgpack_sbuffer_write(sbuf, args, args_len);
+}
+
+void frame_pack_reply_header(msgpack_packer *pk, uint64_t job, bool ok) {
+        msgpack_pack_map(pk, 2);
+        proto_pack_str(pk, "job");
+        msgpack_pack_uint64(pk, job);
+        proto_pack_str(pk, "ok");
+        if (ok)
+                msgpack_pack_true(pk);
+        else
+                msgpack_pack_false(pk);
+}
+
+void frame_pack_failure(msgpack_packer *pk, const char *code, const char *message) {
+        msgpack_pack_map(pk, 2);
+        proto_pack_str(pk, "code");
+        proto_pack_str(pk, code);
+        proto_pack_str(pk, "message");
+        proto_pack_str(pk, message);
+}
+
+int frame_parse(const uint8_t *buf, size_t len, FrameHeader *ret) {
+        msgpack_unpacked head, body;
+        const msgpack_object *o;
+        size_t off = 0, payload_off;
+        int r = -EBADMSG;
+
+        if (len == 0 || len > FRAME_MAX)
+                return -EBADMSG;
+        msgpack_unpacked_init(&head);
+        msgpack_unpacked_init(&body);
+        *ret = (FrameHeader){};
+        if (msgpack_unpack_next(&head, (const char *) buf, len, &off) != MSGPACK_UNPACK_SUCCESS ||
+            head.data.type != MSGPACK_OBJECT_MAP)
+                goto out;
+        payload_off = off;
+        if (msgpack_unpack_next(&body, (const char *) buf, len, &off) != MSGPACK_UNPACK_SUCCESS ||
+            body.data.type != MSGPACK_OBJECT_MAP || off != len)
+                goto out;
+
+        if ((o = proto_map_get(&head.data, "hello"))) {
+                if (proto_get_uint(o, &ret->hello) < 0 || ret->hello == 0)
+                        goto out;
+        } else if (proto_get_uint(proto_map_get(&head.data, "job"), &ret->job) < 0 || ret->job == 0)
+                goto out;
+        if ((o = proto_map_get(&head.data, "ok")) && proto_get_bool(o, &ret->ok) < 0)
+                goto out;
+        if ((o = proto_map_get(&head.data, "kind"))) {
+                if (o->type != MSGPACK_OBJECT_STR || o->via.str.size >= sizeof(ret->kind))
+                        goto out;
+                memcpy(ret->kind, o->via.str.ptr, o->via.str.size);
+                ret->kind[o->via.str.size] = 0;
+        }
+        ret->payload = buf + payload_off;
+        ret->payload_len = len - payload_off;
+        r = 0;
+out:
+        msgpack_unpacked_destroy(&head);
+        msgpack_unpacked_destroy(&body);
+        return r;
+}

@@ -1,0 +1,70 @@
+/* procpool: the process pool: a fixed number of futured-worker processes, each started with
+ * posix_spawn (fork + exec, never a bare fork of the threaded daemon) and connected by a
+ * SOCK_SEQPACKET socketpair carrying frames (frame.h).
+ *
+ * The pool knows each worker's pid, so the daemon can kill the worker that runs a job to cancel
+ * it or to end its timeout. A worker that dies for any reason is reported once through on_died
+ * (with the job it held, if any) and replaced at once; a worker that dies before saying hello is
+ * a start-up failure, and consecutive start-up failures back off exponentially (up to 5 s) so that
+ * a missing binary cannot make a fork storm. The pool never "breaks".
+ *
+ * The pool owns an epoll fd with the worker sockets and its back-off timer; the daemon's loop
+ * polls that one fd and calls procpool_dispatch() when it is readable, and procpool_reap() on
+ * SIGCHLD. Loop thread only. */
+#pragma once
+
+#include <msgpack.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+typedef struct ProcPool ProcPool;
+typedef struct Worker Worker;
+
+typedef struct ProcPoolCallbacks {
+        /* `w` finished job `job`: `ok` with the result map, or not ok with the failure map
+         * (`payload` borrowed for the call). The worker is idle again when this is called. */
+        void (*on_result)(void *userdata, uint64_t job, bool ok, const uint8_t *payload,
+                          size_t payload_len);
+        /* The worker running `job` (0: none, or one detached by procpool_kill) died by `signal`
+         * (0 if it exited) or exited with `exit_status`. */
+        void (*on_died)(void *userdata, uint64_t job, int signal, int exit_status);
+        /* A worker became idle (started, or finished a job): the daemon may dispatch. */
+        void (*on_idle)(void *userdata);
+} ProcPoolCallbacks;
+
+/* Creates the pool and starts `size` workers from `worker_path` (borrowed; copied). A worker runs
+ * at most `max_tasks` jobs before it is replaced (0: no limit). `cb` and `userdata` are borrowed
+ * for the pool's life. Returns 0 or -errno. */
+int procpool_new(ProcPool **ret, const char *worker_path, unsigned size, unsigned max_tasks,
+                 const ProcPoolCallbacks *cb, void *userdata);
+
+/* Kills every worker, reaps them and frees the pool. Accepts NULL; returns NULL. */
+ProcPool *procpool_free(ProcPool *p);
+
+/* The pool's epoll fd (owned by the pool). */
+int procpool_fd(ProcPool *p);
+
+/* Handles whatever is ready on the pool's fd: replies, hangups, the back-off timer. */
+void procpool_dispatch(ProcPool *p);
+
+/* Reaps exited workers (call on SIGCHLD) and starts replacements. */
+void procpool_reap(ProcPool *p);
+
+/* Sends job `job` of `kind` (borrowed) with the packed `args` map (borrowed) to an idle worker.
+ * Returns the worker (borrowed; valid until it finishes or dies, as reported by the callbacks),
+ * or NULL with errno set: EAGAIN if no worker is idle, EMSGSIZE if the frame is too big. */
+Worker *procpool_run(ProcPool *p, uint64_t job, const char *kind, const void *args, size_t len);
+
+/* True if a worker is idle. */
+bool procpool_has_idle(const ProcPool *p);
+
+/* Kills `w` with SIGKILL and detaches its job: no on_result or on_died will name that job any
+ * more. The replacement starts when the death is reaped. */
+void procpool_kill(ProcPool *p, Worker *w);
+
+/* Counters for stats. */
+unsigned procpool_size(const ProcPool *p);
+unsigned procpool_alive(const ProcPool *p);
+uint64_t procpool_started(const ProcPool *p);
+uint64_t procpool_died(const ProcPool *p);
