@@ -699,20 +699,28 @@ void request_handle(Daemon *d, const uint8_t *identity, size_t identity_len, boo
         int op = -1;
 
         msgpack_packer_init(&req.pk, &d->out, msgpack_sbuffer_write);
+        msgpack_unpacked_init(&msg);
+        bool decoded = msgpack_unpack_next(&msg, (const char *) body, body_len, &off) ==
+                               MSGPACK_UNPACK_SUCCESS &&
+                       off == body_len;
+        req.body = &msg.data;
         if (body_len > PROTO_MAX_MESSAGE) {
+                /* Still echo the id if the oversized request has one (ZeroMQ caps the size at
+                 * PROTO_HARD_MAX_MESSAGE, so decoding it is bounded). */
+                uint64_t id;
+                if (decoded && proto_get_uint(proto_map_get(req.body, "id"), &id) == 0) {
+                        req.id = id;
+                        req.has_id = true;
+                }
                 proto_error(&e, PROTO_E_TOO_LARGE, NULL, "request of %zu bytes; the limit is %u",
                             body_len, PROTO_MAX_MESSAGE);
-                return reply_error(d, &req, &e);
+                goto out;
         }
-        msgpack_unpacked_init(&msg);
-        if (msgpack_unpack_next(&msg, (const char *) body, body_len, &off) !=
-                    MSGPACK_UNPACK_SUCCESS ||
-            off != body_len) {
+        if (!decoded) {
                 proto_error(&e, PROTO_E_BAD_MESSAGE, NULL,
                             "the request is not exactly one msgpack value");
                 goto out;
         }
-        req.body = &msg.data;
         if (req.body->type != MSGPACK_OBJECT_MAP) {
                 proto_error(&e, PROTO_E_BAD_REQUEST, NULL, "the request must be a msgpack map");
                 goto out;

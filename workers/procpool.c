@@ -40,6 +40,7 @@ struct Worker {
         SlotState state;
         uint64_t job;       /* BUSY (or DYING after a crash): the job it holds; 0 if detached */
         unsigned tasks;     /* jobs finished by this process */
+        bool ended_by_us;   /* killed by procpool_kill or retired: not counted as a death */
         uint64_t respawn_at; /* WAITING: CLOCK_MONOTONIC ns */
 };
 
@@ -225,12 +226,14 @@ void procpool_kill(ProcPool *p, Worker *w) {
         drop_socket(p, w);
         w->job = 0;
         w->state = SLOT_DYING;
+        w->ended_by_us = true;
 }
 
 /* Retires a worker that reached max_tasks: closing its socket makes it exit cleanly. */
 static void retire(ProcPool *p, Worker *w) {
         drop_socket(p, w);
         w->state = SLOT_DYING;
+        w->ended_by_us = true;
 }
 
 static void handle_frame(ProcPool *p, Worker *w, size_t len) {
@@ -330,7 +333,7 @@ void procpool_reap(ProcPool *p) {
                 int code = WIFEXITED(status) ? WEXITSTATUS(status) : 0;
 
                 drop_socket(p, w);
-                if (sig || code)
+                if ((sig || code) && !w->ended_by_us)
                         p->died++;
                 if (before_hello)
                         p->start_failures++;
