@@ -19,6 +19,7 @@
 #include <zmq.h>
 
 #include "daemon.h"
+#include "download.h"
 #include "frame.h"
 #include "macro.h"
 #include "waiter.h"
@@ -34,10 +35,16 @@ enum {
 /* How many requests one loop turn reads before it looks at the other fds again. */
 #define ROUTER_BATCH 256
 
+/* Progress events of running thread jobs go out at most this often per job. */
+#define PROGRESS_INTERVAL_NS 250000000u
+
 /* A thread-pool job: the Work item handed to a pool thread, with everything the thread needs so
  * that it never touches the Future (which may be cancelled and released meanwhile). */
-typedef struct ThreadJob {
+struct ThreadJob {
         Work work;
+        ThreadJob *prev, *next; /* in d->thread_jobs */
+        _Atomic uint64_t progress_done, progress_total;
+        uint64_t progress_sent; /* progress_done when the last event went out */
         uint64_t id;
         const JobKind *kind;
         atomic_int cancel;
@@ -45,11 +52,15 @@ typedef struct ThreadJob {
         uint32_t args_len;
         int rc;
         msgpack_sbuffer out; /* the result map (rc >= 0) or the failure map */
-} ThreadJob;
+};
 
 static void thread_job_run(Work *w) {
         ThreadJob *tj = container_of(w, ThreadJob, work);
-        const JobContext ctx = { .cancel = &tj->cancel };
+        const JobContext ctx = {
+                .cancel = &tj->cancel,
+                .progress_done = &tj->progress_done,
+                .progress_total = &tj->progress_total,
+        };
         JobFailure failure = {};
         msgpack_unpacked args;
         msgpack_packer pk;
@@ -64,8 +75,7 @@ static void thread_job_run(Work *w) {
                 tj->rc = tj->kind->run(&args.data, &ctx, &pk, &failure);
         if (tj->rc < 0) {
                 tj->out.size = 0;
-                frame_pack_failure(&pk, failure.code ? failure.code : PROTO_F_INTERNAL,
-                                   failure.message);
+                frame_pack_failure(&pk, &failure);
         }
         msgpack_unpacked_destroy(&args);
 }
@@ -157,37 +167,17 @@ void daemon_finish(Daemon *d, Future *f, FutureState state, uint8_t *outcome, ui
         waiter_future_finished(d, f);
 }
 
-/* Packs a failure map; returns it malloc'ed (taken by the caller) or NULL. */
-static uint8_t *pack_failure(const char *code, const char *message, int signal, int exit_status,
-                             uint32_t *ret_len) {
+void daemon_fail(Daemon *d, Future *f, const char *code, const char *message, int signal,
+                 int exit_status) {
+        JobFailure failure = { .code = code, .signal = signal, .exit_status = exit_status };
         msgpack_sbuffer sbuf;
         msgpack_packer pk;
 
+        snprintf(failure.message, sizeof(failure.message), "%s", message);
         msgpack_sbuffer_init(&sbuf);
         msgpack_packer_init(&pk, &sbuf, msgpack_sbuffer_write);
-        msgpack_pack_map(&pk, 2 + (signal != 0) + (exit_status != 0));
-        proto_pack_str(&pk, "code");
-        proto_pack_str(&pk, code);
-        proto_pack_str(&pk, "message");
-        proto_pack_str(&pk, message);
-        if (signal) {
-                proto_pack_str(&pk, "signal");
-                msgpack_pack_int(&pk, signal);
-        }
-        if (exit_status) {
-                proto_pack_str(&pk, "exit_status");
-                msgpack_pack_int(&pk, exit_status);
-        }
-        *ret_len = (uint32_t) sbuf.size;
-        return (uint8_t *) sbuf.data;
-}
-
-void daemon_fail(Daemon *d, Future *f, const char *code, const char *message, int signal,
-                 int exit_status) {
-        uint32_t len = 0;
-        uint8_t *outcome = pack_failure(code, message, signal, exit_status, &len);
-
-        daemon_finish(d, f, STATE_FAILED, outcome, len);
+        frame_pack_failure(&pk, &failure);
+        daemon_finish(d, f, STATE_FAILED, (uint8_t *) sbuf.data, (uint32_t) sbuf.size);
 }
 
 bool daemon_cancel(Daemon *d, Future *f, FutureState state, const char *code) {
@@ -245,6 +235,12 @@ static void start_thread_job(Daemon *d, Future *f) {
         tj->args_len = f->args_len;
         f->args_len = 0;
         d->threads_busy++;
+        tj->next = d->thread_jobs;
+        if (d->thread_jobs)
+                d->thread_jobs->prev = tj;
+        d->thread_jobs = tj;
+        if (!timer_armed(&d->progress))
+                (void) timer_start(&d->timers, &d->progress, timer_now() + PROGRESS_INTERVAL_NS);
         start_running(d, f, tj);
         threadpool_submit(d->tpool, &tj->work);
 }
@@ -283,6 +279,12 @@ static void on_threads_done(Daemon *d) {
                 Future *f = table_get(&d->table, tj->id);
                 next = w->next;
                 d->threads_busy--;
+                if (tj->prev)
+                        tj->prev->next = tj->next;
+                else
+                        d->thread_jobs = tj->next;
+                if (tj->next)
+                        tj->next->prev = tj->prev;
                 if (f && f->state == STATE_RUNNING && f->runner == tj) {
                         uint32_t len = (uint32_t) tj->out.size;
                         uint8_t *outcome = (uint8_t *) msgpack_sbuffer_release(&tj->out);
@@ -348,6 +350,43 @@ static const ProcPoolCallbacks procpool_callbacks = {
         .on_died = on_worker_died,
         .on_idle = on_worker_idle,
 };
+
+/* Publishes a progress event for each running thread job whose byte count moved, and re-arms
+ * itself while thread jobs run. The counters are written by the pool threads; reading them here
+ * is the whole hand-off, so progress costs no wake-ups. */
+static void publish_progress(Daemon *d) {
+        for (ThreadJob *tj = d->thread_jobs; tj; tj = tj->next) {
+                uint64_t done = atomic_load(&tj->progress_done);
+                Future *f = table_get(&d->table, tj->id);
+                char topic[16 + PROTO_MAX_GROUP];
+                msgpack_packer pk;
+                int n;
+
+                if (done == tj->progress_sent || !f || f->state != STATE_RUNNING || f->runner != tj)
+                        continue;
+                tj->progress_sent = done;
+                n = snprintf(topic, sizeof(topic), "progress/%s", f->group ? f->group->name : "");
+                d->out.size = 0;
+                msgpack_packer_init(&pk, &d->out, msgpack_sbuffer_write);
+                msgpack_pack_map(&pk, 6);
+                proto_pack_str(&pk, "id");
+                msgpack_pack_uint64(&pk, f->id);
+                proto_pack_str(&pk, "state");
+                proto_pack_str(&pk, "running");
+                proto_pack_str(&pk, "kind");
+                proto_pack_str(&pk, f->kind->name);
+                proto_pack_str(&pk, "group");
+                proto_pack_str(&pk, f->group ? f->group->name : "");
+                proto_pack_str(&pk, "bytes");
+                msgpack_pack_uint64(&pk, done);
+                proto_pack_str(&pk, "total");
+                msgpack_pack_uint64(&pk, atomic_load(&tj->progress_total));
+                if (zmq_send(d->pub, topic, (size_t) n, ZMQ_SNDMORE | ZMQ_DONTWAIT) >= 0)
+                        zmq_send(d->pub, d->out.data, d->out.size, ZMQ_DONTWAIT);
+        }
+        if (d->thread_jobs)
+                (void) timer_start(&d->timers, &d->progress, timer_now() + PROGRESS_INTERVAL_NS);
+}
 
 /* Drops finished futures whose retention time has run out. */
 static void expire_due(Daemon *d, uint64_t now) {
@@ -425,6 +464,9 @@ static void on_timers(Daemon *d) {
                         break;
                 case TIMER_GRACE:
                         finish_shutdown(d);
+                        break;
+                case TIMER_PROGRESS:
+                        publish_progress(d);
                         break;
                 }
         }
@@ -518,6 +560,7 @@ static void config_free(DaemonConfig *cfg) {
         free(cfg->listen);
         free(cfg->events);
         free(cfg->worker_path);
+        free(cfg->download_dir);
 }
 
 int daemon_new(Daemon **ret, DaemonConfig *cfg) {
@@ -575,6 +618,15 @@ int daemon_new(Daemon **ret, DaemonConfig *cfg) {
         if (r < 0)
                 return r;
 
+        /* libcurl's global state must exist before any thread that may use it. */
+        r = download_global_init(d->cfg.download_dir);
+        if (r < 0) {
+                fprintf(stderr, "futured: cannot set up downloads (%s): %s\n",
+                        d->cfg.download_dir ? d->cfg.download_dir : "no download directory",
+                        strerror(-r));
+                return r;
+        }
+        d->progress.kind = TIMER_PROGRESS;
         r = threadpool_new(&d->tpool, d->cfg.threads);
         if (r < 0) {
                 fprintf(stderr, "futured: cannot start the thread pool: %s\n", strerror(-r));
@@ -652,6 +704,7 @@ Daemon *daemon_free(Daemon *d) {
                         thread_job_free(container_of(w, ThreadJob, work));
                 }
         d->tpool = threadpool_free(d->tpool);
+        download_global_cleanup();
         d->ppool = procpool_free(d->ppool);
         if (d->router) {
                 /* Let the last replies (of the shutdown's cancellations) reach their clients. */

@@ -22,6 +22,7 @@ typedef struct DaemonConfig {
         size_t n_listen;
         char *events;         /* the PUB endpoint */
         char *worker_path;    /* futured-worker */
+        char *download_dir;   /* where `download` jobs with a `path` write, or NULL */
         unsigned threads;
         unsigned processes;
         unsigned max_tasks;   /* per worker process, 0: unlimited */
@@ -31,6 +32,7 @@ typedef struct DaemonConfig {
 
 typedef struct Client Client;
 typedef struct Waiter Waiter;
+typedef struct ThreadJob ThreadJob;
 
 /* One entry of the retention queue: finished futures in the order they finished. */
 typedef struct Retained {
@@ -52,6 +54,8 @@ typedef struct Daemon {
         TimerHeap timers;
         ThreadPool *tpool;
         unsigned threads_busy;
+        ThreadJob *thread_jobs; /* items inside the thread pool, doubly linked */
+        Timer progress;       /* armed while thread jobs run: publishes progress events */
         ProcPool *ppool;
 
         Retained *retained;   /* ring buffer */

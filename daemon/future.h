@@ -20,6 +20,7 @@ enum {
         TIMER_JOB_TIMEOUT = 1,
         TIMER_WAITER,
         TIMER_GRACE,
+        TIMER_PROGRESS,
 };
 
 typedef struct Future {

@@ -32,6 +32,8 @@ static void help(void) {
                "  --grace SECONDS             at SIGTERM, let running jobs finish this long\n"
                "                              (default 10)\n"
                "  --worker PATH               the futured-worker executable\n"
+               "  --download-dir DIR          where download jobs with a 'path' write (default:\n"
+               "                              none; such jobs are refused)\n"
                "  -h, --help                  show this help\n"
                "  --version                   show the version\n");
 }
@@ -122,6 +124,7 @@ static int parse_argv(int argc, char **argv, DaemonConfig *cfg) {
                 ARG_RETAIN,
                 ARG_GRACE,
                 ARG_WORKER,
+                ARG_DOWNLOAD_DIR,
                 ARG_VERSION,
         };
         static const struct option options[] = {
@@ -133,6 +136,7 @@ static int parse_argv(int argc, char **argv, DaemonConfig *cfg) {
                 { "retain", required_argument, NULL, ARG_RETAIN },
                 { "grace", required_argument, NULL, ARG_GRACE },
                 { "worker", required_argument, NULL, ARG_WORKER },
+                { "download-dir", required_argument, NULL, ARG_DOWNLOAD_DIR },
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, ARG_VERSION },
                 {},
@@ -185,6 +189,10 @@ static int parse_argv(int argc, char **argv, DaemonConfig *cfg) {
                 case ARG_WORKER:
                         free(cfg->worker_path);
                         cfg->worker_path = strdup(optarg);
+                        break;
+                case ARG_DOWNLOAD_DIR:
+                        free(cfg->download_dir);
+                        cfg->download_dir = strdup(optarg);
                         break;
                 case 'h':
                         help();

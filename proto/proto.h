@@ -49,6 +49,7 @@ static inline bool proto_state_final(FutureState s) {
 #define PROTO_E_UNKNOWN_FIELD "unknown_field"
 #define PROTO_E_UNKNOWN_KIND "unknown_kind"
 #define PROTO_E_BAD_ARGS "bad_args"
+#define PROTO_E_BAD_URL "bad_url"
 #define PROTO_E_TOO_LARGE "too_large"
 #define PROTO_E_TOO_MANY "too_many"
 #define PROTO_E_QUEUE_FULL "queue_full"
@@ -61,6 +62,13 @@ static inline bool proto_state_final(FutureState s) {
 #define PROTO_F_WORKER_DIED "worker_died"
 #define PROTO_F_SHUTDOWN "shutdown"
 #define PROTO_F_INTERNAL "internal"
+#define PROTO_F_CANCELLED "cancelled"
+#define PROTO_F_HTTP_ERROR "http_error"
+#define PROTO_F_CONNECTION "connection"
+#define PROTO_F_TOO_LARGE "too_large"
+#define PROTO_F_TOO_MANY_REDIRECTS "too_many_redirects"
+#define PROTO_F_BAD_URL "bad_url"
+#define PROTO_F_IO "io"
 
 /* A request-level error: a static code, an optional field name (static or borrowed from the
  * request, valid while the request is) and a message. `index` is -1 unless one job of a batch is

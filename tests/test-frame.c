@@ -29,7 +29,7 @@ int main(void) {
         sbuf.size = 0;
         msgpack_packer_init(&pk, &sbuf, msgpack_sbuffer_write);
         frame_pack_reply_header(&pk, 7, false);
-        frame_pack_failure(&pk, "timeout", "too slow");
+        frame_pack_failure(&pk, &(JobFailure){ .code = "timeout", .message = "too slow" });
         REQUIRE(frame_parse((uint8_t *) sbuf.data, sbuf.size, &h) == 0);
         CHECK(h.job == 7 && !h.ok);
 

@@ -29,12 +29,22 @@ void frame_pack_reply_header(msgpack_packer *pk, uint64_t job, bool ok) {
                 msgpack_pack_false(pk);
 }
 
-void frame_pack_failure(msgpack_packer *pk, const char *code, const char *message) {
-        msgpack_pack_map(pk, 2);
+static void pack_int_field(msgpack_packer *pk, const char *key, int v) {
+        if (v) {
+                proto_pack_str(pk, key);
+                msgpack_pack_int(pk, v);
+        }
+}
+
+void frame_pack_failure(msgpack_packer *pk, const JobFailure *f) {
+        msgpack_pack_map(pk, 2 + (f->signal != 0) + (f->exit_status != 0) + (f->http_status != 0));
         proto_pack_str(pk, "code");
-        proto_pack_str(pk, code);
+        proto_pack_str(pk, f->code ? f->code : PROTO_F_INTERNAL);
         proto_pack_str(pk, "message");
-        proto_pack_str(pk, message);
+        proto_pack_str(pk, f->message);
+        pack_int_field(pk, "signal", f->signal);
+        pack_int_field(pk, "exit_status", f->exit_status);
+        pack_int_field(pk, "http_status", f->http_status);
 }
 
 int frame_parse(const uint8_t *buf, size_t len, FrameHeader *ret) {

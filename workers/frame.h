@@ -18,6 +18,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kind.h"
+
 #define FRAME_MAX (128u << 10)
 
 typedef struct FrameHeader {
@@ -38,8 +40,9 @@ void frame_pack_job(msgpack_sbuffer *sbuf, uint64_t job, const char *kind, const
  * same buffer. */
 void frame_pack_reply_header(msgpack_packer *pk, uint64_t job, bool ok);
 
-/* Packs a failure map {code, message}. */
-void frame_pack_failure(msgpack_packer *pk, const char *code, const char *message);
+/* Packs a failure map {code, message} plus signal, exit_status and http_status where they are
+ * non-zero (docs/PROTOCOL.md, `failure`). A NULL code packs `internal`. */
+void frame_pack_failure(msgpack_packer *pk, const JobFailure *f);
 
 /* Parses `buf` (borrowed; `ret->payload` points into it). Returns 0, or -EBADMSG when the frame
  * is not a header map of the expected shape followed by exactly one map. */

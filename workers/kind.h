@@ -44,6 +44,10 @@ typedef struct JobContext {
         /* Nonzero once the daemon wants the job stopped (cancel or timeout). Thread-pool jobs poll
          * it; process jobs are killed instead and may ignore it. */
         const atomic_int *cancel;
+        /* Where a thread-pool job may report progress (bytes so far and expected, 0 if unknown);
+         * the daemon reads them a few times a second for progress events. NULL in workers. */
+        _Atomic uint64_t *progress_done;
+        _Atomic uint64_t *progress_total;
 } JobContext;
 
 typedef struct JobKind {

@@ -115,13 +115,13 @@ static int run_job(const uint8_t *buf, size_t len) {
         if (r >= 0)
                 msgpack_sbuffer_write(&sbuf, result.data, result.size);
         else
-                frame_pack_failure(&pk, failure.code ? failure.code : PROTO_F_INTERNAL,
-                                   failure.message);
+                frame_pack_failure(&pk, &failure);
         r = send_sbuf(&sbuf);
         if (r == -EMSGSIZE) {
                 sbuf.size = 0;
                 frame_pack_reply_header(&pk, h.job, false);
-                frame_pack_failure(&pk, PROTO_F_INTERNAL, "result too large for the worker frame");
+                job_failure(&failure, PROTO_F_INTERNAL, "result too large for the worker frame");
+                frame_pack_failure(&pk, &failure);
                 r = send_sbuf(&sbuf);
         }
         msgpack_sbuffer_destroy(&result);

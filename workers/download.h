@@ -1,0 +1,22 @@
+/* download: the `download` job kind (runs in the thread pool) and the process-wide libcurl state
+ * it shares between transfers: one share handle for connections, DNS results and TLS sessions,
+ * guarded by a mutex per kind of shared data, and the daemon's download directory.
+ *
+ * download_global_init() runs once in the main thread before any pool thread starts (libcurl's
+ * rule for curl_global_init); the job itself runs on pool threads, one easy handle per transfer;
+ * download_check() runs on the loop thread. */
+#pragma once
+
+#include "kind.h"
+
+/* Largest body returned inline in a result. */
+#define DOWNLOAD_INLINE_MAX (8u << 20)
+
+extern const JobKind download_kind;
+
+/* Initialises libcurl and the share handle. `dir` (borrowed; may be NULL: file downloads are then
+ * refused) is the download directory, opened here once. Returns 0 or -errno. */
+int download_global_init(const char *dir);
+
+/* Releases what download_global_init() made; no transfer may be running. */
+void download_global_cleanup(void);
