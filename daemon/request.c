@@ -219,6 +219,7 @@ static void op_hello(Daemon *d, Request *req) {
 static int check_job(const msgpack_object *job, JobSpec *spec, ProtoError *e) {
         static const char *const fields[] = { "kind", "args", "priority", "timeout", "group",
                                               "group_limit", "retries", NULL };
+        static const msgpack_object no_args = { .type = MSGPACK_OBJECT_MAP };
         const msgpack_object *o;
         int r;
 
@@ -235,9 +236,7 @@ static int check_job(const msgpack_object *job, JobSpec *spec, ProtoError *e) {
         if (!spec->kind)
                 return proto_error(e, PROTO_E_UNKNOWN_KIND, "kind", "no job kind '%.*s'",
                                    (int) MIN(o->via.str.size, 64u), o->via.str.ptr);
-        spec->args = proto_map_get(job, "args");
-        if (!spec->args)
-                return proto_error(e, PROTO_E_BAD_REQUEST, "args", "a job needs an 'args' map");
+        spec->args = proto_map_get(job, "args") ?: &no_args;
         r = kind_validate(spec->kind, spec->args, e);
         if (r < 0)
                 return r;
