@@ -14,6 +14,7 @@
 #include "config.h"
 #include "daemon.h"
 #include "macro.h"
+#include "proto.h"
 
 static void help(void) {
         printf("Usage: futured [OPTIONS]\n\n"
@@ -60,18 +61,6 @@ static int parse_seconds(const char *s, double *ret) {
                 return -EINVAL;
         *ret = v;
         return 0;
-}
-
-static char *default_listen(void) {
-        const char *runtime = getenv("XDG_RUNTIME_DIR");
-        char *s;
-
-        if (geteuid() != 0 && runtime && runtime[0] == '/') {
-                if (asprintf(&s, "ipc://%s/futured/futured.sock", runtime) < 0)
-                        return NULL;
-                return s;
-        }
-        return strdup("ipc:///run/futured/futured.sock");
 }
 
 /* events.sock beside the first ipc:// listen endpoint, else an ipc socket in /tmp keyed by pid. */
@@ -216,7 +205,7 @@ static int parse_argv(int argc, char **argv, DaemonConfig *cfg) {
         }
         if (cfg->n_listen == 0) {
                 cfg->listen = calloc(1, sizeof(char *));
-                if (!cfg->listen || !(cfg->listen[0] = default_listen()))
+                if (!cfg->listen || !(cfg->listen[0] = proto_default_endpoint()))
                         return -ENOMEM;
                 cfg->n_listen = 1;
         }

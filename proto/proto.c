@@ -1,10 +1,12 @@
 /* proto: see proto.h. */
+#define _GNU_SOURCE
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "proto.h"
 
@@ -143,4 +145,16 @@ void proto_pack_strn(msgpack_packer *pk, const char *s, size_t len) {
 
 void proto_pack_str(msgpack_packer *pk, const char *s) {
         proto_pack_strn(pk, s, strlen(s));
+}
+
+char *proto_default_endpoint(void) {
+        const char *runtime = getenv("XDG_RUNTIME_DIR");
+        char *s;
+
+        if (geteuid() != 0 && runtime && runtime[0] == '/') {
+                if (asprintf(&s, "ipc://%s/futured/futured.sock", runtime) < 0)
+                        return NULL;
+                return s;
+        }
+        return strdup("ipc:///run/futured/futured.sock");
 }

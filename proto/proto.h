@@ -111,3 +111,8 @@ int proto_check_fields(const msgpack_object *map, const char *const *allowed, Pr
 /* Packers that take C strings. */
 void proto_pack_str(msgpack_packer *pk, const char *s);
 void proto_pack_strn(msgpack_packer *pk, const char *s, size_t len);
+
+/* The endpoint futured listens on by default and clients connect to by default:
+ * ipc://$XDG_RUNTIME_DIR/futured/futured.sock for a user with a runtime directory, else
+ * ipc:///run/futured/futured.sock. Returns a new string (caller frees) or NULL on ENOMEM. */
+char *proto_default_endpoint(void);

@@ -1,0 +1,882 @@
+/* futurectl: the command-line client of futured. Global options, the command table, and the
+ * commands that map one-to-one onto protocol operations; `primes` and `flags` have files of
+ * their own. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <msgpack.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "config.h"
+#include "futurectl.h"
+#include "json.h"
+#include "macro.h"
+#include "proto.h"
+
+static const char main_usage[] =
+        "Usage: futurectl [--connect ENDPOINT] [--json] COMMAND [ARG...]\n"
+        "\n"
+        "The client of futured, concurrent.futures as a system service.\n"
+        "\n"
+        "Commands:\n"
+        "  submit KIND [ARG...]      submit a job; print its ID (--wait: its result)\n"
+        "  status ID...              print the state of futures (never blocks)\n"
+        "  wait ID...                wait for futures (--all, --any, --first-error)\n"
+        "  result ID                 wait for a future and print its result\n"
+        "  cancel ID...              cancel futures; running work is stopped\n"
+        "  release ID...             drop retained results\n"
+        "  list                      list futures (--state S, --after ID, --limit N)\n"
+        "  stats                     print the daemon's counters\n"
+        "  watch [TOPIC...]          print events as they happen\n"
+        "  map KIND ARGS...          one job per ARGS, results in input order\n"
+        "  primes [N...]             the classic prime checker, through the daemon\n"
+        "  flags [CC...]             the classic flag downloader, through the daemon\n"
+        "\n"
+        "Options:\n"
+        "  -c, --connect ENDPOINT    the daemon's endpoint (default $FUTURED_ENDPOINT, else\n"
+        "                            ipc://$XDG_RUNTIME_DIR/futured/futured.sock, or\n"
+        "                            ipc:///run/futured/futured.sock as root)\n"
+        "      --json                machine-readable output\n"
+        "  -h, --help                this help; COMMAND --help for a command's\n"
+        "      --version             the version\n"
+        "\n"
+        "Job arguments are NAME=VALUE or bare values in the kind's parameter order, e.g.\n"
+        "  futurectl submit prime 18446744073709551557 method=miller-rabin --wait\n"
+        "\n"
+        "Exit status: 0 success, 1 a job failed (or was cancelled, or a wait timed out),\n"
+        "2 usage error or request rejected, 69 daemon unreachable.\n";
+
+double ctl_now(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
+}
+
+int ctl_connect(Ctl *ctl) {
+        int r;
+
+        if (ctl->c)
+                return 0;
+        r = futured_connect(&ctl->c, ctl->endpoint, 5.0);
+        if (r < 0) {
+                _cleanup_free_ char *def = ctl->endpoint ? NULL : futured_endpoint_default();
+                fprintf(stderr, "futurectl: cannot reach futured at %s: %s\n",
+                        ctl->endpoint ?: def ?: "(default)",
+                        r == -EHOSTUNREACH ? "no daemon answers (is futured running?)"
+                                           : strerror(-r));
+                return EXIT_UNREACHABLE;
+        }
+        return 0;
+}
+
+int ctl_error(Ctl *ctl, int r, const char *what) {
+        static const char *const usage_codes[] = { "bad_", "unknown_", "too_many", "too_large",
+                                                   NULL };
+        const char *code = ctl->c ? futured_error_code(ctl->c) : "";
+
+        if (r == -EHOSTUNREACH) {
+                fprintf(stderr, "futurectl: %s: futured stopped answering\n", what);
+                return EXIT_UNREACHABLE;
+        }
+        if (r == -EPROTO || (r == -EINVAL && ctl->c && *futured_error_message(ctl->c))) {
+                fprintf(stderr, "futurectl: %s: %s (%s)\n", what, futured_error_message(ctl->c),
+                        code);
+                for (size_t i = 0; usage_codes[i]; i++)
+                        if (strncmp(code, usage_codes[i], strlen(usage_codes[i])) == 0)
+                                return EXIT_USAGE;
+                return EXIT_JOB_FAILED;
+        }
+        fprintf(stderr, "futurectl: %s: %s\n", what, strerror(-r));
+        return EXIT_JOB_FAILED;
+}
+
+int ctl_usage_error(const char *usage, const char *fmt, ...) {
+        va_list ap;
+
+        fputs("futurectl: ", stderr);
+        va_start(ap, fmt);
+        vfprintf(stderr, fmt, ap);
+        va_end(ap);
+        fprintf(stderr, "\n%.*s", (int) strcspn(usage, "\n") + 1, usage);
+        return EXIT_USAGE;
+}
+
+int ctl_bad_option(const char *usage, char **argv) {
+        /* getopt_long() leaves the culprit at argv[optind - 1]; optopt names a short option. */
+        if (optind > 0 && strncmp(argv[optind - 1], "--", 2) == 0)
+                return ctl_usage_error(usage, "unknown option, or one missing its value: '%s'",
+                                       argv[optind - 1]);
+        if (optopt > 0 && optopt < 128)
+                return ctl_usage_error(usage, "unknown option, or one missing its value: '-%c'",
+                                       optopt);
+        return ctl_usage_error(usage, "unknown option, or one missing its value: '%s'",
+                               optind > 0 ? argv[optind - 1] : "?");
+}
+
+int ctl_parse_seconds(const char *s, double *ret) {
+        char *end;
+        double v;
+
+        errno = 0;
+        v = strtod(s, &end);
+        if (!*s || *end || errno || !isfinite(v) || v < 0)
+                return -EINVAL;
+        *ret = v;
+        return 0;
+}
+
+int ctl_parse_id(const char *s, futured_id *ret) {
+        unsigned long long v;
+        char *end;
+
+        errno = 0;
+        if (*s < '0' || *s > '9')
+                return -EINVAL;
+        v = strtoull(s, &end, 10);
+        if (*end || errno || v == 0)
+                return -EINVAL;
+        *ret = v;
+        return 0;
+}
+
+bool ctl_common_option(Ctl *ctl, int c, const char *help) {
+        switch (c) {
+        case 'h':
+                fputs(help, stdout);
+                exit(EXIT_SUCCESS);
+        case 'J':
+                ctl->json = true;
+                return true;
+        case 'C':
+                ctl->endpoint = optarg;
+                return true;
+        }
+        return false;
+}
+
+/* Parses argv[optind..argc) as future IDs into a new array. */
+static int parse_ids(int argc, char **argv, const char *usage, futured_id **ret, size_t *n) {
+        futured_id *ids;
+
+        if (optind >= argc)
+                return -ctl_usage_error(usage, "no future IDs given");
+        ids = calloc((size_t) (argc - optind), sizeof *ids);
+        if (!ids)
+                return -ENOMEM;
+        for (int i = optind; i < argc; i++)
+                if (ctl_parse_id(argv[i], &ids[i - optind]) < 0) {
+                        free(ids);
+                        return -ctl_usage_error(usage, "'%s' is not a future ID", argv[i]);
+                }
+        *ret = ids;
+        *n = (size_t) (argc - optind);
+        return 0;
+}
+
+/* Runs getopt_long with only the common options; returns 0 or an exit status. */
+static int parse_common_only(Ctl *ctl, int argc, char **argv, const char *help) {
+        static const struct option options[] = { CTL_COMMON_OPTIONS, {} };
+        int c;
+
+        while ((c = getopt_long(argc, argv, "+hc:", options, NULL)) >= 0) {
+                if (c == 'c')
+                        c = 'C';
+                if (!ctl_common_option(ctl, c, help))
+                        return ctl_bad_option(help, argv);
+        }
+        return 0;
+}
+
+/* Prints an outcome: the result map (or the failure) as JSON or as text. Returns the exit status
+ * it stands for. */
+static int print_outcome(Ctl *ctl, futured_id id, const futured_outcome *o) {
+        if (ctl->json) {
+                printf("{\"id\":%llu,\"state\":\"%s\"", (unsigned long long) id,
+                       futured_state_name(o->state));
+                if (o->state == FUTURED_DONE) {
+                        fputs(",\"result\":", stdout);
+                        json_print_packed(stdout, o->result, o->result_len);
+                } else if (o->state == FUTURED_FAILED) {
+                        fputs(",\"failure\":{\"code\":", stdout);
+                        json_print_string(stdout, o->failure_code, strlen(o->failure_code));
+                        fputs(",\"message\":", stdout);
+                        json_print_string(stdout, o->failure_message, strlen(o->failure_message));
+                        if (o->signal)
+                                printf(",\"signal\":%d", o->signal);
+                        if (o->http_status)
+                                printf(",\"http_status\":%d", o->http_status);
+                        fputc('}', stdout);
+                }
+                puts("}");
+        } else if (o->state == FUTURED_DONE) {
+                json_print_packed(stdout, o->result, o->result_len);
+                putchar('\n');
+        } else if (o->state == FUTURED_FAILED)
+                printf("failed: %s: %s\n", o->failure_code, o->failure_message);
+        else
+                printf("%s\n", futured_state_name(o->state));
+        return o->state == FUTURED_DONE ? EXIT_SUCCESS : EXIT_JOB_FAILED;
+}
+
+static int cmd_submit(Ctl *ctl, int argc, char **argv) {
+        static const char help[] =
+                "Usage: futurectl submit KIND [ARG...] [--wait] [--priority N] [--timeout S]\n"
+                "                        [--group NAME [--group-limit N]] [--retries N]\n"
+                "\n"
+                "Submits one job and prints its future ID, or with --wait its result.\n"
+                "ARG is NAME=VALUE or a bare value in the kind's parameter order.\n"
+                "  --wait            wait for the job and print its result\n"
+                "  --priority N      -1000..1000, higher runs first (default 0)\n"
+                "  --timeout S       seconds the job may run before it is stopped\n"
+                "  --group NAME      a group of jobs limited together\n"
+                "  --group-limit N   at most N jobs of the group run at once\n"
+                "  --retries N       reruns after the job's worker process died\n";
+        static const struct option options[] = {
+                CTL_COMMON_OPTIONS,
+                { "wait", no_argument, NULL, 'w' },
+                { "priority", required_argument, NULL, 'p' },
+                { "timeout", required_argument, NULL, 't' },
+                { "group", required_argument, NULL, 'g' },
+                { "group-limit", required_argument, NULL, 'G' },
+                { "retries", required_argument, NULL, 'r' },
+                {},
+        };
+        futured_job job = {};
+        _cleanup_free_ void *args = NULL;
+        futured_outcome out;
+        futured_id id;
+        bool wait = false;
+        char *end;
+        int c, r;
+
+        while ((c = getopt_long(argc, argv, "hc:", options, NULL)) >= 0) {
+                if (c == 'c')
+                        c = 'C';
+                if (ctl_common_option(ctl, c, help))
+                        continue;
+                errno = 0;
+                switch (c) {
+                case 'w':
+                        wait = true;
+                        break;
+                case 'p':
+                        job.priority = (int) strtol(optarg, &end, 10);
+                        if (*end || !*optarg || errno || abs(job.priority) > 1000)
+                                return ctl_usage_error(help, "--priority takes -1000..1000");
+                        break;
+                case 't':
+                        if (ctl_parse_seconds(optarg, &job.timeout) < 0)
+                                return ctl_usage_error(help, "--timeout takes seconds");
+                        break;
+                case 'g':
+                        job.group = optarg;
+                        break;
+                case 'G':
+                case 'r': {
+                        unsigned long v = strtoul(optarg, &end, 10);
+                        if (*end || !*optarg || errno || *optarg == '-' || v > 1000000)
+                                return ctl_usage_error(help, "%s takes a count",
+                                                       c == 'G' ? "--group-limit" : "--retries");
+                        *(c == 'G' ? &job.group_limit : &job.retries) = (unsigned) v;
+                        break;
+                }
+                default:
+                        return ctl_bad_option(help, argv);
+                }
+        }
+        if (optind >= argc)
+                return ctl_usage_error(help, "no job kind given");
+        job.kind = argv[optind];
+        r = ctl_connect(ctl);
+        if (r)
+                return r;
+        r = futured_args_pack(ctl->c, job.kind, argv + optind + 1, (size_t) (argc - optind - 1),
+                              &args, &job.args_len);
+        if (r < 0)
+                return ctl_usage_error(help, "%s", futured_error_message(ctl->c));
+        job.args = args;
+        r = futured_submit(ctl->c, &job, 1, &id);
+        if (r < 0)
+                return ctl_error(ctl, r, "submit");
+        if (!wait) {
+                if (ctl->json)
+                        printf("{\"id\":%llu}\n", (unsigned long long) id);
+                else
+                        printf("%llu\n", (unsigned long long) id);
+                return EXIT_SUCCESS;
+        }
+        r = futured_result(ctl->c, id, -1, &out);
+        if (r < 0)
+                return ctl_error(ctl, r, "result");
+        r = print_outcome(ctl, id, &out);
+        futured_outcome_clear(&out);
+        return r;
+}
+
+static int cmd_status(Ctl *ctl, int argc, char **argv) {
+        static const char help[] = "Usage: futurectl status ID...\n\n"
+                                   "Prints the state of each future, without waiting.\n";
+        _cleanup_free_ futured_id *ids = NULL;
+        _cleanup_free_ futured_state *states = NULL;
+        size_t n;
+        int r;
+
+        r = parse_common_only(ctl, argc, argv, help);
+        if (r)
+                return r;
+        r = parse_ids(argc, argv, help, &ids, &n);
+        if (r < 0)
+                return -r;
+        states = calloc(n, sizeof *states);
+        if (!states)
+                return ctl_error(ctl, -ENOMEM, "status");
+        r = ctl_connect(ctl);
+        if (r)
+                return r;
+        r = futured_status(ctl->c, ids, n, states);
+        if (r < 0)
+                return ctl_error(ctl, r, "status");
+        if (ctl->json)
+                putchar('{');
+        for (size_t i = 0; i < n; i++)
+                if (ctl->json)
+                        printf("%s\"%llu\":\"%s\"", i ? "," : "", (unsigned long long) ids[i],
+                               futured_state_name(states[i]));
+                else
+                        printf("%llu %s\n", (unsigned long long) ids[i],
+                               futured_state_name(states[i]));
+        if (ctl->json)
+                puts("}");
+        return EXIT_SUCCESS;
+}
+
+static void print_id_list(const futured_id *ids, const bool *done, size_t n, bool want) {
+        bool first = true;
+
+        putchar('[');
+        for (size_t i = 0; i < n; i++)
+                if (done[i] == want) {
+                        printf("%s%llu", first ? "" : ",", (unsigned long long) ids[i]);
+                        first = false;
+                }
+        putchar(']');
+}
+
+static int cmd_wait(Ctl *ctl, int argc, char **argv) {
+        static const char help[] =
+                "Usage: futurectl wait ID... [--all | --any | --first-error] [--timeout S]\n"
+                "\n"
+                "Waits until all the futures are done (--all, the default), any one is (--any),\n"
+                "or one fails (--first-error), as concurrent.futures.wait. Prints the done and\n"
+                "not-done IDs. Exits 1 if the timeout passed first.\n";
+        static const struct option options[] = {
+                CTL_COMMON_OPTIONS,
+                { "all", no_argument, NULL, 'a' },
+                { "any", no_argument, NULL, 'y' },
+                { "first-error", no_argument, NULL, 'e' },
+                { "timeout", required_argument, NULL, 't' },
+                {},
+        };
+        futured_wait_mode mode = FUTURED_ALL_COMPLETED;
+        _cleanup_free_ futured_id *ids = NULL;
+        _cleanup_free_ bool *done = NULL;
+        double timeout = -1;
+        size_t n;
+        int c, r;
+
+        while ((c = getopt_long(argc, argv, "hc:", options, NULL)) >= 0) {
+                if (c == 'c')
+                        c = 'C';
+                if (ctl_common_option(ctl, c, help))
+                        continue;
+                switch (c) {
+                case 'a':
+                        mode = FUTURED_ALL_COMPLETED;
+                        break;
+                case 'y':
+                        mode = FUTURED_FIRST_COMPLETED;
+                        break;
+                case 'e':
+                        mode = FUTURED_FIRST_EXCEPTION;
+                        break;
+                case 't':
+                        if (ctl_parse_seconds(optarg, &timeout) < 0)
+                                return ctl_usage_error(help, "--timeout takes seconds");
+                        break;
+                default:
+                        return ctl_bad_option(help, argv);
+                }
+        }
+        r = parse_ids(argc, argv, help, &ids, &n);
+        if (r < 0)
+                return -r;
+        done = calloc(n, sizeof *done);
+        if (!done)
+                return ctl_error(ctl, -ENOMEM, "wait");
+        r = ctl_connect(ctl);
+        if (r)
+                return r;
+        r = futured_wait(ctl->c, ids, n, mode, timeout, done);
+        if (r < 0)
+                return ctl_error(ctl, r, "wait");
+        if (ctl->json) {
+                fputs("{\"done\":", stdout);
+                print_id_list(ids, done, n, true);
+                fputs(",\"not_done\":", stdout);
+                print_id_list(ids, done, n, false);
+                puts("}");
+        } else {
+                fputs("done: ", stdout);
+                print_id_list(ids, done, n, true);
+                fputs("\nnot done: ", stdout);
+                print_id_list(ids, done, n, false);
+                putchar('\n');
+        }
+        if (mode == FUTURED_ALL_COMPLETED && (size_t) r < n)
+                return EXIT_JOB_FAILED;
+        return r > 0 ? EXIT_SUCCESS : EXIT_JOB_FAILED;
+}
+
+static int cmd_result(Ctl *ctl, int argc, char **argv) {
+        static const char help[] =
+                "Usage: futurectl result ID [--timeout S]\n"
+                "\n"
+                "Waits for the future and prints its result (exit 0), or its failure or final\n"
+                "state (exit 1). With --timeout, exits 1 if it has not finished by then.\n";
+        static const struct option options[] = {
+                CTL_COMMON_OPTIONS,
+                { "timeout", required_argument, NULL, 't' },
+                {},
+        };
+        futured_outcome out;
+        futured_id id;
+        double timeout = -1;
+        int c, r;
+
+        while ((c = getopt_long(argc, argv, "hc:", options, NULL)) >= 0) {
+                if (c == 'c')
+                        c = 'C';
+                if (ctl_common_option(ctl, c, help))
+                        continue;
+                if (c != 't')
+                        return ctl_bad_option(help, argv);
+                if (ctl_parse_seconds(optarg, &timeout) < 0)
+                        return ctl_usage_error(help, "--timeout takes seconds");
+        }
+        if (optind != argc - 1)
+                return ctl_usage_error(help, "give exactly one future ID");
+        if (ctl_parse_id(argv[optind], &id) < 0)
+                return ctl_usage_error(help, "'%s' is not a future ID", argv[optind]);
+        r = ctl_connect(ctl);
+        if (r)
+                return r;
+        r = futured_result(ctl->c, id, timeout, &out);
+        if (r == -ETIMEDOUT) {
+                fprintf(stderr, "futurectl: result: future %llu has not finished\n",
+                        (unsigned long long) id);
+                return EXIT_JOB_FAILED;
+        }
+        if (r < 0)
+                return ctl_error(ctl, r, "result");
+        r = print_outcome(ctl, id, &out);
+        futured_outcome_clear(&out);
+        return r;
+}
+
+/* cancel and release: IDs in, one verdict per ID out. */
+static int ids_command(Ctl *ctl, int argc, char **argv, const char *help, const char *verb,
+                       int (*call)(futured *, const futured_id *, size_t, bool *)) {
+        _cleanup_free_ futured_id *ids = NULL;
+        _cleanup_free_ bool *ok = NULL;
+        size_t n;
+        int r;
+
+        r = parse_common_only(ctl, argc, argv, help);
+        if (r)
+                return r;
+        r = parse_ids(argc, argv, help, &ids, &n);
+        if (r < 0)
+                return -r;
+        ok = calloc(n, sizeof *ok);
+        if (!ok)
+                return ctl_error(ctl, -ENOMEM, verb);
+        r = ctl_connect(ctl);
+        if (r)
+                return r;
+        r = call(ctl->c, ids, n, ok);
+        if (r < 0)
+                return ctl_error(ctl, r, verb);
+        if (ctl->json)
+                putchar('{');
+        for (size_t i = 0; i < n; i++)
+                if (ctl->json)
+                        printf("%s\"%llu\":%s", i ? "," : "", (unsigned long long) ids[i],
+                               ok[i] ? "true" : "false");
+                else
+                        printf("%llu %s\n", (unsigned long long) ids[i], ok[i] ? verb : "unchanged");
+        if (ctl->json)
+                puts("}");
+        return EXIT_SUCCESS;
+}
+
+static int cmd_cancel(Ctl *ctl, int argc, char **argv) {
+        static const char help[] =
+                "Usage: futurectl cancel ID...\n\n"
+                "Cancels futures: pending ones never run; running ones are stopped (the worker\n"
+                "process is killed, the transfer aborted). Finished ones are unchanged.\n";
+        return ids_command(ctl, argc, argv, help, "cancelled", futured_cancel);
+}
+
+static int cmd_release(Ctl *ctl, int argc, char **argv) {
+        static const char help[] = "Usage: futurectl release ID...\n\n"
+                                   "Drops the retained results of finished futures.\n";
+        return ids_command(ctl, argc, argv, help, "released", futured_release);
+}
+
+/* Sends `op` with `fields` and prints the reply's `key` as JSON. */
+static int print_call(Ctl *ctl, const char *op, const msgpack_sbuffer *fields, const char *key) {
+        _cleanup_free_ void *reply = NULL;
+        msgpack_unpacked u;
+        size_t len;
+        int r;
+
+        r = ctl_connect(ctl);
+        if (r)
+                return r;
+        r = futured_call(ctl->c, op, fields ? fields->data : NULL, fields ? fields->size : 0,
+                         &reply, &len);
+        if (r < 0)
+                return ctl_error(ctl, r, op);
+        msgpack_unpacked_init(&u);
+        if (msgpack_unpack_next(&u, reply, len, NULL) == MSGPACK_UNPACK_SUCCESS) {
+                const msgpack_object *o = proto_map_get(&u.data, key);
+                if (ctl->json || !o || o->type != MSGPACK_OBJECT_MAP)
+                        json_print(stdout, o ? o : &u.data);
+                else
+                        for (uint32_t i = 0; i < o->via.map.size; i++) {
+                                const msgpack_object *k = &o->via.map.ptr[i].key;
+                                if (k->type == MSGPACK_OBJECT_STR)
+                                        printf("%-18.*s ", (int) k->via.str.size, k->via.str.ptr);
+                                else
+                                        json_print(stdout, k);
+                                json_print(stdout, &o->via.map.ptr[i].val);
+                                putchar('\n');
+                        }
+                if (ctl->json || !o || o->type != MSGPACK_OBJECT_MAP)
+                        putchar('\n');
+        }
+        msgpack_unpacked_destroy(&u);
+        return EXIT_SUCCESS;
+}
+
+static int cmd_stats(Ctl *ctl, int argc, char **argv) {
+        static const char help[] = "Usage: futurectl stats\n\nPrints the daemon's counters.\n";
+        int r = parse_common_only(ctl, argc, argv, help);
+
+        if (r)
+                return r;
+        if (optind != argc)
+                return ctl_usage_error(help, "stats takes no arguments");
+        return print_call(ctl, "stats", NULL, "stats");
+}
+
+static int cmd_list(Ctl *ctl, int argc, char **argv) {
+        static const char help[] =
+                "Usage: futurectl list [--state STATE] [--after ID] [--limit N]\n"
+                "\n"
+                "Lists futures in ID order: ID, kind, state, group. STATE is pending, running,\n"
+                "done, failed or cancelled. Continue a long list with --after the last ID.\n";
+        static const struct option options[] = {
+                CTL_COMMON_OPTIONS,
+                { "state", required_argument, NULL, 's' },
+                { "after", required_argument, NULL, 'a' },
+                { "limit", required_argument, NULL, 'l' },
+                {},
+        };
+        msgpack_sbuffer sb;
+        msgpack_packer pk;
+        const char *state = NULL;
+        futured_id after = 0, limit = 100;
+        _cleanup_free_ void *reply = NULL;
+        msgpack_unpacked u;
+        size_t len;
+        int c, r;
+
+        while ((c = getopt_long(argc, argv, "hc:", options, NULL)) >= 0) {
+                if (c == 'c')
+                        c = 'C';
+                if (ctl_common_option(ctl, c, help))
+                        continue;
+                if (c == 's')
+                        state = optarg;
+                else if (c == 'a' && ctl_parse_id(optarg, &after) == 0)
+                        continue;
+                else if (c == 'l' && ctl_parse_id(optarg, &limit) == 0 && limit <= 10000)
+                        continue;
+                else if (c == 'a' || c == 'l')
+                        return ctl_usage_error(help, "--%s takes a number", c == 'a' ? "after" : "limit");
+                else
+                        return ctl_bad_option(help, argv);
+        }
+        if (optind != argc)
+                return ctl_usage_error(help, "list takes no arguments");
+        r = ctl_connect(ctl);
+        if (r)
+                return r;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        msgpack_pack_map(&pk, 2 + !!state);
+        proto_pack_str(&pk, "after");
+        msgpack_pack_uint64(&pk, after);
+        proto_pack_str(&pk, "limit");
+        msgpack_pack_uint64(&pk, limit);
+        if (state) {
+                proto_pack_str(&pk, "state");
+                proto_pack_str(&pk, state);
+        }
+        r = futured_call(ctl->c, "list", sb.data, sb.size, &reply, &len);
+        msgpack_sbuffer_destroy(&sb);
+        if (r < 0)
+                return ctl_error(ctl, r, "list");
+        msgpack_unpacked_init(&u);
+        if (msgpack_unpack_next(&u, reply, len, NULL) == MSGPACK_UNPACK_SUCCESS) {
+                const msgpack_object *list = proto_map_get(&u.data, "futures");
+                if (ctl->json) {
+                        fputs("{\"futures\":", stdout);
+                        json_print(stdout, list);
+                        fputs(",\"more\":", stdout);
+                        json_print(stdout, proto_map_get(&u.data, "more"));
+                        puts("}");
+                } else
+                        for (uint32_t i = 0; list && list->type == MSGPACK_OBJECT_ARRAY &&
+                                             i < list->via.array.size;
+                             i++) {
+                                const msgpack_object *f = &list->via.array.ptr[i];
+                                _cleanup_free_ char *kind = proto_strdup(proto_map_get(f, "kind"), 64);
+                                _cleanup_free_ char *st = proto_strdup(proto_map_get(f, "state"), 64);
+                                _cleanup_free_ char *group = proto_strdup(proto_map_get(f, "group"),
+                                                                          64);
+                                uint64_t id = 0;
+                                (void) proto_get_uint(proto_map_get(f, "id"), &id);
+                                printf("%-10llu %-10s %-10s %s\n", (unsigned long long) id,
+                                       kind ?: "?", st ?: "?", group ?: "");
+                        }
+        }
+        msgpack_unpacked_destroy(&u);
+        return EXIT_SUCCESS;
+}
+
+static volatile sig_atomic_t interrupted;
+
+static void on_interrupt(int sig) {
+        interrupted = 1;
+}
+
+static int cmd_watch(Ctl *ctl, int argc, char **argv) {
+        static const char help[] =
+                "Usage: futurectl watch [TOPIC...]\n"
+                "\n"
+                "Prints events as they happen, one line each: the topic and the event as JSON.\n"
+                "TOPIC is a prefix such as done/ (every completion), failed/, done/GROUP or\n"
+                "progress/; the default is every event. Stops at Ctrl-C.\n";
+        struct sigaction sa = { .sa_handler = on_interrupt };
+        char topic[256];
+        int r;
+
+        r = parse_common_only(ctl, argc, argv, help);
+        if (r)
+                return r;
+        r = ctl_connect(ctl);
+        if (r)
+                return r;
+        for (int i = optind; i < argc || (i == optind && optind == argc); i++) {
+                r = futured_subscribe(ctl->c, i < argc ? argv[i] : "");
+                if (r < 0)
+                        return ctl_error(ctl, r, "watch");
+        }
+        sigaction(SIGINT, &sa, NULL);
+        sigaction(SIGTERM, &sa, NULL);
+        setvbuf(stdout, NULL, _IOLBF, 0);
+        while (!interrupted) {
+                void *body;
+                size_t len;
+
+                r = futured_event_next(ctl->c, 0.25, topic, sizeof topic, &body, &len);
+                if (r == -ETIMEDOUT || r == -EINTR)
+                        continue;
+                if (r < 0)
+                        return ctl_error(ctl, r, "watch");
+                if (ctl->json) {
+                        fputs("{\"topic\":", stdout);
+                        json_print_string(stdout, topic, strlen(topic));
+                        fputs(",\"event\":", stdout);
+                        json_print_packed(stdout, body, len);
+                        puts("}");
+                } else {
+                        printf("%s ", topic);
+                        json_print_packed(stdout, body, len);
+                        putchar('\n');
+                }
+                free(body);
+        }
+        return EXIT_SUCCESS;
+}
+
+/* Splits "a,b,c" in place into argv-style pointers; returns the count. */
+static size_t split_commas(char *s, char **out, size_t max) {
+        size_t n = 0;
+
+        if (!*s)
+                return 0;
+        for (char *tok = s; tok && n < max; n++) {
+                char *comma = strchr(tok, ',');
+                out[n] = tok;
+                if (comma)
+                        *comma++ = '\0';
+                tok = comma;
+        }
+        return n;
+}
+
+static int cmd_map(Ctl *ctl, int argc, char **argv) {
+        static const char help[] =
+                "Usage: futurectl map KIND ARGS... [--timeout S]\n"
+                "\n"
+                "Submits one job per ARGS in one batch and prints the results in input order,\n"
+                "as Executor.map. ARGS holds a job's arguments separated by commas, e.g.\n"
+                "  futurectl map prime 97 98 n=99,method=miller-rabin\n"
+                "Stops at the first failure (exit 1) and cancels the rest, as map() raises.\n";
+        static const struct option options[] = {
+                CTL_COMMON_OPTIONS,
+                { "timeout", required_argument, NULL, 't' },
+                {},
+        };
+        _cleanup_free_ futured_job *jobs = NULL;
+        _cleanup_free_ futured_id *ids = NULL;
+        void **args = NULL;
+        double timeout = 0;
+        size_t n;
+        int c, r, status = EXIT_SUCCESS;
+
+        while ((c = getopt_long(argc, argv, "hc:", options, NULL)) >= 0) {
+                if (c == 'c')
+                        c = 'C';
+                if (ctl_common_option(ctl, c, help))
+                        continue;
+                if (c != 't')
+                        return ctl_bad_option(help, argv);
+                if (ctl_parse_seconds(optarg, &timeout) < 0)
+                        return ctl_usage_error(help, "--timeout takes seconds");
+        }
+        if (argc - optind < 2)
+                return ctl_usage_error(help, "give a kind and at least one job's arguments");
+        n = (size_t) (argc - optind - 1);
+        jobs = calloc(n, sizeof *jobs);
+        ids = calloc(n, sizeof *ids);
+        args = calloc(n, sizeof *args);
+        if (!jobs || !ids || !args) {
+                free(args);
+                return ctl_error(ctl, -ENOMEM, "map");
+        }
+        r = ctl_connect(ctl);
+        for (size_t i = 0; r == 0 && i < n; i++) {
+                char *parts[64];
+                size_t k = split_commas(argv[optind + 1 + i], parts, ELEMENTSOF(parts));
+
+                jobs[i].kind = argv[optind];
+                jobs[i].timeout = timeout;
+                if (futured_args_pack(ctl->c, jobs[i].kind, parts, k, &args[i], &jobs[i].args_len) <
+                    0)
+                        r = ctl_usage_error(help, "%s", futured_error_message(ctl->c));
+                jobs[i].args = args[i];
+        }
+        if (r == 0 && (r = futured_submit(ctl->c, jobs, n, ids)) < 0)
+                r = ctl_error(ctl, r, "map");
+        if (ctl->json && r == 0)
+                putchar('[');
+        for (size_t i = 0; r == 0 && i < n; i++) {
+                futured_outcome out;
+
+                r = futured_result(ctl->c, ids[i], -1, &out);
+                if (r < 0) {
+                        r = ctl_error(ctl, r, "map");
+                        break;
+                }
+                if (ctl->json && i)
+                        putchar(',');
+                if (out.state == FUTURED_DONE) {
+                        json_print_packed(stdout, out.result, out.result_len);
+                        if (!ctl->json)
+                                putchar('\n');
+                } else {
+                        if (ctl->json)
+                                puts("]");
+                        fprintf(stderr, "futurectl: map: job %zu (future %llu) %s%s%s\n", i + 1,
+                                (unsigned long long) ids[i], futured_state_name(out.state),
+                                out.failure_code[0] ? ": " : "", out.failure_message);
+                        status = EXIT_JOB_FAILED;
+                        (void) futured_cancel(ctl->c, ids + i + 1, n - i - 1, NULL);
+                        futured_outcome_clear(&out);
+                        break;
+                }
+                futured_outcome_clear(&out);
+        }
+        if (ctl->json && r == 0 && status == EXIT_SUCCESS)
+                puts("]");
+        for (size_t i = 0; i < n; i++)
+                free(args[i]);
+        free(args);
+        return r ? r : status;
+}
+
+static const struct {
+        const char *name;
+        int (*run)(Ctl *ctl, int argc, char **argv);
+} commands[] = {
+        { "submit", cmd_submit }, { "status", cmd_status },   { "wait", cmd_wait },
+        { "result", cmd_result }, { "cancel", cmd_cancel },   { "release", cmd_release },
+        { "list", cmd_list },     { "stats", cmd_stats },     { "watch", cmd_watch },
+        { "map", cmd_map },       { "primes", cmd_primes },   { "flags", cmd_flags },
+};
+
+int main(int argc, char **argv) {
+        static const struct option options[] = {
+                CTL_COMMON_OPTIONS,
+                { "version", no_argument, NULL, 'V' },
+                {},
+        };
+        Ctl ctl = { .endpoint = NULL };
+        int c, r;
+
+        opterr = 0; /* our own messages, with the usage line */
+        while ((c = getopt_long(argc, argv, "+hc:", options, NULL)) >= 0) {
+                if (c == 'c')
+                        c = 'C';
+                if (ctl_common_option(&ctl, c, main_usage))
+                        continue;
+                if (c == 'V') {
+                        printf("futurectl %s\n", FUTURED_VERSION);
+                        return EXIT_SUCCESS;
+                }
+                return ctl_bad_option(main_usage, argv);
+        }
+        if (optind >= argc)
+                return ctl_usage_error(main_usage, "no command given");
+        for (size_t i = 0; i < ELEMENTSOF(commands); i++)
+                if (strcmp(argv[optind], commands[i].name) == 0) {
+                        argc -= optind;
+                        argv += optind;
+                        optind = 0; /* restart getopt for the command's options */
+                        r = commands[i].run(&ctl, argc, argv);
+                        futured_free(ctl.c);
+                        return r;
+                }
+        return ctl_usage_error(main_usage, "unknown command '%s'", argv[optind]);
+}

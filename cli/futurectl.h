@@ -1,0 +1,50 @@
+/* futurectl: what the command files share. Each command is one function taking its own argv
+ * (argv[0] is the command name) and returning the process exit status. */
+#pragma once
+
+#include <stdbool.h>
+
+#include "futured/client.h"
+
+#define EXIT_JOB_FAILED 1
+#define EXIT_USAGE 2
+#define EXIT_UNREACHABLE 69 /* EX_UNAVAILABLE */
+
+typedef struct Ctl {
+        const char *endpoint; /* borrowed from argv or the environment; NULL: the default */
+        bool json;
+        futured *c; /* owned; NULL until ctl_connect() */
+} Ctl;
+
+/* Connects ctl->c if not yet connected. Returns 0, or an exit status after printing why. */
+int ctl_connect(Ctl *ctl);
+
+/* Prints a one-line message for the libfutured error `r` of `what` and returns the exit status
+ * that goes with it (2 for a request the daemon rejected as malformed, 69 for an unreachable
+ * daemon, 1 otherwise). */
+int ctl_error(Ctl *ctl, int r, const char *what);
+
+/* Prints "futurectl CMD: message" and the command's usage line; returns EXIT_USAGE. */
+int ctl_usage_error(const char *usage, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Reports the option getopt_long() just refused; returns EXIT_USAGE. */
+int ctl_bad_option(const char *usage, char **argv);
+
+/* Parses a number of seconds (>= 0) or an ID (> 0). Return 0 or -EINVAL. */
+int ctl_parse_seconds(const char *s, double *ret);
+int ctl_parse_id(const char *s, futured_id *ret);
+
+/* Monotonic seconds. */
+double ctl_now(void);
+
+/* A -h/--help or --json/-c seen among the options common to every command. Handles them for
+ * getopt loops: returns true if `c` was one of them. */
+bool ctl_common_option(Ctl *ctl, int c, const char *help);
+
+/* The long options every command accepts; getopt codes for them. */
+#define CTL_COMMON_OPTIONS                                          \
+        { "help", no_argument, NULL, 'h' }, { "json", no_argument, NULL, 'J' }, \
+                { "connect", required_argument, NULL, 'C' }
+
+int cmd_primes(Ctl *ctl, int argc, char **argv);
+int cmd_flags(Ctl *ctl, int argc, char **argv);
