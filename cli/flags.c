@@ -1,9 +1,451 @@
-/* flags: `futurectl flags`, the classic flag downloader through the daemon. */
+/* flags: `futurectl flags`, the classic flags2 downloader run through the daemon's thread pool.
+ *
+ * Every flag is one `download` job with an inline body; the jobs of one run share a group whose
+ * limit is the run's concurrency, so the daemon (not this client) enforces -m, and several runs
+ * at once each get their own limit. Results are taken in completion order and written into
+ * --dest here, so the destination is the user's directory whoever the daemon runs as. */
+#define _GNU_SOURCE
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <msgpack.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
+#include "cli-config.h"
 #include "futurectl.h"
+#include "json.h"
+#include "macro.h"
+#include "progress.h"
+#include "proto.h"
+
+#define N_CODES (26 * 26)
+#define MAX_CONCUR_REQ 1000
+#define DEFAULT_CONCUR_REQ 30
+
+static const char *const servers[][2] = {
+        { "LOCAL", "http://localhost:8000/flags" },
+        { "REMOTE", "https://www.fluentpython.com/data/flags" },
+        { "DELAY", "http://localhost:8001/flags" },
+        { "ERROR", "http://localhost:8002/flags" },
+};
+
+/* The 20 most populous countries: the classic default. */
+static const char default_codes[] = "CN IN US ID BR PK NG BD RU JP MX PH VN ET EG DE IR TR CD FR";
+/* tests/data/country_codes.txt, compiled in by meson. */
+static const char all_codes[] = COUNTRY_CODES;
+
+static const char help[] =
+        "Usage: futurectl flags [CC...] [-a|--all] [-e|--every] [-l|--limit N] [-m|--max-req N]\n"
+        "                       [-s|--server LABEL] [--base-url URL] [-v|--verbose] [--dest DIR]\n"
+        "\n"
+        "The classic flag downloader, through the daemon: downloads BASE/{cc}/{cc}.gif for each\n"
+        "country code into DIR/{CC}.gif and reports how many were downloaded, not found, or\n"
+        "failed.\n"
+        "\n"
+        "  CC                 a code AA..ZZ, or one letter A..Z for its 26 codes\n"
+        "                     (default: the 20 most populous countries)\n"
+        "  -a, --all          every country code (194)\n"
+        "  -e, --every        every code from AA to ZZ (676); beats -a, which beats CC\n"
+        "  -l, --limit N      only the first N codes\n"
+        "  -m, --max-req N    concurrent requests (default 30, at most 1000), enforced by the\n"
+        "                     daemon\n"
+        "  -s, --server LABEL LOCAL (http://localhost:8000/flags, the default), DELAY (:8001),\n"
+        "                     ERROR (:8002) or REMOTE (https://www.fluentpython.com/data/flags)\n"
+        "      --base-url URL any other server\n"
+        "  -v, --verbose      one line per code instead of a progress bar\n"
+        "      --dest DIR     where the files go (default downloaded/)\n"
+        "      --json         one machine-readable summary\n"
+        "\n"
+        "Ctrl-C cancels the downloads still outstanding and prints the report so far.\n"
+        "Exit status: 0 all downloaded or not found, 1 some failed or interrupted.\n";
+
+typedef enum Outcome {
+        OUTCOME_NONE,
+        OUTCOME_OK,
+        OUTCOME_NOT_FOUND,
+        OUTCOME_ERROR,
+} Outcome;
+
+typedef struct Flag {
+        char cc[3];
+        futured_id id;
+        Outcome outcome;
+        char *message; /* for errors and not-found: what to report (owned) */
+} Flag;
+
+static volatile sig_atomic_t interrupted;
+
+static void on_interrupt(int sig) {
+        interrupted = 1;
+}
+
+/* Marks the codes named by `words` (whitespace-separated) in `set`. Returns 0, or -EINVAL naming
+ * the bad word in `bad`. */
+static int add_code(bool *set, const char *word, size_t len) {
+        char a = (char) toupper((unsigned char) word[0]);
+
+        if (len == 1 && a >= 'A' && a <= 'Z') {
+                for (int i = 0; i < 26; i++)
+                        set[(a - 'A') * 26 + i] = true;
+                return 0;
+        }
+        if (len == 2) {
+                char b = (char) toupper((unsigned char) word[1]);
+                if (a >= 'A' && a <= 'Z' && b >= 'A' && b <= 'Z') {
+                        set[(a - 'A') * 26 + (b - 'A')] = true;
+                        return 0;
+                }
+        }
+        return -EINVAL;
+}
+
+static void add_words(bool *set, const char *words) {
+        for (const char *p = words; *p;) {
+                size_t len = strcspn(p, " \t\n");
+                if (len)
+                        (void) add_code(set, p, len);
+                p += len;
+                p += strspn(p, " \t\n");
+        }
+}
+
+/* Writes `len` bytes to dir/name through a temporary file, so no partial file is ever seen. */
+static int save_file(int dir_fd, const char *name, const void *data, size_t len) {
+        char tmp[64];
+        int fd, r = 0;
+
+        snprintf(tmp, sizeof tmp, ".%s.%d.tmp", name, (int) getpid());
+        fd = openat(dir_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (fd < 0)
+                return -errno;
+        for (size_t off = 0; off < len && r == 0;) {
+                ssize_t n = write(fd, (const char *) data + off, len - off);
+                if (n < 0 && errno != EINTR)
+                        r = -errno;
+                else if (n > 0)
+                        off += (size_t) n;
+        }
+        if (close(fd) < 0 && r == 0)
+                r = -errno;
+        if (r == 0 && renameat(dir_fd, tmp, dir_fd, name) < 0)
+                r = -errno;
+        if (r < 0)
+                (void) unlinkat(dir_fd, tmp, 0);
+        return r;
+}
+
+/* Turns one finished future into its outcome, saving the flag when there is one. */
+static void settle(Flag *f, const futured_outcome *o, int dest_fd) {
+        msgpack_unpacked u;
+
+        if (o->state == FUTURED_FAILED) {
+                f->outcome = OUTCOME_ERROR;
+                f->message = strdup(o->failure_message[0] ? o->failure_message : o->failure_code);
+                return;
+        }
+        if (o->state != FUTURED_DONE) {
+                f->outcome = OUTCOME_ERROR;
+                f->message = strdup(futured_state_name(o->state));
+                return;
+        }
+        msgpack_unpacked_init(&u);
+        f->outcome = OUTCOME_ERROR;
+        if (msgpack_unpack_next(&u, o->result, o->result_len, NULL) == MSGPACK_UNPACK_SUCCESS) {
+                const msgpack_object *st = proto_map_get(&u.data, "status");
+                const msgpack_object *body = proto_map_get(&u.data, "body");
+
+                if (proto_str_eq(st, "not_found")) {
+                        f->outcome = OUTCOME_NOT_FOUND;
+                        f->message = proto_strdup(proto_map_get(&u.data, "url"), 4096);
+                } else if (proto_str_eq(st, "ok") && body && body->type == MSGPACK_OBJECT_BIN) {
+                        char name[8];
+                        int r;
+
+                        snprintf(name, sizeof name, "%s.gif", f->cc);
+                        r = save_file(dest_fd, name, body->via.bin.ptr, body->via.bin.size);
+                        if (r == 0)
+                                f->outcome = OUTCOME_OK;
+                        else if (asprintf(&f->message, "cannot save %s: %s", name, strerror(-r)) < 0)
+                                f->message = NULL;
+                }
+        }
+        if (f->outcome == OUTCOME_ERROR && !f->message)
+                f->message = strdup("unexpected result");
+        msgpack_unpacked_destroy(&u);
+}
+
+static void print_verbose(const Flag *f) {
+        if (f->outcome == OUTCOME_OK)
+                printf("%s OK\n", f->cc);
+        else if (f->outcome == OUTCOME_NOT_FOUND)
+                printf("%s not found: %s\n", f->cc, f->message ?: "");
+        else
+                printf("%s error: %s\n", f->cc, f->message ?: "");
+        fflush(stdout);
+}
+
+static void print_json(const Flag *flags, size_t n, const char *label, const char *base,
+                       unsigned concurrency, const size_t *count, double elapsed, bool stopped) {
+        static const char *const names[] = { "pending", "ok", "not_found", "error" };
+
+        fputs("{\"server\":", stdout);
+        json_print_string(stdout, label, strlen(label));
+        fputs(",\"base_url\":", stdout);
+        json_print_string(stdout, base, strlen(base));
+        printf(",\"requested\":%zu,\"concurrency\":%u,\"downloaded\":%zu,\"not_found\":%zu,"
+               "\"errors\":%zu,\"elapsed\":%.3f,\"interrupted\":%s,\"flags\":[",
+               n, concurrency, count[OUTCOME_OK], count[OUTCOME_NOT_FOUND], count[OUTCOME_ERROR],
+               elapsed, stopped ? "true" : "false");
+        for (size_t i = 0; i < n; i++) {
+                printf("%s{\"cc\":\"%s\",\"status\":\"%s\"", i ? "," : "", flags[i].cc,
+                       names[flags[i].outcome]);
+                if (flags[i].outcome == OUTCOME_ERROR && flags[i].message) {
+                        fputs(",\"error\":", stdout);
+                        json_print_string(stdout, flags[i].message, strlen(flags[i].message));
+                }
+                putchar('}');
+        }
+        puts("]}");
+}
+
+static int parse_count(const char *s, unsigned long *ret) {
+        char *end;
+
+        errno = 0;
+        if (*s < '0' || *s > '9')
+                return -EINVAL;
+        *ret = strtoul(s, &end, 10);
+        return *end || errno || *ret == 0 ? -EINVAL : 0;
+}
 
 int cmd_flags(Ctl *ctl, int argc, char **argv) {
-        fputs("futurectl: flags: not yet available\n", stderr);
-        return EXIT_USAGE;
+        static const struct option options[] = {
+                CTL_COMMON_OPTIONS,
+                { "all", no_argument, NULL, 'a' },
+                { "every", no_argument, NULL, 'e' },
+                { "limit", required_argument, NULL, 'l' },
+                { "max-req", required_argument, NULL, 'm' },
+                { "server", required_argument, NULL, 's' },
+                { "base-url", required_argument, NULL, 'b' },
+                { "verbose", no_argument, NULL, 'v' },
+                { "dest", required_argument, NULL, 'd' },
+                {},
+        };
+        bool every = false, all = false, verbose = false, set[N_CODES] = {}, stopped = false;
+        const char *label = "LOCAL", *base = NULL, *dest = "downloaded";
+        unsigned long limit = N_CODES, max_req = DEFAULT_CONCUR_REQ;
+        _cleanup_free_ Flag *flags = NULL;
+        _cleanup_free_ futured_job *jobs = NULL;
+        _cleanup_free_ futured_id *ids = NULL;
+        _cleanup_close_ int dest_fd = -1;
+        struct sigaction sa = { .sa_handler = on_interrupt };
+        futured_as_completed *it = NULL;
+        size_t n = 0, count[4] = {}, finished = 0;
+        char group[PROTO_MAX_GROUP];
+        unsigned concurrency;
+        Progress bar;
+        bool show_bar;
+        double start;
+        int c, r;
+
+        while ((c = getopt_long(argc, argv, "hc:ael:m:s:v", options, NULL)) >= 0) {
+                if (c == 'c')
+                        c = 'C';
+                if (ctl_common_option(ctl, c, help))
+                        continue;
+                switch (c) {
+                case 'a':
+                        all = true;
+                        break;
+                case 'e':
+                        every = true;
+                        break;
+                case 'l':
+                        if (parse_count(optarg, &limit) < 0)
+                                return ctl_usage_error(help, "--limit takes a positive number");
+                        break;
+                case 'm':
+                        if (parse_count(optarg, &max_req) < 0)
+                                return ctl_usage_error(help, "--max-req takes a positive number");
+                        break;
+                case 's':
+                        label = NULL;
+                        for (size_t i = 0; i < ELEMENTSOF(servers); i++)
+                                if (strcasecmp(optarg, servers[i][0]) == 0)
+                                        label = servers[i][0];
+                        if (!label)
+                                return ctl_usage_error(help,
+                                                       "unknown server '%s': LOCAL, REMOTE, "
+                                                       "DELAY or ERROR",
+                                                       optarg);
+                        break;
+                case 'b':
+                        base = optarg;
+                        break;
+                case 'v':
+                        verbose = true;
+                        break;
+                case 'd':
+                        dest = optarg;
+                        break;
+                default:
+                        return ctl_bad_option(help, argv);
+                }
+        }
+
+        /* Codes: -e beats -a beats positional codes; then de-duplicated, sorted, cut. */
+        for (int i = optind; i < argc; i++)
+                if (add_code(set, argv[i], strlen(argv[i])) < 0)
+                        return ctl_usage_error(help,
+                                               "'%s': each CC argument must be A to Z or AA to ZZ",
+                                               argv[i]);
+        if (every)
+                memset(set, true, sizeof set);
+        else if (all) {
+                memset(set, false, sizeof set);
+                add_words(set, all_codes);
+        } else if (optind == argc)
+                add_words(set, default_codes);
+        flags = calloc(N_CODES, sizeof *flags);
+        jobs = calloc(N_CODES, sizeof *jobs);
+        ids = calloc(N_CODES, sizeof *ids);
+        if (!flags || !jobs || !ids)
+                return ctl_error(ctl, -ENOMEM, "flags");
+        for (int i = 0; i < N_CODES && n < limit; i++)
+                if (set[i]) {
+                        flags[n].cc[0] = (char) ('A' + i / 26);
+                        flags[n].cc[1] = (char) ('A' + i % 26);
+                        n++;
+                }
+        concurrency = (unsigned) MIN(MIN(max_req, (unsigned long) MAX_CONCUR_REQ), n);
+
+        if (!base)
+                for (size_t i = 0; i < ELEMENTSOF(servers); i++)
+                        if (strcmp(label, servers[i][0]) == 0)
+                                base = servers[i][1];
+        if (base != servers[0][1] && base != servers[1][1] && base != servers[2][1] &&
+            base != servers[3][1])
+                label = "CUSTOM";
+
+        if (mkdir(dest, 0755) < 0 && errno != EEXIST) {
+                fprintf(stderr, "futurectl: flags: cannot create %s: %m\n", dest);
+                return EXIT_JOB_FAILED;
+        }
+        dest_fd = open(dest, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dest_fd < 0) {
+                fprintf(stderr, "futurectl: flags: cannot open %s: %m\n", dest);
+                return EXIT_JOB_FAILED;
+        }
+        r = ctl_connect(ctl);
+        if (r)
+                return r;
+
+        if (!ctl->json) {
+                printf("%s site: %s\n", label, base);
+                printf("Searching for %zu flag%s: ", n, n == 1 ? "" : "s");
+                if (n <= 10)
+                        for (size_t i = 0; i < n; i++)
+                                printf("%s%s", i ? ", " : "", flags[i].cc);
+                else
+                        printf("from %s to %s", flags[0].cc, flags[n - 1].cc);
+                putchar('\n');
+                if (concurrency == 1)
+                        puts("1 connection will be used.");
+                else
+                        printf("%u concurrent connections will be used.\n", concurrency);
+                fflush(stdout);
+        }
+
+        /* One group per run: its limit is this run's concurrency, whoever else is running. */
+        snprintf(group, sizeof group, "flags-%d-%ld", (int) getpid(), (long) time(NULL));
+        for (size_t i = 0; i < n; i++) {
+                char url[4096], lower[3] = { (char) tolower(flags[i].cc[0]),
+                                             (char) tolower(flags[i].cc[1]), 0 };
+                msgpack_sbuffer sb;
+                msgpack_packer pk;
+
+                snprintf(url, sizeof url, "%s/%s/%s.gif", base, lower, lower);
+                msgpack_sbuffer_init(&sb);
+                msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+                msgpack_pack_map(&pk, 1);
+                proto_pack_str(&pk, "url");
+                proto_pack_str(&pk, url);
+                jobs[i] = (futured_job){ .kind = "download", .args_len = sb.size, .group = group,
+                                         .group_limit = concurrency };
+                jobs[i].args = msgpack_sbuffer_release(&sb);
+        }
+        sigaction(SIGINT, &sa, NULL);
+        sigaction(SIGTERM, &sa, NULL);
+        start = ctl_now();
+        r = n ? futured_submit(ctl->c, jobs, n, ids) : 0;
+        for (size_t i = 0; i < n; i++)
+                free((void *) jobs[i].args);
+        if (r < 0)
+                return ctl_error(ctl, r, "flags");
+        for (size_t i = 0; i < n; i++)
+                flags[i].id = ids[i];
+        if (n)
+                r = futured_as_completed_new(ctl->c, ids, n, -1, &it);
+        show_bar = !verbose && !ctl->json && isatty(STDERR_FILENO);
+        if (show_bar)
+                progress_start(&bar, stderr, n);
+        while (r >= 0 && finished < n && !interrupted) {
+                futured_outcome o;
+                futured_id id;
+                size_t k;
+
+                r = futured_as_completed_next(it, &id);
+                if (r <= 0)
+                        break;
+                for (k = 0; flags[k].id != id; k++)
+                        ;
+                r = futured_result(ctl->c, id, 0, &o);
+                if (r < 0)
+                        break;
+                settle(&flags[k], &o, dest_fd);
+                futured_outcome_clear(&o);
+                count[flags[k].outcome]++;
+                finished++;
+                if (verbose && !ctl->json)
+                        print_verbose(&flags[k]);
+                if (show_bar)
+                        progress_add(&bar, 1);
+        }
+        futured_as_completed_free(it);
+        if (interrupted || r == -EINTR) {
+                /* Ctrl-C: stop what is outstanding, then report what was done. */
+                stopped = true;
+                (void) futured_cancel(ctl->c, ids, n, NULL);
+        } else if (r < 0) {
+                if (show_bar)
+                        fputc('\n', stderr);
+                return ctl_error(ctl, r, "flags");
+        }
+        if (show_bar)
+                progress_end(&bar);
+        if (ctl->json)
+                print_json(flags, n, label, base, concurrency, count, ctl_now() - start, stopped);
+        else {
+                if (stopped)
+                        puts("*** Interrupted: outstanding downloads cancelled.");
+                puts("--------------------");
+                printf("%3zu flag%s downloaded.\n", count[OUTCOME_OK],
+                       count[OUTCOME_OK] == 1 ? "" : "s");
+                if (count[OUTCOME_NOT_FOUND])
+                        printf("%3zu not found.\n", count[OUTCOME_NOT_FOUND]);
+                if (count[OUTCOME_ERROR])
+                        printf("%3zu error%s.\n", count[OUTCOME_ERROR],
+                               count[OUTCOME_ERROR] == 1 ? "" : "s");
+                printf("Elapsed time: %.2fs\n", ctl_now() - start);
+        }
+        for (size_t i = 0; i < n; i++)
+                free(flags[i].message);
+        return stopped || count[OUTCOME_ERROR] ? EXIT_JOB_FAILED : EXIT_SUCCESS;
 }

@@ -163,9 +163,12 @@ static int request_finish(futured *c, double deadline) {
                 if (msgpack_unpack_next(&c->reply, zmq_msg_data(&c->reply_msg),
                                         zmq_msg_size(&c->reply_msg), NULL) != MSGPACK_UNPACK_SUCCESS)
                         continue;
-                if (proto_get_uint(proto_map_get(&c->reply.data, "id"), &id) < 0 ||
-                    id != c->next_id)
-                        continue; /* a late reply to an abandoned request */
+                o = proto_map_get(&c->reply.data, "id");
+                /* A late reply to an abandoned request carries its id: skip it. A reply without
+                 * an id is the daemon saying it could not read ours (the only one outstanding). */
+                if (o && o->type != MSGPACK_OBJECT_NIL &&
+                    (proto_get_uint(o, &id) < 0 || id != c->next_id))
+                        continue;
                 o = proto_map_get(&c->reply.data, "ok");
                 if (o && o->type == MSGPACK_OBJECT_BOOLEAN && o->via.boolean)
                         return 0;
