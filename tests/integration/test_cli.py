@@ -77,7 +77,7 @@ def test_usage_errors_exit_2(daemon):
 
 def test_help_on_every_command(daemon):
     for cmd in ("submit", "status", "wait", "result", "cancel", "release", "list", "stats",
-                "watch", "map", "primes"):
+                "watch", "map", "primes", "flags"):
         p = ctl(daemon, cmd, "--help", check=0)
         assert p.stdout.startswith(f"Usage: futurectl {cmd}"), cmd
     assert "Commands:" in ctl(daemon, "--help", check=0).stdout
