@@ -8,6 +8,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,6 +49,8 @@ struct ThreadJob {
         uint64_t id;
         const JobKind *kind;
         atomic_int cancel;
+        _Atomic uint64_t started_ns; /* timer_now() when a thread took it; 0 while queued */
+        bool announced;              /* its `running` event went out */
         uint8_t *args; /* taken from the future */
         uint32_t args_len;
         int rc;
@@ -68,7 +71,10 @@ static void thread_job_run(Work *w) {
         msgpack_unpacked_init(&args);
         msgpack_sbuffer_init(&tj->out);
         msgpack_packer_init(&pk, &tj->out, msgpack_sbuffer_write);
-        if (msgpack_unpack_next(&args, (const char *) tj->args, tj->args_len, NULL) !=
+        atomic_store(&tj->started_ns, timer_now());
+        if (atomic_load(&tj->cancel)) /* cancelled while it waited in the pool's queue */
+                tj->rc = job_failure(&failure, PROTO_F_CANCELLED, "cancelled before it started");
+        else if (msgpack_unpack_next(&args, (const char *) tj->args, tj->args_len, NULL) !=
             MSGPACK_UNPACK_SUCCESS)
                 tj->rc = job_failure(&failure, PROTO_F_INTERNAL, "cannot decode the arguments");
         else
@@ -86,11 +92,35 @@ static void thread_job_free(ThreadJob *tj) {
         free(tj);
 }
 
+FutureState daemon_visible_state(Daemon *d, Future *f) {
+        /* A thread job the pool has queued (prefetch) but no thread has taken is still waiting:
+         * clients see it pending until it really runs. */
+        if (f->state == STATE_RUNNING && f->kind->pool == POOL_THREAD && f->runner &&
+            atomic_load(&((ThreadJob *) f->runner)->started_ns) == 0)
+                return STATE_PENDING;
+        return f->state;
+}
+
+unsigned daemon_thread_jobs_queued(Daemon *d) {
+        unsigned n = 0;
+
+        /* Only items whose future still counts as running: a cancelled or timed-out future's
+         * item stays queued until a thread takes and drops it, but is no longer running. */
+        for (ThreadJob *tj = d->thread_jobs; tj; tj = tj->next) {
+                Future *f;
+                if (atomic_load(&tj->started_ns) != 0)
+                        continue;
+                f = table_get(&d->table, tj->id);
+                n += f && f->state == STATE_RUNNING && f->runner == tj;
+        }
+        return n;
+}
+
 FutureState daemon_state_of(Daemon *d, uint64_t id) {
         Future *f = table_get(&d->table, id);
 
         if (f)
-                return f->state;
+                return daemon_visible_state(d, f);
         return table_issued(&d->table, id) ? STATE_EXPIRED : STATE_UNKNOWN;
 }
 
@@ -211,13 +241,16 @@ void daemon_expire(Daemon *d, Future *f) {
         future_free(f);
 }
 
-static void start_running(Daemon *d, Future *f, void *runner) {
+/* `announce`: publish the `running` event now; a prefetched thread job is announced by the
+ * progress tick once a thread has taken it instead. */
+static void start_running(Daemon *d, Future *f, void *runner, bool announce) {
         f->runner = runner;
         daemon_set_state(d, f, STATE_RUNNING);
         if (f->timeout_ms)
                 (void) timer_start(&d->timers, &f->timeout,
                                    timer_now() + (uint64_t) f->timeout_ms * 1000000u);
-        daemon_publish(d, f);
+        if (announce)
+                daemon_publish(d, f);
 }
 
 static void start_thread_job(Daemon *d, Future *f) {
@@ -234,6 +267,7 @@ static void start_thread_job(Daemon *d, Future *f) {
         tj->args = TAKE_PTR(f->args);
         tj->args_len = f->args_len;
         f->args_len = 0;
+        tj->announced = d->threads_busy < d->cfg.threads; /* a thread is free for it */
         d->threads_busy++;
         tj->next = d->thread_jobs;
         if (d->thread_jobs)
@@ -241,7 +275,7 @@ static void start_thread_job(Daemon *d, Future *f) {
         d->thread_jobs = tj;
         if (!timer_armed(&d->progress))
                 (void) timer_start(&d->timers, &d->progress, timer_now() + PROGRESS_INTERVAL_NS);
-        start_running(d, f, tj);
+        start_running(d, f, tj, tj->announced);
         threadpool_submit(d->tpool, &tj->work);
 }
 
@@ -257,7 +291,7 @@ static void start_process_job(Daemon *d, Future *f) {
                         (void) scheduler_push(&d->sched, f); /* the worker died under us: again */
                 return;
         }
-        start_running(d, f, w);
+        start_running(d, f, w, true);
 }
 
 void daemon_dispatch(Daemon *d) {
@@ -265,8 +299,10 @@ void daemon_dispatch(Daemon *d) {
 
         if (d->stopping)
                 return;
-        while (d->threads_busy < d->cfg.threads && (f = scheduler_pop(&d->sched, POOL_THREAD)))
+        while (d->threads_busy < d->cfg.threads + d->cfg.prefetch &&
+               (f = scheduler_pop(&d->sched, POOL_THREAD)))
                 start_thread_job(d, f);
+        threadpool_flush(d->tpool);
         while (procpool_has_idle(d->ppool) && (f = scheduler_pop(&d->sched, POOL_PROCESS)))
                 start_process_job(d, f);
 }
@@ -287,7 +323,7 @@ static void on_threads_done(Daemon *d) {
                         tj->next->prev = tj->prev;
                 if (f && f->state == STATE_RUNNING && f->runner == tj) {
                         uint32_t len = (uint32_t) tj->out.size;
-                        uint8_t *outcome = (uint8_t *) msgpack_sbuffer_release(&tj->out);
+                        uint8_t *outcome = proto_sbuffer_take(&tj->out);
                         daemon_finish(d, f, tj->rc >= 0 ? STATE_DONE : STATE_FAILED, outcome, len);
                 }
                 thread_job_free(tj);
@@ -362,7 +398,13 @@ static void publish_progress(Daemon *d) {
                 msgpack_packer pk;
                 int n;
 
-                if (done == tj->progress_sent || !f || f->state != STATE_RUNNING || f->runner != tj)
+                if (!f || f->state != STATE_RUNNING || f->runner != tj)
+                        continue;
+                if (!tj->announced && atomic_load(&tj->started_ns)) {
+                        tj->announced = true;
+                        daemon_publish(d, f);
+                }
+                if (done == tj->progress_sent)
                         continue;
                 tj->progress_sent = done;
                 n = snprintf(topic, sizeof(topic), "progress/%s", f->group ? f->group->name : "");
@@ -434,18 +476,37 @@ static void finish_shutdown(Daemon *d) {
 static void begin_shutdown(Daemon *d) {
         if (d->stopping)
                 return;
+        unsigned queued = daemon_thread_jobs_queued(d);
+
         fprintf(stderr, "futured: shutting down; %" PRIu64 " jobs running, %" PRIu64
                         " pending are cancelled\n",
-                d->n_state[STATE_RUNNING], d->n_state[STATE_PENDING]);
+                d->n_state[STATE_RUNNING] - queued, d->n_state[STATE_PENDING] + queued);
         d->stopping = true;
-        /* Pending work never starts now. Running work gets the grace period. */
+        /* Pending work never starts now, including thread jobs prefetched into the pool that no
+         * thread has taken yet (clients see them pending). Running work gets the grace period. */
         for (uint64_t id = d->table.base; id < d->table.next_id; id++) {
                 Future *f = table_get(&d->table, id);
-                if (f && f->state == STATE_PENDING)
+                if (f && daemon_visible_state(d, f) == STATE_PENDING)
                         daemon_cancel(d, f, STATE_CANCELLED, NULL);
         }
         d->grace.kind = TIMER_GRACE;
         (void) timer_start(&d->timers, &d->grace, timer_now() + (uint64_t) (d->cfg.grace * 1e9));
+}
+
+/* A job's timeout counts its running time only: a thread job that waited in the pool's queue
+ * (prefetch) gets its full time from the moment a thread took it. */
+static void on_job_timeout(Daemon *d, Future *f, uint64_t now) {
+        uint64_t limit = (uint64_t) f->timeout_ms * 1000000u;
+
+        if (f->state == STATE_RUNNING && f->kind->pool == POOL_THREAD && f->runner) {
+                uint64_t started = atomic_load(&((ThreadJob *) f->runner)->started_ns);
+                uint64_t due = started ? started + limit : now + limit;
+                if (due > now) {
+                        (void) timer_start(&d->timers, &f->timeout, due);
+                        return;
+                }
+        }
+        daemon_cancel(d, f, STATE_FAILED, PROTO_F_TIMEOUT);
 }
 
 static void on_timers(Daemon *d) {
@@ -456,8 +517,7 @@ static void on_timers(Daemon *d) {
         while ((t = timer_pop_due(&d->timers, now))) {
                 switch (t->kind) {
                 case TIMER_JOB_TIMEOUT:
-                        daemon_cancel(d, container_of(t, Future, timeout), STATE_FAILED,
-                                      PROTO_F_TIMEOUT);
+                        on_job_timeout(d, container_of(t, Future, timeout), now);
                         break;
                 case TIMER_WAITER:
                         waiter_timeout(d, t);
@@ -697,12 +757,22 @@ Daemon *daemon_free(Daemon *d) {
         if (!d)
                 return NULL;
         waiter_free_all(d);
-        /* Threads that still run were told to stop; joining waits for them to notice. */
-        for (Work *w; d->tpool && (w = threadpool_take_done(d->tpool));)
+        /* Threads that still run were told to stop (their futures are finished: cancelled, timed
+         * out or failed at shutdown). Wait for every one to hand its item back before joining: an
+         * item handed back after the last take would be lost with the pool. */
+        while (d->tpool && d->threads_busy > 0) {
+                Work *w = threadpool_take_done(d->tpool);
+                if (!w) {
+                        struct pollfd pfd = { .fd = threadpool_fd(d->tpool), .events = POLLIN };
+                        (void) poll(&pfd, 1, -1);
+                        continue;
+                }
                 for (Work *next; w; w = next) {
                         next = w->next;
+                        d->threads_busy--;
                         thread_job_free(container_of(w, ThreadJob, work));
                 }
+        }
         d->tpool = threadpool_free(d->tpool);
         download_global_cleanup();
         d->ppool = procpool_free(d->ppool);

@@ -24,6 +24,8 @@ typedef struct DaemonConfig {
         char *worker_path;    /* futured-worker */
         char *download_dir;   /* where `download` jobs with a `path` write, or NULL */
         unsigned threads;
+        unsigned prefetch;    /* thread jobs handed to the pool beyond its thread count */
+        bool prefetch_set;    /* --prefetch given; else 3 per thread */
         unsigned processes;
         unsigned max_tasks;   /* per worker process, 0: unlimited */
         double retain;        /* seconds a finished future is kept */
@@ -115,6 +117,13 @@ void daemon_expire(Daemon *d, Future *f);
 /* The state a client sees for `id`: the future's, or `expired` / `unknown` when it is gone. */
 FutureState daemon_state_of(Daemon *d, uint64_t id);
 
+/* The state clients see for `f`: its state, except that a thread job still queued inside the pool
+ * (not yet taken by a thread) is pending. */
+FutureState daemon_visible_state(Daemon *d, Future *f);
+
+/* How many thread jobs wait inside the pool's queue, not yet taken by a thread. */
+unsigned daemon_thread_jobs_queued(Daemon *d);
+
 /* Publishes a state-change event for `f`. */
 void daemon_publish(Daemon *d, const Future *f);
 
@@ -132,6 +141,9 @@ void request_pack_wait_reply(Daemon *d, uint64_t req_id, const uint64_t *ids, ui
 /* Packs into d->out the reply to a `result` for `id`: the outcome, or `not_done` when the future
  * has not finished. */
 void request_pack_result_reply(Daemon *d, uint64_t req_id, uint64_t id);
+/* Packs the reply of `results` (and of `submit` with reply "results"): `ids`, and `results`
+ * with each future's id, state and, when finished, its result or failure. */
+void request_pack_results_reply(Daemon *d, uint64_t req_id, const uint64_t *ids, uint32_t n);
 
 /* Sends the reply in d->out to `identity`; a client that is gone loses its reply, nothing
  * else. */

@@ -26,6 +26,9 @@ static void help(void) {
                "  --events ENDPOINT           PUB endpoint for events (default: events.sock\n"
                "                              beside the first ipc:// listen socket)\n"
                "  --threads N                 thread-pool size (default min(32, ncpu + 4))\n"
+               "  --prefetch N                thread jobs queued inside the pool beyond its\n"
+               "                              threads, for throughput (default 3 per thread;\n"
+               "                              0: strict priority order)\n"
                "  --processes N               process-pool size (default ncpu)\n"
                "  --max-tasks-per-worker N    replace a worker process after N jobs (default 0:\n"
                "                              never)\n"
@@ -108,6 +111,7 @@ static int parse_argv(int argc, char **argv, DaemonConfig *cfg) {
                 ARG_LISTEN = 0x100,
                 ARG_EVENTS,
                 ARG_THREADS,
+                ARG_PREFETCH,
                 ARG_PROCESSES,
                 ARG_MAX_TASKS,
                 ARG_RETAIN,
@@ -120,6 +124,7 @@ static int parse_argv(int argc, char **argv, DaemonConfig *cfg) {
                 { "listen", required_argument, NULL, ARG_LISTEN },
                 { "events", required_argument, NULL, ARG_EVENTS },
                 { "threads", required_argument, NULL, ARG_THREADS },
+                { "prefetch", required_argument, NULL, ARG_PREFETCH },
                 { "processes", required_argument, NULL, ARG_PROCESSES },
                 { "max-tasks-per-worker", required_argument, NULL, ARG_MAX_TASKS },
                 { "retain", required_argument, NULL, ARG_RETAIN },
@@ -158,6 +163,11 @@ static int parse_argv(int argc, char **argv, DaemonConfig *cfg) {
                 case ARG_THREADS:
                         if (parse_uint(optarg, 1024, &cfg->threads) < 0 || cfg->threads == 0)
                                 bad = "--threads takes a number from 1 to 1024";
+                        break;
+                case ARG_PREFETCH:
+                        if (parse_uint(optarg, 65536, &cfg->prefetch) < 0)
+                                bad = "--prefetch takes a number from 0 to 65536";
+                        cfg->prefetch_set = true;
                         break;
                 case ARG_PROCESSES:
                         if (parse_uint(optarg, 1024, &cfg->processes) < 0 || cfg->processes == 0)
@@ -226,6 +236,8 @@ int main(int argc, char **argv) {
         r = parse_argv(argc, argv, &cfg);
         if (r < 0)
                 return 2;
+        if (!cfg.prefetch_set)
+                cfg.prefetch = 3 * cfg.threads;
         signal(SIGPIPE, SIG_IGN);
         sigemptyset(&mask);
         sigaddset(&mask, SIGTERM);

@@ -152,7 +152,7 @@ static int get_ids(const msgpack_object *body, bool allow_empty, bool dedup, uin
         return 0;
 }
 
-static void op_hello(Daemon *d, Request *req) {
+static void op_hello(Daemon *d, Request *req, ProtoError *e) {
         msgpack_packer *pk = &req->pk;
         const JobKind *const *kinds = kind_all();
         uint32_t n_kinds = 0;
@@ -284,9 +284,11 @@ static Future *make_future(Daemon *d, const JobSpec *spec) {
                 msgpack_sbuffer_destroy(&sbuf);
                 return NULL;
         }
-        f = future_new(0, spec->kind, (uint8_t *) sbuf.data, (uint32_t) sbuf.size);
+        uint32_t len = (uint32_t) sbuf.size;
+        uint8_t *args = proto_sbuffer_take(&sbuf);
+        f = args ? future_new(0, spec->kind, args, len) : NULL;
         if (!f) {
-                msgpack_sbuffer_destroy(&sbuf);
+                free(args);
                 return NULL;
         }
         f->priority = (int16_t) spec->priority;
@@ -309,10 +311,27 @@ static Future *make_future(Daemon *d, const JobSpec *spec) {
 static void op_submit(Daemon *d, Request *req, ProtoError *e) {
         _cleanup_free_ JobSpec *specs = NULL;
         const msgpack_object *jobs = proto_map_get(req->body, "jobs");
+        const msgpack_object *reply = proto_map_get(req->body, "reply");
+        _cleanup_free_ uint64_t *ids = NULL;
+        bool want_results = false;
         uint32_t n;
 
         if (!jobs || jobs->type != MSGPACK_OBJECT_ARRAY) {
                 proto_error(e, PROTO_E_BAD_REQUEST, "jobs", "'jobs' must be an array of jobs");
+                return reply_error(d, req, e);
+        }
+        if (reply) {
+                want_results = proto_str_eq(reply, "results");
+                if (!want_results && !proto_str_eq(reply, "ids")) {
+                        proto_error(e, PROTO_E_BAD_REQUEST, "reply",
+                                    "'reply' must be \"ids\" or \"results\"");
+                        return reply_error(d, req, e);
+                }
+        }
+        if (want_results && !waiter_can_defer(d, req->identity, req->identity_len)) {
+                proto_error(e, PROTO_E_TOO_MANY_DEFERRED, NULL,
+                            "%u outstanding deferred replies is the limit per client",
+                            PROTO_MAX_DEFERRED);
                 return reply_error(d, req, e);
         }
         n = jobs->via.array.size;
@@ -371,12 +390,23 @@ static void op_submit(Daemon *d, Request *req, ProtoError *e) {
                 proto_error(e, PROTO_E_QUEUE_FULL, NULL, "out of memory");
                 return reply_error(d, req, e);
         }
-        reply_begin(d, req, 1);
-        proto_pack_str(&req->pk, "ids");
-        msgpack_pack_array(&req->pk, n);
-        for (uint32_t i = 0; i < n; i++)
-                msgpack_pack_uint64(&req->pk, first + i);
-        reply_send(d, req);
+        if (want_results) {
+                /* The reply waits for every job; the jobs start only after the waiter exists. */
+                ids = malloc(n * sizeof(*ids));
+                for (uint32_t i = 0; ids && i < n; i++)
+                        ids[i] = first + i;
+                if (!ids || waiter_start(d, req->identity, req->identity_len, req->envelope,
+                                         req->id, WAIT_RESULTS, ids, n, -1) < 0)
+                        want_results = false; /* out of memory: answer with the IDs at least */
+        }
+        if (!want_results) {
+                reply_begin(d, req, 1);
+                proto_pack_str(&req->pk, "ids");
+                msgpack_pack_array(&req->pk, n);
+                for (uint32_t i = 0; i < n; i++)
+                        msgpack_pack_uint64(&req->pk, first + i);
+                reply_send(d, req);
+        }
         daemon_dispatch(d);
 }
 
@@ -423,7 +453,7 @@ static void op_wait(Daemon *d, Request *req, ProtoError *e) {
         _cleanup_free_ uint64_t *ids = NULL;
         const msgpack_object *o;
         WaitMode mode = WAIT_ALL;
-        int64_t timeout_ns;
+        int64_t timeout_ns = -1;
         uint32_t n;
 
         if (get_ids(req->body, false, true, &ids, &n, e) < 0)
@@ -447,7 +477,7 @@ static void op_wait(Daemon *d, Request *req, ProtoError *e) {
 }
 
 static void op_result(Daemon *d, Request *req, ProtoError *e) {
-        int64_t timeout_ns;
+        int64_t timeout_ns = -1;
         uint64_t id;
 
         if (proto_get_uint(proto_map_get(req->body, "future"), &id) < 0) {
@@ -458,6 +488,18 @@ static void op_result(Daemon *d, Request *req, ProtoError *e) {
         if (get_timeout_ns(req->body, &timeout_ns, e) < 0)
                 return reply_error(d, req, e);
         start_waiter(d, req, WAIT_RESULT, &id, 1, timeout_ns, e);
+}
+
+static void op_results(Daemon *d, Request *req, ProtoError *e) {
+        _cleanup_free_ uint64_t *ids = NULL;
+        int64_t timeout_ns = -1;
+        uint32_t n;
+
+        if (get_ids(req->body, false, true, &ids, &n, e) < 0)
+                return reply_error(d, req, e);
+        if (get_timeout_ns(req->body, &timeout_ns, e) < 0)
+                return reply_error(d, req, e);
+        start_waiter(d, req, WAIT_RESULTS, ids, n, timeout_ns, e);
 }
 
 static void op_cancel(Daemon *d, Request *req, ProtoError *e) {
@@ -541,7 +583,7 @@ static void op_list(Daemon *d, Request *req, ProtoError *e) {
         uint64_t from = MAX(after + 1, d->table.base), last = 0;
         for (uint64_t id = from; id < d->table.next_id; id++) {
                 Future *f = table_get(&d->table, id);
-                if (!f || (state >= 0 && f->state != state))
+                if (!f || (state >= 0 && daemon_visible_state(d, f) != (FutureState) state))
                         continue;
                 if (n == limit) {
                         more = true;
@@ -555,7 +597,7 @@ static void op_list(Daemon *d, Request *req, ProtoError *e) {
         msgpack_pack_array(&req->pk, n);
         for (uint64_t id = from; n > 0 && id <= last; id++) {
                 Future *f = table_get(&d->table, id);
-                if (!f || (state >= 0 && f->state != state))
+                if (!f || (state >= 0 && daemon_visible_state(d, f) != (FutureState) state))
                         continue;
                 msgpack_pack_map(&req->pk, 5);
                 proto_pack_str(&req->pk, "id");
@@ -563,7 +605,7 @@ static void op_list(Daemon *d, Request *req, ProtoError *e) {
                 proto_pack_str(&req->pk, "kind");
                 proto_pack_str(&req->pk, f->kind->name);
                 proto_pack_str(&req->pk, "state");
-                proto_pack_str(&req->pk, proto_state_name(f->state));
+                proto_pack_str(&req->pk, proto_state_name(daemon_visible_state(d, f)));
                 proto_pack_str(&req->pk, "group");
                 proto_pack_str(&req->pk, f->group ? f->group->name : "");
                 proto_pack_str(&req->pk, "priority");
@@ -582,14 +624,15 @@ static void pack_counter(msgpack_packer *pk, const char *name, uint64_t v) {
         msgpack_pack_uint64(pk, v);
 }
 
-static void op_stats(Daemon *d, Request *req) {
+static void op_stats(Daemon *d, Request *req, ProtoError *e) {
         msgpack_packer *pk = &req->pk;
 
         reply_begin(d, req, 1);
         proto_pack_str(pk, "stats");
         msgpack_pack_map(pk, 14);
-        pack_counter(pk, "pending", d->n_state[STATE_PENDING]);
-        pack_counter(pk, "running", d->n_state[STATE_RUNNING]);
+        unsigned queued = daemon_thread_jobs_queued(d);
+        pack_counter(pk, "pending", d->n_state[STATE_PENDING] + queued);
+        pack_counter(pk, "running", d->n_state[STATE_RUNNING] - queued);
         pack_counter(pk, "done", d->n_state[STATE_DONE]);
         pack_counter(pk, "failed", d->n_state[STATE_FAILED]);
         pack_counter(pk, "cancelled", d->n_state[STATE_CANCELLED]);
@@ -671,23 +714,57 @@ void request_pack_result_reply(Daemon *d, uint64_t req_id, uint64_t id) {
         }
 }
 
+/* Packs {id, state, result|failure} for one future. */
+static void pack_outcome(Daemon *d, msgpack_packer *pk, uint64_t id) {
+        FutureState s = daemon_state_of(d, id);
+        Future *f = table_get(&d->table, id);
+        bool has_outcome = f && f->outcome && (s == STATE_DONE || s == STATE_FAILED);
+
+        msgpack_pack_map(pk, 2 + has_outcome);
+        proto_pack_str(pk, "id");
+        msgpack_pack_uint64(pk, id);
+        proto_pack_str(pk, "state");
+        proto_pack_str(pk, proto_state_name(s));
+        if (has_outcome) {
+                proto_pack_str(pk, s == STATE_DONE ? "result" : "failure");
+                msgpack_sbuffer_write(&d->out, (const char *) f->outcome, f->outcome_len);
+        }
+}
+
+void request_pack_results_reply(Daemon *d, uint64_t req_id, const uint64_t *ids, uint32_t n) {
+        msgpack_packer pk;
+
+        msgpack_packer_init(&pk, &d->out, msgpack_sbuffer_write);
+        pack_head(d, &pk, true, req_id, true, 2);
+        proto_pack_str(&pk, "ids");
+        msgpack_pack_array(&pk, n);
+        for (uint32_t i = 0; i < n; i++)
+                msgpack_pack_uint64(&pk, ids[i]);
+        proto_pack_str(&pk, "results");
+        msgpack_pack_array(&pk, n);
+        for (uint32_t i = 0; i < n; i++)
+                pack_outcome(d, &pk, ids[i]);
+}
+
 void request_handle(Daemon *d, const uint8_t *identity, size_t identity_len, bool envelope,
                     const uint8_t *body, size_t body_len) {
         static const char *const common[] = { "v", "id", "op" };
         static const struct {
                 const char *name;
+                void (*run)(Daemon *d, Request *req, ProtoError *e);
                 const char *fields[6];
         } ops[] = {
-                { "hello", {} },
-                { "submit", { "jobs" } },
-                { "status", { "ids" } },
-                { "wait", { "ids", "mode", "timeout" } },
-                { "result", { "future", "timeout" } },
-                { "cancel", { "ids" } },
-                { "release", { "ids" } },
-                { "list", { "state", "after", "limit" } },
-                { "stats", {} },
-                { "probe", { "token" } },
+                { "hello", op_hello, {} },
+                { "submit", op_submit, { "jobs", "reply" } },
+                { "status", op_status, { "ids" } },
+                { "wait", op_wait, { "ids", "mode", "timeout" } },
+                { "result", op_result, { "future", "timeout" } },
+                { "results", op_results, { "ids", "timeout" } },
+                { "cancel", op_cancel, { "ids" } },
+                { "release", op_release, { "ids" } },
+                { "list", op_list, { "state", "after", "limit" } },
+                { "stats", op_stats, {} },
+                { "probe", op_probe, { "token" } },
         };
         Request req = { .identity = identity, .identity_len = identity_len, .envelope = envelope };
         ProtoError e = { .index = -1 };
@@ -770,18 +847,7 @@ void request_handle(Daemon *d, const uint8_t *identity, size_t identity_len, boo
                         goto out;
         }
 
-        switch (op) {
-        case 0: op_hello(d, &req); break;
-        case 1: op_submit(d, &req, &e); break;
-        case 2: op_status(d, &req, &e); break;
-        case 3: op_wait(d, &req, &e); break;
-        case 4: op_result(d, &req, &e); break;
-        case 5: op_cancel(d, &req, &e); break;
-        case 6: op_release(d, &req, &e); break;
-        case 7: op_list(d, &req, &e); break;
-        case 8: op_stats(d, &req); break;
-        case 9: op_probe(d, &req, &e); break;
-        }
+        ops[op].run(d, &req, &e);
         msgpack_unpacked_destroy(&msg);
         return;
 out:

@@ -87,6 +87,8 @@ bool waiter_condition(Daemon *d, WaitMode mode, const uint64_t *ids, uint32_t n)
 static void waiter_free(Daemon *d, Waiter *w) {
         for (uint32_t i = 0; i < w->n_refs; i++) {
                 WaitRef *r = &w->refs[i];
+                if (!r->future)
+                        continue; /* its future finished and let go of it already */
                 if (r->prev)
                         r->prev->next = r->next;
                 else
@@ -111,6 +113,8 @@ static void pack_reply(Daemon *d, WaitMode mode, uint64_t req_id, const uint64_t
                        uint32_t n) {
         if (mode == WAIT_RESULT)
                 request_pack_result_reply(d, req_id, ids[0]);
+        else if (mode == WAIT_RESULTS)
+                request_pack_results_reply(d, req_id, ids, n);
         else
                 request_pack_wait_reply(d, req_id, ids, n);
 }
@@ -119,6 +123,12 @@ static void fire(Daemon *d, Waiter *w) {
         pack_reply(d, w->mode, w->req_id, w->ids, w->n_ids);
         request_send(d, w->client->identity, w->client->len, w->envelope);
         waiter_free(d, w);
+}
+
+bool waiter_can_defer(Daemon *d, const uint8_t *identity, size_t identity_len) {
+        Client *c = client_get(d, identity, identity_len, false);
+
+        return !c || c->n_deferred < PROTO_MAX_DEFERRED;
 }
 
 int waiter_start(Daemon *d, const uint8_t *identity, size_t identity_len, bool envelope,
@@ -186,15 +196,21 @@ int waiter_start(Daemon *d, const uint8_t *identity, size_t identity_len, bool e
 void waiter_future_finished(Daemon *d, Future *f) {
         WaitRef *r = f->waiters, *next;
 
+        /* A finished future never changes again, so it lets go of all its refs now: a waiter that
+         * does not fire yet (`all` with others open) must not keep a pointer into a future that a
+         * release or the retention timer may free before the waiter fires. */
+        f->waiters = NULL;
         for (; r; r = next) {
                 Waiter *w = r->waiter;
-                /* Firing frees w and unlinks its ref from this list; take the next one first. A
-                 * waiter holds one ref per future, so `next` is never w's. */
+                /* Take the next ref before firing frees w. A waiter holds one ref per future, so
+                 * `next` is never w's. */
                 next = r->next;
+                r->future = NULL;
+                r->prev = r->next = NULL;
                 /* The condition did not hold when the waiter was made, and only this future
                  * changed, so the counter decides without a scan. */
                 w->n_open--;
-                if (w->mode == WAIT_ALL ? w->n_open == 0
+                if (w->mode == WAIT_ALL || w->mode == WAIT_RESULTS ? w->n_open == 0
                     : w->mode == WAIT_FIRST_EXCEPTION ? f->state == STATE_FAILED || w->n_open == 0
                                                       : true)
                         fire(d, w);

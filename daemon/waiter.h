@@ -17,7 +17,8 @@ typedef enum WaitMode {
         WAIT_ALL,
         WAIT_FIRST_COMPLETED,
         WAIT_FIRST_EXCEPTION,
-        WAIT_RESULT, /* the `result` operation: one ID */
+        WAIT_RESULT,  /* the `result` operation: one ID */
+        WAIT_RESULTS, /* `results`, and `submit` with reply "results": all, with their outcomes */
 } WaitMode;
 
 typedef struct Waiter Waiter;
@@ -34,6 +35,9 @@ struct WaitRef {
 int waiter_start(Daemon *d, const uint8_t *identity, size_t identity_len, bool envelope,
                  uint64_t req_id, WaitMode mode, const uint64_t *ids, uint32_t n,
                  int64_t timeout_ns);
+
+/* True if the client may have one more deferred reply. */
+bool waiter_can_defer(Daemon *d, const uint8_t *identity, size_t identity_len);
 
 /* `f` just finished: fires the waiters it satisfies. */
 void waiter_future_finished(Daemon *d, Future *f);

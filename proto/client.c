@@ -351,13 +351,15 @@ static const msgpack_object *reply_array(futured *c, const char *key, size_t n) 
         return o;
 }
 
-int futured_submit(futured *c, const futured_job *jobs, size_t n, futured_id *ids) {
-        const msgpack_object *a;
-        int r;
-
+/* Packs a submit request of `n` jobs; `want_results` asks for the deferred reply with results. */
+static int pack_submit(futured *c, const futured_job *jobs, size_t n, bool want_results) {
         if (n == 0 || n > UINT32_MAX)
                 return set_error(c, -EINVAL, "bad_request", "no jobs to submit");
-        request_begin(c, "submit", 1);
+        request_begin(c, "submit", 1 + want_results);
+        if (want_results) {
+                proto_pack_str(&c->pk, "reply");
+                proto_pack_str(&c->pk, "results");
+        }
         proto_pack_str(&c->pk, "jobs");
         msgpack_pack_array(&c->pk, (uint32_t) n);
         for (size_t i = 0; i < n; i++) {
@@ -394,16 +396,30 @@ int futured_submit(futured *c, const futured_job *jobs, size_t n, futured_id *id
                         msgpack_pack_unsigned_int(&c->pk, j->retries);
                 }
         }
-        r = request_finish(c, reply_deadline(0));
-        if (r < 0)
-                return r;
-        a = reply_array(c, "ids", n);
+        return 0;
+}
+
+/* Reads the `ids` of a submit reply. */
+static int read_ids(futured *c, size_t n, futured_id *ids) {
+        const msgpack_object *a = reply_array(c, "ids", n);
+
         if (!a)
                 return set_error(c, -EBADMSG, "bad_reply", "submit reply without ids");
         for (size_t i = 0; i < n; i++)
                 if (proto_get_uint(&a->via.array.ptr[i], &ids[i]) < 0)
                         return set_error(c, -EBADMSG, "bad_reply", "submit reply with a bad id");
         return 0;
+}
+
+int futured_submit(futured *c, const futured_job *jobs, size_t n, futured_id *ids) {
+        int r = pack_submit(c, jobs, n, false);
+
+        if (r < 0)
+                return r;
+        r = request_finish(c, reply_deadline(0));
+        if (r < 0)
+                return r;
+        return read_ids(c, n, ids);
 }
 
 int futured_status(futured *c, const futured_id *ids, size_t n, futured_state *states) {
@@ -484,10 +500,37 @@ int futured_wait(futured *c, const futured_id *ids, size_t n, futured_wait_mode 
         return n_done;
 }
 
-int futured_result(futured *c, futured_id id, double timeout, futured_outcome *out) {
-        const msgpack_object *r_obj = &c->reply.data, *f;
-        int r, s;
+/* Fills *out from a map holding `state` and maybe `result` or `failure`. */
+static int read_outcome(futured *c, const msgpack_object *m, futured_outcome *out) {
+        const msgpack_object *f = proto_map_get(m, "state");
         uint64_t v;
+        int r, s;
+
+        s = f && f->type == MSGPACK_OBJECT_STR ? proto_state_from_name(f->via.str.ptr, f->via.str.size)
+                                               : -EINVAL;
+        if (s < 0)
+                return set_error(c, -EBADMSG, "bad_reply", "a result without a state");
+        out->state = (futured_state) s;
+        if ((f = proto_map_get(m, "result"))) {
+                r = pack_copy(f, &out->result, &out->result_len);
+                if (r < 0)
+                        return r;
+        }
+        if ((f = proto_map_get(m, "failure"))) {
+                copy_str(out->failure_code, sizeof out->failure_code, proto_map_get(f, "code"));
+                copy_str(out->failure_message, sizeof out->failure_message,
+                         proto_map_get(f, "message"));
+                if (proto_get_uint(proto_map_get(f, "signal"), &v) == 0)
+                        out->signal = (int) v;
+                if (proto_get_uint(proto_map_get(f, "http_status"), &v) == 0)
+                        out->http_status = (int) v;
+        }
+        return 0;
+}
+
+int futured_result(futured *c, futured_id id, double timeout, futured_outcome *out) {
+        const msgpack_object *r_obj = &c->reply.data;
+        int r;
 
         *out = (futured_outcome){};
         request_begin(c, "result", 2);
@@ -499,27 +542,58 @@ int futured_result(futured *c, futured_id id, double timeout, futured_outcome *o
                 return -ETIMEDOUT;
         if (r < 0)
                 return r;
-        f = proto_map_get(r_obj, "state");
-        s = f && f->type == MSGPACK_OBJECT_STR ? proto_state_from_name(f->via.str.ptr, f->via.str.size)
-                                               : -EINVAL;
-        if (s < 0)
-                return set_error(c, -EBADMSG, "bad_reply", "result reply without a state");
-        out->state = (futured_state) s;
-        if ((f = proto_map_get(r_obj, "result"))) {
-                r = pack_copy(f, &out->result, &out->result_len);
-                if (r < 0)
+        return read_outcome(c, r_obj, out);
+}
+
+/* Reads the results array of a reply into outs[0..n). */
+static int read_results(futured *c, size_t n, futured_outcome *outs) {
+        const msgpack_object *a = reply_array(c, "results", n);
+        int r, finished = 0;
+
+        for (size_t i = 0; i < n; i++)
+                outs[i] = (futured_outcome){};
+        if (!a)
+                return set_error(c, -EBADMSG, "bad_reply", "reply without results");
+        for (size_t i = 0; i < n; i++) {
+                r = read_outcome(c, &a->via.array.ptr[i], &outs[i]);
+                if (r < 0) {
+                        for (size_t j = 0; j < i; j++)
+                                futured_outcome_clear(&outs[j]);
                         return r;
+                }
+                finished += proto_state_final((FutureState) outs[i].state);
         }
-        if ((f = proto_map_get(r_obj, "failure"))) {
-                copy_str(out->failure_code, sizeof out->failure_code, proto_map_get(f, "code"));
-                copy_str(out->failure_message, sizeof out->failure_message,
-                         proto_map_get(f, "message"));
-                if (proto_get_uint(proto_map_get(f, "signal"), &v) == 0)
-                        out->signal = (int) v;
-                if (proto_get_uint(proto_map_get(f, "http_status"), &v) == 0)
-                        out->http_status = (int) v;
-        }
-        return 0;
+        return finished;
+}
+
+int futured_results(futured *c, const futured_id *ids, size_t n, double timeout,
+                    futured_outcome *outs) {
+        int r;
+
+        request_begin(c, "results", 2);
+        proto_pack_str(&c->pk, "ids");
+        pack_ids(&c->pk, ids, n);
+        pack_timeout(&c->pk, timeout);
+        r = request_finish(c, reply_deadline(timeout));
+        if (r < 0)
+                return r;
+        return read_results(c, n, outs);
+}
+
+int futured_run(futured *c, const futured_job *jobs, size_t n, futured_id *ids,
+                futured_outcome *outs) {
+        int r = pack_submit(c, jobs, n, true);
+
+        if (r < 0)
+                return r;
+        r = request_finish(c, INFINITY);
+        if (r < 0)
+                return r;
+        r = read_ids(c, n, ids);
+        if (r < 0)
+                return r;
+        r = read_results(c, n, outs);
+        return r < 0 ? r : 0;
 }
 
 void futured_outcome_clear(futured_outcome *o) {
@@ -687,6 +761,7 @@ static int sub_open(futured *c) {
 static int subscribe_live(futured *c, const char *const *prefixes, size_t n) {
         char token[48], topic[64];
         double deadline = now() + REPLY_TIMEOUT;
+        bool live = false;
         int r;
 
         r = sub_open(c);
@@ -697,8 +772,10 @@ static int subscribe_live(futured *c, const char *const *prefixes, size_t n) {
         snprintf(token, sizeof token, "%d-%llu", (int) getpid(), (unsigned long long) ++c->next_id);
         snprintf(topic, sizeof topic, "probe/%s", token);
         zmq_setsockopt(c->sub, ZMQ_SUBSCRIBE, topic, strlen(topic));
-        for (bool live = false; !live;) {
-                double until = now() + 0.05;
+        /* The first probe usually beats the subscription to the PUB: probe again soon, then
+         * back off, so a live subscription costs milliseconds, not a fixed wait. */
+        for (double backoff = 0.001; !live; backoff = MIN(backoff * 2, 0.05)) {
+                double until = now() + backoff;
 
                 if (now() > deadline)
                         return set_error(c, -EHOSTUNREACH, "unreachable",

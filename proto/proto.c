@@ -158,3 +158,13 @@ char *proto_default_endpoint(void) {
         }
         return strdup("ipc:///run/futured/futured.sock");
 }
+
+uint8_t *proto_sbuffer_take(msgpack_sbuffer *sbuf) {
+        uint8_t *copy = malloc(sbuf->size ? sbuf->size : 1);
+
+        if (copy && sbuf->size)
+                memcpy(copy, sbuf->data, sbuf->size);
+        msgpack_sbuffer_destroy(sbuf);
+        msgpack_sbuffer_init(sbuf); /* empty again: destroying it once more is harmless */
+        return copy;
+}

@@ -108,6 +108,11 @@ char *proto_strdup(const msgpack_object *o, size_t max);
  * key). */
 int proto_check_fields(const msgpack_object *map, const char *const *allowed, ProtoError *e);
 
+/* Returns a malloc'd copy of the `sbuf`'s bytes, exactly sized, and destroys `sbuf`; NULL on
+ * ENOMEM (sbuf destroyed all the same). msgpack buffers grow from 8 KiB: what is kept for long
+ * (a retained result) must not keep that slack. */
+uint8_t *proto_sbuffer_take(msgpack_sbuffer *sbuf);
+
 /* Packers that take C strings. */
 void proto_pack_str(msgpack_packer *pk, const char *s);
 void proto_pack_strn(msgpack_packer *pk, const char *s, size_t len);

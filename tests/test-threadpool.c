@@ -36,7 +36,10 @@ int main(void) {
         for (int i = 0; i < N; i++) {
                 items[i].work.run = item_run;
                 threadpool_submit(p, &items[i].work);
+                if (i % 100 == 99)
+                        threadpool_flush(p);
         }
+        threadpool_flush(p);
         while (back < N) {
                 struct pollfd pfd = { .fd = threadpool_fd(p), .events = POLLIN };
                 REQUIRE(poll(&pfd, 1, 10000) == 1);

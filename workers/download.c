@@ -183,6 +183,9 @@ static int download_check(const msgpack_object *args, ProtoError *e) {
         if ((o = proto_map_get(args, "inline")) && proto_get_bool(o, &inl) == 0 && inl && path)
                 return proto_error(e, PROTO_E_BAD_ARGS, "inline",
                                    "a download goes inline or to a 'path', not both");
+        if ((o = proto_map_get(args, "inline")) && proto_get_bool(o, &inl) == 0 && !inl && !path)
+                return proto_error(e, PROTO_E_BAD_ARGS, "inline",
+                                   "'inline: false' needs a 'path' for the body");
         if (path)
                 return check_path(path, e);
         return 0;
@@ -368,7 +371,8 @@ static int download_run(const msgpack_object *args, const JobContext *ctx, msgpa
         curl_easy_setopt(t.h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
         curl_easy_setopt(t.h, CURLOPT_FOLLOWLOCATION, 1L);
         curl_easy_setopt(t.h, CURLOPT_MAXREDIRS, (long) max_redirects);
-        curl_easy_setopt(t.h, CURLOPT_TIMEOUT_MS, (long) (timeout * 1000.0));
+        /* At least 1 ms: 0 would mean no timeout at all, and download_check() admits 0.0001 s. */
+        curl_easy_setopt(t.h, CURLOPT_TIMEOUT_MS, MAX((long) (timeout * 1000.0), 1L));
         curl_easy_setopt(t.h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) t.max_bytes);
         curl_easy_setopt(t.h, CURLOPT_USERAGENT, "futured/" "0.1");
         curl_easy_setopt(t.h, CURLOPT_ERRORBUFFER, errbuf);

@@ -1,10 +1,11 @@
-/* threadpool: a mutex-guarded FIFO of work, threads that take from it, and a completion list the
- * loop drains after one eventfd wake-up. The eventfd is written only when the completion list goes
- * from empty to non-empty, so a burst of finished jobs costs the loop one wake-up. */
+/* threadpool: a mutex-guarded FIFO of work filled in batches, threads that take from it, and a
+ * lock-free stack of finished items that the loop drains after one eventfd wake-up. */
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -12,15 +13,36 @@
 #include "threadpool.h"
 
 struct ThreadPool {
-        pthread_mutex_t lock;
+        /* Loop thread only. */
+        Work *staged_head, *staged_tail;
+        unsigned n_staged;
+
+        pthread_mutex_t lock; /* guards the queue, n_idle and stopping */
         pthread_cond_t has_work;
-        Work *queue_head, *queue_tail; /* submitted, not yet taken */
-        Work *done_head, *done_tail;   /* finished, not yet taken back */
+        Work *queue_head, *queue_tail;
+        unsigned n_idle; /* threads waiting on has_work */
         bool stopping;
+
+        /* Finished items, newest first: pushed by the threads, taken whole by the loop. */
+        _Atomic(Work *) done;
         int event_fd;
         unsigned n_threads;
         pthread_t threads[];
 };
+
+/* Pushes a finished item; wakes the loop when the stack was empty, as the loop then may sleep. */
+static void push_done(ThreadPool *p, Work *w) {
+        Work *old = atomic_load_explicit(&p->done, memory_order_relaxed);
+
+        do
+                w->next = old;
+        while (!atomic_compare_exchange_weak_explicit(&p->done, &old, w, memory_order_release,
+                                                      memory_order_relaxed));
+        if (!old) {
+                uint64_t one = 1;
+                (void) !write(p->event_fd, &one, sizeof one);
+        }
+}
 
 static void *thread_main(void *userdata) {
         ThreadPool *p = userdata;
@@ -28,10 +50,12 @@ static void *thread_main(void *userdata) {
         pthread_mutex_lock(&p->lock);
         for (;;) {
                 Work *w;
-                bool wake;
 
-                while (!p->queue_head && !p->stopping)
+                while (!p->queue_head && !p->stopping) {
+                        p->n_idle++;
                         pthread_cond_wait(&p->has_work, &p->lock);
+                        p->n_idle--;
+                }
                 if (!p->queue_head)
                         break;
                 w = p->queue_head;
@@ -42,18 +66,9 @@ static void *thread_main(void *userdata) {
 
                 w->next = NULL;
                 w->run(w);
+                push_done(p, w);
 
                 pthread_mutex_lock(&p->lock);
-                wake = !p->done_head;
-                if (p->done_tail)
-                        p->done_tail->next = w;
-                else
-                        p->done_head = w;
-                p->done_tail = w;
-                if (wake) {
-                        uint64_t one = 1;
-                        (void) !write(p->event_fd, &one, sizeof one);
-                }
         }
         pthread_mutex_unlock(&p->lock);
         return NULL;
@@ -71,6 +86,7 @@ int threadpool_new(ThreadPool **ret, unsigned n_threads) {
                 return -ENOMEM;
         pthread_mutex_init(&p->lock, NULL);
         pthread_cond_init(&p->has_work, NULL);
+        atomic_init(&p->done, NULL);
         p->event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         if (p->event_fd < 0) {
                 r = -errno;
@@ -97,6 +113,7 @@ int threadpool_new(ThreadPool **ret, unsigned n_threads) {
 ThreadPool *threadpool_free(ThreadPool *p) {
         if (!p)
                 return NULL;
+        threadpool_flush(p);
         pthread_mutex_lock(&p->lock);
         p->stopping = true;
         pthread_cond_broadcast(&p->has_work);
@@ -112,14 +129,35 @@ ThreadPool *threadpool_free(ThreadPool *p) {
 
 void threadpool_submit(ThreadPool *p, Work *w) {
         w->next = NULL;
+        if (p->staged_tail)
+                p->staged_tail->next = w;
+        else
+                p->staged_head = w;
+        p->staged_tail = w;
+        p->n_staged++;
+}
+
+void threadpool_flush(ThreadPool *p) {
+        unsigned wake;
+
+        if (!p->staged_head)
+                return;
         pthread_mutex_lock(&p->lock);
         if (p->queue_tail)
-                p->queue_tail->next = w;
+                p->queue_tail->next = p->staged_head;
         else
-                p->queue_head = w;
-        p->queue_tail = w;
-        pthread_cond_signal(&p->has_work);
+                p->queue_head = p->staged_head;
+        p->queue_tail = p->staged_tail;
+        /* Wake no more threads than there are new items: the rest stay asleep. */
+        wake = p->n_staged < p->n_idle ? p->n_staged : p->n_idle;
+        if (wake == p->n_idle && wake > 1)
+                pthread_cond_broadcast(&p->has_work);
+        else
+                while (wake-- > 0)
+                        pthread_cond_signal(&p->has_work);
         pthread_mutex_unlock(&p->lock);
+        p->staged_head = p->staged_tail = NULL;
+        p->n_staged = 0;
 }
 
 int threadpool_fd(ThreadPool *p) {
@@ -127,15 +165,20 @@ int threadpool_fd(ThreadPool *p) {
 }
 
 Work *threadpool_take_done(ThreadPool *p) {
+        Work *w, *oldest_first = NULL;
         uint64_t v;
-        Work *w;
 
+        /* Reset the eventfd before taking: a push that lands after the take finds the stack empty
+         * and writes again, so no item is ever left without a wake-up. */
         (void) !read(p->event_fd, &v, sizeof v);
-        pthread_mutex_lock(&p->lock);
-        w = p->done_head;
-        p->done_head = p->done_tail = NULL;
-        pthread_mutex_unlock(&p->lock);
-        return w;
+        w = atomic_exchange_explicit(&p->done, NULL, memory_order_acquire);
+        while (w) {
+                Work *next = w->next;
+                w->next = oldest_first;
+                oldest_first = w;
+                w = next;
+        }
+        return oldest_first;
 }
 
 unsigned threadpool_size(ThreadPool *p) {

@@ -1,10 +1,13 @@
 /* threadpool: a fixed set of threads that run opaque work items for the event loop.
  *
- * The loop thread hands an item over whole with threadpool_submit(); some pool thread calls
- * item->run(item) with no lock held; the finished item is put on a completion list and the pool's
- * eventfd becomes readable; the loop takes the finished items back with threadpool_take_done().
- * Errors travel inside the item (the caller embeds Work in its own struct). Work is taken in FIFO
- * order. The loop thread is the only caller of every function here. */
+ * The loop thread stages items with threadpool_submit() and hands every staged item over at once
+ * with threadpool_flush(): one lock and at most one wake-up per idle thread for a whole batch.
+ * Some pool thread calls item->run(item) with no lock held; the finished item is pushed onto a
+ * lock-free completion stack and the pool's eventfd becomes readable when that stack goes from
+ * empty to non-empty, so a burst of completions costs the loop one wake-up. The loop takes the
+ * finished items back with threadpool_take_done(). Errors travel inside the item (the caller
+ * embeds Work in its own struct). Items start in FIFO order. The loop thread is the only caller
+ * of every function here. */
 #pragma once
 
 #include <stddef.h>
@@ -25,8 +28,12 @@ int threadpool_new(ThreadPool **ret, unsigned n_threads);
  * Accepts NULL; returns NULL. */
 ThreadPool *threadpool_free(ThreadPool *p);
 
-/* Queues `w`; the pool owns it until it comes back from threadpool_take_done(). */
+/* Stages `w`; the pool owns it from now until it comes back from threadpool_take_done(). It
+ * starts only after the next threadpool_flush(). */
 void threadpool_submit(ThreadPool *p, Work *w);
+
+/* Hands every staged item to the threads. */
+void threadpool_flush(ThreadPool *p);
 
 /* The eventfd that is readable while finished items wait (the pool owns it). */
 int threadpool_fd(ThreadPool *p);

@@ -121,6 +121,18 @@ int futured_wait(futured *c, const futured_id *ids, size_t n, futured_wait_mode 
 int futured_result(futured *c, futured_id id, double timeout, futured_outcome *out);
 void futured_outcome_clear(futured_outcome *o);
 
+/* Waits up to `timeout` seconds (< 0: forever) for all of ids[0..n) to finish and fills outs[i]
+ * for each (clear each with futured_outcome_clear()); a future still unfinished at the timeout
+ * gets its state (pending or running) and nothing else. One request for the whole batch.
+ * Returns the number of finished futures. */
+int futured_results(futured *c, const futured_id *ids, size_t n, double timeout,
+                    futured_outcome *outs);
+
+/* Submits `n` jobs and waits for all of them in one round trip: fills ids[0..n) and outs[0..n)
+ * (clear each). The classic `executor.submit(f).result()`, or `map` for a batch. */
+int futured_run(futured *c, const futured_job *jobs, size_t n, futured_id *ids,
+                futured_outcome *outs);
+
 /* Cancels ids[0..n); cancelled[i] (may be NULL) tells which are now cancelled. Running work is
  * stopped. Returns the number cancelled. */
 int futured_cancel(futured *c, const futured_id *ids, size_t n, bool *cancelled);

@@ -1,0 +1,804 @@
+/* futured-testhttp: the HTTP server the integration tests download from, on libmicrohttpd.
+ *
+ * It serves the files under --root at PREFIX/{path} (the flags tree: /flags/br/br.gif), in one of
+ * three modes modelled on the test servers of Fluent Python's flags2 examples: `static` answers at
+ * once, `delay` sleeps first (a fixed time or a uniform draw from [min, max]), `error` answers
+ * 418 "I'm a Teapot" with probability --error-rate. The draws come from splitmix64 seeded with
+ * --seed mixed with an FNV-1a hash of the request path, so the outcome for a path depends only on
+ * (seed, path), never on the order requests arrive in; --explain PATH prints it without serving.
+ *
+ * /misbehave/... answers the ways a server can go wrong (see help()). Every connection has its own
+ * thread (MHD_USE_THREAD_PER_CONNECTION), so a handler may simply sleep; every sleep is sliced and
+ * ends early once SIGTERM or SIGINT has asked the server to stop.
+ *
+ * libmicrohttpd writes the status line itself from its own reason-phrase table, which has no entry
+ * for 418. For 418 the handler writes the whole response to the socket itself, status line
+ * "HTTP/1.1 418 I'm a Teapot", Content-Length and "Connection: close", and returns MHD_NO so that
+ * libmicrohttpd closes the connection without writing anything.
+ *
+ * Ownership: pointer arguments are borrowed for the duration of the call and returned strings are
+ * static or point into an argument, unless the function's comment says otherwise. */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <linux/openat2.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "macro.h"
+
+#define MISBEHAVE "/misbehave/"
+#define TRICKLE_SIZE 1000000u
+#define TRICKLE_INTERVAL 0.25 /* seconds per byte: 4 bytes a second */
+#define SHORT_SIZE 1000u
+#define SHORT_SENT 500u
+#define RESET_SIZE 100000u
+#define RESET_SENT 1000u
+#define LARGE_MAX (1ull << 40)
+#define SLOW_HEADERS_DEFAULT 30.0
+#define SLICE 0.02
+#define TEAPOT "I'm a Teapot"
+
+typedef enum Mode {
+        MODE_STATIC,
+        MODE_DELAY,
+        MODE_ERROR,
+} Mode;
+
+/* The command line; the strings are borrowed from argv. */
+static struct {
+        const char *root;
+        const char *host;
+        const char *prefix; /* "" or "/..." without a trailing slash */
+        unsigned port;
+        Mode mode;
+        bool delay_set;
+        double delay_min, delay_max;
+        bool error_rate_set;
+        double error_rate;
+        uint64_t seed;
+        const char *explain;
+} arg = {
+        .host = "127.0.0.1",
+        .prefix = "/flags",
+        .delay_min = 0.5,
+        .delay_max = 5.0,
+        .error_rate = 0.25,
+};
+
+static int root_fd = -1;
+static atomic_bool stopping;
+
+static void help(void) {
+        printf("Usage: futured-testhttp --root DIR [OPTIONS]\n\n"
+               "The HTTP server of futured's download tests. Prints 'listening on URL' as its first\n"
+               "line, then serves until SIGTERM or SIGINT.\n\n"
+               "  --root DIR            serve the files under DIR (required)\n"
+               "  --prefix PATH         at PATH/{file} (default /flags; \"\" or / for the top)\n"
+               "  --host ADDR           listen address (default 127.0.0.1; IPv6 literals work)\n"
+               "  --port N              listen port (default 0: a free one)\n"
+               "  --mode MODE           static (default), delay or error\n"
+               "  --delay S             delay mode: sleep S seconds before each answer\n"
+               "  --delay-min S         delay mode: sleep a uniform draw from [min, max]\n"
+               "  --delay-max S           (default 0.5 and 5.0)\n"
+               "  --error-rate F        error mode: answer 418 with probability F (default 0.25)\n"
+               "  --seed N              seeds the draws (default 0); a path's outcome depends\n"
+               "                        only on the seed and the path\n"
+               "  --explain PATH        print what a GET of PATH would get (the status code, and\n"
+               "                        in delay mode 'delay=S') and exit\n"
+               "  -h, --help            show this help\n\n"
+               "Always available:\n"
+               "  /misbehave/trickle          Content-Length 1000000, 4 bytes a second\n"
+               "  /misbehave/short            Content-Length 1000, 500 bytes, then close\n"
+               "  /misbehave/large?bytes=N[&rate=B][&chunked=1]\n"
+               "                              N bytes (byte i is i %% 251), at most B a second;\n"
+               "                              chunked=1: no Content-Length, chunked encoding\n"
+               "  /misbehave/loop             302 to itself\n"
+               "  /misbehave/tofile           302 to file:///etc/passwd\n"
+               "  /misbehave/reset            headers and 1000 of 100000 bytes, then a TCP reset\n"
+               "  /misbehave/status?code=N    status N (200..599); 418 is \"I'm a Teapot\"\n"
+               "  /misbehave/slow-headers[?seconds=S]  nothing for S seconds (default 30), then 200\n");
+}
+
+/* ---- numbers, time and draws ------------------------------------------------------------------ */
+
+static int parse_double(const char *s, double min, double max, double *ret) {
+        char *end;
+        double v;
+
+        errno = 0;
+        v = strtod(s, &end);
+        if (errno || end == s || *end || !(v >= min) || !(v <= max))
+                return -EINVAL;
+        *ret = v;
+        return 0;
+}
+
+static int parse_u64(const char *s, uint64_t max, uint64_t *ret) {
+        char *end;
+        unsigned long long v;
+
+        errno = 0;
+        v = strtoull(s, &end, 10);
+        if (errno || end == s || *end || s[0] == '-' || v > max)
+                return -EINVAL;
+        *ret = v;
+        return 0;
+}
+
+static double now_seconds(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
+}
+
+/* Sleeps `seconds` in SLICE slices. Returns false, early, once the server is stopping. */
+static bool nap(double seconds) {
+        double end = now_seconds() + seconds, left;
+
+        while ((left = end - now_seconds()) > 0) {
+                double s = MIN(left, SLICE);
+                struct timespec ts = { 0, (long) (s * 1e9) };
+
+                if (atomic_load(&stopping))
+                        return false;
+                nanosleep(&ts, NULL);
+        }
+        return !atomic_load(&stopping);
+}
+
+static uint64_t fnv1a64(const char *s) {
+        uint64_t h = 0xcbf29ce484222325ull;
+
+        for (; *s; s++) {
+                h ^= (unsigned char) *s;
+                h *= 0x100000001b3ull;
+        }
+        return h;
+}
+
+static uint64_t splitmix64(uint64_t *state) {
+        uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+        return z ^ (z >> 31);
+}
+
+/* A uniform double in [0, 1) from the top 53 bits. */
+static double unit_interval(uint64_t x) {
+        return (double) (x >> 11) * 0x1.0p-53;
+}
+
+/* The mode's decision for a GET of `path` (the whole request path, prefix included): the delay
+ * before answering and whether the answer is 418. Depends only on (seed, path, options). */
+typedef struct Decision {
+        double delay;
+        bool teapot;
+} Decision;
+
+static Decision decide(const char *path) {
+        uint64_t state = arg.seed ^ fnv1a64(path);
+        double u_error = unit_interval(splitmix64(&state));
+        double u_delay = unit_interval(splitmix64(&state));
+        Decision d = {};
+
+        if (arg.mode == MODE_DELAY)
+                d.delay = arg.delay_min + (arg.delay_max - arg.delay_min) * u_delay;
+        if (arg.mode == MODE_ERROR)
+                d.teapot = u_error < arg.error_rate;
+        return d;
+}
+
+/* ---- files ------------------------------------------------------------------------------------ */
+
+static bool has_dotdot(const char *rel) {
+        for (const char *c = rel, *end; c; c = end ? end + 1 : NULL) {
+                end = strchr(c, '/');
+                size_t n = end ? (size_t) (end - c) : strlen(c);
+                if (n == 2 && c[0] == '.' && c[1] == '.')
+                        return true;
+        }
+        return false;
+}
+
+/* Opens the regular file `rel` (relative to the root) for reading, never resolving outside the
+ * root. Returns the fd (owned by the caller) and *ret_size, or -1 with *ret_status the HTTP status
+ * to answer: 403 for a path that leaves the root, 404 for anything not a readable regular file. */
+static int open_file(const char *rel, uint64_t *ret_size, unsigned *ret_status) {
+        struct open_how how = {
+                .flags = O_RDONLY | O_CLOEXEC | O_NOCTTY,
+                .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
+        };
+        _cleanup_close_ int fd = -1;
+        struct stat st;
+        long r;
+
+        *ret_status = 404;
+        if (has_dotdot(rel)) {
+                *ret_status = 403;
+                return -1;
+        }
+        while (*rel == '/')
+                rel++;
+        if (!*rel)
+                return -1;
+        r = syscall(SYS_openat2, root_fd, rel, &how, sizeof(how));
+        if (r < 0) {
+                if (errno == EXDEV)
+                        *ret_status = 403;
+                return -1;
+        }
+        fd = (int) r;
+        if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+                return -1;
+        *ret_size = (uint64_t) st.st_size;
+        *ret_status = 200;
+        return TAKE_FD(fd);
+}
+
+static const char *content_type(const char *path) {
+        static const struct {
+                const char *ext, *type;
+        } types[] = {
+                { ".gif", "image/gif" },   { ".png", "image/png" },
+                { ".json", "application/json" }, { ".txt", "text/plain" },
+                { ".html", "text/html" },
+        };
+        const char *dot = strrchr(path, '.'), *slash = strrchr(path, '/');
+
+        if (dot && (!slash || dot > slash))
+                for (size_t i = 0; i < ELEMENTSOF(types); i++)
+                        if (strcmp(dot, types[i].ext) == 0)
+                                return types[i].type;
+        return "application/octet-stream";
+}
+
+/* The file path under the root that `path` names, or NULL when it is not under the prefix. The
+ * result points into `path`. */
+static const char *under_prefix(const char *path) {
+        size_t n = strlen(arg.prefix);
+
+        if (strncmp(path, arg.prefix, n) != 0 || path[n] != '/')
+                return NULL;
+        return path + n + 1;
+}
+
+/* ---- answering ---------------------------------------------------------------------------------- */
+
+/* Writes all of `buf` to the non-blocking socket `fd` (borrowed), waiting up to 5 s for room. */
+static int send_all(int fd, const char *buf, size_t len) {
+        while (len > 0) {
+                ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0 && errno == EAGAIN) {
+                        struct pollfd p = { .fd = fd, .events = POLLOUT };
+                        if (poll(&p, 1, 5000) <= 0)
+                                return -ETIMEDOUT;
+                        continue;
+                }
+                if (n < 0)
+                        return -errno;
+                buf += n;
+                len -= (size_t) n;
+        }
+        return 0;
+}
+
+/* Answers with a reason phrase libmicrohttpd does not know by writing the response itself, then
+ * has libmicrohttpd close the connection (MHD_NO). */
+static enum MHD_Result reply_raw(struct MHD_Connection *c, bool head, unsigned status,
+                                 const char *reason, const char *body) {
+        const union MHD_ConnectionInfo *info =
+                MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        _cleanup_free_ char *msg = NULL;
+        int n;
+
+        if (!info)
+                return MHD_NO;
+        n = asprintf(&msg,
+                     "HTTP/1.1 %u %s\r\n"
+                     "Content-Type: text/plain\r\n"
+                     "Content-Length: %zu\r\n"
+                     "Connection: close\r\n"
+                     "\r\n"
+                     "%s",
+                     status, reason, strlen(body), head ? "" : body);
+        if (n < 0)
+                return MHD_NO;
+        (void) send_all(info->connect_fd, msg, (size_t) n);
+        return MHD_NO;
+}
+
+/* Queues `resp` (consumed) with `status`. */
+static enum MHD_Result queue(struct MHD_Connection *c, unsigned status, struct MHD_Response *resp) {
+        enum MHD_Result r;
+
+        if (!resp)
+                return MHD_NO;
+        r = MHD_queue_response(c, status, resp);
+        MHD_destroy_response(resp);
+        return r;
+}
+
+/* Answers `status` with a text body: `text` followed by a newline, or the reason phrase. */
+static enum MHD_Result reply_text(struct MHD_Connection *c, bool head, unsigned status,
+                                  const char *text) {
+        _cleanup_free_ char *body = NULL;
+        struct MHD_Response *resp;
+
+        if (status == 418)
+                return reply_raw(c, head, status, TEAPOT, TEAPOT "\n");
+        if (asprintf(&body, "%s\n", text ? text : MHD_get_reason_phrase_for(status)) < 0)
+                return MHD_NO;
+        resp = MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_COPY);
+        if (resp)
+                MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain");
+        return queue(c, status, resp);
+}
+
+static enum MHD_Result reply_redirect(struct MHD_Connection *c, const char *location) {
+        struct MHD_Response *resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+
+        if (resp)
+                MHD_add_response_header(resp, MHD_HTTP_HEADER_LOCATION, location);
+        return queue(c, MHD_HTTP_FOUND, resp);
+}
+
+static enum MHD_Result serve_file(struct MHD_Connection *c, bool head, const char *path,
+                                  const char *rel) {
+        Decision d = decide(path);
+        struct MHD_Response *resp;
+        uint64_t size = 0;
+        unsigned status;
+        int fd;
+
+        if (d.delay > 0 && !nap(d.delay))
+                return MHD_NO;
+        if (d.teapot)
+                return reply_text(c, head, 418, NULL);
+        fd = open_file(rel, &size, &status);
+        if (fd < 0)
+                return reply_text(c, head, status, NULL);
+        /* The response owns the fd once made; on failure it is still ours. */
+        resp = MHD_create_response_from_fd64(size, fd);
+        if (!resp) {
+                close(fd);
+                return MHD_NO;
+        }
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type(rel));
+        return queue(c, MHD_HTTP_OK, resp);
+}
+
+/* trickle: the first call sends one byte at once (so that the headers go out), then one byte per
+ * TRICKLE_INTERVAL. */
+static ssize_t trickle_read(void *cls, uint64_t pos, char *buf, size_t max) {
+        if (pos > 0 && !nap(TRICKLE_INTERVAL))
+                return MHD_CONTENT_READER_END_WITH_ERROR;
+        buf[0] = 't';
+        return 1;
+}
+
+/* short: the first SHORT_SENT bytes of a SHORT_SIZE body, then the end of the stream, on which
+ * libmicrohttpd closes the connection. */
+static ssize_t short_read(void *cls, uint64_t pos, char *buf, size_t max) {
+        size_t n;
+
+        if (pos >= SHORT_SENT)
+                return MHD_CONTENT_READER_END_OF_STREAM;
+        n = MIN(max, (size_t) (SHORT_SENT - pos));
+        memset(buf, 's', n);
+        return (ssize_t) n;
+}
+
+typedef struct Large {
+        uint64_t bytes;
+        uint64_t rate; /* bytes a second, 0 for as fast as possible */
+} Large;
+
+static ssize_t large_read(void *cls, uint64_t pos, char *buf, size_t max) {
+        const Large *l = cls;
+        size_t n = (size_t) MIN((uint64_t) max, l->bytes - MIN(pos, l->bytes));
+
+        if (n == 0)
+                return MHD_CONTENT_READER_END_OF_STREAM;
+        if (l->rate > 0) {
+                n = (size_t) MIN((uint64_t) n, MAX(l->rate / 10, (uint64_t) 1));
+                if (pos > 0 && !nap(0.1))
+                        return MHD_CONTENT_READER_END_WITH_ERROR;
+        }
+        for (size_t i = 0; i < n; i++)
+                buf[i] = (char) ((pos + i) % 251);
+        return (ssize_t) n;
+}
+
+typedef struct Reset {
+        int fd; /* the connection's socket, borrowed from libmicrohttpd */
+} Reset;
+
+/* reset: RESET_SENT bytes, then, once they have had time to arrive, a TCP reset: SO_LINGER 0 and a
+ * disconnect (connect to AF_UNSPEC), which on Linux sends RST at once, whatever libmicrohttpd does
+ * with the socket afterwards. */
+static ssize_t reset_read(void *cls, uint64_t pos, char *buf, size_t max) {
+        const Reset *r = cls;
+        struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+        struct sockaddr sa = { .sa_family = AF_UNSPEC };
+        size_t n;
+
+        if (pos < RESET_SENT) {
+                n = MIN(max, (size_t) (RESET_SENT - pos));
+                memset(buf, 'r', n);
+                return (ssize_t) n;
+        }
+        (void) nap(0.1);
+        (void) setsockopt(r->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+        (void) connect(r->fd, &sa, sizeof(sa));
+        return MHD_CONTENT_READER_END_WITH_ERROR;
+}
+
+static enum MHD_Result misbehave(struct MHD_Connection *c, bool head, const char *what) {
+        const char *v;
+        struct MHD_Response *resp;
+
+        if (strcmp(what, "trickle") == 0) {
+                resp = MHD_create_response_from_callback(TRICKLE_SIZE, 64, trickle_read, NULL, NULL);
+                return queue(c, MHD_HTTP_OK, resp);
+        }
+        if (strcmp(what, "short") == 0) {
+                resp = MHD_create_response_from_callback(SHORT_SIZE, 4096, short_read, NULL, NULL);
+                return queue(c, MHD_HTTP_OK, resp);
+        }
+        if (strcmp(what, "large") == 0) {
+                _cleanup_free_ Large *l = calloc(1, sizeof(Large));
+                uint64_t chunked = 0;
+
+                if (!l)
+                        return MHD_NO;
+                v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "bytes");
+                if (!v || parse_u64(v, LARGE_MAX, &l->bytes) < 0)
+                        return reply_text(c, head, MHD_HTTP_BAD_REQUEST, "bytes=N (0..2^40) required");
+                v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "rate");
+                if (v && parse_u64(v, UINT64_MAX, &l->rate) < 0)
+                        return reply_text(c, head, MHD_HTTP_BAD_REQUEST, "rate=B must be a number");
+                v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "chunked");
+                if (v && parse_u64(v, 1, &chunked) < 0)
+                        return reply_text(c, head, MHD_HTTP_BAD_REQUEST, "chunked=0 or chunked=1");
+                /* On success the response owns `l` and frees it with free(). */
+                resp = MHD_create_response_from_callback(chunked ? MHD_SIZE_UNKNOWN : l->bytes,
+                                                         64 * 1024, large_read, l, free);
+                if (resp)
+                        l = NULL;
+                return queue(c, MHD_HTTP_OK, resp);
+        }
+        if (strcmp(what, "loop") == 0)
+                return reply_redirect(c, MISBEHAVE "loop");
+        if (strcmp(what, "tofile") == 0)
+                return reply_redirect(c, "file:///etc/passwd");
+        if (strcmp(what, "reset") == 0) {
+                const union MHD_ConnectionInfo *info =
+                        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+                _cleanup_free_ Reset *r = calloc(1, sizeof(Reset));
+
+                if (!r || !info)
+                        return MHD_NO;
+                r->fd = info->connect_fd;
+                /* On success the response owns `r`. */
+                resp = MHD_create_response_from_callback(RESET_SIZE, 4096, reset_read, r, free);
+                if (resp)
+                        r = NULL;
+                return queue(c, MHD_HTTP_OK, resp);
+        }
+        if (strcmp(what, "status") == 0) {
+                uint64_t code;
+
+                v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "code");
+                if (!v || parse_u64(v, 599, &code) < 0 || code < 200)
+                        return reply_text(c, head, MHD_HTTP_BAD_REQUEST, "code=N (200..599) required");
+                return reply_text(c, head, (unsigned) code, NULL);
+        }
+        if (strcmp(what, "slow-headers") == 0) {
+                double seconds = SLOW_HEADERS_DEFAULT;
+
+                v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "seconds");
+                if (v && parse_double(v, 0, 86400, &seconds) < 0)
+                        return reply_text(c, head, MHD_HTTP_BAD_REQUEST, "seconds=S must be a number");
+                if (!nap(seconds))
+                        return MHD_NO;
+                return reply_text(c, head, MHD_HTTP_OK, "finally");
+        }
+        return reply_text(c, head, MHD_HTTP_NOT_FOUND, NULL);
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **req_cls) {
+        static int marker;
+        bool head = strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
+        const char *rel;
+
+        /* First call: headers only. Later calls: any request body, which is ignored. */
+        if (*req_cls != &marker) {
+                *req_cls = &marker;
+                return MHD_YES;
+        }
+        if (*upload_data_size > 0) {
+                *upload_data_size = 0;
+                return MHD_YES;
+        }
+        if (!head && strcmp(method, MHD_HTTP_METHOD_GET) != 0)
+                return reply_text(c, head, MHD_HTTP_METHOD_NOT_ALLOWED, NULL);
+        if (strncmp(url, MISBEHAVE, strlen(MISBEHAVE)) == 0)
+                return misbehave(c, head, url + strlen(MISBEHAVE));
+        rel = under_prefix(url);
+        if (!rel)
+                return reply_text(c, head, MHD_HTTP_NOT_FOUND, NULL);
+        return serve_file(c, head, url, rel);
+}
+
+/* ---- main ------------------------------------------------------------------------------------- */
+
+/* --explain: what a GET of `path` would get, without the delay. */
+static int explain(const char *path) {
+        _cleanup_free_ char *p = strdup(path);
+        const char *rel;
+        unsigned status;
+        uint64_t size;
+        Decision d;
+        int fd;
+
+        if (!p)
+                return EXIT_FAILURE;
+        p[strcspn(p, "?")] = 0;
+        if (strncmp(p, MISBEHAVE, strlen(MISBEHAVE)) == 0) {
+                printf("misbehave\n");
+                return EXIT_SUCCESS;
+        }
+        rel = under_prefix(p);
+        if (!rel) {
+                printf("404\n");
+                return EXIT_SUCCESS;
+        }
+        d = decide(p);
+        if (d.teapot)
+                status = 418;
+        else {
+                fd = open_file(rel, &size, &status);
+                if (fd >= 0)
+                        close(fd);
+        }
+        if (arg.mode == MODE_DELAY)
+                printf("%u delay=%.6f\n", status, d.delay);
+        else
+                printf("%u\n", status);
+        return EXIT_SUCCESS;
+}
+
+static int parse_argv(int argc, char *argv[]) {
+        enum {
+                ARG_ROOT = 0x100,
+                ARG_PORT,
+                ARG_HOST,
+                ARG_MODE,
+                ARG_DELAY,
+                ARG_DELAY_MIN,
+                ARG_DELAY_MAX,
+                ARG_ERROR_RATE,
+                ARG_SEED,
+                ARG_PREFIX,
+                ARG_EXPLAIN,
+        };
+        static const struct option options[] = {
+                { "root", required_argument, NULL, ARG_ROOT },
+                { "port", required_argument, NULL, ARG_PORT },
+                { "host", required_argument, NULL, ARG_HOST },
+                { "mode", required_argument, NULL, ARG_MODE },
+                { "delay", required_argument, NULL, ARG_DELAY },
+                { "delay-min", required_argument, NULL, ARG_DELAY_MIN },
+                { "delay-max", required_argument, NULL, ARG_DELAY_MAX },
+                { "error-rate", required_argument, NULL, ARG_ERROR_RATE },
+                { "seed", required_argument, NULL, ARG_SEED },
+                { "prefix", required_argument, NULL, ARG_PREFIX },
+                { "explain", required_argument, NULL, ARG_EXPLAIN },
+                { "help", no_argument, NULL, 'h' },
+                {},
+        };
+        static char prefix[1024];
+        bool fixed = false, ranged = false;
+        uint64_t u;
+        int c;
+
+        while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0)
+                switch (c) {
+                case ARG_ROOT:
+                        arg.root = optarg;
+                        break;
+                case ARG_PORT:
+                        if (parse_u64(optarg, 65535, &u) < 0) {
+                                fprintf(stderr, "futured-testhttp: bad --port '%s'\n", optarg);
+                                return -EINVAL;
+                        }
+                        arg.port = (unsigned) u;
+                        break;
+                case ARG_HOST:
+                        arg.host = optarg;
+                        break;
+                case ARG_MODE:
+                        if (strcmp(optarg, "static") == 0)
+                                arg.mode = MODE_STATIC;
+                        else if (strcmp(optarg, "delay") == 0)
+                                arg.mode = MODE_DELAY;
+                        else if (strcmp(optarg, "error") == 0)
+                                arg.mode = MODE_ERROR;
+                        else {
+                                fprintf(stderr, "futured-testhttp: --mode is static, delay or error\n");
+                                return -EINVAL;
+                        }
+                        break;
+                case ARG_DELAY:
+                        if (parse_double(optarg, 0, 86400, &arg.delay_min) < 0) {
+                                fprintf(stderr, "futured-testhttp: bad --delay '%s'\n", optarg);
+                                return -EINVAL;
+                        }
+                        arg.delay_max = arg.delay_min;
+                        fixed = true;
+                        break;
+                case ARG_DELAY_MIN:
+                case ARG_DELAY_MAX:
+                        if (parse_double(optarg, 0, 86400,
+                                         c == ARG_DELAY_MIN ? &arg.delay_min : &arg.delay_max) < 0) {
+                                fprintf(stderr, "futured-testhttp: bad delay '%s'\n", optarg);
+                                return -EINVAL;
+                        }
+                        ranged = true;
+                        break;
+                case ARG_ERROR_RATE:
+                        if (parse_double(optarg, 0, 1, &arg.error_rate) < 0) {
+                                fprintf(stderr, "futured-testhttp: --error-rate is from 0 to 1\n");
+                                return -EINVAL;
+                        }
+                        arg.error_rate_set = true;
+                        break;
+                case ARG_SEED:
+                        if (parse_u64(optarg, UINT64_MAX, &arg.seed) < 0) {
+                                fprintf(stderr, "futured-testhttp: bad --seed '%s'\n", optarg);
+                                return -EINVAL;
+                        }
+                        break;
+                case ARG_PREFIX: {
+                        size_t n = strlen(optarg);
+
+                        while (n > 0 && optarg[n - 1] == '/')
+                                n--;
+                        if ((n > 0 && optarg[0] != '/') || n >= sizeof(prefix)) {
+                                fprintf(stderr, "futured-testhttp: --prefix must start with /\n");
+                                return -EINVAL;
+                        }
+                        memcpy(prefix, optarg, n);
+                        prefix[n] = 0;
+                        arg.prefix = prefix;
+                        break;
+                }
+                case ARG_EXPLAIN:
+                        arg.explain = optarg;
+                        break;
+                case 'h':
+                        help();
+                        return 0;
+                default:
+                        return -EINVAL;
+                }
+        if (optind < argc) {
+                fprintf(stderr, "futured-testhttp: unexpected argument '%s'\n", argv[optind]);
+                return -EINVAL;
+        }
+        if (!arg.root) {
+                fprintf(stderr, "futured-testhttp: --root DIR is required\n");
+                return -EINVAL;
+        }
+        if (fixed && ranged) {
+                fprintf(stderr, "futured-testhttp: --delay or --delay-min/--delay-max, not both\n");
+                return -EINVAL;
+        }
+        if (arg.delay_min > arg.delay_max) {
+                fprintf(stderr, "futured-testhttp: --delay-min is more than --delay-max\n");
+                return -EINVAL;
+        }
+        if ((fixed || ranged) && arg.mode != MODE_DELAY) {
+                fprintf(stderr, "futured-testhttp: a delay needs --mode delay\n");
+                return -EINVAL;
+        }
+        if (arg.error_rate_set && arg.mode != MODE_ERROR) {
+                fprintf(stderr, "futured-testhttp: --error-rate needs --mode error\n");
+                return -EINVAL;
+        }
+        return 1;
+}
+
+int main(int argc, char *argv[]) {
+        struct sockaddr_storage ss = {};
+        const union MHD_DaemonInfo *info;
+        struct MHD_Daemon *d;
+        unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_AUTO;
+        sigset_t mask;
+        bool v6;
+        int r, sig;
+
+        r = parse_argv(argc, argv);
+        if (r <= 0)
+                return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+        v6 = strchr(arg.host, ':') != NULL;
+
+        root_fd = open(arg.root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (root_fd < 0) {
+                fprintf(stderr, "futured-testhttp: cannot open --root %s: %m\n", arg.root);
+                return EXIT_FAILURE;
+        }
+        if (arg.explain)
+                return explain(arg.explain);
+
+        if (v6) {
+                struct sockaddr_in6 *sa = (struct sockaddr_in6 *) &ss;
+                sa->sin6_family = AF_INET6;
+                sa->sin6_port = htons((uint16_t) arg.port);
+                r = inet_pton(AF_INET6, arg.host, &sa->sin6_addr);
+                flags |= MHD_USE_IPv6;
+        } else {
+                struct sockaddr_in *sa = (struct sockaddr_in *) &ss;
+                sa->sin_family = AF_INET;
+                sa->sin_port = htons((uint16_t) arg.port);
+                r = inet_pton(AF_INET, arg.host, &sa->sin_addr);
+        }
+        if (r != 1) {
+                fprintf(stderr, "futured-testhttp: --host must be an IP address, not '%s'\n", arg.host);
+                return EXIT_FAILURE;
+        }
+
+        /* Before any thread exists, so that only sigwait() below sees these. */
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGINT);
+        sigprocmask(SIG_BLOCK, &mask, NULL);
+        signal(SIGPIPE, SIG_IGN);
+
+        d = MHD_start_daemon(flags, (uint16_t) arg.port, NULL, NULL, on_request, NULL,
+                             MHD_OPTION_SOCK_ADDR, (struct sockaddr *) &ss,
+                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) 120,
+                             MHD_OPTION_END);
+        if (!d) {
+                fprintf(stderr, "futured-testhttp: cannot listen on %s port %u: %m\n", arg.host,
+                        arg.port);
+                return EXIT_FAILURE;
+        }
+        info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
+        printf(v6 ? "listening on http://[%s]:%u\n" : "listening on http://%s:%u\n", arg.host,
+               info ? (unsigned) info->port : arg.port);
+        fflush(stdout);
+
+        for (;;) {
+                r = sigwait(&mask, &sig);
+                if (r == 0 && (sig == SIGTERM || sig == SIGINT))
+                        break;
+        }
+        atomic_store(&stopping, true);
+        MHD_stop_daemon(d);
+        close(root_fd);
+        return EXIT_SUCCESS;
+}
