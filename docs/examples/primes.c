@@ -16,7 +16,7 @@ int main(int argc, char **argv) {
         futured_job *jobs = calloc(n ? n : 1, sizeof *jobs);
         futured_id *ids = calloc(n ? n : 1, sizeof *ids);
         void **args = calloc(n ? n : 1, sizeof *args);
-        futured_as_completed *it;
+        futured_as_completed *it = NULL;
         futured *c;
         futured_id id;
         int r;
@@ -33,14 +33,16 @@ int main(int argc, char **argv) {
                 r = futured_args_pack(c, "prime", &argv[i + 1], 1, &args[i], &jobs[i].args_len);
                 if (r < 0) {
                         fprintf(stderr, "%s\n", futured_error_message(c));
-                        return 2;
+                        n = i; /* free what was packed so far */
+                        r = -EINVAL;
+                        goto out;
                 }
                 jobs[i].kind = "prime";
                 jobs[i].args = args[i];
         }
         if (n && (r = futured_submit(c, jobs, n, ids)) < 0) {
                 fprintf(stderr, "submit: %s\n", futured_error_message(c));
-                return 1;
+                goto out;
         }
         r = futured_as_completed_new(c, ids, n, -1, &it);
         while (r >= 0 && (r = futured_as_completed_next(it, &id)) > 0) {
@@ -61,6 +63,7 @@ int main(int argc, char **argv) {
                 msgpack_unpacked_destroy(&u);
                 futured_outcome_clear(&out);
         }
+out:
         futured_as_completed_free(it);
         for (size_t i = 0; i < n; i++)
                 free(args[i]);
@@ -68,5 +71,5 @@ int main(int argc, char **argv) {
         free(jobs);
         free(ids);
         futured_free(c);
-        return r < 0 ? 1 : 0;
+        return r == -EINVAL ? 2 : r < 0 ? 1 : 0;
 }
