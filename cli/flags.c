@@ -255,11 +255,7 @@ int cmd_flags(Ctl *ctl, int argc, char **argv) {
         double start;
         int c, r;
 
-        while ((c = getopt_long(argc, argv, "hc:ael:m:s:v", options, NULL)) >= 0) {
-                if (c == 'c')
-                        c = 'C';
-                if (ctl_common_option(ctl, c, help))
-                        continue;
+        while ((c = ctl_next_option(ctl, argc, argv, "hc:ael:m:s:v", options, help)) >= 0) {
                 switch (c) {
                 case 'a':
                         all = true;

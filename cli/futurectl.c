@@ -161,6 +161,19 @@ bool ctl_common_option(Ctl *ctl, int c, const char *help) {
         return false;
 }
 
+int ctl_next_option(Ctl *ctl, int argc, char **argv, const char *shortopts,
+                    const struct option *options, const char *help) {
+        int c;
+
+        while ((c = getopt_long(argc, argv, shortopts, options, NULL)) >= 0) {
+                if (c == 'c')
+                        c = 'C';
+                if (!ctl_common_option(ctl, c, help))
+                        break;
+        }
+        return c;
+}
+
 /* Parses argv[optind..argc) as future IDs into a new array. */
 static int parse_ids(int argc, char **argv, const char *usage, futured_id **ret, size_t *n) {
         futured_id *ids;
@@ -185,13 +198,8 @@ static int parse_common_only(Ctl *ctl, int argc, char **argv, const char *help) 
         static const struct option options[] = { CTL_COMMON_OPTIONS, {} };
         int c;
 
-        while ((c = getopt_long(argc, argv, "+hc:", options, NULL)) >= 0) {
-                if (c == 'c')
-                        c = 'C';
-                if (!ctl_common_option(ctl, c, help))
-                        return ctl_bad_option(help, argv);
-        }
-        return 0;
+        c = ctl_next_option(ctl, argc, argv, "hc:", options, help);
+        return c >= 0 ? ctl_bad_option(help, argv) : 0;
 }
 
 /* Prints an outcome: the result map (or the failure) as JSON or as text. Returns the exit status
@@ -256,11 +264,7 @@ static int cmd_submit(Ctl *ctl, int argc, char **argv) {
         char *end;
         int c, r;
 
-        while ((c = getopt_long(argc, argv, "hc:", options, NULL)) >= 0) {
-                if (c == 'c')
-                        c = 'C';
-                if (ctl_common_option(ctl, c, help))
-                        continue;
+        while ((c = ctl_next_option(ctl, argc, argv, "hc:", options, help)) >= 0) {
                 errno = 0;
                 switch (c) {
                 case 'w':
@@ -391,11 +395,7 @@ static int cmd_wait(Ctl *ctl, int argc, char **argv) {
         size_t n;
         int c, r;
 
-        while ((c = getopt_long(argc, argv, "hc:", options, NULL)) >= 0) {
-                if (c == 'c')
-                        c = 'C';
-                if (ctl_common_option(ctl, c, help))
-                        continue;
+        while ((c = ctl_next_option(ctl, argc, argv, "hc:", options, help)) >= 0) {
                 switch (c) {
                 case 'a':
                         mode = FUTURED_ALL_COMPLETED;
@@ -460,11 +460,7 @@ static int cmd_result(Ctl *ctl, int argc, char **argv) {
         double timeout = -1;
         int c, r;
 
-        while ((c = getopt_long(argc, argv, "hc:", options, NULL)) >= 0) {
-                if (c == 'c')
-                        c = 'C';
-                if (ctl_common_option(ctl, c, help))
-                        continue;
+        while ((c = ctl_next_option(ctl, argc, argv, "hc:", options, help)) >= 0) {
                 if (c != 't')
                         return ctl_bad_option(help, argv);
                 if (ctl_parse_seconds(optarg, &timeout) < 0)
@@ -609,11 +605,7 @@ static int cmd_list(Ctl *ctl, int argc, char **argv) {
         size_t len;
         int c, r;
 
-        while ((c = getopt_long(argc, argv, "hc:", options, NULL)) >= 0) {
-                if (c == 'c')
-                        c = 'C';
-                if (ctl_common_option(ctl, c, help))
-                        continue;
+        while ((c = ctl_next_option(ctl, argc, argv, "hc:", options, help)) >= 0) {
                 if (c == 's')
                         state = optarg;
                 else if (c == 'a' && ctl_parse_id(optarg, &after) == 0)
@@ -765,11 +757,7 @@ static int cmd_map(Ctl *ctl, int argc, char **argv) {
         size_t n;
         int c, r, status = EXIT_SUCCESS;
 
-        while ((c = getopt_long(argc, argv, "hc:", options, NULL)) >= 0) {
-                if (c == 'c')
-                        c = 'C';
-                if (ctl_common_option(ctl, c, help))
-                        continue;
+        while ((c = ctl_next_option(ctl, argc, argv, "hc:", options, help)) >= 0) {
                 if (c != 't')
                         return ctl_bad_option(help, argv);
                 if (ctl_parse_seconds(optarg, &timeout) < 0)

@@ -41,6 +41,12 @@ double ctl_now(void);
  * getopt loops: returns true if `c` was one of them. */
 bool ctl_common_option(Ctl *ctl, int c, const char *help);
 
+/* getopt_long() that handles the common options itself (-h/--help, --json, -c/--connect) and
+ * returns the next other option code, or -1 at the end. */
+struct option;
+int ctl_next_option(Ctl *ctl, int argc, char **argv, const char *shortopts,
+                    const struct option *options, const char *help);
+
 /* The long options every command accepts; getopt codes for them. */
 #define CTL_COMMON_OPTIONS                                          \
         { "help", no_argument, NULL, 'h' }, { "json", no_argument, NULL, 'J' }, \

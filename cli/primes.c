@@ -92,11 +92,7 @@ int cmd_primes(Ctl *ctl, int argc, char **argv) {
         double start;
         int c, r;
 
-        while ((c = getopt_long(argc, argv, "hc:", options, NULL)) >= 0) {
-                if (c == 'c')
-                        c = 'C';
-                if (ctl_common_option(ctl, c, help))
-                        continue;
+        while ((c = ctl_next_option(ctl, argc, argv, "hc:", options, help)) >= 0) {
                 if (c == 'a')
                         as_completed = true;
                 else if (c != 'm')
