@@ -20,3 +20,15 @@ def test_prime_batch_agrees_with_primes_tsv(daemon):
         assert res["state"] == "done", res
         assert res["result"]["n"] == n
         assert res["result"]["is_prime"] is is_prime
+
+
+def test_max_tasks_per_worker_recycles_workers(start_daemon):
+    d = start_daemon("--processes", "1", "--max-tasks-per-worker", "2")
+    for n in (97, 98, 99, 100, 101):
+        fid = d.c.rq("submit", jobs=[{"kind": "prime", "args": {"n": n}}])["ids"][0]
+        res = d.c.rq("result", future=fid, timeout=30.0)
+        assert res["state"] == "done" and res["result"]["n"] == n
+    stats = d.c.rq("stats")["stats"]
+    # 5 jobs at 2 per worker: the first worker and at least two replacements, none died.
+    assert stats["workers_started"] >= 3, stats
+    assert stats["workers_died"] == 0 and stats["done"] == 5
