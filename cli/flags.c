@@ -80,12 +80,6 @@ typedef struct Flag {
         char *message; /* for errors and not-found: what to report (owned) */
 } Flag;
 
-static volatile sig_atomic_t interrupted;
-
-static void on_interrupt(int sig) {
-        interrupted = 1;
-}
-
 /* Marks the codes named by `words` (whitespace-separated) in `set`. Returns 0, or -EINVAL naming
  * the bad word in `bad`. */
 static int add_code(bool *set, const char *word, size_t len) {
@@ -245,7 +239,6 @@ int cmd_flags(Ctl *ctl, int argc, char **argv) {
         _cleanup_free_ futured_job *jobs = NULL;
         _cleanup_free_ futured_id *ids = NULL;
         _cleanup_close_ int dest_fd = -1;
-        struct sigaction sa = { .sa_handler = on_interrupt };
         futured_as_completed *it = NULL;
         size_t n = 0, count[4] = {}, finished = 0;
         char group[PROTO_MAX_GROUP];
@@ -377,8 +370,7 @@ int cmd_flags(Ctl *ctl, int argc, char **argv) {
                                          .group_limit = concurrency };
                 jobs[i].args = msgpack_sbuffer_release(&sb);
         }
-        sigaction(SIGINT, &sa, NULL);
-        sigaction(SIGTERM, &sa, NULL);
+        ctl_catch_interrupts();
         start = ctl_now();
         r = n ? futured_submit(ctl->c, jobs, n, ids) : 0;
         for (size_t i = 0; i < n; i++)
@@ -392,7 +384,7 @@ int cmd_flags(Ctl *ctl, int argc, char **argv) {
         show_bar = !verbose && !ctl->json && isatty(STDERR_FILENO);
         if (show_bar)
                 progress_start(&bar, stderr, n);
-        while (r >= 0 && finished < n && !interrupted) {
+        while (r >= 0 && finished < n && !ctl_interrupted()) {
                 futured_outcome o;
                 futured_id id;
                 size_t k;
@@ -415,7 +407,7 @@ int cmd_flags(Ctl *ctl, int argc, char **argv) {
                         progress_add(&bar, 1);
         }
         futured_as_completed_free(it);
-        if (interrupted || r == -EINTR) {
+        if (ctl_interrupted() || r == -EINTR) {
                 /* Ctrl-C: stop what is outstanding, then report what was done. */
                 stopped = true;
                 (void) futured_cancel(ctl->c, ids, n, NULL);

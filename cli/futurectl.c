@@ -52,6 +52,23 @@ static const char main_usage[] =
         "Exit status: 0 success, 1 a job failed (or was cancelled, or a wait timed out),\n"
         "2 usage error or request rejected, 69 daemon unreachable.\n";
 
+static volatile sig_atomic_t interrupted;
+
+static void on_interrupt(int sig) {
+        interrupted = 1;
+}
+
+void ctl_catch_interrupts(void) {
+        struct sigaction sa = { .sa_handler = on_interrupt };
+
+        sigaction(SIGINT, &sa, NULL);
+        sigaction(SIGTERM, &sa, NULL);
+}
+
+bool ctl_interrupted(void) {
+        return interrupted;
+}
+
 double ctl_now(void) {
         struct timespec ts;
 
@@ -191,6 +208,21 @@ static int parse_ids(int argc, char **argv, const char *usage, futured_id **ret,
         *ret = ids;
         *n = (size_t) (argc - optind);
         return 0;
+}
+
+/* For commands on a list of IDs, once their options are parsed: takes argv[optind..argc) as IDs
+ * into *ids (new array), allocates `answer_size` zeroed bytes per ID into *answers (new), and
+ * connects. Returns 0, or an exit status after printing why. */
+static int ids_begin(Ctl *ctl, int argc, char **argv, const char *help, const char *what,
+                     size_t answer_size, futured_id **ids, size_t *n, void **answers) {
+        int r = parse_ids(argc, argv, help, ids, n);
+
+        if (r < 0)
+                return -r;
+        *answers = calloc(*n, answer_size);
+        if (!*answers)
+                return ctl_error(ctl, -ENOMEM, what);
+        return ctl_connect(ctl);
 }
 
 /* Runs getopt_long with only the common options; returns 0 or an exit status. */
@@ -335,13 +367,7 @@ static int cmd_status(Ctl *ctl, int argc, char **argv) {
         r = parse_common_only(ctl, argc, argv, help);
         if (r)
                 return r;
-        r = parse_ids(argc, argv, help, &ids, &n);
-        if (r < 0)
-                return -r;
-        states = calloc(n, sizeof *states);
-        if (!states)
-                return ctl_error(ctl, -ENOMEM, "status");
-        r = ctl_connect(ctl);
+        r = ids_begin(ctl, argc, argv, help, "status", sizeof *states, &ids, &n, (void **) &states);
         if (r)
                 return r;
         r = futured_status(ctl->c, ids, n, states);
@@ -414,13 +440,7 @@ static int cmd_wait(Ctl *ctl, int argc, char **argv) {
                         return ctl_bad_option(help, argv);
                 }
         }
-        r = parse_ids(argc, argv, help, &ids, &n);
-        if (r < 0)
-                return -r;
-        done = calloc(n, sizeof *done);
-        if (!done)
-                return ctl_error(ctl, -ENOMEM, "wait");
-        r = ctl_connect(ctl);
+        r = ids_begin(ctl, argc, argv, help, "wait", sizeof *done, &ids, &n, (void **) &done);
         if (r)
                 return r;
         r = futured_wait(ctl->c, ids, n, mode, timeout, done);
@@ -497,13 +517,7 @@ static int ids_command(Ctl *ctl, int argc, char **argv, const char *help, const 
         r = parse_common_only(ctl, argc, argv, help);
         if (r)
                 return r;
-        r = parse_ids(argc, argv, help, &ids, &n);
-        if (r < 0)
-                return -r;
-        ok = calloc(n, sizeof *ok);
-        if (!ok)
-                return ctl_error(ctl, -ENOMEM, verb);
-        r = ctl_connect(ctl);
+        r = ids_begin(ctl, argc, argv, help, verb, sizeof *ok, &ids, &n, (void **) &ok);
         if (r)
                 return r;
         r = call(ctl->c, ids, n, ok);
@@ -665,12 +679,6 @@ static int cmd_list(Ctl *ctl, int argc, char **argv) {
         return EXIT_SUCCESS;
 }
 
-static volatile sig_atomic_t interrupted;
-
-static void on_interrupt(int sig) {
-        interrupted = 1;
-}
-
 static int cmd_watch(Ctl *ctl, int argc, char **argv) {
         static const char help[] =
                 "Usage: futurectl watch [TOPIC...]\n"
@@ -678,7 +686,6 @@ static int cmd_watch(Ctl *ctl, int argc, char **argv) {
                 "Prints events as they happen, one line each: the topic and the event as JSON.\n"
                 "TOPIC is a prefix such as done/ (every completion), failed/, done/GROUP or\n"
                 "progress/; the default is every event. Stops at Ctrl-C.\n";
-        struct sigaction sa = { .sa_handler = on_interrupt };
         char topic[256];
         int r;
 
@@ -693,10 +700,9 @@ static int cmd_watch(Ctl *ctl, int argc, char **argv) {
                 if (r < 0)
                         return ctl_error(ctl, r, "watch");
         }
-        sigaction(SIGINT, &sa, NULL);
-        sigaction(SIGTERM, &sa, NULL);
+        ctl_catch_interrupts();
         setvbuf(stdout, NULL, _IOLBF, 0);
-        while (!interrupted) {
+        while (!ctl_interrupted()) {
                 void *body;
                 size_t len;
 

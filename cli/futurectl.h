@@ -34,6 +34,12 @@ int ctl_bad_option(const char *usage, char **argv);
 int ctl_parse_seconds(const char *s, double *ret);
 int ctl_parse_id(const char *s, futured_id *ret);
 
+/* Makes SIGINT and SIGTERM set a flag instead of killing the process (without SA_RESTART, so a
+ * blocking libfutured call returns -EINTR), for commands that report before they exit. */
+void ctl_catch_interrupts(void);
+/* True once SIGINT or SIGTERM arrived after ctl_catch_interrupts(). */
+bool ctl_interrupted(void);
+
 /* Monotonic seconds. */
 double ctl_now(void);
 

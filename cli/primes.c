@@ -19,12 +19,6 @@
 
 static const uint64_t classic_numbers[] = { PRIMES_NUMBERS };
 
-static volatile sig_atomic_t interrupted;
-
-static void on_interrupt(int sig) {
-        interrupted = 1;
-}
-
 typedef struct Check {
         uint64_t n;
         futured_id id;
@@ -80,7 +74,6 @@ int cmd_primes(Ctl *ctl, int argc, char **argv) {
                 { "method", required_argument, NULL, 'm' },
                 {},
         };
-        struct sigaction sa = { .sa_handler = on_interrupt };
         _cleanup_free_ Check *checks = NULL;
         _cleanup_free_ futured_job *jobs = NULL;
         _cleanup_free_ futured_id *ids = NULL;
@@ -146,8 +139,7 @@ int cmd_primes(Ctl *ctl, int argc, char **argv) {
                                          .args_len = args[i].size };
         }
 
-        sigaction(SIGINT, &sa, NULL);
-        sigaction(SIGTERM, &sa, NULL);
+        ctl_catch_interrupts();
         if (ctl->json)
                 printf("{\"processes\":%u,\"results\":[", futured_processes(ctl->c));
         else
@@ -159,7 +151,7 @@ int cmd_primes(Ctl *ctl, int argc, char **argv) {
                 checks[i].id = ids[i];
         if (r >= 0 && as_completed)
                 r = futured_as_completed_new(ctl->c, ids, n, -1, &it);
-        for (size_t done = 0; r >= 0 && done < n && !interrupted; done++) {
+        for (size_t done = 0; r >= 0 && done < n && !ctl_interrupted(); done++) {
                 futured_outcome out;
                 size_t k = done;
                 futured_id id;
@@ -179,7 +171,7 @@ int cmd_primes(Ctl *ctl, int argc, char **argv) {
                 futured_outcome_clear(&out);
         }
         futured_as_completed_free(it);
-        if (interrupted || r == -EINTR) {
+        if (ctl_interrupted() || r == -EINTR) {
                 (void) futured_cancel(ctl->c, ids, n, NULL);
                 fprintf(stderr, "futurectl: primes: interrupted; the remaining checks are "
                                 "cancelled\n");

@@ -455,6 +455,12 @@ static void pack_timeout(msgpack_packer *pk, double timeout) {
                 msgpack_pack_double(pk, timeout);
 }
 
+static int id_compare(const void *a, const void *b) {
+        futured_id x = *(const futured_id *) a, y = *(const futured_id *) b;
+
+        return x < y ? -1 : x > y;
+}
+
 int futured_wait(futured *c, const futured_id *ids, size_t n, futured_wait_mode mode,
                  double timeout, bool *done) {
         static const char *const modes[] = {
@@ -479,23 +485,17 @@ int futured_wait(futured *c, const futured_id *ids, size_t n, futured_wait_mode 
         a = proto_map_get(&c->reply.data, "done");
         if (!a || a->type != MSGPACK_OBJECT_ARRAY)
                 return set_error(c, -EBADMSG, "bad_reply", "wait reply without done");
-        /* `done` is in request order: one merge pass marks it. */
-        for (size_t i = 0, j = 0; i < n; i++) {
-                uint64_t id;
-                done[i] = j < a->via.array.size && proto_get_uint(&a->via.array.ptr[j], &id) == 0 &&
-                          id == ids[i];
-                if (done[i]) {
-                        j++;
-                        n_done++;
-                } else {
-                        /* A duplicate of an ID already marked is done as well. */
-                        for (size_t k = 0; k < i; k++)
-                                if (ids[k] == ids[i] && done[k]) {
-                                        done[i] = true;
-                                        n_done++;
-                                        break;
-                                }
-                }
+        /* The reply lists each done ID once; the request may repeat IDs: look each one up. */
+        _cleanup_free_ futured_id *sorted = malloc((a->via.array.size + 1) * sizeof *sorted);
+        if (!sorted)
+                return -ENOMEM;
+        for (uint32_t j = 0; j < a->via.array.size; j++)
+                if (proto_get_uint(&a->via.array.ptr[j], &sorted[j]) < 0)
+                        return set_error(c, -EBADMSG, "bad_reply", "wait reply with a bad id");
+        qsort(sorted, a->via.array.size, sizeof *sorted, id_compare);
+        for (size_t i = 0; i < n; i++) {
+                done[i] = bsearch(&ids[i], sorted, a->via.array.size, sizeof *sorted, id_compare);
+                n_done += done[i];
         }
         return n_done;
 }
@@ -856,12 +856,6 @@ int futured_event_next(futured *c, double timeout, char *topic, size_t topic_siz
                        size_t *body_len) {
         return event_recv(c, timeout < 0 ? INFINITY : now() + timeout, topic, topic_size, body,
                           body_len);
-}
-
-static int id_compare(const void *a, const void *b) {
-        futured_id x = *(const futured_id *) a, y = *(const futured_id *) b;
-
-        return x < y ? -1 : x > y;
 }
 
 /* Marks ids[index] finished and queues it for yielding, once. */
