@@ -51,9 +51,11 @@ class Client:
             raise TimeoutError("no reply from futured")
         return msgpack.unpackb(self.sock.recv(), strict_map_key=False)
 
-    def rq(self, op, timeout=10.0, **fields):
+    def rq(self, op, reply_timeout=10.0, **fields):
+        """Sends `op` with `fields` (a `timeout` among them is the request's own field) and
+        returns its reply, waiting at most `reply_timeout` seconds for it."""
         rid = self.send(op=op, **fields)
-        reply = self.recv(timeout)
+        reply = self.recv(reply_timeout)
         assert reply["id"] == rid, reply
         return reply
 
@@ -83,7 +85,7 @@ class Daemon:
         deadline = time.monotonic() + 10
         while True:
             try:
-                c.rq("hello", timeout=0.2)
+                c.rq("hello", reply_timeout=0.2)
                 break
             except TimeoutError:
                 assert self.proc.poll() is None, self.output()

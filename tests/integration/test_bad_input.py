@@ -14,22 +14,13 @@ import zmq
 MIB = 1 << 20
 
 
-def rq(client, op, reply_timeout=10.0, **fields):
-    """One request and its reply. Unlike conftest's Client.rq, `timeout` here is the request's
-    own field (seconds for wait/result), not how long to wait for the reply."""
-    rid = client.send(op=op, **fields)
-    reply = client.recv(reply_timeout)
-    assert reply["id"] == rid, reply
-    return reply
-
-
 
 def pack(obj):
     return msgpack.packb(obj, use_bin_type=True)
 
 
 def submitted(daemon):
-    return rq(daemon.c, "stats")["stats"]["submitted"]
+    return daemon.c.rq("stats")["stats"]["submitted"]
 
 
 def assert_error(reply, code, *, rid="any", field=None, index=None):
@@ -54,16 +45,16 @@ def assert_serving_and_nothing_queued(daemon, before, *clients):
     """Nothing was submitted since `before`; a fresh client (and every client given, e.g. the one
     that misbehaved) still gets answers, and the next future ID is the next unused one."""
     other = daemon.client()
-    st = rq(other, "stats")["stats"]
+    st = other.rq("stats")["stats"]
     assert st["submitted"] == before, st
-    assert rq(other, "hello")["ok"]
+    assert other.rq("hello")["ok"]
     for c in clients:
-        assert rq(c, "hello")["ok"]
-    r = rq(other, "submit", jobs=[{"kind": "noop"}])
+        assert c.rq("hello")["ok"]
+    r = other.rq("submit", jobs=[{"kind": "noop"}])
     assert r["ok"], r
     # IDs are handed out only to accepted jobs: a rejected request used none up.
     assert r["ids"] == [before + 1], r
-    res = rq(other, "result", future=r["ids"][0], timeout=10.0)
+    res = other.rq("result", future=r["ids"][0], timeout=10.0)
     assert res["state"] == "done", res
 
 
@@ -169,7 +160,7 @@ def test_other_protocol_version_is_bad_version(daemon, v):
 def test_unknown_op(daemon, op):
     before = submitted(daemon)
     c = daemon.client()
-    r = rq(c, op, jobs=[{"kind": "noop"}])
+    r = c.rq(op, jobs=[{"kind": "noop"}])
     assert_error(r, "unknown_op")
     assert_serving_and_nothing_queued(daemon, before, c)
 
@@ -184,14 +175,14 @@ def test_unknown_op(daemon, op):
 def test_unknown_top_level_field(daemon, op, fields, bad):
     before = submitted(daemon)
     c = daemon.client()
-    r = rq(c, op, **fields)
+    r = c.rq(op, **fields)
     assert_error(r, "unknown_field", field=bad)
     assert_serving_and_nothing_queued(daemon, before, c)
 
 
 def test_unknown_field_inside_a_job(daemon):
     before = submitted(daemon)
-    r = rq(daemon.c, "submit", jobs=[{"kind": "noop", "prio": 3}])
+    r = daemon.c.rq("submit", jobs=[{"kind": "noop", "prio": 3}])
     assert_error(r, "unknown_field", field="prio", index=0)
     assert_serving_and_nothing_queued(daemon, before)
 
@@ -219,7 +210,7 @@ def test_id_of_the_wrong_type_is_bad_request_with_nil_id(daemon, rid):
 @pytest.mark.parametrize("ids", ["1,2", 1, [1, "2"], [1, -2], [1.0]], ids=["str", "int", "str-in-list", "negative-in-list", "float-in-list"])
 def test_ids_of_the_wrong_type_are_bad_request(daemon, op, ids):
     before = submitted(daemon)
-    r = rq(daemon.c, op, ids=ids)
+    r = daemon.c.rq(op, ids=ids)
     assert_error(r, "bad_request", field="ids")
     assert_serving_and_nothing_queued(daemon, before)
 
@@ -246,7 +237,7 @@ def test_ids_of_the_wrong_type_are_bad_request(daemon, op, ids):
 ])
 def test_operation_field_of_the_wrong_type_or_range(daemon, op, fields, bad):
     before = submitted(daemon)
-    r = rq(daemon.c, op, **fields)
+    r = daemon.c.rq(op, **fields)
     assert_error(r, "bad_request", field=bad)
     assert_serving_and_nothing_queued(daemon, before)
 
@@ -269,14 +260,14 @@ def test_operation_field_of_the_wrong_type_or_range(daemon, op, fields, bad):
 ])
 def test_job_field_of_the_wrong_type_or_range(daemon, job, bad):
     before = submitted(daemon)
-    r = rq(daemon.c, "submit", jobs=[job])
+    r = daemon.c.rq("submit", jobs=[job])
     assert_error(r, "bad_request", field=bad, index=0)
     assert_serving_and_nothing_queued(daemon, before)
 
 
 def test_job_that_is_not_a_map_is_bad_request_with_index(daemon):
     before = submitted(daemon)
-    r = rq(daemon.c, "submit", jobs=[{"kind": "noop"}, "noop"])
+    r = daemon.c.rq("submit", jobs=[{"kind": "noop"}, "noop"])
     assert_error(r, "bad_request", index=1)
     assert_serving_and_nothing_queued(daemon, before)
 
@@ -286,9 +277,9 @@ def test_job_limits_at_their_bounds_are_accepted(daemon):
     jobs = [{"kind": "noop", "priority": 1000}, {"kind": "noop", "priority": -1000},
             {"kind": "noop", "group": "g" * 64, "group_limit": 1, "retries": 100},
             {"kind": "sleep", "args": {"seconds": 0}, "timeout": 0}]
-    r = rq(daemon.c, "submit", jobs=jobs)
+    r = daemon.c.rq("submit", jobs=jobs)
     assert r["ok"], r
-    w = rq(daemon.c, "wait", ids=r["ids"], timeout=10.0)
+    w = daemon.c.rq("wait", ids=r["ids"], timeout=10.0)
     assert w["done"] == r["ids"] and w["not_done"] == [], w
 
 
@@ -297,7 +288,7 @@ def test_job_limits_at_their_bounds_are_accepted(daemon):
 @pytest.mark.parametrize("kind", ["frobnicate", "", "Prime", "prime\0"])
 def test_unknown_job_kind(daemon, kind):
     before = submitted(daemon)
-    r = rq(daemon.c, "submit", jobs=[{"kind": kind}])
+    r = daemon.c.rq("submit", jobs=[{"kind": kind}])
     assert_error(r, "unknown_kind", index=0)
     assert_serving_and_nothing_queued(daemon, before)
 
@@ -321,14 +312,14 @@ def test_unknown_job_kind(daemon, kind):
         "bad-method", "method-int", "unknown-arg"])
 def test_prime_bad_args(daemon, args, bad):
     before = submitted(daemon)
-    r = rq(daemon.c, "submit", jobs=[{"kind": "prime", "args": args}])
+    r = daemon.c.rq("submit", jobs=[{"kind": "prime", "args": args}])
     assert_error(r, "bad_args", field=bad, index=0)
     assert_serving_and_nothing_queued(daemon, before)
 
 
 def test_prime_args_that_are_not_a_map(daemon):
     before = submitted(daemon)
-    r = rq(daemon.c, "submit", jobs=[{"kind": "prime", "args": [7]}])
+    r = daemon.c.rq("submit", jobs=[{"kind": "prime", "args": [7]}])
     assert_error(r, "bad_args", index=0)
     assert_serving_and_nothing_queued(daemon, before)
 
@@ -343,17 +334,17 @@ def test_prime_n_of_2_to_the_64(daemon):
     assert msgpack.unpackb(b"\xcf" + struct.pack(">Q", 2 ** 64 - 1)) == 2 ** 64 - 1
     before = submitted(daemon)
     for n in (2.0 ** 64, float(2 ** 64 - 1)):
-        r = rq(daemon.c, "submit", jobs=[{"kind": "prime", "args": {"n": n}}])
+        r = daemon.c.rq("submit", jobs=[{"kind": "prime", "args": {"n": n}}])
         assert_error(r, "bad_args", field="n", index=0)
     assert_serving_and_nothing_queued(daemon, before)
 
 
 def test_prime_n_of_2_to_the_64_minus_1_is_accepted(daemon):
     """The top of the range works (Miller-Rabin, so that it is fast): 2**64-1 = 3 * 5 * 17 * ..."""
-    r = rq(daemon.c, "submit", jobs=[{"kind": "prime",
+    r = daemon.c.rq("submit", jobs=[{"kind": "prime",
                                      "args": {"n": 2 ** 64 - 1, "method": "miller-rabin"}}])
     assert r["ok"], r
-    res = rq(daemon.c, "result", future=r["ids"][0], timeout=10.0)
+    res = daemon.c.rq("result", future=r["ids"][0], timeout=10.0)
     assert res["state"] == "done", res
     assert res["result"]["n"] == 2 ** 64 - 1
     assert res["result"]["is_prime"] is False
@@ -369,14 +360,14 @@ def test_prime_n_of_2_to_the_64_minus_1_is_accepted(daemon):
 ])
 def test_sleep_bad_args(daemon, args, bad):
     before = submitted(daemon)
-    r = rq(daemon.c, "submit", jobs=[{"kind": "sleep", "args": args}])
+    r = daemon.c.rq("submit", jobs=[{"kind": "sleep", "args": args}])
     assert_error(r, "bad_args", field=bad, index=0)
     assert_serving_and_nothing_queued(daemon, before)
 
 
 def test_noop_takes_no_args(daemon):
     before = submitted(daemon)
-    r = rq(daemon.c, "submit", jobs=[{"kind": "noop", "args": {"x": 1}}])
+    r = daemon.c.rq("submit", jobs=[{"kind": "noop", "args": {"x": 1}}])
     assert_error(r, "bad_args", index=0)
     assert_serving_and_nothing_queued(daemon, before)
 
@@ -393,29 +384,29 @@ def test_batch_with_bad_job_3_queues_nothing(daemon, bad_job, code, field):
     before = submitted(daemon)
     good = [{"kind": "sleep", "args": {"seconds": 0.01}}, {"kind": "noop"},
             {"kind": "prime", "args": {"n": 7}}]
-    r = rq(daemon.c, "submit", jobs=good + [bad_job] + good)
+    r = daemon.c.rq("submit", jobs=good + [bad_job] + good)
     assert_error(r, code, field=field, index=3)
-    st = rq(daemon.c, "stats")["stats"]
+    st = daemon.c.rq("stats")["stats"]
     assert st["pending"] == 0 and st["running"] == 0, st
-    assert rq(daemon.c, "list")["futures"] == []
+    assert daemon.c.rq("list")["futures"] == []
     assert_serving_and_nothing_queued(daemon, before)
 
 
 def test_batch_of_10001_jobs_is_too_many_and_queues_nothing(daemon):
     before = submitted(daemon)
-    r = rq(daemon.c, "submit", jobs=[{"kind": "noop"}] * 10001)
+    r = daemon.c.rq("submit", jobs=[{"kind": "noop"}] * 10001)
     assert_error(r, "too_many", field="jobs")
-    assert rq(daemon.c, "status", ids=[before + 1])["states"] == ["unknown"]
+    assert daemon.c.rq("status", ids=[before + 1])["states"] == ["unknown"]
     assert_serving_and_nothing_queued(daemon, before)
 
 
 def test_batch_of_10000_jobs_is_the_limit_and_accepted(daemon):
-    r = rq(daemon.c, "submit", jobs=[{"kind": "noop"}] * 10000)
+    r = daemon.c.rq("submit", jobs=[{"kind": "noop"}] * 10000)
     assert r["ok"], r
     assert r["ids"] == list(range(1, 10001))
-    w = rq(daemon.c, "wait", ids=r["ids"], timeout=30.0, reply_timeout=30.0)
+    w = daemon.c.rq("wait", ids=r["ids"], timeout=30.0, reply_timeout=30.0)
     assert len(w["done"]) == 10000 and w["not_done"] == [], (len(w["done"]), len(w["not_done"]))
-    assert rq(daemon.c, "stats")["stats"]["submitted"] == 10000
+    assert daemon.c.rq("stats")["stats"]["submitted"] == 10000
 
 
 # --- ID lists ------------------------------------------------------------------------------------
@@ -423,43 +414,43 @@ def test_batch_of_10000_jobs_is_the_limit_and_accepted(daemon):
 @pytest.mark.parametrize("op,n", [("wait", 100000), ("wait", 10001), ("status", 10001),
                                   ("cancel", 10001), ("release", 10001)])
 def test_id_list_over_max_ids_is_too_many(daemon, op, n):
-    r = rq(daemon.c, "submit", jobs=[{"kind": "sleep", "args": {"seconds": 30}}])
+    r = daemon.c.rq("submit", jobs=[{"kind": "sleep", "args": {"seconds": 30}}])
     fid = r["ids"][0]
-    wait_for(lambda: rq(daemon.c, "status", ids=[fid])["states"] == ["running"],
+    wait_for(lambda: daemon.c.rq("status", ids=[fid])["states"] == ["running"],
              what="the sleep to run")
     before = submitted(daemon)
-    r = rq(daemon.c, op, ids=[fid] + list(range(2, n + 1)))
+    r = daemon.c.rq(op, ids=[fid] + list(range(2, n + 1)))
     assert_error(r, "too_many", field="ids")
     # Neither cancelled nor released nor waited on.
-    assert rq(daemon.c, "status", ids=[fid])["states"] == ["running"]
-    assert rq(daemon.c, "stats")["stats"]["clients_deferred"] == 0
-    assert rq(daemon.c, "cancel", ids=[fid])["cancelled"] == [True]
+    assert daemon.c.rq("status", ids=[fid])["states"] == ["running"]
+    assert daemon.c.rq("stats")["stats"]["clients_deferred"] == 0
+    assert daemon.c.rq("cancel", ids=[fid])["cancelled"] == [True]
     assert_serving_and_nothing_queued(daemon, before)
 
 
 def test_id_list_of_max_ids_is_accepted(daemon):
     ids = list(range(1, 10001))
-    assert rq(daemon.c, "status", ids=ids)["states"] == ["unknown"] * 10000
-    w = rq(daemon.c, "wait", ids=ids, timeout=0)
+    assert daemon.c.rq("status", ids=ids)["states"] == ["unknown"] * 10000
+    w = daemon.c.rq("wait", ids=ids, timeout=0)
     assert w["done"] == ids and w["not_done"] == []
 
 
 def test_status_of_unknown_ids_is_unknown_not_pending(daemon):
-    r = rq(daemon.c, "submit", jobs=[{"kind": "noop"}])
+    r = daemon.c.rq("submit", jobs=[{"kind": "noop"}])
     fid = r["ids"][0]
-    assert rq(daemon.c, "result", future=fid)["state"] == "done"
+    assert daemon.c.rq("result", future=fid)["state"] == "done"
     ids = [0, fid, fid + 1, fid + 1000, 2 ** 63, 2 ** 64 - 1]
-    st = rq(daemon.c, "status", ids=ids)
+    st = daemon.c.rq("status", ids=ids)
     assert st["states"] == ["unknown", "done", "unknown", "unknown", "unknown", "unknown"], st
     # An empty list is allowed for status (0 to max_ids).
-    assert rq(daemon.c, "status", ids=[])["states"] == []
+    assert daemon.c.rq("status", ids=[])["states"] == []
     # And the other operations agree: unknown IDs are finished for wait, cannot be cancelled or
     # released, and their result is the state "unknown".
-    w = rq(daemon.c, "wait", ids=[fid + 1, 2 ** 64 - 1])
+    w = daemon.c.rq("wait", ids=[fid + 1, 2 ** 64 - 1])
     assert w["done"] == [fid + 1, 2 ** 64 - 1] and w["not_done"] == [], w
-    assert rq(daemon.c, "cancel", ids=[fid + 1])["cancelled"] == [False]
-    assert rq(daemon.c, "release", ids=[fid + 1])["released"] == [False]
-    res = rq(daemon.c, "result", future=fid + 1)
+    assert daemon.c.rq("cancel", ids=[fid + 1])["cancelled"] == [False]
+    assert daemon.c.rq("release", ids=[fid + 1])["released"] == [False]
+    res = daemon.c.rq("result", future=fid + 1)
     assert res["ok"] and res["state"] == "unknown" and "result" not in res, res
 
 
@@ -508,7 +499,7 @@ def test_frame_over_64_mib_is_dropped_unanswered(daemon):
 
 
 def test_hello_announces_the_limits_tested_here(daemon):
-    limits = rq(daemon.c, "hello")["limits"]
+    limits = daemon.c.rq("hello")["limits"]
     assert limits == {"max_message": MIB, "max_batch": 10000, "max_ids": 10000,
                       "max_pending": 1000000, "max_deferred": 1000}
 
@@ -526,12 +517,12 @@ def wait_for(pred, timeout=5.0, what="condition"):
 
 
 def deferred(daemon):
-    return rq(daemon.c, "stats")["stats"]["clients_deferred"]
+    return daemon.c.rq("stats")["stats"]["clients_deferred"]
 
 
 def test_client_that_disconnects_during_a_deferred_wait(daemon):
     gone = daemon.client()
-    fid = rq(gone, "submit", jobs=[{"kind": "sleep", "args": {"seconds": 0.5}}])["ids"][0]
+    fid = gone.rq("submit", jobs=[{"kind": "sleep", "args": {"seconds": 0.5}}])["ids"][0]
     gone.send(op="wait", ids=[fid])
     gone.send(op="result", future=fid)
     wait_for(lambda: deferred(daemon) == 2, what="two deferred replies")
@@ -540,7 +531,7 @@ def test_client_that_disconnects_during_a_deferred_wait(daemon):
     # The daemon keeps serving while the replies are outstanding...
     assert daemon.client().rq("hello")["ok"]
     # ...and drops them when they come due.
-    assert rq(daemon.c, "result", future=fid, timeout=5.0)["state"] == "done"
+    assert daemon.c.rq("result", future=fid, timeout=5.0)["state"] == "done"
     wait_for(lambda: deferred(daemon) == 0, timeout=2.0, what="clients_deferred back to 0")
     assert_serving_and_nothing_queued(daemon, 1)
 
@@ -548,13 +539,13 @@ def test_client_that_disconnects_during_a_deferred_wait(daemon):
 def test_client_that_disconnects_during_a_deferred_wait_with_timeout(daemon):
     """Same, but the reply comes due by its timeout rather than by the future finishing."""
     gone = daemon.client()
-    fid = rq(gone, "submit", jobs=[{"kind": "sleep", "args": {"seconds": 30}}])["ids"][0]
+    fid = gone.rq("submit", jobs=[{"kind": "sleep", "args": {"seconds": 30}}])["ids"][0]
     gone.send(op="wait", ids=[fid], timeout=0.3)
     wait_for(lambda: deferred(daemon) == 1, what="one deferred reply")
     gone.close()
     daemon.clients.remove(gone)
     wait_for(lambda: deferred(daemon) == 0, timeout=2.0, what="clients_deferred back to 0")
-    assert rq(daemon.c, "cancel", ids=[fid])["cancelled"] == [True]
+    assert daemon.c.rq("cancel", ids=[fid])["cancelled"] == [True]
     assert_serving_and_nothing_queued(daemon, 1)
 
 
@@ -562,7 +553,7 @@ def test_too_many_deferred(daemon):
     """max_deferred (1000) outstanding wait/result replies per client; the next is refused at once,
     other clients are not affected, and the 1000 all arrive when the future finishes."""
     greedy = daemon.client()
-    fid = rq(greedy, "submit", jobs=[{"kind": "sleep", "args": {"seconds": 60}}])["ids"][0]
+    fid = greedy.rq("submit", jobs=[{"kind": "sleep", "args": {"seconds": 60}}])["ids"][0]
     sent = [greedy.send(op="wait" if i % 2 else "result", **(
         {"ids": [fid]} if i % 2 else {"future": fid})) for i in range(1000)]
     wait_for(lambda: deferred(daemon) == 1000, what="1000 deferred replies")
@@ -570,13 +561,13 @@ def test_too_many_deferred(daemon):
     r = greedy.recv()
     assert_error(r, "too_many_deferred", rid=rid)
     # Answers that need no deferring still come.
-    assert rq(greedy, "wait", ids=[fid], timeout=0)["not_done"] == [fid]
+    assert greedy.rq("wait", ids=[fid], timeout=0)["not_done"] == [fid]
     # Another client has its own allowance.
     other = daemon.client()
-    w = rq(other, "wait", ids=[fid], timeout=0.2)
+    w = other.rq("wait", ids=[fid], timeout=0.2)
     assert w["ok"] and w["not_done"] == [fid], w
     assert deferred(daemon) == 1000
-    assert rq(daemon.c, "cancel", ids=[fid])["cancelled"] == [True]
+    assert daemon.c.rq("cancel", ids=[fid])["cancelled"] == [True]
     got = {}
     for _ in range(1000):
         rep = greedy.recv(timeout=5.0)
@@ -587,5 +578,5 @@ def test_too_many_deferred(daemon):
         assert rep.get("state") == "cancelled" or rep.get("done") == [fid], rep
     assert deferred(daemon) == 0
     # The allowance is back.
-    fid2 = rq(greedy, "submit", jobs=[{"kind": "sleep", "args": {"seconds": 0.05}}])["ids"][0]
-    assert rq(greedy, "result", future=fid2, timeout=5.0)["state"] == "done"
+    fid2 = greedy.rq("submit", jobs=[{"kind": "sleep", "args": {"seconds": 0.05}}])["ids"][0]
+    assert greedy.rq("result", future=fid2, timeout=5.0)["state"] == "done"

@@ -25,7 +25,7 @@ def submit(daemon, group=None, **args):
 
 def outcome(daemon, fid, wait=10.0):
     """The `result` reply, waiting at most `wait` seconds for it."""
-    r = daemon.c.rq("result", future=fid, timeout=wait)
+    r = daemon.c.rq("result", future=fid, timeout=wait, reply_timeout=wait + 5)
     assert r["ok"], r
     return r
 

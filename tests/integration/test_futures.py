@@ -15,15 +15,6 @@ BIG_PRIME = 18446744073709551557
 SECOND_PRIME = 10 ** 18 + 9
 
 
-def rq(client, op, reply_timeout=10.0, **fields):
-    """One request and its reply. Unlike conftest's Client.rq, `timeout` here is the request's
-    own field (seconds for wait/result), not how long to wait for the reply."""
-    rid = client.send(op=op, **fields)
-    reply = client.recv(reply_timeout)
-    assert reply["id"] == rid, reply
-    return reply
-
-
 @pytest.fixture
 def subscribe():
     """subscribe(daemon, *topics): daemon.subscriber(), closed when the test ends. (An open SUB
@@ -41,7 +32,7 @@ def subscribe():
 
 
 def submit(client, *jobs):
-    r = rq(client, "submit", jobs=list(jobs))
+    r = client.rq("submit", jobs=list(jobs))
     assert r["ok"], r
     return r["ids"]
 
@@ -55,11 +46,11 @@ def prime_job(n, **extra):
 
 
 def states(client, *ids):
-    return rq(client, "status", ids=list(ids))["states"]
+    return client.rq("status", ids=list(ids))["states"]
 
 
 def stats(client):
-    return rq(client, "stats")["stats"]
+    return client.rq("stats")["stats"]
 
 
 def wait_for(pred, timeout=5.0, what="condition", interval=0.01):
@@ -77,7 +68,7 @@ def wait_state(client, fid, state, timeout=5.0):
 
 
 def result(client, fid, reply_timeout=20.0):
-    r = rq(client, "result", reply_timeout=reply_timeout, future=fid)
+    r = client.rq("result", reply_timeout=reply_timeout, future=fid)
     assert r["ok"], r
     return r
 
@@ -136,29 +127,29 @@ def test_wait_all_returns_when_every_future_finished(daemon):
     c = daemon.c
     ids = submit(c, sleep_job(0.3), sleep_job(0.1), sleep_job(0.2))
     t = time.monotonic()
-    w = rq(c, "wait", ids=ids, mode="all")
+    w = c.rq("wait", ids=ids, mode="all")
     took = time.monotonic() - t
     assert w["ok"] and w["done"] == ids and w["not_done"] == [], w
     assert states(c, *ids) == ["done"] * 3
     assert 0.2 <= took < 2.0, took
     # "all" is the default.
-    assert rq(c, "wait", ids=ids)["done"] == ids
+    assert c.rq("wait", ids=ids)["done"] == ids
 
 
 def test_wait_first_completed(daemon):
     c = daemon.c
     slow, fast, middle = submit(c, sleep_job(3), sleep_job(0.1), sleep_job(2))
     t = time.monotonic()
-    w = rq(c, "wait", ids=[slow, fast, middle], mode="first_completed")
+    w = c.rq("wait", ids=[slow, fast, middle], mode="first_completed")
     took = time.monotonic() - t
     print(f"first_completed after {took:.3f} s")
     assert w["done"] == [fast], w
     assert w["not_done"] == [slow, middle], w  # in request order
     assert took < 1.5, took
     # A future that is finished already satisfies it at once.
-    w = rq(c, "wait", ids=[slow, fast], mode="first_completed")
+    w = c.rq("wait", ids=[slow, fast], mode="first_completed")
     assert w["done"] == [fast] and w["not_done"] == [slow], w
-    assert rq(c, "cancel", ids=[slow, middle])["cancelled"] == [True, True]
+    assert c.rq("cancel", ids=[slow, middle])["cancelled"] == [True, True]
 
 
 def test_wait_first_exception(daemon):
@@ -166,7 +157,7 @@ def test_wait_first_exception(daemon):
     # The sleep of 2 s with a 0.2 s timeout fails with `timeout` at 0.2 s.
     slow, ok, failing = submit(c, sleep_job(3), sleep_job(0.05), sleep_job(2, timeout=0.2))
     t = time.monotonic()
-    w = rq(c, "wait", ids=[slow, ok, failing], mode="first_exception")
+    w = c.rq("wait", ids=[slow, ok, failing], mode="first_exception")
     took = time.monotonic() - t
     print(f"first_exception after {took:.3f} s")
     assert w["done"] == [ok, failing] and w["not_done"] == [slow], w
@@ -177,31 +168,31 @@ def test_wait_first_exception(daemon):
     assert isinstance(r["failure"]["message"], str)
     assert result(c, ok) == {"v": 1, "id": r["id"] + 1, "ok": True, "state": "done",
                              "result": {"seconds": 0.05}}
-    assert rq(c, "cancel", ids=[slow])["cancelled"] == [True]
+    assert c.rq("cancel", ids=[slow])["cancelled"] == [True]
 
 
 def test_wait_first_exception_without_a_failure_waits_for_all(daemon):
     c = daemon.c
     ids = submit(c, sleep_job(0.1), sleep_job(0.3))
     t = time.monotonic()
-    w = rq(c, "wait", ids=ids, mode="first_exception")
+    w = c.rq("wait", ids=ids, mode="first_exception")
     took = time.monotonic() - t
     assert w["done"] == ids and w["not_done"] == [], w
     assert took >= 0.25, took
     # A cancelled future is not an exception (the spec names `failed` only; Python agrees): the
     # wait still needs the others.
     a, b = submit(c, sleep_job(5), sleep_job(0.3))
-    rq(c, "cancel", ids=[a])
-    w = rq(c, "wait", ids=[a, b], mode="first_exception", timeout=0.1)
+    c.rq("cancel", ids=[a])
+    w = c.rq("wait", ids=[a, b], mode="first_exception", timeout=0.1)
     assert w["done"] == [a] and w["not_done"] == [b], w
-    assert rq(c, "wait", ids=[a, b], mode="first_exception")["done"] == [a, b]
+    assert c.rq("wait", ids=[a, b], mode="first_exception")["done"] == [a, b]
 
 
 def test_wait_timeout_returns_not_done(daemon):
     c = daemon.c
     long_, short = submit(c, sleep_job(5), sleep_job(0.05))
     t = time.monotonic()
-    w = rq(c, "wait", ids=[long_, short, long_], timeout=0.3)
+    w = c.rq("wait", ids=[long_, short, long_], timeout=0.3)
     took = time.monotonic() - t
     print(f"wait with timeout 0.3 answered after {took:.3f} s")
     # Not an error: not_done is simply non-empty. Duplicates are removed.
@@ -210,27 +201,27 @@ def test_wait_timeout_returns_not_done(daemon):
     assert 0.25 <= took < 1.5, took
     # timeout 0 answers at once.
     t = time.monotonic()
-    w = rq(c, "wait", ids=[long_], timeout=0)
+    w = c.rq("wait", ids=[long_], timeout=0)
     assert w["done"] == [] and w["not_done"] == [long_], w
     assert time.monotonic() - t < 0.2
     # The timed-out wait left nothing deferred.
     assert stats(c)["clients_deferred"] == 0
-    rq(c, "cancel", ids=[long_])
+    c.rq("cancel", ids=[long_])
 
 
 def test_result_with_timeout_is_not_done_error(daemon):
     c = daemon.c
     (fid,) = submit(c, sleep_job(5))
     t = time.monotonic()
-    r = rq(c, "result", future=fid, timeout=0.2)
+    r = c.rq("result", future=fid, timeout=0.2)
     took = time.monotonic() - t
     assert r["ok"] is False and r["error"]["code"] == "not_done", r
     assert 0.15 <= took < 1.5, took
-    r = rq(c, "result", future=fid, timeout=0)
+    r = c.rq("result", future=fid, timeout=0)
     assert r["ok"] is False and r["error"]["code"] == "not_done", r
     assert stats(c)["clients_deferred"] == 0
-    rq(c, "cancel", ids=[fid])
-    r = rq(c, "result", future=fid, timeout=0)
+    c.rq("cancel", ids=[fid])
+    r = c.rq("result", future=fid, timeout=0)
     assert r["ok"] and r["state"] == "cancelled" and set(r) == {"v", "id", "ok", "state"}, r
 
 
@@ -253,21 +244,21 @@ def test_cancel_pending(start_daemon):
     waiter = d.client()
     rid = waiter.send(op="result", future=pending)
     wait_for(lambda: stats(c)["clients_deferred"] == 1, what="the deferred result")
-    assert rq(c, "cancel", ids=[pending])["cancelled"] == [True]
+    assert c.rq("cancel", ids=[pending])["cancelled"] == [True]
     r = waiter.recv(2.0)
     assert r["id"] == rid and r["ok"] and r["state"] == "cancelled", r
     assert states(c, running, pending) == ["running", "cancelled"]
     # Cancelled already: still reported as cancelled. Unknown: false.
-    assert rq(c, "cancel", ids=[pending, 999])["cancelled"] == [True, False]
+    assert c.rq("cancel", ids=[pending, 999])["cancelled"] == [True, False]
     st = stats(c)
     assert st["cancelled"] == 1 and st["running"] == 1 and st["pending"] == 0, st
     # The cancelled job never runs: a noop submitted now runs as soon as the sleep is cancelled.
     (noop,) = submit(c, {"kind": "noop"})
-    assert rq(c, "cancel", ids=[running])["cancelled"] == [True]
+    assert c.rq("cancel", ids=[running])["cancelled"] == [True]
     assert result(c, noop)["state"] == "done"
     (done,) = submit(c, {"kind": "noop"})
     assert result(c, done)["state"] == "done"
-    assert rq(c, "cancel", ids=[done])["cancelled"] == [False]
+    assert c.rq("cancel", ids=[done])["cancelled"] == [False]
     assert states(c, done) == ["done"]
 
 
@@ -279,7 +270,7 @@ def test_cancel_running_prime_kills_its_worker(daemon):
     before = stats(c)
     assert before["processes_alive"] == 2
     t = time.monotonic()
-    r = rq(c, "cancel", ids=[fid])
+    r = c.rq("cancel", ids=[fid])
     assert r["cancelled"] == [True], r
     wait_state(c, fid, "cancelled", timeout=2.0)
     took = time.monotonic() - t
@@ -395,19 +386,19 @@ def test_release_expires_finished_futures(daemon):
     assert result(c, done)["state"] == "done"
     wait_state(c, running, "running")
     assert stats(c)["done"] == 1
-    r = rq(c, "release", ids=[done, running, 12345])
+    r = c.rq("release", ids=[done, running, 12345])
     assert r["released"] == [True, False, False], r
     assert states(c, done, running) == ["expired", "running"]
     r = result(c, done)
     assert r["state"] == "expired" and set(r) == {"v", "id", "ok", "state"}, r
     assert stats(c)["done"] == 0
     # Already expired: left as it is.
-    assert rq(c, "release", ids=[done])["released"] == [False]
+    assert c.rq("release", ids=[done])["released"] == [False]
     # Expired counts as finished for wait.
-    w = rq(c, "wait", ids=[done], timeout=0)
+    w = c.rq("wait", ids=[done], timeout=0)
     assert w["done"] == [done], w
-    assert [f["id"] for f in rq(c, "list")["futures"]] == [running]
-    rq(c, "cancel", ids=[running])
+    assert [f["id"] for f in c.rq("list")["futures"]] == [running]
+    c.rq("cancel", ids=[running])
 
 
 def test_release_while_a_wait_all_still_holds_the_future(daemon):
@@ -419,8 +410,8 @@ def test_release_while_a_wait_all_still_holds_the_future(daemon):
     rid = waiter.send(op="wait", ids=[short, long_])
     fx = waiter.send(op="wait", ids=[short, long_], mode="first_exception")
     wait_state(c, short, "done")
-    assert rq(c, "release", ids=[short])["released"] == [True]
-    assert rq(c, "hello")["ok"]
+    assert c.rq("release", ids=[short])["released"] == [True]
+    assert c.rq("hello")["ok"]
     replies = {r["id"]: r for r in (waiter.recv(3.0), waiter.recv(3.0))}
     for i in (rid, fx):
         assert replies[i]["done"] == [short, long_] and replies[i]["not_done"] == [], replies
@@ -444,11 +435,11 @@ def test_retention_expiry_while_a_wait_still_holds_the_future(start_daemon):
 def test_list_with_state_filter_and_cursor(daemon):
     c = daemon.c
     done = submit(c, *[{"kind": "noop"}] * 6, {"kind": "noop", "group": "grp", "priority": 5})
-    assert rq(c, "wait", ids=done)["not_done"] == []
+    assert c.rq("wait", ids=done)["not_done"] == []
     running = submit(c, sleep_job(5), sleep_job(5, group="grp", priority=-2))
     wait_for(lambda: states(c, *running) == ["running"] * 2, what="the sleeps to run")
 
-    everything = rq(c, "list")
+    everything = c.rq("list")
     assert everything["more"] is False
     assert everything["futures"] == (
         [{"id": i, "kind": "noop", "state": "done", "group": "", "priority": 0} for i in done[:6]]
@@ -458,7 +449,7 @@ def test_list_with_state_filter_and_cursor(daemon):
             "priority": -2}])
 
     def page(**kw):
-        r = rq(c, "list", state="done", limit=3, **kw)
+        r = c.rq("list", state="done", limit=3, **kw)
         return [f["id"] for f in r["futures"]], r["more"]
 
     assert page() == (done[0:3], True)
@@ -467,12 +458,12 @@ def test_list_with_state_filter_and_cursor(daemon):
     # Exactly `limit` left: the limit did not cut the list.
     assert page(after=done[3]) == (done[4:7], False)
     assert page(after=running[1]) == ([], False)
-    r = rq(c, "list", state="running")
+    r = c.rq("list", state="running")
     assert [f["id"] for f in r["futures"]] == running and r["more"] is False
-    assert rq(c, "list", state="pending")["futures"] == []
-    assert [f["id"] for f in rq(c, "list", limit=1, after=done[6])["futures"]] == [running[0]]
-    rq(c, "cancel", ids=running)
-    assert [f["id"] for f in rq(c, "list", state="cancelled")["futures"]] == running
+    assert c.rq("list", state="pending")["futures"] == []
+    assert [f["id"] for f in c.rq("list", limit=1, after=done[6])["futures"]] == [running[0]]
+    c.rq("cancel", ids=running)
+    assert [f["id"] for f in c.rq("list", state="cancelled")["futures"]] == running
 
 
 # --- scheduling ----------------------------------------------------------------------------------
@@ -532,7 +523,7 @@ def test_priority_order_with_one_thread(start_daemon, subscribe):
     # One batch, queued while the blocker runs, so that all of them compete at once.
     prios = [0, 5, -3, 5, 10, 0, -1000, 1000]
     ids = submit(c, *[{"kind": "noop", "priority": p} for p in prios])
-    assert rq(c, "wait", ids=ids)["not_done"] == []
+    assert c.rq("wait", ids=ids)["not_done"] == []
     order = []
     while len(order) < len(ids) + 1:
         assert sub.poll(2000), order
@@ -551,7 +542,7 @@ def test_done_events_one_per_completed_job(daemon, subscribe):
     failed_sub = subscribe(daemon, "failed/")
     ids = submit(c, *[{"kind": "noop"}] * 5, {"kind": "noop", "group": "flags-7"},
                  {"kind": "prime", "args": {"n": 91}}, sleep_job(1, timeout=0.05))
-    assert rq(c, "wait", ids=ids)["not_done"] == []
+    assert c.rq("wait", ids=ids)["not_done"] == []
     seen = {}
     while len(seen) < 7:
         assert sub.poll(2000), seen
@@ -596,7 +587,7 @@ def test_sigterm_while_jobs_run(start_daemon):
     r = cl.recv(2.0)
     assert r["id"] == rid and r["state"] == "cancelled", r
     # ...no new work is taken during the grace period...
-    r = rq(c, "submit", jobs=[{"kind": "noop"}])
+    r = c.rq("submit", jobs=[{"kind": "noop"}])
     assert r["ok"] is False and r["error"]["code"] == "shutting_down", r
     # ...and what still runs when it ends fails with `shutdown`.
     for fid in (sleeping, computing):
@@ -635,7 +626,7 @@ def test_stats_counters(daemon):
     ok, bad, gone, run = submit(c, {"kind": "noop"}, sleep_job(1, timeout=0.01), sleep_job(5),
                                 sleep_job(5))
     wait_for(lambda: states(c, ok, bad, run) == ["done", "failed", "running"], what="states")
-    rq(c, "cancel", ids=[gone])
+    c.rq("cancel", ids=[gone])
     time.sleep(0.02)
     st2 = stats(c)
     assert {k: st2[k] for k in ("pending", "running", "done", "failed", "cancelled", "submitted",
@@ -643,19 +634,19 @@ def test_stats_counters(daemon):
                                                  "failed": 1, "cancelled": 1, "submitted": 4,
                                                  "finished": 3}, st2
     assert st2["uptime_ms"] >= st["uptime_ms"] + 10
-    rq(c, "release", ids=[ok, bad, gone])
+    c.rq("release", ids=[ok, bad, gone])
     st3 = stats(c)
     # Released futures leave the per-state counts; the totals since start stay.
     assert (st3["done"], st3["failed"], st3["cancelled"]) == (0, 0, 0), st3
     assert (st3["submitted"], st3["finished"]) == (4, 3), st3
-    rq(c, "cancel", ids=[run])
+    c.rq("cancel", ids=[run])
 
 
 def test_list_default_limit_is_100(daemon):
     c = daemon.c
     ids = submit(c, *[{"kind": "noop"}] * 150)
-    assert rq(c, "wait", ids=ids)["not_done"] == []
-    r = rq(c, "list")
+    assert c.rq("wait", ids=ids)["not_done"] == []
+    r = c.rq("list")
     assert [f["id"] for f in r["futures"]] == ids[:100] and r["more"] is True
-    r = rq(c, "list", after=ids[99])
+    r = c.rq("list", after=ids[99])
     assert [f["id"] for f in r["futures"]] == ids[100:] and r["more"] is False

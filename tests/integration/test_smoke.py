@@ -16,7 +16,7 @@ def test_prime_batch_agrees_with_primes_tsv(daemon):
     r = daemon.c.rq("submit", jobs=[{"kind": "prime", "args": {"n": n}} for n, _ in rows])
     assert r["ok"], r
     for (n, is_prime), fid in zip(rows, r["ids"]):
-        res = daemon.c.rq("result", future=fid, timeout=60.0)
+        res = daemon.c.rq("result", future=fid, timeout=60.0, reply_timeout=65.0)
         assert res["state"] == "done", res
         assert res["result"]["n"] == n
         assert res["result"]["is_prime"] is is_prime
@@ -26,7 +26,7 @@ def test_max_tasks_per_worker_recycles_workers(start_daemon):
     d = start_daemon("--processes", "1", "--max-tasks-per-worker", "2")
     for n in (97, 98, 99, 100, 101):
         fid = d.c.rq("submit", jobs=[{"kind": "prime", "args": {"n": n}}])["ids"][0]
-        res = d.c.rq("result", future=fid, timeout=30.0)
+        res = d.c.rq("result", future=fid, timeout=30.0, reply_timeout=35.0)
         assert res["state"] == "done" and res["result"]["n"] == n
     stats = d.c.rq("stats")["stats"]
     # 5 jobs at 2 per worker: the first worker and at least two replacements, none died.
