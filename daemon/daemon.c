@@ -39,10 +39,11 @@ enum {
 /* Progress events of running thread jobs go out at most this often per job. */
 #define PROGRESS_INTERVAL_NS 250000000u
 
-/* A thread-pool job: the Work item handed to a pool thread, with everything the thread needs so
- * that it never touches the Future (which may be cancelled and released meanwhile). */
+/* A thread-pool or transfer-pool job: the item handed to a pool thread, with everything that
+ * thread needs so that it never touches the Future (which may be cancelled and released
+ * meanwhile). */
 struct ThreadJob {
-        Work work;
+        Transfer xfer;          /* xfer.work is what either pool hands back */
         ThreadJob *prev, *next; /* in d->thread_jobs */
         _Atomic uint64_t progress_done, progress_total;
         uint64_t progress_sent; /* progress_done when the last event went out */
@@ -53,37 +54,83 @@ struct ThreadJob {
         bool announced;              /* its `running` event went out */
         uint8_t *args; /* taken from the future */
         uint32_t args_len;
+        JobContext ctx;
+        void *state;   /* a transfer kind's, between start() and finish() */
         int rc;
         msgpack_sbuffer out; /* the result map (rc >= 0) or the failure map */
 };
 
-static void thread_job_run(Work *w) {
-        ThreadJob *tj = container_of(w, ThreadJob, work);
-        const JobContext ctx = {
+/* The start shared by both pools, on their thread: marks the job taken and decodes its arguments
+ * into `args` (the caller destroys it). Returns false with `failure` filled when the job must not
+ * run. */
+static bool job_begin(ThreadJob *tj, msgpack_unpacked *args, JobFailure *failure) {
+        tj->ctx = (JobContext){
                 .cancel = &tj->cancel,
                 .progress_done = &tj->progress_done,
                 .progress_total = &tj->progress_total,
         };
+        msgpack_unpacked_init(args);
+        msgpack_sbuffer_init(&tj->out);
+        atomic_store(&tj->started_ns, timer_now());
+        if (atomic_load(&tj->cancel)) /* cancelled while it waited in the pool's queue */
+                tj->rc = job_failure(failure, PROTO_F_CANCELLED, "cancelled before it started");
+        else if (msgpack_unpack_next(args, (const char *) tj->args, tj->args_len, NULL) !=
+                 MSGPACK_UNPACK_SUCCESS)
+                tj->rc = job_failure(failure, PROTO_F_INTERNAL, "cannot decode the arguments");
+        else
+                return true;
+        return false;
+}
+
+/* Packs the failure in place of anything packed so far, when tj->rc says the job failed. */
+static void job_end(ThreadJob *tj, const JobFailure *failure) {
+        msgpack_packer pk;
+
+        if (tj->rc >= 0)
+                return;
+        tj->out.size = 0;
+        msgpack_packer_init(&pk, &tj->out, msgpack_sbuffer_write);
+        frame_pack_failure(&pk, failure);
+}
+
+static void thread_job_run(Work *w) {
+        ThreadJob *tj = container_of(w, ThreadJob, xfer.work);
         JobFailure failure = {};
         msgpack_unpacked args;
         msgpack_packer pk;
 
-        msgpack_unpacked_init(&args);
-        msgpack_sbuffer_init(&tj->out);
-        msgpack_packer_init(&pk, &tj->out, msgpack_sbuffer_write);
-        atomic_store(&tj->started_ns, timer_now());
-        if (atomic_load(&tj->cancel)) /* cancelled while it waited in the pool's queue */
-                tj->rc = job_failure(&failure, PROTO_F_CANCELLED, "cancelled before it started");
-        else if (msgpack_unpack_next(&args, (const char *) tj->args, tj->args_len, NULL) !=
-            MSGPACK_UNPACK_SUCCESS)
-                tj->rc = job_failure(&failure, PROTO_F_INTERNAL, "cannot decode the arguments");
-        else
-                tj->rc = tj->kind->run(&args.data, &ctx, &pk, &failure);
-        if (tj->rc < 0) {
-                tj->out.size = 0;
-                frame_pack_failure(&pk, &failure);
+        if (job_begin(tj, &args, &failure)) {
+                msgpack_packer_init(&pk, &tj->out, msgpack_sbuffer_write);
+                tj->rc = tj->kind->run(&args.data, &tj->ctx, &pk, &failure);
         }
+        job_end(tj, &failure);
         msgpack_unpacked_destroy(&args);
+}
+
+static void *transfer_job_start(Transfer *t) {
+        ThreadJob *tj = container_of(t, ThreadJob, xfer);
+        JobFailure failure = {};
+        msgpack_unpacked args;
+        void *handle = NULL;
+
+        if (job_begin(tj, &args, &failure)) {
+                handle = tj->kind->start(&args.data, &tj->ctx, &tj->state, &failure);
+                if (!handle)
+                        tj->rc = -EIO;
+        }
+        job_end(tj, &failure);
+        msgpack_unpacked_destroy(&args);
+        return handle;
+}
+
+static void transfer_job_finish(Transfer *t, int result) {
+        ThreadJob *tj = container_of(t, ThreadJob, xfer);
+        JobFailure failure = {};
+        msgpack_packer pk;
+
+        msgpack_packer_init(&pk, &tj->out, msgpack_sbuffer_write);
+        tj->rc = tj->kind->finish(TAKE_PTR(tj->state), result, &pk, &failure);
+        job_end(tj, &failure);
 }
 
 static void thread_job_free(ThreadJob *tj) {
@@ -95,7 +142,7 @@ static void thread_job_free(ThreadJob *tj) {
 FutureState daemon_visible_state(Daemon *d, Future *f) {
         /* A thread job the pool has queued (prefetch) but no thread has taken is still waiting:
          * clients see it pending until it really runs. */
-        if (f->state == STATE_RUNNING && f->kind->pool == POOL_THREAD && f->runner &&
+        if (f->state == STATE_RUNNING && f->kind->pool != POOL_PROCESS && f->runner &&
             atomic_load(&((ThreadJob *) f->runner)->started_ns) == 0)
                 return STATE_PENDING;
         return f->state;
@@ -218,6 +265,8 @@ bool daemon_cancel(Daemon *d, Future *f, FutureState state, const char *code) {
                         procpool_kill(d->ppool, f->runner);
                 else
                         atomic_store(&((ThreadJob *) f->runner)->cancel, 1);
+                if (f->kind->pool == POOL_TRANSFER)
+                        transferpool_wake(d->xpool);
         }
         if (state == STATE_CANCELLED)
                 daemon_finish(d, f, STATE_CANCELLED, NULL, 0);
@@ -261,14 +310,23 @@ static void start_thread_job(Daemon *d, Future *f) {
                 daemon_fail(d, f, PROTO_F_INTERNAL, "out of memory", 0, 0);
                 return;
         }
-        tj->work.run = thread_job_run;
+        tj->xfer.work.run = thread_job_run;
+        tj->xfer.start = transfer_job_start;
+        tj->xfer.finish = transfer_job_finish;
+        tj->xfer.cancel = &tj->cancel;
         tj->id = f->id;
         tj->kind = f->kind;
         tj->args = TAKE_PTR(f->args);
         tj->args_len = f->args_len;
         f->args_len = 0;
-        tj->announced = d->threads_busy < d->cfg.threads; /* a thread is free for it */
-        d->threads_busy++;
+        if (f->kind->pool == POOL_TRANSFER)
+                tj->announced = true; /* it starts as soon as the transfer thread looks */
+        else
+                tj->announced = d->threads_busy < d->cfg.threads; /* a thread is free for it */
+        if (f->kind->pool == POOL_TRANSFER)
+                d->transfers_busy++;
+        else
+                d->threads_busy++;
         tj->next = d->thread_jobs;
         if (d->thread_jobs)
                 d->thread_jobs->prev = tj;
@@ -276,7 +334,10 @@ static void start_thread_job(Daemon *d, Future *f) {
         if (!timer_armed(&d->progress))
                 (void) timer_start(&d->timers, &d->progress, timer_now() + PROGRESS_INTERVAL_NS);
         start_running(d, f, tj, tj->announced);
-        threadpool_submit(d->tpool, &tj->work);
+        if (f->kind->pool == POOL_TRANSFER)
+                transferpool_submit(d->xpool, &tj->xfer);
+        else
+                threadpool_submit(d->tpool, &tj->xfer.work);
 }
 
 static void start_process_job(Daemon *d, Future *f) {
@@ -303,24 +364,40 @@ void daemon_dispatch(Daemon *d) {
                (f = scheduler_pop(&d->sched, POOL_THREAD)))
                 start_thread_job(d, f);
         threadpool_flush(d->tpool);
+        while (d->transfers_busy < d->cfg.transfers &&
+               (f = scheduler_pop(&d->sched, POOL_TRANSFER)))
+                start_thread_job(d, f);
+        transferpool_flush(d->xpool);
         while (procpool_has_idle(d->ppool) && (f = scheduler_pop(&d->sched, POOL_PROCESS)))
                 start_process_job(d, f);
+}
+
+/* Takes a job its pool handed back out of the daemon's books; the caller frees it. */
+static ThreadJob *thread_job_returned(Daemon *d, Work *w) {
+        ThreadJob *tj = container_of(w, ThreadJob, xfer.work);
+
+        if (tj->kind->pool == POOL_TRANSFER)
+                d->transfers_busy--;
+        else
+                d->threads_busy--;
+        if (tj->prev)
+                tj->prev->next = tj->next;
+        else
+                d->thread_jobs = tj->next;
+        if (tj->next)
+                tj->next->prev = tj->prev;
+        return tj;
 }
 
 static void on_threads_done(Daemon *d) {
         Work *w = threadpool_take_done(d->tpool), *next;
 
         for (; w; w = next) {
-                ThreadJob *tj = container_of(w, ThreadJob, work);
-                Future *f = table_get(&d->table, tj->id);
+                ThreadJob *tj;
+                Future *f;
                 next = w->next;
-                d->threads_busy--;
-                if (tj->prev)
-                        tj->prev->next = tj->next;
-                else
-                        d->thread_jobs = tj->next;
-                if (tj->next)
-                        tj->next->prev = tj->prev;
+                tj = thread_job_returned(d, w);
+                f = table_get(&d->table, tj->id);
                 if (f && f->state == STATE_RUNNING && f->runner == tj) {
                         uint32_t len = (uint32_t) tj->out.size;
                         uint8_t *outcome = proto_sbuffer_take(&tj->out);
@@ -498,7 +575,7 @@ static void begin_shutdown(Daemon *d) {
 static void on_job_timeout(Daemon *d, Future *f, uint64_t now) {
         uint64_t limit = (uint64_t) f->timeout_ms * 1000000u;
 
-        if (f->state == STATE_RUNNING && f->kind->pool == POOL_THREAD && f->runner) {
+        if (f->state == STATE_RUNNING && f->kind->pool != POOL_PROCESS && f->runner) {
                 uint64_t started = atomic_load(&((ThreadJob *) f->runner)->started_ns);
                 uint64_t due = started ? started + limit : now + limit;
                 if (due > now) {
@@ -614,7 +691,7 @@ static int epoll_add(int epoll_fd, int fd, uint32_t events, uint32_t tag) {
         return epoll_ctl(epoll_fd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
 }
 
-static void config_free(DaemonConfig *cfg) {
+void daemon_config_free(DaemonConfig *cfg) {
         for (size_t i = 0; i < cfg->n_listen; i++)
                 free(cfg->listen[i]);
         free(cfg->listen);
@@ -631,7 +708,7 @@ int daemon_new(Daemon **ret, DaemonConfig *cfg) {
         sigset_t mask;
 
         if (!d) {
-                config_free(cfg);
+                daemon_config_free(cfg);
                 return -ENOMEM;
         }
         d->cfg = *cfg;
@@ -690,6 +767,11 @@ int daemon_new(Daemon **ret, DaemonConfig *cfg) {
         r = threadpool_new(&d->tpool, d->cfg.threads);
         if (r < 0) {
                 fprintf(stderr, "futured: cannot start the thread pool: %s\n", strerror(-r));
+                return r;
+        }
+        r = transferpool_new(&d->xpool, d->tpool);
+        if (r < 0) {
+                fprintf(stderr, "futured: cannot start the transfer thread: %s\n", strerror(-r));
                 return r;
         }
         r = procpool_new(&d->ppool, d->cfg.worker_path, d->cfg.processes, d->cfg.max_tasks,
@@ -758,9 +840,11 @@ Daemon *daemon_free(Daemon *d) {
                 return NULL;
         waiter_free_all(d);
         /* Threads that still run were told to stop (their futures are finished: cancelled, timed
-         * out or failed at shutdown). Wait for every one to hand its item back before joining: an
-         * item handed back after the last take would be lost with the pool. */
-        while (d->tpool && d->threads_busy > 0) {
+         * out or failed at shutdown). The transfer pool hands back everything it holds as it stops.
+         * Wait for every item before joining the threads: an item handed back after the last take
+         * would be lost with the pool. */
+        d->xpool = transferpool_free(d->xpool);
+        while (d->tpool && d->threads_busy + d->transfers_busy > 0) {
                 Work *w = threadpool_take_done(d->tpool);
                 if (!w) {
                         struct pollfd pfd = { .fd = threadpool_fd(d->tpool), .events = POLLIN };
@@ -769,8 +853,7 @@ Daemon *daemon_free(Daemon *d) {
                 }
                 for (Work *next; w; w = next) {
                         next = w->next;
-                        d->threads_busy--;
-                        thread_job_free(container_of(w, ThreadJob, work));
+                        thread_job_free(thread_job_returned(d, w));
                 }
         }
         d->tpool = threadpool_free(d->tpool);
@@ -803,7 +886,7 @@ Daemon *daemon_free(Daemon *d) {
                 close(d->signal_fd);
         if (d->timer_fd >= 0)
                 close(d->timer_fd);
-        config_free(&d->cfg);
+        daemon_config_free(&d->cfg);
         free(d);
         return NULL;
 }

@@ -16,6 +16,10 @@
 #include "table.h"
 #include "threadpool.h"
 #include "timer.h"
+#include "transferpool.h"
+
+#define DEFAULT_TRANSFERS 1024
+#define MAX_TRANSFERS 65536
 
 typedef struct DaemonConfig {
         char **listen;        /* ZeroMQ endpoints for the ROUTER socket */
@@ -26,6 +30,7 @@ typedef struct DaemonConfig {
         unsigned threads;
         unsigned prefetch;    /* thread jobs handed to the pool beyond its thread count */
         bool prefetch_set;    /* --prefetch given; else 3 per thread */
+        unsigned transfers;   /* downloads at once in the transfer pool */
         unsigned processes;
         unsigned max_tasks;   /* per worker process, 0: unlimited */
         double retain;        /* seconds a finished future is kept */
@@ -56,8 +61,10 @@ typedef struct Daemon {
         TimerHeap timers;
         ThreadPool *tpool;
         unsigned threads_busy;
-        ThreadJob *thread_jobs; /* items inside the thread pool, doubly linked */
-        Timer progress;       /* armed while thread jobs run: publishes progress events */
+        TransferPool *xpool;
+        unsigned transfers_busy;
+        ThreadJob *thread_jobs; /* items inside the thread or transfer pool, doubly linked */
+        Timer progress;       /* armed while such items run: publishes progress events */
         ProcPool *ppool;
 
         Retained *retained;   /* ring buffer */
@@ -78,8 +85,11 @@ typedef struct Daemon {
         msgpack_sbuffer out;  /* reused for every reply and event */
 } Daemon;
 
+/* Frees the strings of `cfg` (not `cfg` itself). */
+void daemon_config_free(DaemonConfig *cfg);
+
 /* Builds the daemon from `cfg` (the daemon takes ownership of its strings), binds its sockets and
- * starts both pools. Call from the main thread with SIGTERM, SIGINT, SIGHUP and SIGCHLD blocked.
+ * starts its pools. Call from the main thread with SIGTERM, SIGINT, SIGHUP and SIGCHLD blocked.
  * Returns 0 or -errno, having logged why. */
 int daemon_new(Daemon **ret, DaemonConfig *cfg);
 

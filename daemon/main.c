@@ -9,9 +9,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "config.h"
+
 #include "daemon.h"
 #include "macro.h"
 #include "proto.h"
@@ -19,7 +21,8 @@
 static void help(void) {
         printf("Usage: futured [OPTIONS]\n\n"
                "concurrent.futures as a system service: runs jobs submitted over ZeroMQ in a\n"
-               "thread pool (I/O-bound kinds) and a process pool (CPU-bound kinds).\n\n"
+               "thread pool (blocking kinds), a transfer thread (downloads, all on one libcurl\n"
+               "multi handle) and a process pool (CPU-bound kinds).\n\n"
                "  --listen ENDPOINT           ZeroMQ endpoint for clients (repeatable; default\n"
                "                              ipc://$XDG_RUNTIME_DIR/futured/futured.sock, or\n"
                "                              ipc:///run/futured/futured.sock as root)\n"
@@ -29,6 +32,8 @@ static void help(void) {
                "  --prefetch N                thread jobs queued inside the pool beyond its\n"
                "                              threads, for throughput (default 3 per thread;\n"
                "                              0: strict priority order)\n"
+               "  --transfers N               downloads run at once by the transfer thread\n"
+               "                              (default 1024; fewer if RLIMIT_NOFILE is low)\n"
                "  --processes N               process-pool size (default ncpu)\n"
                "  --max-tasks-per-worker N    replace a worker process after N jobs (default 0:\n"
                "                              never)\n"
@@ -112,6 +117,7 @@ static int parse_argv(int argc, char **argv, DaemonConfig *cfg) {
                 ARG_EVENTS,
                 ARG_THREADS,
                 ARG_PREFETCH,
+                ARG_TRANSFERS,
                 ARG_PROCESSES,
                 ARG_MAX_TASKS,
                 ARG_RETAIN,
@@ -125,6 +131,7 @@ static int parse_argv(int argc, char **argv, DaemonConfig *cfg) {
                 { "events", required_argument, NULL, ARG_EVENTS },
                 { "threads", required_argument, NULL, ARG_THREADS },
                 { "prefetch", required_argument, NULL, ARG_PREFETCH },
+                { "transfers", required_argument, NULL, ARG_TRANSFERS },
                 { "processes", required_argument, NULL, ARG_PROCESSES },
                 { "max-tasks-per-worker", required_argument, NULL, ARG_MAX_TASKS },
                 { "retain", required_argument, NULL, ARG_RETAIN },
@@ -142,6 +149,7 @@ static int parse_argv(int argc, char **argv, DaemonConfig *cfg) {
                 ncpu = 1;
         cfg->threads = (unsigned) MIN(32, ncpu + 4);
         cfg->processes = (unsigned) ncpu;
+        cfg->transfers = DEFAULT_TRANSFERS;
         cfg->retain = 3600;
         cfg->grace = 10;
 
@@ -168,6 +176,11 @@ static int parse_argv(int argc, char **argv, DaemonConfig *cfg) {
                         if (parse_uint(optarg, 65536, &cfg->prefetch) < 0)
                                 bad = "--prefetch takes a number from 0 to 65536";
                         cfg->prefetch_set = true;
+                        break;
+                case ARG_TRANSFERS:
+                        if (parse_uint(optarg, MAX_TRANSFERS, &cfg->transfers) < 0 ||
+                            cfg->transfers == 0)
+                                bad = "--transfers takes a number from 1 to 65536";
                         break;
                 case ARG_PROCESSES:
                         if (parse_uint(optarg, 1024, &cfg->processes) < 0 || cfg->processes == 0)
@@ -226,6 +239,32 @@ static int parse_argv(int argc, char **argv, DaemonConfig *cfg) {
         return 0;
 }
 
+/* A transfer holds a socket and, for a file download, the file: raise the soft limit on open
+ * files to the hard one (select() is never used here, so a high limit is safe), and run fewer
+ * transfers at once if even that is short. */
+static void fit_open_files(DaemonConfig *cfg) {
+        struct rlimit rl;
+        rlim_t want;
+
+        if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+                return;
+        want = (rlim_t) cfg->transfers * 2 + 256;
+        if (rl.rlim_cur < want && rl.rlim_cur < rl.rlim_max) {
+                rl.rlim_cur = MIN(want, rl.rlim_max);
+                (void) setrlimit(RLIMIT_NOFILE, &rl);
+                (void) getrlimit(RLIMIT_NOFILE, &rl);
+        }
+        if (rl.rlim_cur < want) {
+                unsigned fit = rl.rlim_cur > 512 ? (unsigned) ((rl.rlim_cur - 256) / 2) : 128;
+                if (fit < cfg->transfers) {
+                        fprintf(stderr, "futured: the open-file limit is %llu: running at most %u "
+                                        "transfers at once instead of %u\n",
+                                (unsigned long long) rl.rlim_cur, fit, cfg->transfers);
+                        cfg->transfers = fit;
+                }
+        }
+}
+
 int main(int argc, char **argv) {
         _cleanup_(daemon_freep) Daemon *d = NULL;
         DaemonConfig cfg = {};
@@ -234,10 +273,13 @@ int main(int argc, char **argv) {
 
         setvbuf(stderr, NULL, _IOLBF, 0);
         r = parse_argv(argc, argv, &cfg);
-        if (r < 0)
+        if (r < 0) {
+                daemon_config_free(&cfg);
                 return 2;
+        }
         if (!cfg.prefetch_set)
                 cfg.prefetch = 3 * cfg.threads;
+        fit_open_files(&cfg);
         signal(SIGPIPE, SIG_IGN);
         sigemptyset(&mask);
         sigaddset(&mask, SIGTERM);
@@ -248,9 +290,10 @@ int main(int argc, char **argv) {
         r = daemon_new(&d, &cfg);
         if (r < 0)
                 return 1;
-        fprintf(stderr, "futured %s: listening on %s, events on %s, %u threads, %u processes\n",
+        fprintf(stderr, "futured %s: listening on %s, events on %s, %u threads, %u transfers, "
+                        "%u processes\n",
                 FUTURED_VERSION, d->cfg.listen[0], d->cfg.events, d->cfg.threads,
-                d->cfg.processes);
+                d->cfg.transfers, d->cfg.processes);
         r = daemon_run(d);
         if (r < 0) {
                 fprintf(stderr, "futured: the event loop failed: %s\n", strerror(-r));

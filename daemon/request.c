@@ -159,7 +159,7 @@ static void op_hello(Daemon *d, Request *req, ProtoError *e) {
 
         while (kinds[n_kinds])
                 n_kinds++;
-        reply_begin(d, req, 7);
+        reply_begin(d, req, 8);
         proto_pack_str(pk, "version");
         msgpack_pack_uint8(pk, PROTO_VERSION);
         proto_pack_str(pk, "server");
@@ -168,6 +168,8 @@ static void op_hello(Daemon *d, Request *req, ProtoError *e) {
         proto_pack_str(pk, d->cfg.events);
         proto_pack_str(pk, "threads");
         msgpack_pack_uint32(pk, d->cfg.threads);
+        proto_pack_str(pk, "transfers");
+        msgpack_pack_uint32(pk, d->cfg.transfers);
         proto_pack_str(pk, "processes");
         msgpack_pack_uint32(pk, d->cfg.processes);
         proto_pack_str(pk, "limits");
@@ -196,7 +198,7 @@ static void op_hello(Daemon *d, Request *req, ProtoError *e) {
                 proto_pack_str(pk, "name");
                 proto_pack_str(pk, kinds[i]->name);
                 proto_pack_str(pk, "pool");
-                proto_pack_str(pk, kinds[i]->pool == POOL_THREAD ? "thread" : "process");
+                proto_pack_str(pk, pool_name(kinds[i]->pool));
                 proto_pack_str(pk, "params");
                 msgpack_pack_array(pk, n_params);
                 for (uint32_t j = 0; j < n_params; j++) {
@@ -629,7 +631,7 @@ static void op_stats(Daemon *d, Request *req, ProtoError *e) {
 
         reply_begin(d, req, 1);
         proto_pack_str(pk, "stats");
-        msgpack_pack_map(pk, 14);
+        msgpack_pack_map(pk, 16);
         unsigned queued = daemon_thread_jobs_queued(d);
         pack_counter(pk, "pending", d->n_state[STATE_PENDING] + queued);
         pack_counter(pk, "running", d->n_state[STATE_RUNNING] - queued);
@@ -639,6 +641,8 @@ static void op_stats(Daemon *d, Request *req, ProtoError *e) {
         pack_counter(pk, "submitted", d->submitted);
         pack_counter(pk, "finished", d->finished);
         pack_counter(pk, "threads", d->cfg.threads);
+        pack_counter(pk, "transfers", d->cfg.transfers);
+        pack_counter(pk, "transfers_running", d->transfers_busy);
         pack_counter(pk, "processes", d->cfg.processes);
         pack_counter(pk, "processes_alive", procpool_alive(d->ppool));
         pack_counter(pk, "workers_started", procpool_started(d->ppool));

@@ -1,6 +1,6 @@
 /* scheduler: decides which pending future runs next.
  *
- * Each pool (thread, process) has a ready heap ordered by priority (higher first), then by ID
+ * Each pool (thread, process, transfer) has a ready heap ordered by priority (higher first), then by ID
  * (older first). A job may belong to a Group with a concurrency limit: when the best ready future's
  * group is at its limit, the future is parked in the group's own heap and comes back to the ready
  * heap when one of the group's jobs stops running. Every operation is O(log n). Groups are kept in
@@ -27,7 +27,7 @@ struct Group {
 };
 
 typedef struct Scheduler {
-        FutureHeap ready[2]; /* indexed by PoolType */
+        FutureHeap ready[_POOL_MAX]; /* indexed by PoolType */
         void *groups;        /* tsearch() tree of Group*, by name */
         uint32_t n_groups;
 } Scheduler;

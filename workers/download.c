@@ -1,18 +1,21 @@
 /* download: see download.h.
  *
- * A transfer runs on a pool thread in its own multi handle, polled in 50 ms slices so that a
- * cancel (the daemon sets ctx->cancel) aborts it within about 50 ms whatever the network does;
- * the easy handles share one connection cache, DNS cache and TLS session cache through the share
- * handle. A file download goes to a temporary name beside its target and is renamed when complete,
- * so a partial file is never visible and a failed or cancelled one leaves nothing behind. All
- * paths resolve with openat2(RESOLVE_BENEATH) under the download directory: an absolute path,
- * `..`, or a symlink that leaves the directory fails. */
+ * download_start() builds a transfer's easy handle and state; the transfer pool runs it on its
+ * multi handle; download_finish() classifies the outcome and packs the result. The multi handle
+ * reuses connections and DNS answers between transfers; the share handle adds TLS sessions. A
+ * cancel removes the handle from the multi handle, which aborts the transfer at once. A file
+ * download goes to a temporary name beside its target and is renamed when complete, so a partial
+ * file is never visible and a failed or cancelled one leaves nothing behind. All paths resolve
+ * with openat2(RESOLVE_BENEATH) under the download directory: an absolute path, `..`, or a
+ * symlink that leaves the directory fails.
+ *
+ * Ownership: a Download belongs to whoever holds the pointer download_start() returned through
+ * ret_state, until download_finish() frees it. */
 #define _GNU_SOURCE
 #include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,30 +32,17 @@
 #define URL_MAX 8192
 #define PATH_MAX_LEN 4096
 
+/* Only the transfer thread uses it: it needs no lock callbacks. */
 static CURLSH *share;
-static pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
 static int download_dir_fd = -1;
-
-static void share_lock(CURL *h, curl_lock_data data, curl_lock_access access, void *userdata) {
-        pthread_mutex_lock(&share_locks[data]);
-}
-
-static void share_unlock(CURL *h, curl_lock_data data, void *userdata) {
-        pthread_mutex_unlock(&share_locks[data]);
-}
 
 int download_global_init(const char *dir) {
         if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
                 return -EIO;
-        for (size_t i = 0; i < ELEMENTSOF(share_locks); i++)
-                pthread_mutex_init(&share_locks[i], NULL);
         share = curl_share_init();
         if (!share)
                 return -ENOMEM;
-        curl_share_setopt(share, CURLSHOPT_LOCKFUNC, share_lock);
-        curl_share_setopt(share, CURLSHOPT_UNLOCKFUNC, share_unlock);
-        curl_share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
-        curl_share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+        /* Connections and DNS answers are shared by the transfer pool's multi handle already. */
         curl_share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
         if (dir) {
                 download_dir_fd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -191,10 +181,17 @@ static int download_check(const msgpack_object *args, ProtoError *e) {
         return 0;
 }
 
-/* One transfer's state, shared by the callbacks on the running thread. */
-typedef struct Transfer {
+/* One transfer's state, shared by the callbacks on the transfer thread. */
+typedef struct Download {
         CURL *h;
         const JobContext *ctx;
+        char *url;
+        char *path;          /* relative to the download directory, or NULL: inline */
+        int parent_fd;       /* the directory `path` names a file in, or -1 */
+        const char *base;    /* path's last component */
+        char tmp[PATH_MAX_LEN + 64]; /* the temporary file's name in parent_fd, "" once gone */
+        double start, timeout;
+        uint64_t max_redirects;
         uint64_t max_bytes;
         uint64_t bytes;
         bool too_large;
@@ -203,10 +200,11 @@ typedef struct Transfer {
         char *body;          /* inline target */
         size_t body_cap;
         char reason[128];    /* reason phrase of the last status line */
-} Transfer;
+        char errbuf[CURL_ERROR_SIZE];
+} Download;
 
 static size_t on_header(char *line, size_t size, size_t n, void *userdata) {
-        Transfer *t = userdata;
+        Download *t = userdata;
         size_t len = size * n;
 
         /* "HTTP/1.1 418 I'm a Teapot\r\n": keep what follows the status code. */
@@ -229,7 +227,7 @@ static size_t on_header(char *line, size_t size, size_t n, void *userdata) {
 }
 
 static size_t on_body(char *data, size_t size, size_t n, void *userdata) {
-        Transfer *t = userdata;
+        Download *t = userdata;
         size_t len = size * n;
         long code = 0;
 
@@ -271,7 +269,7 @@ static size_t on_body(char *data, size_t size, size_t n, void *userdata) {
 
 static int on_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
                        curl_off_t ulnow) {
-        Transfer *t = userdata;
+        Download *t = userdata;
 
         if (t->ctx->progress_done) {
                 atomic_store(t->ctx->progress_done, (uint64_t) dlnow);
@@ -287,35 +285,6 @@ static double now_seconds(void) {
         return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
 }
 
-/* Runs the transfer in a private multi handle so that it can be abandoned between 50 ms polls.
- * Returns the transfer's CURLcode, or -1 when cancelled. */
-static int perform(CURL *h, const JobContext *ctx) {
-        CURLM *m = curl_multi_init();
-        CURLcode result = CURLE_OUT_OF_MEMORY;
-        int running = 1, q;
-        CURLMsg *msg;
-
-        if (!m)
-                return CURLE_OUT_OF_MEMORY;
-        curl_multi_add_handle(m, h);
-        for (;;) {
-                if (curl_multi_perform(m, &running) != CURLM_OK || !running)
-                        break;
-                if (atomic_load(ctx->cancel)) {
-                        result = (CURLcode) -1;
-                        goto out;
-                }
-                curl_multi_poll(m, NULL, 0, 50, NULL);
-        }
-        while ((msg = curl_multi_info_read(m, &q)))
-                if (msg->msg == CURLMSG_DONE)
-                        result = msg->data.result;
-out:
-        curl_multi_remove_handle(m, h);
-        curl_multi_cleanup(m);
-        return (int) result;
-}
-
 static void pack_kv_str(msgpack_packer *pk, const char *key, const char *value) {
         proto_pack_str(pk, key);
         if (value)
@@ -324,137 +293,172 @@ static void pack_kv_str(msgpack_packer *pk, const char *key, const char *value) 
                 msgpack_pack_nil(pk);
 }
 
-static int download_run(const msgpack_object *args, const JobContext *ctx, msgpack_packer *pk,
-                        JobFailure *failure) {
-        _cleanup_free_ char *url = proto_strdup(proto_map_get(args, "url"), URL_MAX);
-        _cleanup_free_ char *path = proto_strdup(proto_map_get(args, "path"), PATH_MAX_LEN);
-        _cleanup_close_ int parent_fd = -1;
-        char tmp[PATH_MAX_LEN + 64] = "", errbuf[CURL_ERROR_SIZE] = "";
-        const char *base = NULL, *content_type = NULL;
-        double timeout = DEFAULT_TIMEOUT, start = now_seconds();
-        uint64_t max_bytes = DEFAULT_MAX_BYTES, max_redirects = DEFAULT_MAX_REDIRECTS;
-        Transfer t = { .ctx = ctx, .fd = -1 };
-        long http = 0;
-        int rc, r = 0;
+static Download *download_free(Download *t) {
+        if (t->fd >= 0)
+                close(t->fd);
+        if (t->tmp[0])
+                (void) unlinkat(t->parent_fd, t->tmp, 0);
+        if (t->parent_fd >= 0)
+                close(t->parent_fd);
+        if (t->h)
+                curl_easy_cleanup(t->h);
+        free(t->body);
+        free(t->url);
+        free(t->path);
+        free(t);
+        return NULL;
+}
 
-        if (!url)
-                return job_failure(failure, PROTO_F_INTERNAL, "out of memory");
-        (void) proto_get_number(proto_map_get(args, "timeout"), &timeout);
+static void *download_start(const msgpack_object *args, const JobContext *ctx, void **ret_state,
+                            JobFailure *failure) {
+        Download *t = calloc(1, sizeof(*t));
+        uint64_t max_bytes = DEFAULT_MAX_BYTES;
+
+        if (!t) {
+                job_failure(failure, PROTO_F_INTERNAL, "out of memory");
+                return NULL;
+        }
+        t->ctx = ctx;
+        t->fd = t->parent_fd = -1;
+        t->start = now_seconds();
+        t->timeout = DEFAULT_TIMEOUT;
+        t->max_redirects = DEFAULT_MAX_REDIRECTS;
+        t->url = proto_strdup(proto_map_get(args, "url"), URL_MAX);
+        t->path = proto_strdup(proto_map_get(args, "path"), PATH_MAX_LEN);
+        if (!t->url) {
+                job_failure(failure, PROTO_F_INTERNAL, "out of memory");
+                return download_free(t);
+        }
+        (void) proto_get_number(proto_map_get(args, "timeout"), &t->timeout);
         (void) proto_get_uint(proto_map_get(args, "max_bytes"), &max_bytes);
-        (void) proto_get_uint(proto_map_get(args, "max_redirects"), &max_redirects);
-        t.max_bytes = path ? max_bytes : MIN(max_bytes, (uint64_t) DOWNLOAD_INLINE_MAX);
+        (void) proto_get_uint(proto_map_get(args, "max_redirects"), &t->max_redirects);
+        t->max_bytes = t->path ? max_bytes : MIN(max_bytes, (uint64_t) DOWNLOAD_INLINE_MAX);
 
-        if (path) {
+        if (t->path) {
                 static atomic_ulong counter;
-                parent_fd = open_parent(path, &base);
-                if (parent_fd < 0)
-                        return job_failure(failure, PROTO_F_IO, "cannot open the directory of %s: %s",
-                                           path, strerror(-parent_fd));
+                t->parent_fd = open_parent(t->path, &t->base);
+                if (t->parent_fd < 0) {
+                        job_failure(failure, PROTO_F_IO, "cannot open the directory of %s: %s",
+                                    t->path, strerror(-t->parent_fd));
+                        return download_free(t);
+                }
                 /* Unique among this daemon's transfers; O_EXCL refuses anything else's. */
-                snprintf(tmp, sizeof(tmp), ".%s.%d.%lu.part", base, (int) getpid(),
+                snprintf(t->tmp, sizeof(t->tmp), ".%s.%d.%lu.part", t->base, (int) getpid(),
                          atomic_fetch_add(&counter, 1));
-                t.fd = openat(parent_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
-                              0644);
-                if (t.fd < 0)
-                        return job_failure(failure, PROTO_F_IO, "cannot create %s: %m", path);
+                t->fd = openat(t->parent_fd, t->tmp,
+                               O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+                if (t->fd < 0) {
+                        t->tmp[0] = 0;
+                        job_failure(failure, PROTO_F_IO, "cannot create %s: %m", t->path);
+                        return download_free(t);
+                }
         }
 
-        t.h = curl_easy_init();
-        if (!t.h) {
-                r = job_failure(failure, PROTO_F_INTERNAL, "out of memory");
-                goto out;
+        t->h = curl_easy_init();
+        if (!t->h) {
+                job_failure(failure, PROTO_F_INTERNAL, "out of memory");
+                return download_free(t);
         }
-        curl_easy_setopt(t.h, CURLOPT_URL, url);
-        curl_easy_setopt(t.h, CURLOPT_SHARE, share);
-        curl_easy_setopt(t.h, CURLOPT_NOSIGNAL, 1L);
-        curl_easy_setopt(t.h, CURLOPT_PROTOCOLS_STR, "http,https");
-        curl_easy_setopt(t.h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-        curl_easy_setopt(t.h, CURLOPT_FOLLOWLOCATION, 1L);
-        curl_easy_setopt(t.h, CURLOPT_MAXREDIRS, (long) max_redirects);
+        curl_easy_setopt(t->h, CURLOPT_URL, t->url);
+        curl_easy_setopt(t->h, CURLOPT_SHARE, share);
+        curl_easy_setopt(t->h, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(t->h, CURLOPT_PROTOCOLS_STR, "http,https");
+        curl_easy_setopt(t->h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+        curl_easy_setopt(t->h, CURLOPT_FOLLOWLOCATION, 1L);
+        curl_easy_setopt(t->h, CURLOPT_MAXREDIRS, (long) t->max_redirects);
         /* At least 1 ms: 0 would mean no timeout at all, and download_check() admits 0.0001 s. */
-        curl_easy_setopt(t.h, CURLOPT_TIMEOUT_MS, MAX((long) (timeout * 1000.0), 1L));
-        curl_easy_setopt(t.h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) t.max_bytes);
-        curl_easy_setopt(t.h, CURLOPT_USERAGENT, "futured/" "0.1");
-        curl_easy_setopt(t.h, CURLOPT_ERRORBUFFER, errbuf);
-        curl_easy_setopt(t.h, CURLOPT_HEADERFUNCTION, on_header);
-        curl_easy_setopt(t.h, CURLOPT_HEADERDATA, &t);
-        curl_easy_setopt(t.h, CURLOPT_WRITEFUNCTION, on_body);
-        curl_easy_setopt(t.h, CURLOPT_WRITEDATA, &t);
-        curl_easy_setopt(t.h, CURLOPT_NOPROGRESS, 0L);
-        curl_easy_setopt(t.h, CURLOPT_XFERINFOFUNCTION, on_progress);
-        curl_easy_setopt(t.h, CURLOPT_XFERINFODATA, &t);
+        curl_easy_setopt(t->h, CURLOPT_TIMEOUT_MS, MAX((long) (t->timeout * 1000.0), 1L));
+        curl_easy_setopt(t->h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) t->max_bytes);
+        curl_easy_setopt(t->h, CURLOPT_USERAGENT, "futured/" "0.1");
+        curl_easy_setopt(t->h, CURLOPT_ERRORBUFFER, t->errbuf);
+        curl_easy_setopt(t->h, CURLOPT_HEADERFUNCTION, on_header);
+        curl_easy_setopt(t->h, CURLOPT_HEADERDATA, t);
+        curl_easy_setopt(t->h, CURLOPT_WRITEFUNCTION, on_body);
+        curl_easy_setopt(t->h, CURLOPT_WRITEDATA, t);
+        curl_easy_setopt(t->h, CURLOPT_NOPROGRESS, 0L);
+        curl_easy_setopt(t->h, CURLOPT_XFERINFOFUNCTION, on_progress);
+        curl_easy_setopt(t->h, CURLOPT_XFERINFODATA, t);
+        *ret_state = t;
+        return t->h;
+}
 
-        rc = perform(t.h, ctx);
-        curl_easy_getinfo(t.h, CURLINFO_RESPONSE_CODE, &http);
-        curl_easy_getinfo(t.h, CURLINFO_CONTENT_TYPE, &content_type);
+/* Classifies a finished transfer into `failure`; returns 0 when it is a result (2xx or 404). */
+static int classify(Download *t, int rc, long http, JobFailure *failure) {
         if (rc < 0 || rc == CURLE_ABORTED_BY_CALLBACK)
-                r = job_failure(failure, PROTO_F_CANCELLED, "the download was cancelled");
-        else if (t.too_large || rc == CURLE_FILESIZE_EXCEEDED)
-                r = job_failure(failure, PROTO_F_TOO_LARGE, "the body is larger than %llu bytes",
-                                (unsigned long long) t.max_bytes);
-        else if (t.write_errno)
-                r = job_failure(failure, PROTO_F_IO, "cannot write %s: %s", path ? path : "the body",
-                                strerror(t.write_errno));
-        else if (rc == CURLE_OPERATION_TIMEDOUT)
-                r = job_failure(failure, PROTO_F_TIMEOUT, "no complete answer within %.3g s: %s",
-                                timeout, errbuf);
-        else if (rc == CURLE_TOO_MANY_REDIRECTS)
-                r = job_failure(failure, PROTO_F_TOO_MANY_REDIRECTS, "more than %llu redirects",
-                                (unsigned long long) max_redirects);
-        else if (rc == CURLE_UNSUPPORTED_PROTOCOL)
-                r = job_failure(failure, PROTO_F_BAD_URL, "redirected to a URL that is not http or https: %s",
-                                errbuf);
-        else if (rc != CURLE_OK)
-                r = job_failure(failure, PROTO_F_CONNECTION, "%s: %s", curl_easy_strerror(rc), errbuf);
-        else if (http != 404 && (http < 200 || http > 299)) {
-                r = job_failure(failure, PROTO_F_HTTP_ERROR, "HTTP error %ld - %s", http, t.reason);
+                return job_failure(failure, PROTO_F_CANCELLED, "the download was cancelled");
+        if (t->too_large || rc == CURLE_FILESIZE_EXCEEDED)
+                return job_failure(failure, PROTO_F_TOO_LARGE, "the body is larger than %llu bytes",
+                                   (unsigned long long) t->max_bytes);
+        if (t->write_errno)
+                return job_failure(failure, PROTO_F_IO, "cannot write %s: %s",
+                                   t->path ? t->path : "the body", strerror(t->write_errno));
+        if (rc == CURLE_OPERATION_TIMEDOUT)
+                return job_failure(failure, PROTO_F_TIMEOUT, "no complete answer within %.3g s: %s",
+                                   t->timeout, t->errbuf);
+        if (rc == CURLE_TOO_MANY_REDIRECTS)
+                return job_failure(failure, PROTO_F_TOO_MANY_REDIRECTS, "more than %llu redirects",
+                                   (unsigned long long) t->max_redirects);
+        if (rc == CURLE_UNSUPPORTED_PROTOCOL)
+                return job_failure(failure, PROTO_F_BAD_URL,
+                                   "redirected to a URL that is not http or https: %s", t->errbuf);
+        if (rc != CURLE_OK)
+                return job_failure(failure, PROTO_F_CONNECTION, "%s: %s",
+                                   curl_easy_strerror((CURLcode) rc), t->errbuf);
+        if (http != 404 && (http < 200 || http > 299)) {
                 failure->http_status = (int) http;
+                return job_failure(failure, PROTO_F_HTTP_ERROR, "HTTP error %ld - %s", http,
+                                   t->reason);
         }
+        return 0;
+}
+
+static int download_finish(void *state, int rc, msgpack_packer *pk, JobFailure *failure) {
+        Download *t = state;
+        const char *content_type = NULL;
+        long http = 0;
+        bool found;
+        int r;
+
+        curl_easy_getinfo(t->h, CURLINFO_RESPONSE_CODE, &http);
+        curl_easy_getinfo(t->h, CURLINFO_CONTENT_TYPE, &content_type);
+        r = classify(t, rc, http, failure);
         if (r < 0)
                 goto out;
-
-        bool found = http != 404;
-        if (t.fd >= 0 && found) {
-                if (close(t.fd) < 0) {
-                        t.fd = -1;
-                        r = job_failure(failure, PROTO_F_IO, "cannot write %s: %m", path);
+        found = http != 404;
+        if (t->fd >= 0 && found) {
+                r = close(t->fd);
+                t->fd = -1;
+                if (r < 0) {
+                        r = job_failure(failure, PROTO_F_IO, "cannot write %s: %m", t->path);
                         goto out;
                 }
-                t.fd = -1;
-                if (renameat(parent_fd, tmp, parent_fd, base) < 0) {
-                        r = job_failure(failure, PROTO_F_IO, "cannot rename into %s: %m", path);
+                if (renameat(t->parent_fd, t->tmp, t->parent_fd, t->base) < 0) {
+                        r = job_failure(failure, PROTO_F_IO, "cannot rename into %s: %m", t->path);
                         goto out;
                 }
-                tmp[0] = 0;
+                t->tmp[0] = 0;
         }
         msgpack_pack_map(pk, 6 + found);
-        pack_kv_str(pk, "url", url);
+        pack_kv_str(pk, "url", t->url);
         pack_kv_str(pk, "status", found ? "ok" : "not_found");
         proto_pack_str(pk, "http_status");
         msgpack_pack_int(pk, (int) http);
         proto_pack_str(pk, "bytes");
-        msgpack_pack_uint64(pk, found ? t.bytes : 0);
+        msgpack_pack_uint64(pk, found ? t->bytes : 0);
         pack_kv_str(pk, "content_type", content_type);
         proto_pack_str(pk, "elapsed");
-        msgpack_pack_double(pk, now_seconds() - start);
-        if (found && path)
-                pack_kv_str(pk, "path", path);
+        msgpack_pack_double(pk, now_seconds() - t->start);
+        if (found && t->path)
+                pack_kv_str(pk, "path", t->path);
         else if (found) {
                 proto_pack_str(pk, "body");
-                msgpack_pack_bin(pk, t.bytes);
-                msgpack_pack_bin_body(pk, t.body, t.bytes);
+                msgpack_pack_bin(pk, t->bytes);
+                msgpack_pack_bin_body(pk, t->body, t->bytes);
         }
 out:
-        if (t.fd >= 0)
-                close(t.fd);
-        if (tmp[0])
-                (void) unlinkat(parent_fd, tmp, 0);
-        if (t.h)
-                curl_easy_cleanup(t.h);
-        free(t.body);
+        download_free(t);
         return r;
 }
-
 static const JobParam download_params[] = {
         { "url", PARAM_STR, true },
         { "path", PARAM_STR, false },
@@ -467,8 +471,9 @@ static const JobParam download_params[] = {
 
 const JobKind download_kind = {
         .name = "download",
-        .pool = POOL_THREAD,
+        .pool = POOL_TRANSFER,
         .params = download_params,
         .check = download_check,
-        .run = download_run,
+        .start = download_start,
+        .finish = download_finish,
 };

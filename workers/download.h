@@ -1,10 +1,11 @@
-/* download: the `download` job kind (runs in the thread pool) and the process-wide libcurl state
- * it shares between transfers: one share handle for connections, DNS results and TLS sessions,
- * guarded by a mutex per kind of shared data, and the daemon's download directory.
+/* download: the `download` job kind (a transfer kind: it runs in the transfer pool) and the
+ * process-wide libcurl state it shares between transfers: a share handle for TLS sessions (the
+ * transfer pool's multi handle shares connections and DNS answers) and the daemon's download
+ * directory.
  *
- * download_global_init() runs once in the main thread before any pool thread starts (libcurl's
- * rule for curl_global_init); the job itself runs on pool threads, one easy handle per transfer;
- * download_check() runs on the loop thread. */
+ * download_global_init() runs once in the main thread before any other thread starts (libcurl's
+ * rule for curl_global_init); the kind's start() and finish() run on the transfer thread, one easy
+ * handle per transfer; download_check() runs on the loop thread. */
 #pragma once
 
 #include "kind.h"

@@ -22,6 +22,15 @@ static const JobKind *const kinds[] = {
         NULL,
 };
 
+const char *pool_name(PoolType pool) {
+        static const char *const names[_POOL_MAX] = {
+                [POOL_THREAD] = "thread",
+                [POOL_PROCESS] = "process",
+                [POOL_TRANSFER] = "transfer",
+        };
+        return names[pool];
+}
+
 const JobKind *const *kind_all(void) {
         return kinds;
 }

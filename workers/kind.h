@@ -1,7 +1,8 @@
 /* kind: the registry of job kinds. A kind is one file (prime.c, sleep.c, ...) that defines one
  * JobKind, plus one entry in the table in kind.c. The daemon validates a job's arguments with
  * kind_validate() before it queues the job; a thread-pool thread or a futured-worker process then
- * calls kind->run(). The table is constant: any thread. */
+ * calls kind->run(), or, for a transfer kind, the transfer thread calls kind->start() and later
+ * kind->finish(). The table is constant: any thread. */
 #pragma once
 
 #include <msgpack.h>
@@ -12,8 +13,10 @@
 #include "proto.h"
 
 typedef enum PoolType {
-        POOL_THREAD,
-        POOL_PROCESS,
+        POOL_THREAD,   /* blocking work on a thread-pool thread: run() */
+        POOL_PROCESS,  /* CPU work in a futured-worker process: run() */
+        POOL_TRANSFER, /* a libcurl transfer on the one transfer thread: start() and finish() */
+        _POOL_MAX,
 } PoolType;
 
 typedef enum ParamType {
@@ -61,7 +64,21 @@ typedef struct JobKind {
          * failure fills `failure` and returns a negative errno-style value, packing nothing. */
         int (*run)(const msgpack_object *args, const JobContext *ctx, msgpack_packer *pk,
                    JobFailure *failure);
+        /* POOL_TRANSFER kinds, in place of run(). start() makes the job's transfer state, owned by
+         * the caller until it hands it to finish(), and returns the libcurl easy handle inside it
+         * (as void *) for the caller's multi handle; the caller may set the handle's CURLOPT_PRIVATE.
+         * `args` is borrowed for the call; `ctx` must outlive the transfer. On failure start()
+         * fills `failure` and returns NULL, keeping nothing. finish() runs once libcurl is done
+         * with the handle (`result` is its CURLcode, or -1 when the job was cancelled) and the
+         * handle is out of any multi handle; it packs the result or fills `failure` exactly like
+         * run(), and frees the state with its handle. */
+        void *(*start)(const msgpack_object *args, const JobContext *ctx, void **ret_state,
+                       JobFailure *failure);
+        int (*finish)(void *state, int result, msgpack_packer *pk, JobFailure *failure);
 } JobKind;
+
+/* "thread", "process" or "transfer": the pool's name in the protocol. */
+const char *pool_name(PoolType pool);
 
 /* Returns the kind named by the `len` bytes at `name`, or NULL. The result is static. */
 const JobKind *kind_find(const char *name, size_t len);

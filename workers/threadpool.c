@@ -181,6 +181,10 @@ Work *threadpool_take_done(ThreadPool *p) {
         return oldest_first;
 }
 
+void threadpool_hand_back(ThreadPool *p, Work *w) {
+        push_done(p, w);
+}
+
 unsigned threadpool_size(ThreadPool *p) {
         return p->n_threads;
 }

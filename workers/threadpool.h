@@ -42,5 +42,9 @@ int threadpool_fd(ThreadPool *p);
  * first, or NULL. Ownership of the items returns to the caller. */
 Work *threadpool_take_done(ThreadPool *p);
 
+/* Hands a finished item back through the completion stack, from any thread: for work run
+ * elsewhere (the transfer pool) that the loop takes back with threadpool_take_done(). */
+void threadpool_hand_back(ThreadPool *p, Work *w);
+
 /* Number of threads. */
 unsigned threadpool_size(ThreadPool *p);

@@ -338,3 +338,45 @@ def large_progress(daemon, testhttp, sub):
     res = outcome(daemon, fid)
     assert res["state"] == "done", res
     assert (daemon.download_dir / "big").read_bytes() == pattern(n)
+
+
+# ---- the transfer pool: downloads do not hold threads, and --transfers bounds them -------------
+
+def test_downloads_run_beside_a_busy_thread_pool(start_daemon, start_testhttp):
+    """With the only thread asleep, eight slow downloads still run at once and finish: the
+    transfer pool is not the thread pool."""
+    srv = start_testhttp("--mode", "delay", "--delay", "1")
+    d = start_daemon("--threads", "1", "--prefetch", "0", "--transfers", "8")
+    c = d.c
+    sleeper = c.rq("submit", jobs=[{"kind": "sleep", "args": {"seconds": 60}}])["ids"][0]
+    wait_until(lambda: state_of(d, sleeper) == "running", 10, "the sleep job never ran")
+    ids = c.rq("submit", jobs=[{"kind": "download", "args": {"url": f"{srv.url}/flags/{cc}/{cc}.gif"}}
+                               for cc in CODES[:8]])["ids"]
+    wait_until(lambda: c.rq("stats")["stats"]["transfers_running"] == 8, 10,
+               "the eight downloads were never running together")
+    assert c.rq("status", ids=ids)["states"] == ["running"] * 8
+    res = c.rq("results", ids=ids, timeout=20, reply_timeout=25)
+    assert [r["state"] for r in res["results"]] == ["done"] * 8, res
+    assert state_of(d, sleeper) == "running"
+    c.rq("cancel", ids=[sleeper])
+
+
+def test_transfers_limit_keeps_the_rest_pending(start_daemon, start_testhttp):
+    srv = start_testhttp("--mode", "delay", "--delay", "30")
+    d = start_daemon("--transfers", "2")
+    c = d.c
+    ids = c.rq("submit", jobs=[{"kind": "download", "args": {"url": f"{srv.url}/flags/{cc}/{cc}.gif"}}
+                               for cc in CODES[:5]])["ids"]
+    wait_until(lambda: c.rq("stats")["stats"]["transfers_running"] == 2, 10,
+               "two downloads never started")
+    time.sleep(0.2)  # give a third the chance it must not take
+    assert c.rq("status", ids=ids)["states"] == ["running"] * 2 + ["pending"] * 3
+    # Cancelling a running one lets the next pending one start.
+    assert c.rq("cancel", ids=[ids[0]])["cancelled"] == [True]
+    wait_until(lambda: c.rq("status", ids=ids)["states"][2] == "running", 10,
+               "the third download did not take the freed place")
+    assert c.rq("status", ids=ids)["states"] == ["cancelled", "running", "running", "pending",
+                                                 "pending"]
+    c.rq("cancel", ids=ids)
+    wait_until(lambda: c.rq("stats")["stats"]["transfers_running"] == 0, 10,
+               "cancelled transfers were not handed back")

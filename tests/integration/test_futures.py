@@ -618,10 +618,12 @@ def test_stats_counters(daemon):
     c = daemon.c
     st = stats(c)
     assert set(st) == {"pending", "running", "done", "failed", "cancelled", "submitted",
-                       "finished", "threads", "processes", "processes_alive", "workers_started",
-                       "workers_died", "clients_deferred", "uptime_ms"}, st
+                       "finished", "threads", "transfers", "transfers_running", "processes",
+                       "processes_alive", "workers_started", "workers_died", "clients_deferred",
+                       "uptime_ms"}, st
     assert all(isinstance(v, int) and v >= 0 for v in st.values()), st
     assert (st["threads"], st["processes"], st["processes_alive"]) == (4, 2, 2), st
+    assert (st["transfers"], st["transfers_running"]) == (1024, 0), st
     assert st["workers_started"] == 2 and st["submitted"] == 0, st
     ok, bad, gone, run = submit(c, {"kind": "noop"}, sleep_job(1, timeout=0.01), sleep_job(5),
                                 sleep_job(5))

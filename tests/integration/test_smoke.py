@@ -1,5 +1,9 @@
-"""The daemon answers hello and runs one job of each local kind."""
-from conftest import load_primes
+"""The daemon answers hello and runs one job of each local kind; bad options are refused."""
+import subprocess
+
+import pytest
+
+from conftest import FUTURED, load_primes
 
 
 def test_hello_names_versions_limits_and_kinds(daemon):
@@ -7,7 +11,33 @@ def test_hello_names_versions_limits_and_kinds(daemon):
     assert r["ok"] and r["version"] == 1
     assert r["events"] == daemon.events
     assert r["limits"]["max_batch"] == 10000
-    assert {k["name"] for k in r["kinds"]} >= {"prime", "sleep", "noop", "download"}
+    pools = {k["name"]: k["pool"] for k in r["kinds"]}
+    assert pools == {"prime": "process", "sleep": "thread", "noop": "thread",
+                     "download": "transfer"}, pools
+    assert (r["threads"], r["processes"], r["transfers"]) == (4, 2, 1024), r
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--threads", "0"], "--threads takes a number from 1 to 1024, not '0'"),
+    (["--transfers", "0"], "--transfers takes a number from 1 to 65536, not '0'"),
+    (["--transfers", "70000"], "--transfers takes a number from 1 to 65536, not '70000'"),
+    (["--processes", "x"], "--processes takes a number from 1 to 1024, not 'x'"),
+    (["--grace", "-1"], "--grace takes a number of seconds, not '-1'"),
+    (["--bogus"], "unrecognized option '--bogus'"),
+    (["extra"], "unexpected argument 'extra'"),
+])
+def test_bad_options_exit_2_with_a_message(tmp_path, args, message):
+    p = subprocess.run([str(FUTURED), "--listen", f"ipc://{tmp_path}/x.sock", *args],
+                       capture_output=True, text=True, timeout=10)
+    assert p.returncode == 2, (args, p.stderr)
+    assert message in p.stderr, p.stderr
+    assert not (tmp_path / "x.sock").exists()
+
+
+def test_transfers_option_is_reported(start_daemon):
+    d = start_daemon("--transfers", "7")
+    assert d.c.rq("hello")["transfers"] == 7
+    assert d.c.rq("stats")["stats"]["transfers"] == 7
 
 
 def test_prime_batch_agrees_with_primes_tsv(daemon):

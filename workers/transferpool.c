@@ -1,0 +1,294 @@
+/* transferpool: a mutex-guarded inbox filled in batches by the loop, and one thread running a
+ * curl multi handle in socket mode over its own epoll set. */
+#include <curl/curl.h>
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "transferpool.h"
+
+struct TransferPool {
+        /* Loop thread only. */
+        Transfer *staged_head, *staged_tail;
+
+        pthread_mutex_t lock; /* guards the inbox */
+        Transfer *inbox_head, *inbox_tail;
+        atomic_bool check_cancels;
+        atomic_bool stopping;
+
+        /* Transfer thread only, once it runs. */
+        ThreadPool *completions;
+        CURLM *multi;
+        int epoll_fd;
+        int wake_fd;          /* eventfd: the inbox, cancels or stopping */
+        uint64_t deadline_ns; /* when libcurl wants CURL_SOCKET_TIMEOUT, 0: never */
+        Transfer *running;    /* linked through next_running / prev_running */
+        pthread_t thread;
+        bool thread_started;
+};
+
+static uint64_t now_ns(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
+}
+
+/* CURLMOPT_SOCKETFUNCTION: keeps the epoll set equal to what libcurl waits for. */
+static int on_socket(CURL *h, curl_socket_t s, int what, void *userdata, void *socketp) {
+        TransferPool *p = userdata;
+        struct epoll_event ev = { .data.fd = s };
+
+        if (what == CURL_POLL_REMOVE) {
+                (void) epoll_ctl(p->epoll_fd, EPOLL_CTL_DEL, s, NULL); /* may be closed already */
+                return 0;
+        }
+        ev.events = ((what & CURL_POLL_IN) ? EPOLLIN : 0u) | ((what & CURL_POLL_OUT) ? EPOLLOUT : 0u);
+        if (epoll_ctl(p->epoll_fd, EPOLL_CTL_MOD, s, &ev) < 0 &&
+            (errno != ENOENT || epoll_ctl(p->epoll_fd, EPOLL_CTL_ADD, s, &ev) < 0))
+                return -1;
+        return 0;
+}
+
+/* CURLMOPT_TIMERFUNCTION: -1 removes the timer, 0 means at once. */
+static int on_timer(CURLM *m, long timeout_ms, void *userdata) {
+        TransferPool *p = userdata;
+
+        p->deadline_ns = timeout_ms < 0 ? 0 : now_ns() + (uint64_t) timeout_ms * 1000000u;
+        return 0;
+}
+
+static void link_running(TransferPool *p, Transfer *t) {
+        t->prev_running = NULL;
+        t->next_running = p->running;
+        if (p->running)
+                p->running->prev_running = t;
+        p->running = t;
+}
+
+static void unlink_running(TransferPool *p, Transfer *t) {
+        if (t->prev_running)
+                t->prev_running->next_running = t->next_running;
+        else
+                p->running = t->next_running;
+        if (t->next_running)
+                t->next_running->prev_running = t->prev_running;
+        t->prev_running = t->next_running = NULL;
+}
+
+/* Takes a running transfer out of the multi handle, finishes it and hands it back. */
+static void end_transfer(TransferPool *p, Transfer *t, int result) {
+        curl_multi_remove_handle(p->multi, t->handle);
+        t->handle = NULL;
+        unlink_running(p, t);
+        t->finish(t, result);
+        threadpool_hand_back(p->completions, &t->work);
+}
+
+static void start_transfer(TransferPool *p, Transfer *t) {
+        CURL *h = t->start(t);
+
+        if (!h) {
+                threadpool_hand_back(p->completions, &t->work);
+                return;
+        }
+        curl_easy_setopt(h, CURLOPT_PRIVATE, t);
+        t->handle = h;
+        link_running(p, t);
+        if (atomic_load(&p->stopping) || curl_multi_add_handle(p->multi, h) != CURLM_OK) {
+                unlink_running(p, t);
+                t->handle = NULL;
+                t->finish(t, -1);
+                threadpool_hand_back(p->completions, &t->work);
+        }
+}
+
+static void take_inbox(TransferPool *p) {
+        Transfer *t, *next;
+
+        pthread_mutex_lock(&p->lock);
+        t = p->inbox_head;
+        p->inbox_head = p->inbox_tail = NULL;
+        pthread_mutex_unlock(&p->lock);
+        for (; t; t = next) {
+                next = t->next;
+                t->next = NULL;
+                start_transfer(p, t);
+        }
+}
+
+/* Ends every running transfer whose cancel flag is set, or all of them when stopping. */
+static void end_cancelled(TransferPool *p, bool all) {
+        Transfer *t = p->running, *next;
+
+        for (; t; t = next) {
+                next = t->next_running;
+                if (all || atomic_load(t->cancel))
+                        end_transfer(p, t, -1);
+        }
+}
+
+static void read_done(TransferPool *p) {
+        CURLMsg *msg;
+        int left;
+
+        while ((msg = curl_multi_info_read(p->multi, &left))) {
+                Transfer *t = NULL;
+                if (msg->msg != CURLMSG_DONE)
+                        continue;
+                curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &t);
+                end_transfer(p, t, (int) msg->data.result);
+        }
+}
+
+static void *thread_main(void *userdata) {
+        TransferPool *p = userdata;
+        int running;
+
+        for (;;) {
+                struct epoll_event events[64];
+                uint64_t now;
+                int timeout = -1, n;
+
+                if (p->deadline_ns) {
+                        now = now_ns();
+                        timeout = p->deadline_ns <= now ? 0
+                                                        : (int) ((p->deadline_ns - now + 999999u) / 1000000u);
+                }
+                n = epoll_wait(p->epoll_fd, events, 64, timeout);
+                if (n < 0 && errno != EINTR)
+                        break;
+                for (int i = 0; i < n; i++) {
+                        int fd = events[i].data.fd, flags = 0;
+                        if (fd == p->wake_fd) {
+                                uint64_t v;
+                                (void) !read(p->wake_fd, &v, sizeof v);
+                                take_inbox(p);
+                                if (atomic_exchange(&p->check_cancels, false))
+                                        end_cancelled(p, false);
+                                continue;
+                        }
+                        if (events[i].events & (EPOLLIN | EPOLLHUP))
+                                flags |= CURL_CSELECT_IN;
+                        if (events[i].events & EPOLLOUT)
+                                flags |= CURL_CSELECT_OUT;
+                        if (events[i].events & EPOLLERR)
+                                flags |= CURL_CSELECT_ERR;
+                        curl_multi_socket_action(p->multi, fd, flags, &running);
+                }
+                if (p->deadline_ns && p->deadline_ns <= now_ns()) {
+                        p->deadline_ns = 0;
+                        curl_multi_socket_action(p->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+                }
+                read_done(p);
+                if (atomic_load(&p->stopping)) {
+                        take_inbox(p);
+                        end_cancelled(p, true);
+                        break;
+                }
+        }
+        return NULL;
+}
+
+int transferpool_new(TransferPool **ret, ThreadPool *completions) {
+        struct epoll_event ev = { .events = EPOLLIN };
+        sigset_t all, old;
+        TransferPool *p;
+        int r;
+
+        p = calloc(1, sizeof *p);
+        if (!p)
+                return -ENOMEM;
+        pthread_mutex_init(&p->lock, NULL);
+        p->completions = completions;
+        p->epoll_fd = p->wake_fd = -1;
+        p->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+        if (p->epoll_fd >= 0)
+                p->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        ev.data.fd = p->wake_fd;
+        if (p->wake_fd < 0 || epoll_ctl(p->epoll_fd, EPOLL_CTL_ADD, p->wake_fd, &ev) < 0) {
+                r = -errno;
+                goto fail;
+        }
+        p->multi = curl_multi_init();
+        if (!p->multi) {
+                r = -ENOMEM;
+                goto fail;
+        }
+        curl_multi_setopt(p->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+        curl_multi_setopt(p->multi, CURLMOPT_SOCKETDATA, p);
+        curl_multi_setopt(p->multi, CURLMOPT_TIMERFUNCTION, on_timer);
+        curl_multi_setopt(p->multi, CURLMOPT_TIMERDATA, p);
+        /* Signals belong to the loop's signalfd. */
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        r = -pthread_create(&p->thread, NULL, thread_main, p);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        if (r < 0)
+                goto fail;
+        p->thread_started = true;
+        *ret = p;
+        return 0;
+fail:
+        transferpool_free(p);
+        return r;
+}
+
+TransferPool *transferpool_free(TransferPool *p) {
+        if (!p)
+                return NULL;
+        if (p->thread_started) {
+                transferpool_flush(p);
+                atomic_store(&p->stopping, true);
+                transferpool_wake(p);
+                pthread_join(p->thread, NULL);
+        }
+        if (p->multi)
+                curl_multi_cleanup(p->multi);
+        if (p->wake_fd >= 0)
+                close(p->wake_fd);
+        if (p->epoll_fd >= 0)
+                close(p->epoll_fd);
+        pthread_mutex_destroy(&p->lock);
+        free(p);
+        return NULL;
+}
+
+void transferpool_submit(TransferPool *p, Transfer *t) {
+        t->next = NULL;
+        if (p->staged_tail)
+                p->staged_tail->next = t;
+        else
+                p->staged_head = t;
+        p->staged_tail = t;
+}
+
+void transferpool_flush(TransferPool *p) {
+        uint64_t one = 1;
+
+        if (!p->staged_head)
+                return;
+        pthread_mutex_lock(&p->lock);
+        if (p->inbox_tail)
+                p->inbox_tail->next = p->staged_head;
+        else
+                p->inbox_head = p->staged_head;
+        p->inbox_tail = p->staged_tail;
+        pthread_mutex_unlock(&p->lock);
+        p->staged_head = p->staged_tail = NULL;
+        (void) !write(p->wake_fd, &one, sizeof one);
+}
+
+void transferpool_wake(TransferPool *p) {
+        uint64_t one = 1;
+
+        atomic_store(&p->check_cancels, true);
+        (void) !write(p->wake_fd, &one, sizeof one);
+}

@@ -1,0 +1,57 @@
+/* transferpool: one thread that drives every libcurl transfer of the daemon on one multi handle.
+ *
+ * A download spends nearly all its time waiting on a socket, so a thread per transfer costs a
+ * stack, a private poll loop and context switches per transfer for nothing: 676 transfers at once
+ * on 2 CPUs spent most of their time switching. Instead the loop thread stages items with
+ * transferpool_submit() and hands a batch over with transferpool_flush() (one wake-up); the
+ * transfer thread asks each item for its easy handle (item->start), adds it to the multi handle,
+ * and waits on the sockets libcurl names (curl_multi_socket_action on an epoll set, O(1) per
+ * event). When libcurl reports a transfer done, or the loop has set the item's cancel flag and
+ * called transferpool_wake(), the thread calls item->finish and hands the item back through the
+ * thread pool's completion stack: the loop takes finished work from one place, whichever pool
+ * ran it.
+ *
+ * The loop thread is the only caller of every function here; start and finish run on the
+ * transfer thread. */
+#pragma once
+
+#include <stdatomic.h>
+
+#include "threadpool.h"
+
+typedef struct Transfer Transfer;
+struct Transfer {
+        Work work; /* how the item comes back: threadpool_take_done() of the completion pool */
+        /* On the transfer thread: returns the libcurl easy handle to run, or NULL when the item is
+         * finished already (failed to start, or cancelled before it started). */
+        void *(*start)(Transfer *t);
+        /* On the transfer thread: libcurl is done with the handle start() returned (the pool has
+         * taken it out of the multi handle; it is finish()'s to free); `result` is the CURLcode,
+         * or -1 when the transfer was cancelled. The pool sets the handle's CURLOPT_PRIVATE to t. */
+        void (*finish)(Transfer *t, int result);
+        const atomic_int *cancel; /* set (nonzero) by the loop, then transferpool_wake() */
+        /* The pool's own, while the item is inside it. */
+        Transfer *next;
+        Transfer *prev_running, *next_running;
+        void *handle; /* what start() returned, while running */
+};
+
+typedef struct TransferPool TransferPool;
+
+/* Starts the transfer thread. Finished items go to `completions` (borrowed; it must outlive the
+ * transfer pool). Call after curl_global_init(). Returns 0 or -errno. */
+int transferpool_new(TransferPool **ret, ThreadPool *completions);
+
+/* Stops the transfer thread: every transfer still running is cancelled, finished and handed back
+ * first. Accepts NULL; returns NULL. */
+TransferPool *transferpool_free(TransferPool *p);
+
+/* Stages `t` (owned by the pool until it comes back through the completion pool). It starts after
+ * the next transferpool_flush(). */
+void transferpool_submit(TransferPool *p, Transfer *t);
+
+/* Hands every staged item to the transfer thread. */
+void transferpool_flush(TransferPool *p);
+
+/* Tells the transfer thread to look at the cancel flags of its running transfers. */
+void transferpool_wake(TransferPool *p);
