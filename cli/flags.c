@@ -1,4 +1,4 @@
-/* flags: `futurectl flags`, the classic flags2 downloader run through the daemon's thread pool.
+/* flags: `futurectl flags`, the classic flags2 downloader run through the daemon (its transfer pool).
  *
  * Every flag is one `download` job with an inline body; the jobs of one run share a group whose
  * limit is the run's concurrency, so the daemon (not this client) enforces -m, and several runs
@@ -28,6 +28,7 @@
 #define N_CODES (26 * 26)
 #define MAX_CONCUR_REQ 1000
 #define DEFAULT_CONCUR_REQ 30
+#define FETCH_BATCH 256 /* results fetched in one round trip */
 
 static const char *const servers[][2] = {
         { "LOCAL", "http://localhost:8000/flags" },
@@ -136,6 +137,24 @@ static int save_file(int dir_fd, const char *name, const void *data, size_t len)
 }
 
 /* Turns one finished future into its outcome, saving the flag when there is one. */
+/* The flag whose future is `id` (one of theirs). futured numbers one submit batch in order, so
+ * a binary search finds it; the scan is for a daemon that would not. */
+static Flag *flag_of(Flag *flags, size_t n, futured_id id) {
+        size_t lo = 0, hi = n;
+
+        while (hi - lo > 1) {
+                size_t mid = lo + (hi - lo) / 2;
+                if (flags[mid].id <= id)
+                        lo = mid;
+                else
+                        hi = mid;
+        }
+        for (size_t i = 0; flags[lo].id != id && i < n; i++)
+                if (flags[i].id == id)
+                        lo = i;
+        return &flags[lo];
+}
+
 static void settle(Flag *f, const futured_outcome *o, int dest_fd) {
         msgpack_unpacked u;
 
@@ -385,26 +404,28 @@ int cmd_flags(Ctl *ctl, int argc, char **argv) {
         if (show_bar)
                 progress_start(&bar, stderr, n);
         while (r >= 0 && finished < n && !ctl_interrupted()) {
-                futured_outcome o;
-                futured_id id;
-                size_t k;
+                futured_id done[FETCH_BATCH];
+                futured_outcome outs[FETCH_BATCH];
+                int k;
 
-                r = futured_as_completed_next(it, &id);
+                /* Every flag finished by now, and all their results in one round trip. */
+                r = k = futured_as_completed_take(it, done, ELEMENTSOF(done));
                 if (r <= 0)
                         break;
-                for (k = 0; flags[k].id != id; k++)
-                        ;
-                r = futured_result(ctl->c, id, 0, &o);
+                r = futured_results(ctl->c, done, (size_t) k, 0, outs);
                 if (r < 0)
                         break;
-                settle(&flags[k], &o, dest_fd);
-                futured_outcome_clear(&o);
-                count[flags[k].outcome]++;
-                finished++;
-                if (verbose && !ctl->json)
-                        print_verbose(&flags[k]);
+                for (int j = 0; j < k; j++) {
+                        Flag *f = flag_of(flags, n, done[j]);
+                        settle(f, &outs[j], dest_fd);
+                        futured_outcome_clear(&outs[j]);
+                        count[f->outcome]++;
+                        finished++;
+                        if (verbose && !ctl->json)
+                                print_verbose(f);
+                }
                 if (show_bar)
-                        progress_add(&bar, 1);
+                        progress_add(&bar, (size_t) k);
         }
         futured_as_completed_free(it);
         if (ctl_interrupted() || r == -EINTR) {

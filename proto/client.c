@@ -2,6 +2,7 @@
  * are packed into one reusable buffer and matched to replies by request id. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -941,11 +942,34 @@ int futured_as_completed_new(futured *c, const futured_id *ids, size_t n, double
         return 0;
 }
 
+/* Receives one event until `deadline` and queues the ID it finishes. Returns 0, -ETIMEDOUT when
+ * none came, or another negative errno. */
+static int ac_absorb_event(futured_as_completed *it, double deadline) {
+        char topic[256];
+        void *body = NULL;
+        size_t body_len;
+        msgpack_unpacked ev;
+        uint64_t v;
+        int r;
+
+        r = event_recv(it->c, deadline, topic, sizeof topic, &body, &body_len);
+        if (r == -EBADMSG)
+                return 0;
+        if (r < 0)
+                return r;
+        msgpack_unpacked_init(&ev);
+        if (msgpack_unpack_next(&ev, body, body_len, NULL) == MSGPACK_UNPACK_SUCCESS &&
+            proto_get_uint(proto_map_get(&ev.data, "id"), &v) == 0)
+                ac_finish_id(it, v);
+        msgpack_unpacked_destroy(&ev);
+        free(body);
+        /* Events flowing: no need to ask the daemon yet. */
+        it->next_reconcile = now() + RECONCILE_INTERVAL;
+        return 0;
+}
+
 int futured_as_completed_next(futured_as_completed *it, futured_id *id) {
         for (;;) {
-                char topic[256];
-                void *body = NULL;
-                size_t body_len;
                 int r;
 
                 if (it->ready_head < it->ready_tail) {
@@ -962,23 +986,32 @@ int futured_as_completed_next(futured_as_completed *it, futured_id *id) {
                                 return r;
                         continue;
                 }
-                r = event_recv(it->c, MIN(it->deadline, it->next_reconcile), topic, sizeof topic,
-                               &body, &body_len);
-                if (r == 0) {
-                        msgpack_unpacked ev;
-                        uint64_t v;
-
-                        msgpack_unpacked_init(&ev);
-                        if (msgpack_unpack_next(&ev, body, body_len, NULL) == MSGPACK_UNPACK_SUCCESS &&
-                            proto_get_uint(proto_map_get(&ev.data, "id"), &v) == 0)
-                                ac_finish_id(it, v);
-                        msgpack_unpacked_destroy(&ev);
-                        free(body);
-                        /* Events flowing: no need to ask the daemon yet. */
-                        it->next_reconcile = now() + RECONCILE_INTERVAL;
-                } else if (r != -ETIMEDOUT && r != -EBADMSG)
+                r = ac_absorb_event(it, MIN(it->deadline, it->next_reconcile));
+                if (r < 0 && r != -ETIMEDOUT)
                         return r;
         }
+}
+
+int futured_as_completed_take(futured_as_completed *it, futured_id *ids, size_t max) {
+        size_t n = 0;
+        int r;
+
+        if (max == 0)
+                return -EINVAL;
+        r = futured_as_completed_next(it, &ids[n]);
+        if (r <= 0)
+                return r;
+        n++;
+        /* Whatever else has finished already: queued IDs, then events that are waiting. */
+        while (n < max) {
+                if (it->ready_head < it->ready_tail) {
+                        ids[n++] = it->ready[it->ready_head++];
+                        continue;
+                }
+                if (it->ready_tail == it->n || ac_absorb_event(it, 0) < 0)
+                        break;
+        }
+        return (int) MIN(n, (size_t) INT_MAX);
 }
 
 void futured_as_completed_free(futured_as_completed *it) {

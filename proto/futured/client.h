@@ -166,6 +166,10 @@ int futured_as_completed_new(futured *c, const futured_id *ids, size_t n, double
 /* Returns 1 and the next finished ID in *id, 0 when every ID has been yielded, -ETIMEDOUT when
  * the timeout passed first. */
 int futured_as_completed_next(futured_as_completed *it, futured_id *id);
+/* Like futured_as_completed_next(), then also takes every further ID that has finished by now
+ * (without waiting), up to `max` in all, into ids[0..): one `results` call can then fetch them
+ * all. Returns how many (at least 1), 0 when every ID has been yielded, or -ETIMEDOUT. */
+int futured_as_completed_take(futured_as_completed *it, futured_id *ids, size_t max);
 void futured_as_completed_free(futured_as_completed *it);
 
 #ifdef __cplusplus
