@@ -352,9 +352,10 @@ def test_downloads_run_beside_a_busy_thread_pool(start_daemon, start_testhttp):
     wait_until(lambda: state_of(d, sleeper) == "running", 10, "the sleep job never ran")
     ids = c.rq("submit", jobs=[{"kind": "download", "args": {"url": f"{srv.url}/flags/{cc}/{cc}.gif"}}
                                for cc in CODES[:8]])["ids"]
-    wait_until(lambda: c.rq("stats")["stats"]["transfers_running"] == 8, 10,
+    # Running means the transfer thread has taken it (until then it reports pending).
+    wait_until(lambda: c.rq("status", ids=ids)["states"] == ["running"] * 8, 10,
                "the eight downloads were never running together")
-    assert c.rq("status", ids=ids)["states"] == ["running"] * 8
+    assert c.rq("stats")["stats"]["transfers_running"] == 8
     res = c.rq("results", ids=ids, timeout=20, reply_timeout=25)
     assert [r["state"] for r in res["results"]] == ["done"] * 8, res
     assert state_of(d, sleeper) == "running"

@@ -2,19 +2,38 @@
  *
  * It serves the files under --root at PREFIX/{path} (the flags tree: /flags/br/br.gif), in one of
  * three modes modelled on the test servers of Fluent Python's flags2 examples: `static` answers at
- * once, `delay` sleeps first (a fixed time or a uniform draw from [min, max]), `error` answers
+ * once, `delay` waits first (a fixed time or a uniform draw from [min, max]), `error` answers
  * 418 "I'm a Teapot" with probability --error-rate. The draws come from splitmix64 seeded with
  * --seed mixed with an FNV-1a hash of the request path, so the outcome for a path depends only on
  * (seed, path), never on the order requests arrive in; --explain PATH prints it without serving.
  *
- * /misbehave/... answers the ways a server can go wrong (see help()). Every connection has its own
- * thread (MHD_USE_THREAD_PER_CONNECTION), so a handler may simply sleep; every sleep is sliced and
- * ends early once SIGTERM or SIGINT has asked the server to stop.
+ * /misbehave/... answers the ways a server can go wrong (see help()).
+ *
+ * Threads: libmicrohttpd runs one polling thread on epoll that owns every connection (HTTP/1.1
+ * keep-alive included); one more thread runs the timer; the main thread only waits for SIGTERM or
+ * SIGINT. The benchmarks open hundreds of connections at once, so a connection must cost a socket
+ * and a little memory, never a thread. (A pool of two polling threads, MHD_OPTION_THREAD_POOL_SIZE,
+ * was no faster on the 2-vCPU benchmark machine and cost more CPU: both wake for every new
+ * connection on the shared listening socket.) No callback ever sleeps, as that would stall every
+ * connection: a wait (the delay of delay mode, slow-headers, each trickled byte, the pace of a
+ * rated /misbehave/large, the moment before a reset) suspends the connection
+ * (MHD_suspend_connection()) and hands it to the timer, a min-heap of due times under one mutex
+ * that a thread sleeps on with a monotonic condition variable and that resumes each connection
+ * (MHD_resume_connection()) when it is due. libmicrohttpd then calls the same callback again: the
+ * access handler, which finds the request marked paused in *req_cls and answers; or the content
+ * reader, with the same position, which finds its response marked paused and produces the bytes. On
+ * SIGTERM or SIGINT the timer refuses new pauses and resumes every suspended connection at once (a
+ * callback called again before the daemon stops sees `stopping` and closes its connection), and
+ * only then is the daemon stopped: libmicrohttpd forbids MHD_stop_daemon() with a connection
+ * suspended.
  *
  * libmicrohttpd writes the status line itself from its own reason-phrase table, which has no entry
  * for 418. For 418 the handler writes the whole response to the socket itself, status line
  * "HTTP/1.1 418 I'm a Teapot", Content-Length and "Connection: close", and returns MHD_NO so that
- * libmicrohttpd closes the connection without writing anything.
+ * libmicrohttpd closes the connection without writing anything. The socket is non-blocking, so a
+ * full send buffer is waited out with poll(), for at most 5 s; as libmicrohttpd reads a request
+ * only once the previous response on the connection has been written, the few hundred bytes
+ * find room unless the client has stopped reading, and the polling thread does not wait.
  *
  * Ownership: pointer arguments are borrowed for the duration of the call and returned strings are
  * static or point into an argument, unless the function's comment says otherwise. */
@@ -28,6 +47,7 @@
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -52,7 +72,8 @@
 #define RESET_SENT 1000u
 #define LARGE_MAX (1ull << 40)
 #define SLOW_HEADERS_DEFAULT 30.0
-#define SLICE 0.02
+#define RESET_PAUSE 0.1   /* seconds between the bytes of a reset and the reset */
+#define LARGE_PACE 0.1    /* seconds between the chunks of a rated /misbehave/large */
 #define TEAPOT "I'm a Teapot"
 
 typedef enum Mode {
@@ -149,21 +170,6 @@ static double now_seconds(void) {
         return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
 }
 
-/* Sleeps `seconds` in SLICE slices. Returns false, early, once the server is stopping. */
-static bool nap(double seconds) {
-        double end = now_seconds() + seconds, left;
-
-        while ((left = end - now_seconds()) > 0) {
-                double s = MIN(left, SLICE);
-                struct timespec ts = { 0, (long) (s * 1e9) };
-
-                if (atomic_load(&stopping))
-                        return false;
-                nanosleep(&ts, NULL);
-        }
-        return !atomic_load(&stopping);
-}
-
 static uint64_t fnv1a64(const char *s) {
         uint64_t h = 0xcbf29ce484222325ull;
 
@@ -205,6 +211,193 @@ static Decision decide(const char *path) {
         if (arg.mode == MODE_ERROR)
                 d.teapot = u_error < arg.error_rate;
         return d;
+}
+
+/* ---- pauses: suspended connections and the timer that resumes them ---------------------------- */
+
+/* A connection suspended until `due` (CLOCK_MONOTONIC seconds). `c` is borrowed: libmicrohttpd
+ * never frees a suspended connection, and only the timer resumes it. */
+typedef struct Pause {
+        double due;
+        struct MHD_Connection *c;
+} Pause;
+
+/* The timer: a min-heap of pauses by due time, and the thread that resumes them. All of it is under
+ * `lock`; `stopping` (a global, so that callbacks can read it without the lock) is only set with
+ * `lock` held, so a pause is either in the heap before the timer drains it or refused. Lock order:
+ * `lock` before libmicrohttpd's own (MHD_suspend_connection() is called with `lock` held). */
+static struct {
+        pthread_mutex_t lock;
+        pthread_cond_t wake; /* a new head of the heap, or stopping */
+        Pause *heap;         /* owned */
+        size_t n, size;
+        pthread_t thread;
+        bool running;
+} timer = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+static void timer_push(Pause p) {
+        size_t i = timer.n++;
+
+        while (i > 0 && timer.heap[(i - 1) / 2].due > p.due) {
+                timer.heap[i] = timer.heap[(i - 1) / 2];
+                i = (i - 1) / 2;
+        }
+        timer.heap[i] = p;
+}
+
+static Pause timer_pop(void) {
+        Pause top = timer.heap[0], last = timer.heap[--timer.n];
+        size_t i = 0;
+
+        for (;;) {
+                size_t child = 2 * i + 1;
+
+                if (child >= timer.n)
+                        break;
+                if (child + 1 < timer.n && timer.heap[child + 1].due < timer.heap[child].due)
+                        child++;
+                if (last.due <= timer.heap[child].due)
+                        break;
+                timer.heap[i] = timer.heap[child];
+                i = child;
+        }
+        if (timer.n > 0)
+                timer.heap[i] = last;
+        return top;
+}
+
+static struct timespec timespec_of(double seconds) {
+        struct timespec ts = { .tv_sec = (time_t) seconds };
+
+        ts.tv_nsec = (long) ((seconds - (double) ts.tv_sec) * 1e9);
+        if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+        }
+        return ts;
+}
+
+/* The timer thread: resumes each connection when it is due, and every one at once on stopping. The
+ * lock is dropped around MHD_resume_connection() so that suspending never waits on a resume. */
+static void *timer_run(void *unused) {
+        pthread_mutex_lock(&timer.lock);
+        while (!atomic_load(&stopping)) {
+                struct MHD_Connection *c;
+
+                if (timer.n == 0) {
+                        pthread_cond_wait(&timer.wake, &timer.lock);
+                        continue;
+                }
+                if (timer.heap[0].due > now_seconds()) {
+                        struct timespec ts = timespec_of(timer.heap[0].due);
+
+                        pthread_cond_timedwait(&timer.wake, &timer.lock, &ts);
+                        continue;
+                }
+                c = timer_pop().c;
+                pthread_mutex_unlock(&timer.lock);
+                MHD_resume_connection(c);
+                pthread_mutex_lock(&timer.lock);
+        }
+        /* No pause is added once stopping is set: resume every one left, so that MHD_stop_daemon()
+         * finds no suspended connection. */
+        while (timer.n > 0)
+                MHD_resume_connection(timer_pop().c);
+        pthread_mutex_unlock(&timer.lock);
+        return NULL;
+}
+
+static int timer_start(void) {
+        pthread_condattr_t attr;
+        int r;
+
+        r = pthread_condattr_init(&attr);
+        if (r == 0) {
+                r = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+                if (r == 0)
+                        r = pthread_cond_init(&timer.wake, &attr);
+                pthread_condattr_destroy(&attr);
+        }
+        if (r == 0) {
+                r = pthread_create(&timer.thread, NULL, timer_run, NULL);
+                if (r != 0)
+                        pthread_cond_destroy(&timer.wake);
+        }
+        if (r != 0)
+                return -r;
+        timer.running = true;
+        return 0;
+}
+
+/* Sets `stopping`, and returns once the timer thread has resumed every suspended connection. */
+static void timer_stop(void) {
+        pthread_mutex_lock(&timer.lock);
+        atomic_store(&stopping, true);
+        pthread_cond_signal(&timer.wake);
+        pthread_mutex_unlock(&timer.lock);
+        if (!timer.running)
+                return;
+        pthread_join(timer.thread, NULL);
+        pthread_cond_destroy(&timer.wake);
+        free(timer.heap);
+        timer.heap = NULL;
+        timer.size = 0;
+        timer.running = false;
+}
+
+/* Suspends `c` for `seconds`: the timer resumes it then, or at once when the server stops. Call
+ * only from c's access handler or content reader (libmicrohttpd's rule for suspending). Returns 0,
+ * -ECANCELED when the server is stopping, -ENOMEM; on failure `c` is not suspended. */
+static int timer_suspend(struct MHD_Connection *c, double seconds) {
+        Pause p = { .due = now_seconds() + seconds, .c = c };
+        int r = 0;
+
+        pthread_mutex_lock(&timer.lock);
+        if (atomic_load(&stopping))
+                r = -ECANCELED;
+        else if (timer.n == timer.size) {
+                size_t size = MAX(timer.size * 2, (size_t) 256);
+                Pause *heap = reallocarray(timer.heap, size, sizeof(Pause));
+
+                if (heap) {
+                        timer.heap = heap;
+                        timer.size = size;
+                } else
+                        r = -ENOMEM;
+        }
+        if (r == 0) {
+                /* Suspended before it is in the heap, and the timer cannot pop it before we unlock:
+                 * the resume always follows the suspend. */
+                MHD_suspend_connection(c);
+                timer_push(p);
+                if (timer.heap[0].c == c)
+                        pthread_cond_signal(&timer.wake);
+        }
+        pthread_mutex_unlock(&timer.lock);
+        if (r == -ENOMEM)
+                fprintf(stderr, "futured-testhttp: no memory for a pause, closing a connection\n");
+        return r;
+}
+
+/* One wait of `seconds` in the answer to a request, for a callback that libmicrohttpd calls again
+ * once the connection is resumed. `*paused` (the caller's state, false at first) says whether this
+ * call follows the wait. Returns 1 to go on (the wait is over, or `seconds` is 0), 0 when the
+ * connection is now suspended (return, and go on when called again), or -errno when the server is
+ * stopping (or out of memory): give up and close the connection. */
+static int pause_once(struct MHD_Connection *c, bool *paused, double seconds) {
+        int r;
+
+        if (*paused) {
+                *paused = false;
+                return atomic_load(&stopping) ? -ECANCELED : 1;
+        }
+        if (!(seconds > 0))
+                return atomic_load(&stopping) ? -ECANCELED : 1;
+        r = timer_suspend(c, seconds);
+        if (r < 0)
+                return r;
+        *paused = true;
+        return 0;
 }
 
 /* ---- files ------------------------------------------------------------------------------------ */
@@ -363,16 +556,20 @@ static enum MHD_Result reply_redirect(struct MHD_Connection *c, const char *loca
         return queue(c, MHD_HTTP_FOUND, resp);
 }
 
+/* `*paused`: the request's state for pause_once(). */
 static enum MHD_Result serve_file(struct MHD_Connection *c, bool head, const char *path,
-                                  const char *rel) {
+                                  const char *rel, bool *paused) {
         Decision d = decide(path);
         struct MHD_Response *resp;
         uint64_t size = 0;
         unsigned status;
-        int fd;
+        int fd, r;
 
-        if (d.delay > 0 && !nap(d.delay))
-                return MHD_NO;
+        if (d.delay > 0) {
+                r = pause_once(c, paused, d.delay);
+                if (r <= 0)
+                        return r < 0 ? MHD_NO : MHD_YES;
+        }
         if (d.teapot)
                 return reply_text(c, head, 418, NULL);
         fd = open_file(rel, &size, &status);
@@ -388,11 +585,31 @@ static enum MHD_Result serve_file(struct MHD_Connection *c, bool head, const cha
         return queue(c, MHD_HTTP_OK, resp);
 }
 
-/* trickle: the first call sends one byte at once (so that the headers go out), then one byte per
- * TRICKLE_INTERVAL. */
-static ssize_t trickle_read(void *cls, uint64_t pos, char *buf, size_t max) {
-        if (pos > 0 && !nap(TRICKLE_INTERVAL))
+/* The state of a content reader that waits: its connection, and its state for pause_once(). A
+ * response is made for one request, so it is read by that connection only. */
+typedef struct Paced {
+        struct MHD_Connection *c; /* borrowed: outlives its response */
+        bool paused;
+} Paced;
+
+/* Waits `seconds` (see pause_once()) in a content reader: returns 1 to go on, or what the reader
+ * returns: 0 (suspended; libmicrohttpd calls again, with the same position, once resumed) or
+ * MHD_CONTENT_READER_END_WITH_ERROR. */
+static ssize_t pace(Paced *p, double seconds) {
+        int r = pause_once(p->c, &p->paused, seconds);
+
+        if (r < 0)
                 return MHD_CONTENT_READER_END_WITH_ERROR;
+        return r;
+}
+
+/* trickle: the first call sends one byte at once (so that the headers go out), then one byte per
+ * TRICKLE_INTERVAL. `cls` is a Paced. */
+static ssize_t trickle_read(void *cls, uint64_t pos, char *buf, size_t max) {
+        ssize_t r;
+
+        if (pos > 0 && (r = pace(cls, TRICKLE_INTERVAL)) != 1)
+                return r;
         buf[0] = 't';
         return 1;
 }
@@ -412,18 +629,21 @@ static ssize_t short_read(void *cls, uint64_t pos, char *buf, size_t max) {
 typedef struct Large {
         uint64_t bytes;
         uint64_t rate; /* bytes a second, 0 for as fast as possible */
+        Paced pace;
 } Large;
 
+/* large: with a rate, a tenth of it every LARGE_PACE (0.1 s), the first at once. */
 static ssize_t large_read(void *cls, uint64_t pos, char *buf, size_t max) {
-        const Large *l = cls;
+        Large *l = cls;
         size_t n = (size_t) MIN((uint64_t) max, l->bytes - MIN(pos, l->bytes));
+        ssize_t r;
 
         if (n == 0)
                 return MHD_CONTENT_READER_END_OF_STREAM;
         if (l->rate > 0) {
                 n = (size_t) MIN((uint64_t) n, MAX(l->rate / 10, (uint64_t) 1));
-                if (pos > 0 && !nap(0.1))
-                        return MHD_CONTENT_READER_END_WITH_ERROR;
+                if (pos > 0 && (r = pace(&l->pace, LARGE_PACE)) != 1)
+                        return r;
         }
         for (size_t i = 0; i < n; i++)
                 buf[i] = (char) ((pos + i) % 251);
@@ -432,13 +652,14 @@ static ssize_t large_read(void *cls, uint64_t pos, char *buf, size_t max) {
 
 typedef struct Reset {
         int fd; /* the connection's socket, borrowed from libmicrohttpd */
+        Paced pace;
 } Reset;
 
-/* reset: RESET_SENT bytes, then, once they have had time to arrive, a TCP reset: SO_LINGER 0 and a
- * disconnect (connect to AF_UNSPEC), which on Linux sends RST at once, whatever libmicrohttpd does
- * with the socket afterwards. */
+/* reset: RESET_SENT bytes, then, once they have had time to arrive (RESET_PAUSE, cut short if the
+ * server stops), a TCP reset: SO_LINGER 0 and a disconnect (connect to AF_UNSPEC), which on Linux
+ * sends RST at once, whatever libmicrohttpd does with the socket afterwards. */
 static ssize_t reset_read(void *cls, uint64_t pos, char *buf, size_t max) {
-        const Reset *r = cls;
+        Reset *r = cls;
         struct linger lg = { .l_onoff = 1, .l_linger = 0 };
         struct sockaddr sa = { .sa_family = AF_UNSPEC };
         size_t n;
@@ -448,18 +669,29 @@ static ssize_t reset_read(void *cls, uint64_t pos, char *buf, size_t max) {
                 memset(buf, 'r', n);
                 return (ssize_t) n;
         }
-        (void) nap(0.1);
+        if (pace(&r->pace, RESET_PAUSE) == 0)
+                return 0;
         (void) setsockopt(r->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
         (void) connect(r->fd, &sa, sizeof(sa));
         return MHD_CONTENT_READER_END_WITH_ERROR;
 }
 
-static enum MHD_Result misbehave(struct MHD_Connection *c, bool head, const char *what) {
+/* `*paused`: the request's state for pause_once(). */
+static enum MHD_Result misbehave(struct MHD_Connection *c, bool head, const char *what,
+                                 bool *paused) {
         const char *v;
         struct MHD_Response *resp;
 
         if (strcmp(what, "trickle") == 0) {
-                resp = MHD_create_response_from_callback(TRICKLE_SIZE, 64, trickle_read, NULL, NULL);
+                _cleanup_free_ Paced *t = calloc(1, sizeof(Paced));
+
+                if (!t)
+                        return MHD_NO;
+                t->c = c;
+                /* On success the response owns `t` and frees it with free(). */
+                resp = MHD_create_response_from_callback(TRICKLE_SIZE, 64, trickle_read, t, free);
+                if (resp)
+                        t = NULL;
                 return queue(c, MHD_HTTP_OK, resp);
         }
         if (strcmp(what, "short") == 0) {
@@ -472,6 +704,7 @@ static enum MHD_Result misbehave(struct MHD_Connection *c, bool head, const char
 
                 if (!l)
                         return MHD_NO;
+                l->pace.c = c;
                 v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "bytes");
                 if (!v || parse_u64(v, LARGE_MAX, &l->bytes) < 0)
                         return reply_text(c, head, MHD_HTTP_BAD_REQUEST, "bytes=N (0..2^40) required");
@@ -500,6 +733,7 @@ static enum MHD_Result misbehave(struct MHD_Connection *c, bool head, const char
                 if (!r || !info)
                         return MHD_NO;
                 r->fd = info->connect_fd;
+                r->pace.c = c;
                 /* On success the response owns `r`. */
                 resp = MHD_create_response_from_callback(RESET_SIZE, 4096, reset_read, r, free);
                 if (resp)
@@ -516,27 +750,33 @@ static enum MHD_Result misbehave(struct MHD_Connection *c, bool head, const char
         }
         if (strcmp(what, "slow-headers") == 0) {
                 double seconds = SLOW_HEADERS_DEFAULT;
+                int r;
 
                 v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "seconds");
                 if (v && parse_double(v, 0, 86400, &seconds) < 0)
                         return reply_text(c, head, MHD_HTTP_BAD_REQUEST, "seconds=S must be a number");
-                if (!nap(seconds))
-                        return MHD_NO;
+                r = pause_once(c, paused, seconds);
+                if (r <= 0)
+                        return r < 0 ? MHD_NO : MHD_YES;
                 return reply_text(c, head, MHD_HTTP_OK, "finally");
         }
         return reply_text(c, head, MHD_HTTP_NOT_FOUND, NULL);
 }
 
+/* What a request's *req_cls points to: NULL before the first call, then one of these. */
+static char req_started, req_paused;
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **req_cls) {
-        static int marker;
-        bool head = strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
+        bool head = strcmp(method, MHD_HTTP_METHOD_HEAD) == 0, paused;
         const char *rel;
+        enum MHD_Result r;
 
-        /* First call: headers only. Later calls: any request body, which is ignored. */
-        if (*req_cls != &marker) {
-                *req_cls = &marker;
+        /* First call: headers only. Later calls: any request body, which is ignored; then the
+         * answer, or a pause and, once the connection is resumed, the answer. */
+        if (!*req_cls) {
+                *req_cls = &req_started;
                 return MHD_YES;
         }
         if (*upload_data_size > 0) {
@@ -545,12 +785,21 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         }
         if (!head && strcmp(method, MHD_HTTP_METHOD_GET) != 0)
                 return reply_text(c, head, MHD_HTTP_METHOD_NOT_ALLOWED, NULL);
+        paused = *req_cls == &req_paused;
         if (strncmp(url, MISBEHAVE, strlen(MISBEHAVE)) == 0)
-                return misbehave(c, head, url + strlen(MISBEHAVE));
-        rel = under_prefix(url);
-        if (!rel)
-                return reply_text(c, head, MHD_HTTP_NOT_FOUND, NULL);
-        return serve_file(c, head, url, rel);
+                r = misbehave(c, head, url + strlen(MISBEHAVE), &paused);
+        else if ((rel = under_prefix(url)))
+                r = serve_file(c, head, url, rel, &paused);
+        else
+                r = reply_text(c, head, MHD_HTTP_NOT_FOUND, NULL);
+        *req_cls = paused ? &req_paused : &req_started;
+        return r;
+}
+
+/* Forgets the request, so that the next one on a kept-alive connection starts afresh. */
+static void on_completed(void *cls, struct MHD_Connection *c, void **req_cls,
+                         enum MHD_RequestTerminationCode toe) {
+        *req_cls = NULL;
 }
 
 /* ---- main ------------------------------------------------------------------------------------- */
@@ -736,7 +985,7 @@ int main(int argc, char *argv[]) {
         struct sockaddr_storage ss = {};
         const union MHD_DaemonInfo *info;
         struct MHD_Daemon *d;
-        unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_AUTO;
+        unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME;
         sigset_t mask;
         bool v6;
         int r, sig;
@@ -778,13 +1027,20 @@ int main(int argc, char *argv[]) {
         sigprocmask(SIG_BLOCK, &mask, NULL);
         signal(SIGPIPE, SIG_IGN);
 
+        r = timer_start();
+        if (r < 0) {
+                fprintf(stderr, "futured-testhttp: cannot start the timer: %s\n", strerror(-r));
+                return EXIT_FAILURE;
+        }
         d = MHD_start_daemon(flags, (uint16_t) arg.port, NULL, NULL, on_request, NULL,
                              MHD_OPTION_SOCK_ADDR, (struct sockaddr *) &ss,
                              MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) 120,
+                             MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
                              MHD_OPTION_END);
         if (!d) {
                 fprintf(stderr, "futured-testhttp: cannot listen on %s port %u: %m\n", arg.host,
                         arg.port);
+                timer_stop();
                 return EXIT_FAILURE;
         }
         info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
@@ -797,7 +1053,8 @@ int main(int argc, char *argv[]) {
                 if (r == 0 && (sig == SIGTERM || sig == SIGINT))
                         break;
         }
-        atomic_store(&stopping, true);
+        /* Every suspended connection resumed first: libmicrohttpd's rule for stopping. */
+        timer_stop();
         MHD_stop_daemon(d);
         close(root_fd);
         return EXIT_SUCCESS;
