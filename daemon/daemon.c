@@ -764,7 +764,7 @@ int daemon_new(Daemon **ret, DaemonConfig *cfg) {
                 return r;
         }
         d->progress.kind = TIMER_PROGRESS;
-        r = threadpool_new(&d->tpool, d->cfg.threads);
+        r = threadpool_new(&d->tpool, d->cfg.threads, d->cfg.spin_us);
         if (r < 0) {
                 fprintf(stderr, "futured: cannot start the thread pool: %s\n", strerror(-r));
                 return r;

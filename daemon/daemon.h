@@ -20,6 +20,7 @@
 
 #define DEFAULT_TRANSFERS 1024
 #define MAX_TRANSFERS 65536
+#define DEFAULT_SPIN_US 200
 
 typedef struct DaemonConfig {
         char **listen;        /* ZeroMQ endpoints for the ROUTER socket */
@@ -30,6 +31,7 @@ typedef struct DaemonConfig {
         unsigned threads;
         unsigned prefetch;    /* thread jobs handed to the pool beyond its thread count */
         bool prefetch_set;    /* --prefetch given; else 3 per thread */
+        unsigned spin_us;     /* an idle pool thread looks for work this long before it sleeps */
         unsigned transfers;   /* downloads at once in the transfer pool */
         unsigned processes;
         unsigned max_tasks;   /* per worker process, 0: unlimited */

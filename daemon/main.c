@@ -32,6 +32,8 @@ static void help(void) {
                "  --prefetch N                thread jobs queued inside the pool beyond its\n"
                "                              threads, for throughput (default 3 per thread;\n"
                "                              0: strict priority order)\n"
+               "  --spin-us N                 an idle thread looks for new work this long before\n"
+               "                              it sleeps (default 200; 0: sleep at once)\n"
                "  --transfers N               downloads run at once by the transfer thread\n"
                "                              (default 1024; fewer if RLIMIT_NOFILE is low)\n"
                "  --processes N               process-pool size (default ncpu)\n"
@@ -117,6 +119,7 @@ static int parse_argv(int argc, char **argv, DaemonConfig *cfg) {
                 ARG_EVENTS,
                 ARG_THREADS,
                 ARG_PREFETCH,
+                ARG_SPIN,
                 ARG_TRANSFERS,
                 ARG_PROCESSES,
                 ARG_MAX_TASKS,
@@ -131,6 +134,7 @@ static int parse_argv(int argc, char **argv, DaemonConfig *cfg) {
                 { "events", required_argument, NULL, ARG_EVENTS },
                 { "threads", required_argument, NULL, ARG_THREADS },
                 { "prefetch", required_argument, NULL, ARG_PREFETCH },
+                { "spin-us", required_argument, NULL, ARG_SPIN },
                 { "transfers", required_argument, NULL, ARG_TRANSFERS },
                 { "processes", required_argument, NULL, ARG_PROCESSES },
                 { "max-tasks-per-worker", required_argument, NULL, ARG_MAX_TASKS },
@@ -150,6 +154,7 @@ static int parse_argv(int argc, char **argv, DaemonConfig *cfg) {
         cfg->threads = (unsigned) MIN(32, ncpu + 4);
         cfg->processes = (unsigned) ncpu;
         cfg->transfers = DEFAULT_TRANSFERS;
+        cfg->spin_us = DEFAULT_SPIN_US;
         cfg->retain = 3600;
         cfg->grace = 10;
 
@@ -176,6 +181,10 @@ static int parse_argv(int argc, char **argv, DaemonConfig *cfg) {
                         if (parse_uint(optarg, 65536, &cfg->prefetch) < 0)
                                 bad = "--prefetch takes a number from 0 to 65536";
                         cfg->prefetch_set = true;
+                        break;
+                case ARG_SPIN:
+                        if (parse_uint(optarg, 1000000, &cfg->spin_us) < 0)
+                                bad = "--spin-us takes a number of microseconds from 0 to 1000000";
                         break;
                 case ARG_TRANSFERS:
                         if (parse_uint(optarg, MAX_TRANSFERS, &cfg->transfers) < 0 ||

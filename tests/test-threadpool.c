@@ -1,8 +1,12 @@
 /* Unit test of the thread pool: every item runs once on a pool thread and comes back, FIFO
- * hand-out, one eventfd wake-up covering a burst, and a clean join. */
+ * hand-out, one eventfd wake-up covering a burst, and a clean join; with threads that sleep at
+ * once, and with threads that spin first (an item handed over while they spin, or just after
+ * they stopped, is still taken). */
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <string.h>
+#include <unistd.h>
 
 #include "macro.h"
 #include "test.h"
@@ -24,13 +28,49 @@ static void item_run(Work *w) {
         atomic_fetch_add(&total_runs, 1);
 }
 
-int main(void) {
+/* Waits for `n` items to come back. */
+static void take_back(ThreadPool *p, size_t n) {
+        size_t back = 0;
+
+        while (back < n) {
+                struct pollfd pfd = { .fd = threadpool_fd(p), .events = POLLIN };
+                REQUIRE(poll(&pfd, 1, 10000) == 1);
+                for (Work *w = threadpool_take_done(p), *next; w; w = next) {
+                        next = w->next;
+                        back++;
+                }
+        }
+        CHECK(back == n);
+}
+
+/* One item at a time, with pauses around the spin time: each is taken by a spinning thread, a
+ * thread that has just gone to sleep, or a sleeping one. */
+static void one_at_a_time(unsigned spin_us) {
+        const unsigned pauses_us[] = { 0, 10, spin_us / 2, spin_us, spin_us + 100, 5000 };
+        Item items[6 * 3] = {};
+        ThreadPool *p = NULL;
+
+        atomic_store(&total_runs, 0);
+        REQUIRE(threadpool_new(&p, 2, spin_us) == 0);
+        for (size_t i = 0; i < ELEMENTSOF(items); i++) {
+                items[i].work.run = item_run;
+                threadpool_submit(p, &items[i].work);
+                threadpool_flush(p);
+                take_back(p, 1);
+                usleep(pauses_us[i % ELEMENTSOF(pauses_us)]);
+        }
+        CHECK(atomic_load(&total_runs) == (int) ELEMENTSOF(items));
+        threadpool_free(p);
+}
+
+static void burst(unsigned spin_us) {
         enum { N = 10000 };
         static Item items[N];
         ThreadPool *p = NULL;
-        size_t back = 0;
 
-        REQUIRE(threadpool_new(&p, 4) == 0);
+        memset(items, 0, sizeof items);
+        atomic_store(&total_runs, 0);
+        REQUIRE(threadpool_new(&p, 4, spin_us) == 0);
         CHECK(threadpool_size(p) == 4);
         CHECK(threadpool_take_done(p) == NULL);
         for (int i = 0; i < N; i++) {
@@ -40,15 +80,7 @@ int main(void) {
                         threadpool_flush(p);
         }
         threadpool_flush(p);
-        while (back < N) {
-                struct pollfd pfd = { .fd = threadpool_fd(p), .events = POLLIN };
-                REQUIRE(poll(&pfd, 1, 10000) == 1);
-                for (Work *w = threadpool_take_done(p), *next; w; w = next) {
-                        next = w->next;
-                        back++;
-                }
-        }
-        CHECK(back == N);
+        take_back(p, N);
         CHECK(atomic_load(&total_runs) == N);
         for (int i = 0; i < N; i++) {
                 CHECK(items[i].runs == 1);
@@ -61,6 +93,15 @@ int main(void) {
         }
         p = threadpool_free(p);
         CHECK(p == NULL);
-        CHECK(threadpool_new(&p, 0) == -EINVAL);
+}
+
+int main(void) {
+        ThreadPool *p = NULL;
+
+        for (unsigned spin_us = 0; spin_us <= 200; spin_us += 200) {
+                burst(spin_us);
+                one_at_a_time(spin_us);
+        }
+        CHECK(threadpool_new(&p, 0, 0) == -EINVAL);
         return test_end();
 }

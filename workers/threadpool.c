@@ -1,13 +1,16 @@
-/* threadpool: a mutex-guarded FIFO of work filled in batches, threads that take from it, and a
- * lock-free stack of finished items that the loop drains after one eventfd wake-up. */
+/* threadpool: a mutex-guarded FIFO of work filled in batches, threads that take from it (looking
+ * for --spin-us before they sleep), and a lock-free stack of finished items that the loop drains
+ * after one eventfd wake-up. */
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "threadpool.h"
@@ -21,14 +24,24 @@ struct ThreadPool {
         pthread_cond_t has_work;
         Work *queue_head, *queue_tail;
         unsigned n_idle; /* threads waiting on has_work */
+        unsigned n_spinning; /* threads watching has_items before they wait */
+        atomic_bool has_items; /* queue_head != NULL, for the spinning threads */
         bool stopping;
 
         /* Finished items, newest first: pushed by the threads, taken whole by the loop. */
         _Atomic(Work *) done;
         int event_fd;
+        uint64_t spin_ns;
         unsigned n_threads;
         pthread_t threads[];
 };
+
+static uint64_t now_ns(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
+}
 
 /* Pushes a finished item; wakes the loop when the stack was empty, as the loop then may sleep. */
 static void push_done(ThreadPool *p, Work *w) {
@@ -49,9 +62,23 @@ static void *thread_main(void *userdata) {
 
         pthread_mutex_lock(&p->lock);
         for (;;) {
+                bool spun = false;
                 Work *w;
 
                 while (!p->queue_head && !p->stopping) {
+                        if (!spun && p->spin_ns > 0) {
+                                uint64_t end;
+                                p->n_spinning++;
+                                pthread_mutex_unlock(&p->lock);
+                                end = now_ns() + p->spin_ns;
+                                while (!atomic_load_explicit(&p->has_items, memory_order_relaxed) &&
+                                       now_ns() < end)
+                                        sched_yield();
+                                pthread_mutex_lock(&p->lock);
+                                p->n_spinning--;
+                                spun = true;
+                                continue;
+                        }
                         p->n_idle++;
                         pthread_cond_wait(&p->has_work, &p->lock);
                         p->n_idle--;
@@ -60,8 +87,10 @@ static void *thread_main(void *userdata) {
                         break;
                 w = p->queue_head;
                 p->queue_head = w->next;
-                if (!p->queue_head)
+                if (!p->queue_head) {
                         p->queue_tail = NULL;
+                        atomic_store_explicit(&p->has_items, false, memory_order_relaxed);
+                }
                 pthread_mutex_unlock(&p->lock);
 
                 w->next = NULL;
@@ -74,7 +103,7 @@ static void *thread_main(void *userdata) {
         return NULL;
 }
 
-int threadpool_new(ThreadPool **ret, unsigned n_threads) {
+int threadpool_new(ThreadPool **ret, unsigned n_threads, unsigned spin_us) {
         ThreadPool *p;
         sigset_t all, old;
         int r = 0;
@@ -84,6 +113,7 @@ int threadpool_new(ThreadPool **ret, unsigned n_threads) {
         p = calloc(1, sizeof *p + n_threads * sizeof p->threads[0]);
         if (!p)
                 return -ENOMEM;
+        p->spin_ns = (uint64_t) spin_us * 1000u;
         pthread_mutex_init(&p->lock, NULL);
         pthread_cond_init(&p->has_work, NULL);
         atomic_init(&p->done, NULL);
@@ -148,8 +178,11 @@ void threadpool_flush(ThreadPool *p) {
         else
                 p->queue_head = p->staged_head;
         p->queue_tail = p->staged_tail;
-        /* Wake no more threads than there are new items: the rest stay asleep. */
-        wake = p->n_staged < p->n_idle ? p->n_staged : p->n_idle;
+        atomic_store_explicit(&p->has_items, true, memory_order_relaxed);
+        /* Wake no more threads than there are new items beyond what the spinning threads take:
+         * the rest stay asleep. */
+        wake = p->n_staged > p->n_spinning ? p->n_staged - p->n_spinning : 0;
+        wake = wake < p->n_idle ? wake : p->n_idle;
         if (wake == p->n_idle && wake > 1)
                 pthread_cond_broadcast(&p->has_work);
         else

@@ -20,8 +20,10 @@ struct Work {
 
 typedef struct ThreadPool ThreadPool;
 
-/* Starts `n_threads` threads. Returns 0 or -errno. */
-int threadpool_new(ThreadPool **ret, unsigned n_threads);
+/* Starts `n_threads` threads. A thread that runs out of work first looks for more for `spin_us`
+ * microseconds (yielding the CPU to anything else that wants it) before it sleeps: a client that
+ * sends its next job within that time finds a thread awake. Returns 0 or -errno. */
+int threadpool_new(ThreadPool **ret, unsigned n_threads, unsigned spin_us);
 
 /* Joins the threads. Call it once every submitted item has come back through
  * threadpool_take_done(); items still inside the pool are run to completion first and then leaked.

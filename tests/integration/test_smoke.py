@@ -21,6 +21,7 @@ def test_hello_names_versions_limits_and_kinds(daemon):
     (["--threads", "0"], "--threads takes a number from 1 to 1024, not '0'"),
     (["--transfers", "0"], "--transfers takes a number from 1 to 65536, not '0'"),
     (["--transfers", "70000"], "--transfers takes a number from 1 to 65536, not '70000'"),
+    (["--spin-us", "-5"], "--spin-us takes a number of microseconds from 0 to 1000000, not '-5'"),
     (["--processes", "x"], "--processes takes a number from 1 to 1024, not 'x'"),
     (["--grace", "-1"], "--grace takes a number of seconds, not '-1'"),
     (["--bogus"], "unrecognized option '--bogus'"),
