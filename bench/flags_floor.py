@@ -1,11 +1,11 @@
 #!/usr/bin/python3
-"""A practical floor for the downloads benchmark: the least a client can do per fetch.
+"""A raw client for the downloads benchmark: the least a client can do per fetch on a new connection.
 
 Fetches BASE/{cc}/{cc}.gif for every code AA..ZZ (676) on one asyncio event loop, at most M at
-once (--max-req, default 30), each over its own new TCP connection (as futured and urllib do) with
-a hand-written `GET ... HTTP/1.1` + `Connection: close`, reading the status line and discarding
-the body: no HTTP library, no threads, no files. What it measures is mostly the server and the
-kernel's TCP on this machine, so a ratio against it says how much of a client's time is its own.
+once (--max-req, default 30), each over its own new TCP connection (as urllib does; futured
+reuses its connections) with a hand-written `GET ... HTTP/1.1` + `Connection: close`, reading the
+status line and discarding the body: no HTTP library, no threads, no files. What it measures is
+mostly the server and the kernel's TCP on this machine with a connection per fetch.
 Prints `key value` lines for bench/run: wall_s, ok, not_found, errors, max_req. Exit status 1 if
 a status other than 200/404 came back or a connection failed.
 

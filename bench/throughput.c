@@ -102,8 +102,10 @@ static void *client_main(void *userdata) {
                         sent += n;
                         outstanding++;
                 }
-                if (zmq_msg_recv(&msg, s, 0) < 0)
+                if (zmq_msg_recv(&msg, s, 0) < 0) {
+                        c->failed = 1;
                         break;
+                }
                 long got = count_results(zmq_msg_data(&msg), zmq_msg_size(&msg));
                 if (got < 0) {
                         fprintf(stderr, "error reply: %.*s\n", (int) zmq_msg_size(&msg),
