@@ -111,13 +111,20 @@ static void add_words(bool *set, const char *words) {
         }
 }
 
-/* Writes `len` bytes to dir/name through a temporary file, so no partial file is ever seen. */
+/* Writes `len` bytes to dir/name: an unnamed file (O_TMPFILE) that gets its name only once it is
+ * complete, so no partial file is ever seen; a temporary name and rename where the file system
+ * has no O_TMPFILE. */
 static int save_file(int dir_fd, const char *name, const void *data, size_t len) {
-        char tmp[64];
+        char tmp[64], proc[64];
         int fd, r = 0;
+        bool unnamed = true;
 
-        snprintf(tmp, sizeof tmp, ".%s.%d.tmp", name, (int) getpid());
-        fd = openat(dir_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        fd = openat(dir_fd, ".", O_WRONLY | O_TMPFILE | O_CLOEXEC, 0644);
+        if (fd < 0) {
+                unnamed = false;
+                snprintf(tmp, sizeof tmp, ".%s.%d.tmp", name, (int) getpid());
+                fd = openat(dir_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        }
         if (fd < 0)
                 return -errno;
         for (size_t off = 0; off < len && r == 0;) {
@@ -126,6 +133,17 @@ static int save_file(int dir_fd, const char *name, const void *data, size_t len)
                         r = -errno;
                 else if (n > 0)
                         off += (size_t) n;
+        }
+        if (unnamed) {
+                snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+                if (r == 0 && linkat(AT_FDCWD, proc, dir_fd, name, AT_SYMLINK_FOLLOW) < 0) {
+                        r = -errno;
+                        if (r == -EEXIST && unlinkat(dir_fd, name, 0) == 0)
+                                r = linkat(AT_FDCWD, proc, dir_fd, name, AT_SYMLINK_FOLLOW) < 0 ? -errno : 0;
+                }
+                if (close(fd) < 0 && r == 0)
+                        r = -errno;
+                return r;
         }
         if (close(fd) < 0 && r == 0)
                 r = -errno;
@@ -136,7 +154,6 @@ static int save_file(int dir_fd, const char *name, const void *data, size_t len)
         return r;
 }
 
-/* Turns one finished future into its outcome, saving the flag when there is one. */
 /* The flag whose future is `id` (one of theirs). futured numbers one submit batch in order, so
  * a binary search finds it; the scan is for a daemon that would not. */
 static Flag *flag_of(Flag *flags, size_t n, futured_id id) {
@@ -155,6 +172,7 @@ static Flag *flag_of(Flag *flags, size_t n, futured_id id) {
         return &flags[lo];
 }
 
+/* Turns one finished future into its outcome, saving the flag when there is one. */
 static void settle(Flag *f, const futured_outcome *o, int dest_fd) {
         msgpack_unpacked u;
 

@@ -2,6 +2,7 @@
  * curl multi handle in socket mode over its own epoll set. */
 #include <curl/curl.h>
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -163,8 +164,13 @@ static void *thread_main(void *userdata) {
                                                         : (int) ((p->deadline_ns - now + 999999u) / 1000000u);
                 }
                 n = epoll_wait(p->epoll_fd, events, 64, timeout);
-                if (n < 0 && errno != EINTR)
-                        break;
+                if (n < 0) {
+                        /* Only EINTR can happen here. Whatever it was, leaving would strand every
+                         * transfer: look at the timers and the flags again in a moment. */
+                        if (errno != EINTR)
+                                (void) poll(NULL, 0, 1);
+                        n = 0;
+                }
                 for (int i = 0; i < n; i++) {
                         int fd = events[i].data.fd, flags = 0;
                         if (fd == p->wake_fd) {

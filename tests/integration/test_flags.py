@@ -46,6 +46,20 @@ def test_every_code_static(daemon, testhttp, tmp_path):
         assert (dest / f"{cc}.gif").read_bytes() == (FLAGS / lower / f"{lower}.gif").read_bytes()
 
 
+def test_a_second_run_replaces_the_files_and_leaves_nothing_else(daemon, testhttp, tmp_path):
+    dest = tmp_path / "out"
+    dest.mkdir()
+    (dest / "BR.gif").write_bytes(b"an older, different file")
+    (dest / "keep.txt").write_text("not ours")
+    for _ in range(2):
+        flags(daemon, "BR", "AR", "ZZ", "--base-url", testhttp.url + "/flags", "--dest", str(dest),
+              check=0)
+        assert sorted(f.name for f in dest.iterdir()) == ["AR.gif", "BR.gif", "keep.txt"]
+        for cc in ("br", "ar"):
+            assert (dest / f"{cc.upper()}.gif").read_bytes() == (FLAGS / cc / f"{cc}.gif").read_bytes()
+    assert (dest / "keep.txt").read_text() == "not ours"
+
+
 def test_error_server_tally_matches_its_seed(daemon, start_testhttp, tmp_path):
     server = start_testhttp("--mode", "error", "--error-rate", "0.3", "--seed", "42")
     expected = {cc: server.explain(f"/flags/{cc.lower()}/{cc.lower()}.gif") for cc in COUNTRY_CODES}
