@@ -1,7 +1,10 @@
 """The daemon answers hello and runs one job of each local kind; bad options are refused."""
+import resource
 import subprocess
 
+import msgpack
 import pytest
+import zmq
 
 from conftest import FUTURED, load_primes
 
@@ -63,3 +66,31 @@ def test_max_tasks_per_worker_recycles_workers(start_daemon):
     # 5 jobs at 2 per worker: the first worker and at least two replacements, none died.
     assert stats["workers_started"] >= 3, stats
     assert stats["workers_died"] == 0 and stats["done"] == 5
+
+
+def test_transfers_fit_a_low_open_file_limit(tmp_path):
+    """With a hard limit of 600 open files, 1024 transfers cannot fit (2 files each + 256): the
+    daemon says so and runs (600 - 256) / 2 = 172 at once."""
+    def low_limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (600, 600))
+
+    endpoint = f"ipc://{tmp_path}/f.sock"
+    log = open(tmp_path / "futured.log", "w+")
+    p = subprocess.Popen([str(FUTURED), "--listen", endpoint, "--events", f"ipc://{tmp_path}/e.sock"],
+                         stderr=log, preexec_fn=low_limit)
+    ctx = zmq.Context()
+    s = ctx.socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    s.connect(endpoint)
+    try:
+        s.send(msgpack.packb({"v": 1, "id": 1, "op": "hello"}))
+        assert s.poll(10000), "futured did not answer hello"
+        assert msgpack.unpackb(s.recv())["transfers"] == 172
+    finally:
+        s.close()
+        ctx.term()
+        p.terminate()
+        assert p.wait(15) == 0
+    log.seek(0)
+    assert "the open-file limit is 600: running at most 172 transfers at once instead of 1024" \
+        in log.read()
