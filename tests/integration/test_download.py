@@ -3,6 +3,7 @@ failure code of each way a server can misbehave, the URL and path checks at subm
 progress events. A failed download must leave nothing in the download directory, temporary files
 included."""
 import os
+import signal
 import socket
 import time
 
@@ -381,3 +382,29 @@ def test_transfers_limit_keeps_the_rest_pending(start_daemon, start_testhttp):
     c.rq("cancel", ids=ids)
     wait_until(lambda: c.rq("stats")["stats"]["transfers_running"] == 0, 10,
                "cancelled transfers were not handed back")
+
+
+def test_sigterm_with_downloads_running_leaves_no_file(start_daemon, start_testhttp):
+    """At SIGTERM a pending download is cancelled, running ones fail with `shutdown` when the grace
+    period ends, the daemon exits 0, and no temporary file is left in the download directory."""
+    srv = start_testhttp("--mode", "delay", "--delay", "30")
+    d = start_daemon("--transfers", "2", "--grace", "0.3")
+    c = d.c
+    ids = c.rq("submit", jobs=[{"kind": "download", "args": {
+        "url": f"{srv.url}/flags/{cc}/{cc}.gif", "path": f"{cc}.gif"}} for cc in CODES[:3]])["ids"]
+    wait_until(lambda: c.rq("status", ids=ids)["states"] == ["running", "running", "pending"], 10,
+               "two downloads never ran")
+    waiters = []
+    for fid in ids:
+        cl = d.client()
+        waiters.append((cl, cl.send(op="result", future=fid)))
+    wait_until(lambda: c.rq("stats")["stats"]["clients_deferred"] == 3, 10, "three deferred results")
+    d.proc.send_signal(signal.SIGTERM)
+    got = []
+    for cl, rid in waiters:
+        r = cl.recv(10.0)
+        assert r["id"] == rid, r
+        got.append((r["state"], r.get("failure", {}).get("code")))
+    assert got == [("failed", "shutdown"), ("failed", "shutdown"), ("cancelled", None)], got
+    assert d.proc.wait(10) == 0, d.output()
+    assert files(d) == []
