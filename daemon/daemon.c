@@ -327,10 +327,7 @@ static void start_thread_job(Daemon *d, Future *f) {
                 d->transfers_busy++;
         else
                 d->threads_busy++;
-        tj->next = d->thread_jobs;
-        if (d->thread_jobs)
-                d->thread_jobs->prev = tj;
-        d->thread_jobs = tj;
+        LIST_PREPEND(d->thread_jobs, tj, prev, next);
         if (!timer_armed(&d->progress))
                 (void) timer_start(&d->timers, &d->progress, timer_now() + PROGRESS_INTERVAL_NS);
         start_running(d, f, tj, tj->announced);
@@ -380,12 +377,7 @@ static ThreadJob *thread_job_returned(Daemon *d, Work *w) {
                 d->transfers_busy--;
         else
                 d->threads_busy--;
-        if (tj->prev)
-                tj->prev->next = tj->next;
-        else
-                d->thread_jobs = tj->next;
-        if (tj->next)
-                tj->next->prev = tj->prev;
+        LIST_REMOVE(d->thread_jobs, tj, prev, next);
         return tj;
 }
 

@@ -89,20 +89,10 @@ static void waiter_free(Daemon *d, Waiter *w) {
                 WaitRef *r = &w->refs[i];
                 if (!r->future)
                         continue; /* its future finished and let go of it already */
-                if (r->prev)
-                        r->prev->next = r->next;
-                else
-                        r->future->waiters = r->next;
-                if (r->next)
-                        r->next->prev = r->prev;
+                LIST_REMOVE(r->future->waiters, r, prev, next);
         }
         timer_stop(&d->timers, &w->timer);
-        if (w->prev)
-                w->prev->next = w->next;
-        else
-                d->waiters = w->next;
-        if (w->next)
-                w->next->prev = w->prev;
+        LIST_REMOVE(d->waiters, w, prev, next);
         d->n_deferred--;
         client_unref(d, w->client);
         free(w->ids);
@@ -174,17 +164,10 @@ int waiter_start(Daemon *d, const uint8_t *identity, size_t identity_len, bool e
                 WaitRef *r = &w->refs[w->n_refs++];
                 r->waiter = w;
                 r->future = f;
-                r->prev = NULL;
-                r->next = f->waiters;
-                if (f->waiters)
-                        f->waiters->prev = r;
-                f->waiters = r;
+                LIST_PREPEND(f->waiters, r, prev, next);
         }
         w->n_open = w->n_refs;
-        w->next = d->waiters;
-        if (d->waiters)
-                d->waiters->prev = w;
-        d->waiters = w;
+        LIST_PREPEND(d->waiters, w, prev, next);
         d->n_deferred++;
         if (timeout_ns > 0 && timer_start(&d->timers, &w->timer, timer_now() + (uint64_t) timeout_ns) < 0) {
                 waiter_free(d, w);

@@ -17,6 +17,28 @@
 
 #define container_of(ptr, type, member) ((type *) ((char *) (ptr) - offsetof(type, member)))
 
+/* Intrusive doubly linked lists: `head` points at the first item, and each item links to its
+ * neighbours through the two fields named by `prev` and `next`. */
+#define LIST_PREPEND(head, item, prev, next)                                                       \
+        do {                                                                                       \
+                (item)->prev = NULL;                                                               \
+                (item)->next = (head);                                                             \
+                if (head)                                                                          \
+                        (head)->prev = (item);                                                     \
+                (head) = (item);                                                                   \
+        } while (0)
+
+#define LIST_REMOVE(head, item, prev, next)                                                        \
+        do {                                                                                       \
+                if ((item)->prev)                                                                  \
+                        (item)->prev->next = (item)->next;                                         \
+                else                                                                               \
+                        (head) = (item)->next;                                                     \
+                if ((item)->next)                                                                  \
+                        (item)->next->prev = (item)->prev;                                         \
+                (item)->prev = (item)->next = NULL;                                                \
+        } while (0)
+
 /* Hands the pointer in `p` to the caller and leaves NULL behind, so a _cleanup_ does not free it. */
 #define TAKE_PTR(p)                                                                                \
         ({                                                                                         \

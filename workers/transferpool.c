@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "macro.h"
 #include "transferpool.h"
 
 struct TransferPool {
@@ -66,29 +67,11 @@ static int on_timer(CURLM *m, long timeout_ms, void *userdata) {
         return 0;
 }
 
-static void link_running(TransferPool *p, Transfer *t) {
-        t->prev_running = NULL;
-        t->next_running = p->running;
-        if (p->running)
-                p->running->prev_running = t;
-        p->running = t;
-}
-
-static void unlink_running(TransferPool *p, Transfer *t) {
-        if (t->prev_running)
-                t->prev_running->next_running = t->next_running;
-        else
-                p->running = t->next_running;
-        if (t->next_running)
-                t->next_running->prev_running = t->prev_running;
-        t->prev_running = t->next_running = NULL;
-}
-
 /* Takes a running transfer out of the multi handle, finishes it and hands it back. */
 static void end_transfer(TransferPool *p, Transfer *t, int result) {
         curl_multi_remove_handle(p->multi, t->handle);
         t->handle = NULL;
-        unlink_running(p, t);
+        LIST_REMOVE(p->running, t, prev_running, next_running);
         t->finish(t, result);
         threadpool_hand_back(p->completions, &t->work);
 }
@@ -102,9 +85,9 @@ static void start_transfer(TransferPool *p, Transfer *t) {
         }
         curl_easy_setopt(h, CURLOPT_PRIVATE, t);
         t->handle = h;
-        link_running(p, t);
+        LIST_PREPEND(p->running, t, prev_running, next_running);
         if (atomic_load(&p->stopping) || curl_multi_add_handle(p->multi, h) != CURLM_OK) {
-                unlink_running(p, t);
+                LIST_REMOVE(p->running, t, prev_running, next_running);
                 t->handle = NULL;
                 t->finish(t, -1);
                 threadpool_hand_back(p->completions, &t->work);
