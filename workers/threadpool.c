@@ -43,13 +43,14 @@ static uint64_t now_ns(void) {
         return (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
 }
 
-/* Pushes a finished item; wakes the loop when the stack was empty, as the loop then may sleep. */
-static void push_done(ThreadPool *p, Work *w) {
+/* Pushes the finished items first..last (linked through `next`, newest first); wakes the loop
+ * when the stack was empty, as the loop then may sleep. */
+static void push_done(ThreadPool *p, Work *first, Work *last) {
         Work *old = atomic_load_explicit(&p->done, memory_order_relaxed);
 
         do
-                w->next = old;
-        while (!atomic_compare_exchange_weak_explicit(&p->done, &old, w, memory_order_release,
+                last->next = old;
+        while (!atomic_compare_exchange_weak_explicit(&p->done, &old, first, memory_order_release,
                                                       memory_order_relaxed));
         if (!old) {
                 uint64_t one = 1;
@@ -95,7 +96,7 @@ static void *thread_main(void *userdata) {
 
                 w->next = NULL;
                 w->run(w);
-                push_done(p, w);
+                push_done(p, w, w);
 
                 pthread_mutex_lock(&p->lock);
         }
@@ -214,8 +215,8 @@ Work *threadpool_take_done(ThreadPool *p) {
         return oldest_first;
 }
 
-void threadpool_hand_back(ThreadPool *p, Work *w) {
-        push_done(p, w);
+void threadpool_hand_back(ThreadPool *p, Work *first, Work *last) {
+        push_done(p, first, last);
 }
 
 unsigned threadpool_size(ThreadPool *p) {

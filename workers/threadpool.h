@@ -44,9 +44,11 @@ int threadpool_fd(ThreadPool *p);
  * first, or NULL. Ownership of the items returns to the caller. */
 Work *threadpool_take_done(ThreadPool *p);
 
-/* Hands a finished item back through the completion stack, from any thread: for work run
- * elsewhere (the transfer pool) that the loop takes back with threadpool_take_done(). */
-void threadpool_hand_back(ThreadPool *p, Work *w);
+/* Hands finished items back through the completion stack, from any thread: for work run
+ * elsewhere (the transfer pool) that the loop takes back with threadpool_take_done(). The items
+ * go as a list from `first` to `last` linked through `next`, newest first (one item: first ==
+ * last), with one atomic operation and at most one wake-up. */
+void threadpool_hand_back(ThreadPool *p, Work *first, Work *last);
 
 /* Number of threads. */
 unsigned threadpool_size(ThreadPool *p);

@@ -32,6 +32,7 @@ struct TransferPool {
         int wake_fd;          /* eventfd: the inbox, cancels or stopping */
         uint64_t deadline_ns; /* when libcurl wants CURL_SOCKET_TIMEOUT, 0: never */
         Transfer *running;    /* linked through next_running / prev_running */
+        Work *finished, *finished_last; /* handed back at the end of the thread's turn */
         pthread_t thread;
         bool thread_started;
 };
@@ -67,20 +68,35 @@ static int on_timer(CURLM *m, long timeout_ms, void *userdata) {
         return 0;
 }
 
+/* Queues a finished item; hand_back() returns the whole turn's worth with one wake-up. */
+static void finished(TransferPool *p, Transfer *t) {
+        t->work.next = p->finished;
+        p->finished = &t->work;
+        if (!p->finished_last)
+                p->finished_last = &t->work;
+}
+
+static void hand_back(TransferPool *p) {
+        if (!p->finished)
+                return;
+        threadpool_hand_back(p->completions, p->finished, p->finished_last);
+        p->finished = p->finished_last = NULL;
+}
+
 /* Takes a running transfer out of the multi handle, finishes it and hands it back. */
 static void end_transfer(TransferPool *p, Transfer *t, int result) {
         curl_multi_remove_handle(p->multi, t->handle);
         t->handle = NULL;
         LIST_REMOVE(p->running, t, prev_running, next_running);
         t->finish(t, result);
-        threadpool_hand_back(p->completions, &t->work);
+        finished(p, t);
 }
 
 static void start_transfer(TransferPool *p, Transfer *t) {
         CURL *h = t->start(t);
 
         if (!h) {
-                threadpool_hand_back(p->completions, &t->work);
+                finished(p, t);
                 return;
         }
         curl_easy_setopt(h, CURLOPT_PRIVATE, t);
@@ -90,7 +106,7 @@ static void start_transfer(TransferPool *p, Transfer *t) {
                 LIST_REMOVE(p->running, t, prev_running, next_running);
                 t->handle = NULL;
                 t->finish(t, -1);
-                threadpool_hand_back(p->completions, &t->work);
+                finished(p, t);
         }
 }
 
@@ -180,8 +196,10 @@ static void *thread_main(void *userdata) {
                 if (atomic_load(&p->stopping)) {
                         take_inbox(p);
                         end_cancelled(p, true);
+                        hand_back(p);
                         break;
                 }
+                hand_back(p);
         }
         return NULL;
 }
