@@ -8,8 +8,8 @@
  * and waits on the sockets libcurl names (curl_multi_socket_action on an epoll set, O(1) per
  * event). When libcurl reports a transfer done, or the loop has set the item's cancel flag and
  * called transferpool_wake(), the thread calls item->finish and hands the item back through the
- * thread pool's completion stack: the loop takes finished work from one place, whichever pool
- * ran it.
+ * thread pool's completion stack (all that finished in one turn of its loop at once): the loop
+ * takes finished work from one place, whichever pool ran it.
  *
  * The loop thread is the only caller of every function here; start and finish run on the
  * transfer thread. */

@@ -106,8 +106,8 @@ static int run_job(const uint8_t *buf, size_t len) {
         if (msgpack_unpack_next(&args, (const char *) h.payload, h.payload_len, NULL) !=
             MSGPACK_UNPACK_SUCCESS)
                 r = job_failure(&failure, PROTO_F_INTERNAL, "worker could not decode the arguments");
-        else if (!kind)
-                r = job_failure(&failure, PROTO_F_INTERNAL, "worker does not know kind '%s'", h.kind);
+        else if (!kind || !kind->run) /* unknown, or a transfer kind: not a worker's to run */
+                r = job_failure(&failure, PROTO_F_INTERNAL, "worker does not run kind '%s'", h.kind);
         else
                 r = kind->run(&args.data, &ctx, &rpk, &failure);
 
