@@ -22,6 +22,7 @@
 #include "futurectl.h"
 #include "json.h"
 #include "macro.h"
+#include "now.h"
 #include "progress.h"
 #include "proto.h"
 
@@ -408,7 +409,7 @@ int cmd_flags(Ctl *ctl, int argc, char **argv) {
                 jobs[i].args = msgpack_sbuffer_release(&sb);
         }
         ctl_catch_interrupts();
-        start = ctl_now();
+        start = now_seconds();
         r = n ? futured_submit(ctl->c, jobs, n, ids) : 0;
         for (size_t i = 0; i < n; i++)
                 free((void *) jobs[i].args);
@@ -458,7 +459,8 @@ int cmd_flags(Ctl *ctl, int argc, char **argv) {
         if (show_bar)
                 progress_end(&bar);
         if (ctl->json)
-                print_json(flags, n, label, base, concurrency, count, ctl_now() - start, stopped);
+                print_json(flags, n, label, base, concurrency, count, now_seconds() - start,
+                           stopped);
         else {
                 if (stopped)
                         puts("*** Interrupted: outstanding downloads cancelled.");
@@ -470,7 +472,7 @@ int cmd_flags(Ctl *ctl, int argc, char **argv) {
                 if (count[OUTCOME_ERROR])
                         printf("%3zu error%s.\n", count[OUTCOME_ERROR],
                                count[OUTCOME_ERROR] == 1 ? "" : "s");
-                printf("Elapsed time: %.2fs\n", ctl_now() - start);
+                printf("Elapsed time: %.2fs\n", now_seconds() - start);
         }
         for (size_t i = 0; i < n; i++)
                 free(flags[i].message);

@@ -11,12 +11,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "config.h"
 #include "futurectl.h"
 #include "json.h"
 #include "macro.h"
+#include "now.h"
 #include "proto.h"
 
 static const char main_usage[] =
@@ -67,13 +67,6 @@ void ctl_catch_interrupts(void) {
 
 bool ctl_interrupted(void) {
         return interrupted;
-}
-
-double ctl_now(void) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
 }
 
 int ctl_connect(Ctl *ctl) {

@@ -40,9 +40,6 @@ void ctl_catch_interrupts(void);
 /* True once SIGINT or SIGTERM arrived after ctl_catch_interrupts(). */
 bool ctl_interrupted(void);
 
-/* Monotonic seconds. */
-double ctl_now(void);
-
 /* A -h/--help or --json/-c seen among the options common to every command. Handles them for
  * getopt loops: returns true if `c` was one of them. */
 bool ctl_common_option(Ctl *ctl, int c, const char *help);

@@ -15,6 +15,7 @@
 #include "futurectl.h"
 #include "json.h"
 #include "macro.h"
+#include "now.h"
 #include "proto.h"
 
 static const uint64_t classic_numbers[] = { PRIMES_NUMBERS };
@@ -145,7 +146,7 @@ int cmd_primes(Ctl *ctl, int argc, char **argv) {
         else
                 printf("Checking %zu numbers with %u processes:\n", n, futured_processes(ctl->c));
         fflush(stdout);
-        start = ctl_now();
+        start = now_seconds();
         r = futured_submit(ctl->c, jobs, n, ids);
         for (size_t i = 0; r >= 0 && i < n; i++)
                 checks[i].id = ids[i];
@@ -181,9 +182,9 @@ int cmd_primes(Ctl *ctl, int argc, char **argv) {
         else
                 r = all_ok ? EXIT_SUCCESS : EXIT_JOB_FAILED;
         if (ctl->json)
-                printf("],\"total\":%.6f}\n", ctl_now() - start);
+                printf("],\"total\":%.6f}\n", now_seconds() - start);
         else
-                printf("Total time: %.2fs\n", ctl_now() - start);
+                printf("Total time: %.2fs\n", now_seconds() - start);
         for (size_t i = 0; i < n; i++)
                 msgpack_sbuffer_destroy(&args[i]);
         free(args);

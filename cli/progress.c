@@ -2,6 +2,7 @@
 #include <string.h>
 
 #include "futurectl.h"
+#include "now.h"
 #include "progress.h"
 
 #define BAR_WIDTH 25
@@ -42,12 +43,12 @@ static void draw(Progress *p, double now) {
 }
 
 void progress_start(Progress *p, FILE *f, size_t total) {
-        *p = (Progress){ .f = f, .total = total, .start = ctl_now() };
+        *p = (Progress){ .f = f, .total = total, .start = now_seconds() };
         draw(p, p->start);
 }
 
 void progress_add(Progress *p, size_t n) {
-        double now = ctl_now();
+        double now = now_seconds();
 
         p->done += n;
         if (now - p->last_draw >= 0.1 || p->done == p->total)
@@ -55,6 +56,6 @@ void progress_add(Progress *p, size_t n) {
 }
 
 void progress_end(Progress *p) {
-        draw(p, ctl_now());
+        draw(p, now_seconds());
         fputc('\n', p->f);
 }

@@ -2,15 +2,12 @@
  * update `pos` as they move entries. */
 #include <errno.h>
 #include <stdlib.h>
-#include <time.h>
 
+#include "now.h"
 #include "timer.h"
 
 uint64_t timer_now(void) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
+        return now_ns();
 }
 
 static void place(TimerHeap *h, uint32_t i, Timer *t) {

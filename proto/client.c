@@ -9,12 +9,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 #include <zmq.h>
 
 #include "futured/client.h"
 #include "macro.h"
+#include "now.h"
 #include "proto.h"
 
 /* How long an ordinary request may go unanswered before the daemon counts as unreachable, and the
@@ -53,20 +53,13 @@ struct futured_as_completed {
 
 static const char *const completion_topics[] = { "done/", "failed/", "cancelled/" };
 
-static double now(void) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
-}
-
 /* Milliseconds until `deadline` for zmq_poll: -1 forever, else at least 0. */
 static long poll_ms(double deadline) {
         double left;
 
         if (isinf(deadline))
                 return -1;
-        left = deadline - now();
+        left = deadline - now_seconds();
         return left <= 0 ? 0 : (long) ceil(left * 1000);
 }
 
@@ -186,7 +179,7 @@ static int request_finish(futured *c, double deadline) {
 static double reply_deadline(double wait) {
         if (wait < 0)
                 return INFINITY;
-        return now() + wait + REPLY_TIMEOUT;
+        return now_seconds() + wait + REPLY_TIMEOUT;
 }
 
 /* For ipc:// endpoints, a missing socket file means nobody listens: say so at once. */
@@ -263,7 +256,7 @@ int futured_connect(futured **ret, const char *endpoint, double timeout) {
                 return -EHOSTUNREACH;
         }
         request_begin(c, "hello", 0);
-        r = request_finish(c, now() + (timeout > 0 ? timeout : 5.0));
+        r = request_finish(c, now_seconds() + (timeout > 0 ? timeout : 5.0));
         if (r == 0)
                 r = read_hello(c);
         if (r < 0) {
@@ -761,7 +754,7 @@ static int sub_open(futured *c) {
  * callers reconcile with status afterwards where that matters. */
 static int subscribe_live(futured *c, const char *const *prefixes, size_t n) {
         char token[48], topic[64];
-        double deadline = now() + REPLY_TIMEOUT;
+        double deadline = now_seconds() + REPLY_TIMEOUT;
         bool live = false;
         int r;
 
@@ -776,9 +769,9 @@ static int subscribe_live(futured *c, const char *const *prefixes, size_t n) {
         /* The first probe usually beats the subscription to the PUB: probe again soon, then
          * back off, so a live subscription costs milliseconds, not a fixed wait. */
         for (double backoff = 0.001; !live; backoff = MIN(backoff * 2, 0.05)) {
-                double until = now() + backoff;
+                double until = now_seconds() + backoff;
 
-                if (now() > deadline)
+                if (now_seconds() > deadline)
                         return set_error(c, -EHOSTUNREACH, "unreachable",
                                          "no probe came back from %s", c->events);
                 request_begin(c, "probe", 1);
@@ -855,7 +848,7 @@ static int event_recv(futured *c, double deadline, char *topic, size_t topic_siz
 
 int futured_event_next(futured *c, double timeout, char *topic, size_t topic_size, void **body,
                        size_t *body_len) {
-        return event_recv(c, timeout < 0 ? INFINITY : now() + timeout, topic, topic_size, body,
+        return event_recv(c, timeout < 0 ? INFINITY : now_seconds() + timeout, topic, topic_size, body,
                           body_len);
 }
 
@@ -901,7 +894,7 @@ static int ac_reconcile(futured_as_completed *it) {
                         if (proto_state_final((FutureState) states[j]))
                                 ac_finish(it, where[j]);
         }
-        it->next_reconcile = now() + RECONCILE_INTERVAL;
+        it->next_reconcile = now_seconds() + RECONCILE_INTERVAL;
         return 0;
 }
 
@@ -928,7 +921,7 @@ int futured_as_completed_new(futured *c, const futured_id *ids, size_t n, double
                 if (u == 0 || it->ids[u - 1] != it->ids[i])
                         it->ids[u++] = it->ids[i];
         it->n = u;
-        it->deadline = timeout < 0 ? INFINITY : now() + timeout;
+        it->deadline = timeout < 0 ? INFINITY : now_seconds() + timeout;
 
         /* Subscribe first, then ask: a future finishing in between is seen by one or the other. */
         r = subscribe_live(c, completion_topics, ELEMENTSOF(completion_topics));
@@ -964,7 +957,7 @@ static int ac_absorb_event(futured_as_completed *it, double deadline) {
         msgpack_unpacked_destroy(&ev);
         free(body);
         /* Events flowing: no need to ask the daemon yet. */
-        it->next_reconcile = now() + RECONCILE_INTERVAL;
+        it->next_reconcile = now_seconds() + RECONCILE_INTERVAL;
         return 0;
 }
 
@@ -978,9 +971,9 @@ int futured_as_completed_next(futured_as_completed *it, futured_id *id) {
                 }
                 if (it->ready_tail == it->n)
                         return 0;
-                if (now() >= it->deadline)
+                if (now_seconds() >= it->deadline)
                         return -ETIMEDOUT;
-                if (now() >= it->next_reconcile) {
+                if (now_seconds() >= it->next_reconcile) {
                         r = ac_reconcile(it);
                         if (r < 0)
                                 return r;

@@ -20,11 +20,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "download.h"
 #include "macro.h"
+#include "now.h"
 
 #define DEFAULT_TIMEOUT 3.1
 #define DEFAULT_MAX_BYTES (64ull << 20)
@@ -276,13 +276,6 @@ static int on_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow, cur
                 atomic_store(t->ctx->progress_total, (uint64_t) dltotal);
         }
         return atomic_load(t->ctx->cancel) ? 1 : 0;
-}
-
-static double now_seconds(void) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
 }
 
 static void pack_kv_str(msgpack_packer *pk, const char *key, const char *value) {

@@ -1,8 +1,8 @@
 /* prime: primality of 64-bit integers, by trial division (the classic benchmark) or by
  * deterministic Miller-Rabin with a Pollard-Brent search for the smallest factor. */
 #include <errno.h>
-#include <time.h>
 
+#include "now.h"
 #include "prime.h"
 
 uint64_t prime_isqrt(uint64_t n) {
@@ -134,13 +134,6 @@ uint64_t prime_smallest_factor(uint64_t n) {
         a = prime_smallest_factor(f);
         b = prime_smallest_factor(n / f);
         return a < b ? a : b;
-}
-
-static double now_seconds(void) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
 }
 
 static int prime_check(const msgpack_object *args, ProtoError *e) {

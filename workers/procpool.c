@@ -21,6 +21,7 @@
 
 #include "frame.h"
 #include "macro.h"
+#include "now.h"
 #include "procpool.h"
 
 extern char **environ;
@@ -56,13 +57,6 @@ struct ProcPool {
         uint8_t *buf;            /* FRAME_MAX + 1 bytes for receiving */
         Worker workers[];
 };
-
-static uint64_t now_ns(void) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
-}
 
 static int spawn(ProcPool *p, Worker *w) {
         posix_spawn_file_actions_t fa;

@@ -4,6 +4,7 @@
 #include <time.h>
 
 #include "kind.h"
+#include "now.h"
 
 #define SLEEP_MAX 86400.0
 #define SLICE_NS 10000000L
@@ -15,13 +16,6 @@ static int sleep_check(const msgpack_object *args, ProtoError *e) {
                 return proto_error(e, PROTO_E_BAD_ARGS, "seconds",
                                    "'seconds' must be between 0 and %.0f", SLEEP_MAX);
         return 0;
-}
-
-static double now_seconds(void) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
 }
 
 static int sleep_run(const msgpack_object *args, const JobContext *ctx, msgpack_packer *pk,

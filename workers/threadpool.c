@@ -10,9 +10,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "now.h"
 #include "threadpool.h"
 
 struct ThreadPool {
@@ -35,13 +35,6 @@ struct ThreadPool {
         unsigned n_threads;
         pthread_t threads[];
 };
-
-static uint64_t now_ns(void) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
-}
 
 /* Pushes the finished items first..last (linked through `next`, newest first); wakes the loop
  * when the stack was empty, as the loop then may sleep. */

@@ -10,10 +10,10 @@
 #include <stdlib.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "macro.h"
+#include "now.h"
 #include "transferpool.h"
 
 struct TransferPool {
@@ -36,13 +36,6 @@ struct TransferPool {
         pthread_t thread;
         bool thread_started;
 };
-
-static uint64_t now_ns(void) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
-}
 
 /* CURLMOPT_SOCKETFUNCTION: keeps the epoll set equal to what libcurl waits for. */
 static int on_socket(CURL *h, curl_socket_t s, int what, void *userdata, void *socketp) {

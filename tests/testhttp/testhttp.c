@@ -62,6 +62,7 @@
 #include <unistd.h>
 
 #include "macro.h"
+#include "now.h"
 
 #define MISBEHAVE "/misbehave/"
 #define TRICKLE_SIZE 1000000u
@@ -161,13 +162,6 @@ static int parse_u64(const char *s, uint64_t max, uint64_t *ret) {
                 return -EINVAL;
         *ret = v;
         return 0;
-}
-
-static double now_seconds(void) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
 }
 
 static uint64_t fnv1a64(const char *s) {
