@@ -17,15 +17,15 @@
 
 struct ThreadPool {
         /* Loop thread only. */
-        Work *staged_head, *staged_tail;
+        WorkList staged;
         unsigned n_staged;
 
         pthread_mutex_t lock; /* guards the queue, n_idle and stopping */
         pthread_cond_t has_work;
-        Work *queue_head, *queue_tail;
+        WorkList queue;
         unsigned n_idle; /* threads waiting on has_work */
         unsigned n_spinning; /* threads watching has_items before they wait */
-        atomic_bool has_items; /* queue_head != NULL, for the spinning threads */
+        atomic_bool has_items; /* queue.head != NULL, for the spinning threads */
         bool stopping;
 
         /* Finished items, newest first: pushed by the threads, taken whole by the loop. */
@@ -59,7 +59,7 @@ static void *thread_main(void *userdata) {
                 bool spun = false;
                 Work *w;
 
-                while (!p->queue_head && !p->stopping) {
+                while (!p->queue.head && !p->stopping) {
                         if (!spun && p->spin_ns > 0) {
                                 uint64_t end;
                                 p->n_spinning++;
@@ -77,12 +77,12 @@ static void *thread_main(void *userdata) {
                         pthread_cond_wait(&p->has_work, &p->lock);
                         p->n_idle--;
                 }
-                if (!p->queue_head)
+                if (!p->queue.head)
                         break;
-                w = p->queue_head;
-                p->queue_head = w->next;
-                if (!p->queue_head) {
-                        p->queue_tail = NULL;
+                w = p->queue.head;
+                p->queue.head = w->next;
+                if (!p->queue.head) {
+                        p->queue.tail = NULL;
                         atomic_store_explicit(&p->has_items, false, memory_order_relaxed);
                 }
                 pthread_mutex_unlock(&p->lock);
@@ -152,26 +152,17 @@ ThreadPool *threadpool_free(ThreadPool *p) {
 }
 
 void threadpool_submit(ThreadPool *p, Work *w) {
-        w->next = NULL;
-        if (p->staged_tail)
-                p->staged_tail->next = w;
-        else
-                p->staged_head = w;
-        p->staged_tail = w;
+        worklist_append(&p->staged, w);
         p->n_staged++;
 }
 
 void threadpool_flush(ThreadPool *p) {
         unsigned wake;
 
-        if (!p->staged_head)
+        if (!p->staged.head)
                 return;
         pthread_mutex_lock(&p->lock);
-        if (p->queue_tail)
-                p->queue_tail->next = p->staged_head;
-        else
-                p->queue_head = p->staged_head;
-        p->queue_tail = p->staged_tail;
+        worklist_splice(&p->queue, &p->staged);
         atomic_store_explicit(&p->has_items, true, memory_order_relaxed);
         /* Wake no more threads than there are new items beyond what the spinning threads take:
          * the rest stay asleep. */
@@ -183,7 +174,6 @@ void threadpool_flush(ThreadPool *p) {
                 while (wake-- > 0)
                         pthread_cond_signal(&p->has_work);
         pthread_mutex_unlock(&p->lock);
-        p->staged_head = p->staged_tail = NULL;
         p->n_staged = 0;
 }
 

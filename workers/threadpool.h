@@ -18,6 +18,32 @@ struct Work {
         Work *next;           /* owned by the pool while the item is inside it */
 };
 
+/* A FIFO of items linked through `next`: the staging lists and queues of the pools. */
+typedef struct WorkList {
+        Work *head, *tail;
+} WorkList;
+
+static inline void worklist_append(WorkList *l, Work *w) {
+        w->next = NULL;
+        if (l->tail)
+                l->tail->next = w;
+        else
+                l->head = w;
+        l->tail = w;
+}
+
+/* Moves every item of `from` to the end of `to`, leaving `from` empty. */
+static inline void worklist_splice(WorkList *to, WorkList *from) {
+        if (!from->head)
+                return;
+        if (to->tail)
+                to->tail->next = from->head;
+        else
+                to->head = from->head;
+        to->tail = from->tail;
+        *from = (WorkList){};
+}
+
 typedef struct ThreadPool ThreadPool;
 
 /* Starts `n_threads` threads. A thread that runs out of work first looks for more for `spin_us`

@@ -18,10 +18,10 @@
 
 struct TransferPool {
         /* Loop thread only. */
-        Transfer *staged_head, *staged_tail;
+        WorkList staged; /* of Transfer.work */
 
         pthread_mutex_t lock; /* guards the inbox */
-        Transfer *inbox_head, *inbox_tail;
+        WorkList inbox;
         atomic_bool check_cancels;
         atomic_bool stopping;
 
@@ -104,16 +104,15 @@ static void start_transfer(TransferPool *p, Transfer *t) {
 }
 
 static void take_inbox(TransferPool *p) {
-        Transfer *t, *next;
+        WorkList l = {};
 
         pthread_mutex_lock(&p->lock);
-        t = p->inbox_head;
-        p->inbox_head = p->inbox_tail = NULL;
+        worklist_splice(&l, &p->inbox);
         pthread_mutex_unlock(&p->lock);
-        for (; t; t = next) {
-                next = t->next;
-                t->next = NULL;
-                start_transfer(p, t);
+        /* start_transfer() may hand an item back at once, which reuses its `next`. */
+        for (Work *w = l.head, *next; w; w = next) {
+                next = w->next;
+                start_transfer(p, container_of(w, Transfer, work));
         }
 }
 
@@ -262,27 +261,17 @@ TransferPool *transferpool_free(TransferPool *p) {
 }
 
 void transferpool_submit(TransferPool *p, Transfer *t) {
-        t->next = NULL;
-        if (p->staged_tail)
-                p->staged_tail->next = t;
-        else
-                p->staged_head = t;
-        p->staged_tail = t;
+        worklist_append(&p->staged, &t->work);
 }
 
 void transferpool_flush(TransferPool *p) {
         uint64_t one = 1;
 
-        if (!p->staged_head)
+        if (!p->staged.head)
                 return;
         pthread_mutex_lock(&p->lock);
-        if (p->inbox_tail)
-                p->inbox_tail->next = p->staged_head;
-        else
-                p->inbox_head = p->staged_head;
-        p->inbox_tail = p->staged_tail;
+        worklist_splice(&p->inbox, &p->staged);
         pthread_mutex_unlock(&p->lock);
-        p->staged_head = p->staged_tail = NULL;
         (void) !write(p->wake_fd, &one, sizeof one);
 }
 

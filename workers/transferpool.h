@@ -21,7 +21,9 @@
 
 typedef struct Transfer Transfer;
 struct Transfer {
-        Work work; /* how the item comes back: threadpool_take_done() of the completion pool */
+        /* Links the item while the pool stages or queues it, and is how it comes back:
+         * threadpool_take_done() of the completion pool. */
+        Work work;
         /* On the transfer thread: returns the libcurl easy handle to run, or NULL when the item is
          * finished already (failed to start, or cancelled before it started). */
         void *(*start)(Transfer *t);
@@ -31,7 +33,6 @@ struct Transfer {
         void (*finish)(Transfer *t, int result);
         const atomic_int *cancel; /* set (nonzero) by the loop, then transferpool_wake() */
         /* The pool's own, while the item is inside it. */
-        Transfer *next;
         Transfer *prev_running, *next_running;
         void *handle; /* what start() returned, while running */
 };
