@@ -319,14 +319,13 @@ static void start_thread_job(Daemon *d, Future *f) {
         tj->args = TAKE_PTR(f->args);
         tj->args_len = f->args_len;
         f->args_len = 0;
-        if (f->kind->pool == POOL_TRANSFER)
+        if (f->kind->pool == POOL_TRANSFER) {
                 tj->announced = true; /* it starts as soon as the transfer thread looks */
-        else
-                tj->announced = d->threads_busy < d->cfg.threads; /* a thread is free for it */
-        if (f->kind->pool == POOL_TRANSFER)
                 d->transfers_busy++;
-        else
+        } else {
+                tj->announced = d->threads_busy < d->cfg.threads; /* a thread is free for it */
                 d->threads_busy++;
+        }
         LIST_PREPEND(d->thread_jobs, tj, prev, next);
         if (!timer_armed(&d->progress))
                 (void) timer_start(&d->timers, &d->progress, timer_now() + PROGRESS_INTERVAL_NS);

@@ -36,15 +36,14 @@ struct ThreadPool {
         pthread_t threads[];
 };
 
-/* Pushes the finished items first..last (linked through `next`, newest first); wakes the loop
- * when the stack was empty, as the loop then may sleep. */
-static void push_done(ThreadPool *p, Work *first, Work *last) {
+void threadpool_hand_back(ThreadPool *p, Work *first, Work *last) {
         Work *old = atomic_load_explicit(&p->done, memory_order_relaxed);
 
         do
                 last->next = old;
         while (!atomic_compare_exchange_weak_explicit(&p->done, &old, first, memory_order_release,
                                                       memory_order_relaxed));
+        /* A stack that was not empty has woken the loop already: only the first push writes. */
         if (!old) {
                 uint64_t one = 1;
                 (void) !write(p->event_fd, &one, sizeof one);
@@ -89,7 +88,7 @@ static void *thread_main(void *userdata) {
 
                 w->next = NULL;
                 w->run(w);
-                push_done(p, w, w);
+                threadpool_hand_back(p, w, w);
 
                 pthread_mutex_lock(&p->lock);
         }
@@ -196,10 +195,6 @@ Work *threadpool_take_done(ThreadPool *p) {
                 w = next;
         }
         return oldest_first;
-}
-
-void threadpool_hand_back(ThreadPool *p, Work *first, Work *last) {
-        push_done(p, first, last);
 }
 
 unsigned threadpool_size(ThreadPool *p) {

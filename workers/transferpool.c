@@ -93,14 +93,13 @@ static void start_transfer(TransferPool *p, Transfer *t) {
                 return;
         }
         curl_easy_setopt(h, CURLOPT_PRIVATE, t);
-        t->handle = h;
-        LIST_PREPEND(p->running, t, prev_running, next_running);
         if (atomic_load(&p->stopping) || curl_multi_add_handle(p->multi, h) != CURLM_OK) {
-                LIST_REMOVE(p->running, t, prev_running, next_running);
-                t->handle = NULL;
                 t->finish(t, -1);
                 finished(p, t);
+                return;
         }
+        t->handle = h;
+        LIST_PREPEND(p->running, t, prev_running, next_running);
 }
 
 static void take_inbox(TransferPool *p) {
