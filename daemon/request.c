@@ -555,6 +555,14 @@ static void op_release(Daemon *d, Request *req, ProtoError *e) {
         reply_send(d, req);
 }
 
+/* The future `id` when it exists and `list` shows it: every state, or only `state` (>= 0) as
+ * clients see it. */
+static Future *listed(Daemon *d, uint64_t id, int state) {
+        Future *f = table_get(&d->table, id);
+
+        return f && (state < 0 || daemon_visible_state(d, f) == (FutureState) state) ? f : NULL;
+}
+
 static void op_list(Daemon *d, Request *req, ProtoError *e) {
         const msgpack_object *o;
         uint64_t after = 0, limit = 100;
@@ -584,8 +592,7 @@ static void op_list(Daemon *d, Request *req, ProtoError *e) {
          * first. */
         uint64_t from = MAX(after + 1, d->table.base), last = 0;
         for (uint64_t id = from; id < d->table.next_id; id++) {
-                Future *f = table_get(&d->table, id);
-                if (!f || (state >= 0 && daemon_visible_state(d, f) != (FutureState) state))
+                if (!listed(d, id, state))
                         continue;
                 if (n == limit) {
                         more = true;
@@ -598,8 +605,8 @@ static void op_list(Daemon *d, Request *req, ProtoError *e) {
         proto_pack_str(&req->pk, "futures");
         msgpack_pack_array(&req->pk, n);
         for (uint64_t id = from; n > 0 && id <= last; id++) {
-                Future *f = table_get(&d->table, id);
-                if (!f || (state >= 0 && daemon_visible_state(d, f) != (FutureState) state))
+                Future *f = listed(d, id, state);
+                if (!f)
                         continue;
                 msgpack_pack_map(&req->pk, 5);
                 proto_pack_str(&req->pk, "id");
@@ -694,6 +701,22 @@ void request_pack_wait_reply(Daemon *d, uint64_t req_id, const uint64_t *ids, ui
                         msgpack_pack_uint64(&pk, ids[i]);
 }
 
+/* True if a future in state `s` shows its stored result or failure. */
+static bool shows_outcome(const Future *f, FutureState s) {
+        return f && f->outcome && (s == STATE_DONE || s == STATE_FAILED);
+}
+
+/* Packs the `state` field and, when shows_outcome(), `result` or `failure`: 1 or 2 fields. */
+static void pack_state_fields(Daemon *d, msgpack_packer *pk, const Future *f, FutureState s) {
+        proto_pack_str(pk, "state");
+        proto_pack_str(pk, proto_state_name(s));
+        if (shows_outcome(f, s)) {
+                /* The outcome is stored packed: splice its bytes in as the value. */
+                proto_pack_str(pk, s == STATE_DONE ? "result" : "failure");
+                msgpack_sbuffer_write(&d->out, (const char *) f->outcome, f->outcome_len);
+        }
+}
+
 void request_pack_result_reply(Daemon *d, uint64_t req_id, uint64_t id) {
         FutureState s = daemon_state_of(d, id);
         Future *f = table_get(&d->table, id);
@@ -707,32 +730,19 @@ void request_pack_result_reply(Daemon *d, uint64_t req_id, uint64_t id) {
                 pack_error(d, &pk, true, req_id, &e);
                 return;
         }
-        bool has_outcome = f && f->outcome && (s == STATE_DONE || s == STATE_FAILED);
-        pack_head(d, &pk, true, req_id, true, 1 + has_outcome);
-        proto_pack_str(&pk, "state");
-        proto_pack_str(&pk, proto_state_name(s));
-        if (has_outcome) {
-                /* The outcome is stored packed: splice its bytes in as the value. */
-                proto_pack_str(&pk, s == STATE_DONE ? "result" : "failure");
-                msgpack_sbuffer_write(&d->out, (const char *) f->outcome, f->outcome_len);
-        }
+        pack_head(d, &pk, true, req_id, true, 1 + shows_outcome(f, s));
+        pack_state_fields(d, &pk, f, s);
 }
 
 /* Packs {id, state, result|failure} for one future. */
 static void pack_outcome(Daemon *d, msgpack_packer *pk, uint64_t id) {
         FutureState s = daemon_state_of(d, id);
         Future *f = table_get(&d->table, id);
-        bool has_outcome = f && f->outcome && (s == STATE_DONE || s == STATE_FAILED);
 
-        msgpack_pack_map(pk, 2 + has_outcome);
+        msgpack_pack_map(pk, 2 + shows_outcome(f, s));
         proto_pack_str(pk, "id");
         msgpack_pack_uint64(pk, id);
-        proto_pack_str(pk, "state");
-        proto_pack_str(pk, proto_state_name(s));
-        if (has_outcome) {
-                proto_pack_str(pk, s == STATE_DONE ? "result" : "failure");
-                msgpack_sbuffer_write(&d->out, (const char *) f->outcome, f->outcome_len);
-        }
+        pack_state_fields(d, pk, f, s);
 }
 
 void request_pack_results_reply(Daemon *d, uint64_t req_id, const uint64_t *ids, uint32_t n) {
