@@ -1,4 +1,4 @@
-/* flags: `futurectl flags`, the classic flags2 downloader run through the daemon (its transfer pool).
+/* flags: `futurectl flags`, the classic flags2 downloader run through the daemon's transfer pool.
  *
  * Every flag is one `download` job with an inline body; the jobs of one run share a group whose
  * limit is the run's concurrency, so the daemon (not this client) enforces -m, and several runs
@@ -112,11 +112,23 @@ static void add_words(bool *set, const char *words) {
         }
 }
 
+/* Gives the unnamed file `fd` the name dir/name, replacing a file of that name. */
+static int link_unnamed(int fd, int dir_fd, const char *name) {
+        char proc[64];
+
+        snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+        if (linkat(AT_FDCWD, proc, dir_fd, name, AT_SYMLINK_FOLLOW) == 0)
+                return 0;
+        if (errno != EEXIST || unlinkat(dir_fd, name, 0) < 0)
+                return -errno;
+        return linkat(AT_FDCWD, proc, dir_fd, name, AT_SYMLINK_FOLLOW) < 0 ? -errno : 0;
+}
+
 /* Writes `len` bytes to dir/name: an unnamed file (O_TMPFILE) that gets its name only once it is
  * complete, so no partial file is ever seen; a temporary name and rename where the file system
  * has no O_TMPFILE. */
 static int save_file(int dir_fd, const char *name, const void *data, size_t len) {
-        char tmp[64], proc[64];
+        char tmp[64];
         int fd, r = 0;
         bool unnamed = true;
 
@@ -136,12 +148,8 @@ static int save_file(int dir_fd, const char *name, const void *data, size_t len)
                         off += (size_t) n;
         }
         if (unnamed) {
-                snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
-                if (r == 0 && linkat(AT_FDCWD, proc, dir_fd, name, AT_SYMLINK_FOLLOW) < 0) {
-                        r = -errno;
-                        if (r == -EEXIST && unlinkat(dir_fd, name, 0) == 0)
-                                r = linkat(AT_FDCWD, proc, dir_fd, name, AT_SYMLINK_FOLLOW) < 0 ? -errno : 0;
-                }
+                if (r == 0)
+                        r = link_unnamed(fd, dir_fd, name);
                 if (close(fd) < 0 && r == 0)
                         r = -errno;
                 return r;

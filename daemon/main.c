@@ -13,7 +13,6 @@
 #include <unistd.h>
 
 #include "config.h"
-
 #include "daemon.h"
 #include "macro.h"
 #include "proto.h"

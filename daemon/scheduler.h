@@ -1,11 +1,11 @@
 /* scheduler: decides which pending future runs next.
  *
- * Each pool (thread, process, transfer) has a ready heap ordered by priority (higher first), then by ID
- * (older first). A job may belong to a Group with a concurrency limit: when the best ready future's
- * group is at its limit, the future is parked in the group's own heap and comes back to the ready
- * heap when one of the group's jobs stops running. Every operation is O(log n). Groups are kept in
- * a tree by name and live while a future refers to them. The scheduler borrows the Futures it
- * holds. Loop thread only. */
+ * Each pool (thread, process, transfer) has a ready heap ordered by priority (higher first), then
+ * by ID (older first). A job may belong to a Group with a concurrency limit: when the best ready
+ * future's group is at its limit, the future is parked in the group's own heap and comes back to
+ * the ready heap when one of the group's jobs stops running. Every operation is O(log n). Groups
+ * are kept in a tree by name and live while a future refers to them. The scheduler borrows the
+ * Futures it holds. Loop thread only. */
 #pragma once
 
 #include <stdint.h>

@@ -848,8 +848,9 @@ static int event_recv(futured *c, double deadline, char *topic, size_t topic_siz
 
 int futured_event_next(futured *c, double timeout, char *topic, size_t topic_size, void **body,
                        size_t *body_len) {
-        return event_recv(c, timeout < 0 ? INFINITY : now_seconds() + timeout, topic, topic_size, body,
-                          body_len);
+        double deadline = timeout < 0 ? INFINITY : now_seconds() + timeout;
+
+        return event_recv(c, deadline, topic, topic_size, body, body_len);
 }
 
 /* Marks ids[index] finished and queues it for yielding, once. */

@@ -66,12 +66,12 @@ typedef struct JobKind {
                    JobFailure *failure);
         /* POOL_TRANSFER kinds, in place of run(). start() makes the job's transfer state, owned by
          * the caller until it hands it to finish(), and returns the libcurl easy handle inside it
-         * (as void *) for the caller's multi handle; the caller may set the handle's CURLOPT_PRIVATE.
-         * `args` is borrowed for the call; `ctx` must outlive the transfer. On failure start()
-         * fills `failure` and returns NULL, keeping nothing. finish() runs once libcurl is done
-         * with the handle (`result` is its CURLcode, or -1 when the job was cancelled) and the
-         * handle is out of any multi handle; it packs the result or fills `failure` exactly like
-         * run(), and frees the state with its handle. */
+         * (as void *) for the caller's multi handle; the caller may set the handle's
+         * CURLOPT_PRIVATE. `args` is borrowed for the call; `ctx` must outlive the transfer. On
+         * failure start() fills `failure` and returns NULL, keeping nothing. finish() runs once
+         * libcurl is done with the handle (`result` is its CURLcode, or -1 when the job was
+         * cancelled) and the handle is out of any multi handle; it packs the result or fills
+         * `failure` exactly like run(), and frees the state with its handle. */
         void *(*start)(const msgpack_object *args, const JobContext *ctx, void **ret_state,
                        JobFailure *failure);
         int (*finish)(void *state, int result, msgpack_packer *pk, JobFailure *failure);

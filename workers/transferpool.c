@@ -46,7 +46,8 @@ static int on_socket(CURL *h, curl_socket_t s, int what, void *userdata, void *s
                 (void) epoll_ctl(p->epoll_fd, EPOLL_CTL_DEL, s, NULL); /* may be closed already */
                 return 0;
         }
-        ev.events = ((what & CURL_POLL_IN) ? EPOLLIN : 0u) | ((what & CURL_POLL_OUT) ? EPOLLOUT : 0u);
+        ev.events = ((what & CURL_POLL_IN) ? EPOLLIN : 0u) |
+                    ((what & CURL_POLL_OUT) ? EPOLLOUT : 0u);
         if (epoll_ctl(p->epoll_fd, EPOLL_CTL_MOD, s, &ev) < 0 &&
             (errno != ENOENT || epoll_ctl(p->epoll_fd, EPOLL_CTL_ADD, s, &ev) < 0))
                 return -1;
@@ -150,8 +151,10 @@ static void *thread_main(void *userdata) {
 
                 if (p->deadline_ns) {
                         now = now_ns();
-                        timeout = p->deadline_ns <= now ? 0
-                                                        : (int) ((p->deadline_ns - now + 999999u) / 1000000u);
+                        if (p->deadline_ns > now) /* in whole ms, rounded up */
+                                timeout = (int) ((p->deadline_ns - now + 999999u) / 1000000u);
+                        else
+                                timeout = 0;
                 }
                 n = epoll_wait(p->epoll_fd, events, 64, timeout);
                 if (n < 0) {

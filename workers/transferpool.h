@@ -29,7 +29,8 @@ struct Transfer {
         void *(*start)(Transfer *t);
         /* On the transfer thread: libcurl is done with the handle start() returned (the pool has
          * taken it out of the multi handle; it is finish()'s to free); `result` is the CURLcode,
-         * or -1 when the transfer was cancelled. The pool sets the handle's CURLOPT_PRIVATE to t. */
+         * or -1 when the transfer was cancelled. The pool sets the handle's CURLOPT_PRIVATE to
+         * t. */
         void (*finish)(Transfer *t, int result);
         const atomic_int *cancel; /* set (nonzero) by the loop, then transferpool_wake() */
         /* The pool's own, while the item is inside it. */

@@ -107,7 +107,8 @@ static int run_job(const uint8_t *buf, size_t len) {
             MSGPACK_UNPACK_SUCCESS)
                 r = job_failure(&failure, PROTO_F_INTERNAL, "worker could not decode the arguments");
         else if (!kind || !kind->run) /* unknown, or a transfer kind: not a worker's to run */
-                r = job_failure(&failure, PROTO_F_INTERNAL, "worker does not run kind '%s'", h.kind);
+                r = job_failure(&failure, PROTO_F_INTERNAL, "worker does not run kind '%s'",
+                                h.kind);
         else
                 r = kind->run(&args.data, &ctx, &rpk, &failure);
 

@@ -109,7 +109,8 @@ static atomic_bool stopping;
 
 static void help(void) {
         printf("Usage: futured-testhttp --root DIR [OPTIONS]\n\n"
-               "The HTTP server of futured's download tests. Prints 'listening on URL' as its first\n"
+               "The HTTP server of futured's download tests. Prints 'listening on URL' as its "
+               "first\n"
                "line, then serves until SIGTERM or SIGINT.\n\n"
                "  --root DIR            serve the files under DIR (required)\n"
                "  --prefix PATH         at PATH/{file} (default /flags; \"\" or / for the top)\n"
@@ -135,10 +136,11 @@ static void help(void) {
                "  /misbehave/tofile           302 to file:///etc/passwd\n"
                "  /misbehave/reset            headers and 1000 of 100000 bytes, then a TCP reset\n"
                "  /misbehave/status?code=N    status N (200..599); 418 is \"I'm a Teapot\"\n"
-               "  /misbehave/slow-headers[?seconds=S]  nothing for S seconds (default 30), then 200\n");
+               "  /misbehave/slow-headers[?seconds=S]  nothing for S seconds (default 30), "
+               "then 200\n");
 }
 
-/* ---- numbers, time and draws ------------------------------------------------------------------ */
+/* ---- numbers, time and draws ----------------------------------------------------------------- */
 
 static int parse_double(const char *s, double min, double max, double *ret) {
         char *end;
@@ -207,7 +209,7 @@ static Decision decide(const char *path) {
         return d;
 }
 
-/* ---- pauses: suspended connections and the timer that resumes them ---------------------------- */
+/* ---- pauses: suspended connections and the timer that resumes them --------------------------- */
 
 /* A connection suspended until `due` (CLOCK_MONOTONIC seconds). `c` is borrowed: libmicrohttpd
  * never frees a suspended connection, and only the timer resumes it. */
@@ -394,7 +396,7 @@ static int pause_once(struct MHD_Connection *c, bool *paused, double seconds) {
         return 0;
 }
 
-/* ---- files ------------------------------------------------------------------------------------ */
+/* ---- files ----------------------------------------------------------------------------------- */
 
 static bool has_dotdot(const char *rel) {
         for (const char *c = rel, *end; c; c = end ? end + 1 : NULL) {
@@ -468,7 +470,7 @@ static const char *under_prefix(const char *path) {
         return path + n + 1;
 }
 
-/* ---- answering ---------------------------------------------------------------------------------- */
+/* ---- answering ------------------------------------------------------------------------------- */
 
 /* Writes all of `buf` to the non-blocking socket `fd` (borrowed), waiting up to 5 s for room. */
 static int send_all(int fd, const char *buf, size_t len) {
@@ -543,7 +545,8 @@ static enum MHD_Result reply_text(struct MHD_Connection *c, bool head, unsigned 
 }
 
 static enum MHD_Result reply_redirect(struct MHD_Connection *c, const char *location) {
-        struct MHD_Response *resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+        struct MHD_Response *resp =
+                MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
 
         if (resp)
                 MHD_add_response_header(resp, MHD_HTTP_HEADER_LOCATION, location);
@@ -701,7 +704,8 @@ static enum MHD_Result misbehave(struct MHD_Connection *c, bool head, const char
                 l->pace.c = c;
                 v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "bytes");
                 if (!v || parse_u64(v, LARGE_MAX, &l->bytes) < 0)
-                        return reply_text(c, head, MHD_HTTP_BAD_REQUEST, "bytes=N (0..2^40) required");
+                        return reply_text(c, head, MHD_HTTP_BAD_REQUEST,
+                                          "bytes=N (0..2^40) required");
                 v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "rate");
                 if (v && parse_u64(v, UINT64_MAX, &l->rate) < 0)
                         return reply_text(c, head, MHD_HTTP_BAD_REQUEST, "rate=B must be a number");
@@ -739,7 +743,8 @@ static enum MHD_Result misbehave(struct MHD_Connection *c, bool head, const char
 
                 v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "code");
                 if (!v || parse_u64(v, 599, &code) < 0 || code < 200)
-                        return reply_text(c, head, MHD_HTTP_BAD_REQUEST, "code=N (200..599) required");
+                        return reply_text(c, head, MHD_HTTP_BAD_REQUEST,
+                                          "code=N (200..599) required");
                 return reply_text(c, head, (unsigned) code, NULL);
         }
         if (strcmp(what, "slow-headers") == 0) {
@@ -748,7 +753,8 @@ static enum MHD_Result misbehave(struct MHD_Connection *c, bool head, const char
 
                 v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "seconds");
                 if (v && parse_double(v, 0, 86400, &seconds) < 0)
-                        return reply_text(c, head, MHD_HTTP_BAD_REQUEST, "seconds=S must be a number");
+                        return reply_text(c, head, MHD_HTTP_BAD_REQUEST,
+                                          "seconds=S must be a number");
                 r = pause_once(c, paused, seconds);
                 if (r <= 0)
                         return r < 0 ? MHD_NO : MHD_YES;
@@ -796,7 +802,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **req_cls,
         *req_cls = NULL;
 }
 
-/* ---- main ------------------------------------------------------------------------------------- */
+/* ---- main ------------------------------------------------------------------------------------ */
 
 /* --explain: what a GET of `path` would get, without the delay. */
 static int explain(const char *path) {
@@ -891,7 +897,8 @@ static int parse_argv(int argc, char *argv[]) {
                         else if (strcmp(optarg, "error") == 0)
                                 arg.mode = MODE_ERROR;
                         else {
-                                fprintf(stderr, "futured-testhttp: --mode is static, delay or error\n");
+                                fprintf(stderr,
+                                        "futured-testhttp: --mode is static, delay or error\n");
                                 return -EINVAL;
                         }
                         break;
@@ -904,14 +911,15 @@ static int parse_argv(int argc, char *argv[]) {
                         fixed = true;
                         break;
                 case ARG_DELAY_MIN:
-                case ARG_DELAY_MAX:
-                        if (parse_double(optarg, 0, 86400,
-                                         c == ARG_DELAY_MIN ? &arg.delay_min : &arg.delay_max) < 0) {
+                case ARG_DELAY_MAX: {
+                        double *delay = c == ARG_DELAY_MIN ? &arg.delay_min : &arg.delay_max;
+                        if (parse_double(optarg, 0, 86400, delay) < 0) {
                                 fprintf(stderr, "futured-testhttp: bad delay '%s'\n", optarg);
                                 return -EINVAL;
                         }
                         ranged = true;
                         break;
+                }
                 case ARG_ERROR_RATE:
                         if (parse_double(optarg, 0, 1, &arg.error_rate) < 0) {
                                 fprintf(stderr, "futured-testhttp: --error-rate is from 0 to 1\n");
@@ -1010,7 +1018,8 @@ int main(int argc, char *argv[]) {
                 r = inet_pton(AF_INET, arg.host, &sa->sin_addr);
         }
         if (r != 1) {
-                fprintf(stderr, "futured-testhttp: --host must be an IP address, not '%s'\n", arg.host);
+                fprintf(stderr, "futured-testhttp: --host must be an IP address, not '%s'\n",
+                        arg.host);
                 return EXIT_FAILURE;
         }
 
