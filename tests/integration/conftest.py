@@ -19,6 +19,18 @@ FUTURECTL = BUILD / "cli" / "futurectl"
 DATA = TOP / "tests" / "data"
 
 
+def wait_for(pred, timeout=5.0, what="condition", interval=0.01):
+    """Polls `pred` until it returns something true, and returns that; fails the test (naming
+    `what`) when `timeout` seconds pass first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(interval)
+
+
 def load_primes():
     """The 20 classic numbers: [(n, is_prime)] from tests/data/primes.tsv."""
     rows = []

@@ -5,11 +5,11 @@ that the daemon still serves other clients and that the rejected request queued 
 reply never changes any state.
 """
 import struct
-import time
 
 import msgpack
 import pytest
-import zmq
+
+from conftest import wait_for
 
 MIB = 1 << 20
 
@@ -505,16 +505,6 @@ def test_hello_announces_the_limits_tested_here(daemon):
 
 
 # --- deferred replies ----------------------------------------------------------------------------
-
-def wait_for(pred, timeout=5.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-
 
 def deferred(daemon):
     return daemon.c.rq("stats")["stats"]["clients_deferred"]

@@ -10,6 +10,7 @@ import time
 import msgpack
 import pytest
 
+from conftest import wait_for
 from httpserver import FLAGS, start_testhttp, testhttp  # noqa: F401 (fixtures)
 
 CODES = sorted(p.name for p in FLAGS.iterdir() if p.is_dir())
@@ -38,13 +39,6 @@ def download(daemon, wait=10.0, **args):
 def files(daemon):
     """Everything in the download directory, dot files (temporary files) included."""
     return sorted(p.name for p in daemon.download_dir.iterdir())
-
-
-def wait_until(cond, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.01)
 
 
 def pattern(n):
@@ -274,7 +268,7 @@ def test_cancel_stops_the_transfer_at_once(start_daemon, testhttp):
     # One pool thread: the next download can only run once the cancelled one let go of it.
     daemon = start_daemon("--threads", "1", "--processes", "1")
     fid = submit(daemon, url=f"{testhttp.url}/misbehave/trickle", path="t.bin", timeout=60)
-    wait_until(lambda: state_of(daemon, fid) == "running" and files(daemon), 3,
+    wait_for(lambda: state_of(daemon, fid) == "running" and files(daemon), 3,
                "the trickle did not start writing its temporary file")
     assert files(daemon)[0].startswith(".t.bin.") and files(daemon)[0].endswith(".part")
     t0 = time.monotonic()
@@ -284,7 +278,7 @@ def test_cancel_stops_the_transfer_at_once(start_daemon, testhttp):
     assert res["state"] == "done", res
     assert time.monotonic() - t0 < 0.5
     assert outcome(daemon, fid)["state"] == "cancelled"
-    wait_until(lambda: files(daemon) == ["br.gif"], 0.5, f"left behind: {files(daemon)}")
+    wait_for(lambda: files(daemon) == ["br.gif"], 0.5, f"left behind: {files(daemon)}")
 
 
 def next_event(sub, timeout):
@@ -315,7 +309,7 @@ def trickle_progress(daemon, testhttp, sub):
     assert ev["state"] == "running" and ev["kind"] == "download" and ev["group"] == "flags-1"
     assert ev["total"] == 1000000
     daemon.c.rq("cancel", ids=[fid])
-    wait_until(lambda: files(daemon) == [], 1, f"left behind: {files(daemon)}")
+    wait_for(lambda: files(daemon) == [], 1, f"left behind: {files(daemon)}")
 
 
 def test_progress_events_count_up_during_a_slow_large_download(daemon, testhttp):
@@ -350,11 +344,11 @@ def test_downloads_run_beside_a_busy_thread_pool(start_daemon, start_testhttp):
     d = start_daemon("--threads", "1", "--prefetch", "0", "--transfers", "8")
     c = d.c
     sleeper = c.rq("submit", jobs=[{"kind": "sleep", "args": {"seconds": 60}}])["ids"][0]
-    wait_until(lambda: state_of(d, sleeper) == "running", 10, "the sleep job never ran")
+    wait_for(lambda: state_of(d, sleeper) == "running", 10, "the sleep job never ran")
     ids = c.rq("submit", jobs=[{"kind": "download", "args": {"url": f"{srv.url}/flags/{cc}/{cc}.gif"}}
                                for cc in CODES[:8]])["ids"]
     # Running means the transfer thread has taken it (until then it reports pending).
-    wait_until(lambda: c.rq("status", ids=ids)["states"] == ["running"] * 8, 10,
+    wait_for(lambda: c.rq("status", ids=ids)["states"] == ["running"] * 8, 10,
                "the eight downloads were never running together")
     assert c.rq("stats")["stats"]["transfers_running"] == 8
     res = c.rq("results", ids=ids, timeout=20, reply_timeout=25)
@@ -369,18 +363,18 @@ def test_transfers_limit_keeps_the_rest_pending(start_daemon, start_testhttp):
     c = d.c
     ids = c.rq("submit", jobs=[{"kind": "download", "args": {"url": f"{srv.url}/flags/{cc}/{cc}.gif"}}
                                for cc in CODES[:5]])["ids"]
-    wait_until(lambda: c.rq("stats")["stats"]["transfers_running"] == 2, 10,
+    wait_for(lambda: c.rq("stats")["stats"]["transfers_running"] == 2, 10,
                "two downloads never started")
     time.sleep(0.2)  # give a third the chance it must not take
     assert c.rq("status", ids=ids)["states"] == ["running"] * 2 + ["pending"] * 3
     # Cancelling a running one lets the next pending one start.
     assert c.rq("cancel", ids=[ids[0]])["cancelled"] == [True]
-    wait_until(lambda: c.rq("status", ids=ids)["states"][2] == "running", 10,
+    wait_for(lambda: c.rq("status", ids=ids)["states"][2] == "running", 10,
                "the third download did not take the freed place")
     assert c.rq("status", ids=ids)["states"] == ["cancelled", "running", "running", "pending",
                                                  "pending"]
     c.rq("cancel", ids=ids)
-    wait_until(lambda: c.rq("stats")["stats"]["transfers_running"] == 0, 10,
+    wait_for(lambda: c.rq("stats")["stats"]["transfers_running"] == 0, 10,
                "cancelled transfers were not handed back")
 
 
@@ -392,13 +386,13 @@ def test_sigterm_with_downloads_running_leaves_no_file(start_daemon, start_testh
     c = d.c
     ids = c.rq("submit", jobs=[{"kind": "download", "args": {
         "url": f"{srv.url}/flags/{cc}/{cc}.gif", "path": f"{cc}.gif"}} for cc in CODES[:3]])["ids"]
-    wait_until(lambda: c.rq("status", ids=ids)["states"] == ["running", "running", "pending"], 10,
+    wait_for(lambda: c.rq("status", ids=ids)["states"] == ["running", "running", "pending"], 10,
                "two downloads never ran")
     waiters = []
     for fid in ids:
         cl = d.client()
         waiters.append((cl, cl.send(op="result", future=fid)))
-    wait_until(lambda: c.rq("stats")["stats"]["clients_deferred"] == 3, 10, "three deferred results")
+    wait_for(lambda: c.rq("stats")["stats"]["clients_deferred"] == 3, 10, "three deferred results")
     d.proc.send_signal(signal.SIGTERM)
     got = []
     for cl, rid in waiters:
@@ -433,7 +427,7 @@ def test_cancel_storm_hands_every_transfer_back(start_daemon, start_testhttp):
     for r in res:
         if r["state"] == "done":
             assert r["result"]["status"] in ("ok", "not_found"), r
-    wait_until(lambda: c.rq("stats")["stats"]["transfers_running"] == 0, 10,
+    wait_for(lambda: c.rq("stats")["stats"]["transfers_running"] == 0, 10,
                "some transfers never came back")
     r = c.rq("submit", jobs=[{"kind": "download", "args": {"url": f"{srv.url}/flags/br/br.gif"}}])
     assert outcome(d, r["ids"][0])["state"] == "done"

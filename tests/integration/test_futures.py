@@ -9,6 +9,8 @@ import time
 import msgpack
 import pytest
 
+from conftest import wait_for
+
 # Trial division of this prime (the largest below 2**64) takes seconds: about 2**31 divisions.
 BIG_PRIME = 18446744073709551557
 # Trial division of this prime takes about a second (2.5e8 divisions); 10**17+3 a third of that.
@@ -51,16 +53,6 @@ def states(client, *ids):
 
 def stats(client):
     return client.rq("stats")["stats"]
-
-
-def wait_for(pred, timeout=5.0, what="condition", interval=0.01):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(interval)
 
 
 def wait_state(client, fid, state, timeout=5.0):
