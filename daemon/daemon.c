@@ -266,7 +266,7 @@ bool daemon_cancel(Daemon *d, Future *f, FutureState state, const char *code) {
                 else
                         atomic_store(&((ThreadJob *) f->runner)->cancel, 1);
                 if (f->kind->pool == POOL_TRANSFER)
-                        transferpool_wake(d->xpool);
+                        d->transfers_cancelled = true; /* daemon_dispatch() wakes the thread */
         }
         if (state == STATE_CANCELLED)
                 daemon_finish(d, f, STATE_CANCELLED, NULL, 0);
@@ -354,6 +354,11 @@ static void start_process_job(Daemon *d, Future *f) {
 void daemon_dispatch(Daemon *d) {
         Future *f;
 
+        /* One wake-up for however many transfers this turn cancelled or timed out. */
+        if (d->transfers_cancelled) {
+                d->transfers_cancelled = false;
+                transferpool_wake(d->xpool);
+        }
         if (d->stopping)
                 return;
         while (d->threads_busy < d->cfg.threads + d->cfg.prefetch &&

@@ -65,6 +65,7 @@ typedef struct Daemon {
         unsigned threads_busy;
         TransferPool *xpool;
         unsigned transfers_busy;
+        bool transfers_cancelled; /* this turn set a transfer's cancel flag: wake the thread */
         ThreadJob *thread_jobs; /* items inside the thread or transfer pool, doubly linked */
         Timer progress;       /* armed while such items run: publishes progress events */
         ProcPool *ppool;
@@ -139,7 +140,8 @@ unsigned daemon_thread_jobs_queued(Daemon *d);
 /* Publishes a state-change event for `f`. */
 void daemon_publish(Daemon *d, const Future *f);
 
-/* Starts whatever pending work the pools have room for. */
+/* Tells the transfer thread about this turn's cancels, and starts whatever pending work the pools
+ * have room for. The loop calls it at the end of every turn. */
 void daemon_dispatch(Daemon *d);
 
 /* Handles one request frame from the client `identity` (both borrowed). Replies at once or

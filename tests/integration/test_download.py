@@ -431,3 +431,18 @@ def test_cancel_storm_hands_every_transfer_back(start_daemon, start_testhttp):
                "some transfers never came back")
     r = c.rq("submit", jobs=[{"kind": "download", "args": {"url": f"{srv.url}/flags/br/br.gif"}}])
     assert outcome(d, r["ids"][0])["state"] == "done"
+
+
+def test_job_timeout_aborts_the_transfer(start_daemon, start_testhttp):
+    """The job's own `timeout` (not the download's) fails it with `timeout`, and the transfer
+    thread lets go of the transfer: transfers_running returns to 0 long before the server's 30 s
+    answer."""
+    srv = start_testhttp("--mode", "delay", "--delay", "30")
+    d = start_daemon()
+    c = d.c
+    r = c.rq("submit", jobs=[{"kind": "download", "timeout": 0.2,
+                              "args": {"url": f"{srv.url}/flags/br/br.gif"}}])
+    res = outcome(d, r["ids"][0])
+    assert res["state"] == "failed" and res["failure"]["code"] == "timeout", res
+    wait_for(lambda: c.rq("stats")["stats"]["transfers_running"] == 0, 10,
+             "the timed-out transfer was not handed back")
