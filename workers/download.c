@@ -170,12 +170,10 @@ static int download_check(const msgpack_object *args, ProtoError *e) {
         if ((o = proto_map_get(args, "max_redirects")) && (proto_get_uint(o, &v) < 0 || v > 50))
                 return proto_error(e, PROTO_E_BAD_ARGS, "max_redirects",
                                    "'max_redirects' must be from 0 to 50");
-        if ((o = proto_map_get(args, "inline")) && proto_get_bool(o, &inl) == 0 && inl && path)
+        if ((o = proto_map_get(args, "inline")) && proto_get_bool(o, &inl) == 0 && inl == !!path)
                 return proto_error(e, PROTO_E_BAD_ARGS, "inline",
-                                   "a download goes inline or to a 'path', not both");
-        if ((o = proto_map_get(args, "inline")) && proto_get_bool(o, &inl) == 0 && !inl && !path)
-                return proto_error(e, PROTO_E_BAD_ARGS, "inline",
-                                   "'inline: false' needs a 'path' for the body");
+                                   inl ? "a download goes inline or to a 'path', not both"
+                                       : "'inline: false' needs a 'path' for the body");
         if (path)
                 return check_path(path, e);
         return 0;

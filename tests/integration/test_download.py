@@ -446,3 +446,16 @@ def test_job_timeout_aborts_the_transfer(start_daemon, start_testhttp):
     assert res["state"] == "failed" and res["failure"]["code"] == "timeout", res
     wait_for(lambda: c.rq("stats")["stats"]["transfers_running"] == 0, 10,
              "the timed-out transfer was not handed back")
+
+
+@pytest.mark.parametrize("target, message", [
+    ({"inline": True, "path": "br.gif"}, "a download goes inline or to a 'path', not both"),
+    ({"inline": False}, "'inline: false' needs a 'path' for the body"),
+], ids=["inline-and-path", "neither"])
+def test_inline_and_path_conflicts_are_bad_args(daemon, testhttp, target, message):
+    r = daemon.c.rq("submit", jobs=[{"kind": "download", "args": {
+        "url": f"{testhttp.url}/flags/br/br.gif", **target}}])
+    assert not r["ok"], r
+    assert (r["error"]["code"], r["error"]["field"]) == ("bad_args", "inline"), r
+    assert r["error"]["message"] == message, r
+    assert files(daemon) == []
