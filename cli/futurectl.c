@@ -50,7 +50,8 @@ static const char main_usage[] =
         "  futurectl submit prime 18446744073709551557 method=miller-rabin --wait\n"
         "\n"
         "Exit status: 0 success, 1 a job failed (or was cancelled, or a wait timed out),\n"
-        "2 usage error or request rejected, 69 daemon unreachable.\n";
+        "2 usage error or request rejected, 69 daemon unreachable, 70 internal error,\n"
+        "71 out of memory.\n";
 
 static volatile sig_atomic_t interrupted;
 
@@ -104,6 +105,10 @@ int ctl_error(Ctl *ctl, int r, const char *what) {
                 return EXIT_JOB_FAILED;
         }
         fprintf(stderr, "futurectl: %s: %s\n", what, strerror(-r));
+        if (r == -ENOMEM)
+                return EXIT_OSERR;
+        if (r == -EINVAL)
+                return EXIT_SOFTWARE;
         return EXIT_JOB_FAILED;
 }
 
@@ -184,21 +189,21 @@ int ctl_next_option(Ctl *ctl, int argc, char **argv, const char *shortopts,
         return c;
 }
 
-/* Parses argv[optind..argc) as future IDs into a new array. */
-static int parse_ids(int argc, char **argv, const char *usage, futured_id **ret, size_t *n) {
-        futured_id *ids;
+/* Parses argv[optind..argc) as future IDs into a new array. Returns 0, or an exit status after
+ * printing why. */
+static int parse_ids(Ctl *ctl, int argc, char **argv, const char *usage, const char *what,
+                     futured_id **ret, size_t *n) {
+        _cleanup_free_ futured_id *ids = NULL;
 
         if (optind >= argc)
-                return -ctl_usage_error(usage, "no future IDs given");
+                return ctl_usage_error(usage, "no future IDs given");
         ids = calloc((size_t) (argc - optind), sizeof *ids);
         if (!ids)
-                return -ENOMEM;
+                return ctl_error(ctl, -ENOMEM, what);
         for (int i = optind; i < argc; i++)
-                if (ctl_parse_id(argv[i], &ids[i - optind]) < 0) {
-                        free(ids);
-                        return -ctl_usage_error(usage, "'%s' is not a future ID", argv[i]);
-                }
-        *ret = ids;
+                if (ctl_parse_id(argv[i], &ids[i - optind]) < 0)
+                        return ctl_usage_error(usage, "'%s' is not a future ID", argv[i]);
+        *ret = TAKE_PTR(ids);
         *n = (size_t) (argc - optind);
         return 0;
 }
@@ -208,10 +213,10 @@ static int parse_ids(int argc, char **argv, const char *usage, futured_id **ret,
  * connects. Returns 0, or an exit status after printing why. */
 static int ids_begin(Ctl *ctl, int argc, char **argv, const char *help, const char *what,
                      size_t answer_size, futured_id **ids, size_t *n, void **answers) {
-        int r = parse_ids(argc, argv, help, ids, n);
+        int r = parse_ids(ctl, argc, argv, help, what, ids, n);
 
-        if (r < 0)
-                return -r;
+        if (r)
+                return r;
         *answers = calloc(*n, answer_size);
         if (!*answers)
                 return ctl_error(ctl, -ENOMEM, what);

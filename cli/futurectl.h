@@ -1,14 +1,19 @@
 /* futurectl: what the command files share. Each command is one function taking its own argv
- * (argv[0] is the command name) and returning the process exit status. */
+ * (argv[0] is the command name) and returning the process exit status, one of the EXIT_* codes
+ * below and never a negative errno: helpers that return -errno are turned into an exit status by
+ * ctl_error(), the one place that maps errors to statuses. */
 #pragma once
 
 #include <stdbool.h>
 
 #include "futured/client.h"
 
-#define EXIT_JOB_FAILED 1
-#define EXIT_USAGE 2
-#define EXIT_UNREACHABLE 69 /* EX_UNAVAILABLE */
+/* The exit statuses, as `futurectl --help` and the README list them. 69 and up are sysexits.h's. */
+#define EXIT_JOB_FAILED 1   /* a job failed or was cancelled, or a wait timed out */
+#define EXIT_USAGE 2        /* a usage error, or a request the daemon rejected as malformed */
+#define EXIT_UNREACHABLE 69 /* EX_UNAVAILABLE: the daemon does not answer */
+#define EXIT_SOFTWARE 70    /* EX_SOFTWARE: an internal error (futurectl misused libfutured) */
+#define EXIT_OSERR 71       /* EX_OSERR: out of memory */
 
 typedef struct Ctl {
         const char *endpoint; /* borrowed from argv or the environment; NULL: the default */
@@ -19,9 +24,10 @@ typedef struct Ctl {
 /* Connects ctl->c if not yet connected. Returns 0, or an exit status after printing why. */
 int ctl_connect(Ctl *ctl);
 
-/* Prints a one-line message for the libfutured error `r` of `what` and returns the exit status
- * that goes with it (2 for a request the daemon rejected as malformed, 69 for an unreachable
- * daemon, 1 otherwise). */
+/* Prints a one-line message for the negative errno `r` (from libfutured or a helper) of `what`
+ * and returns the exit status that goes with it: 2 for a request the daemon rejected as
+ * malformed, 69 for an unreachable daemon, 71 for -ENOMEM, 70 for an -EINVAL that libfutured
+ * gave no reason for (a bug here), 1 otherwise. */
 int ctl_error(Ctl *ctl, int r, const char *what);
 
 /* Prints "futurectl CMD: message" and the command's usage line; returns EXIT_USAGE. */
