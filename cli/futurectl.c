@@ -2,6 +2,7 @@
  * commands that map one-to-one onto protocol operations; `primes` and `flags` have files of
  * their own. */
 #define _GNU_SOURCE
+#include <assert.h>
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
@@ -189,46 +190,14 @@ int ctl_next_option(Ctl *ctl, int argc, char **argv, const char *shortopts,
         return c;
 }
 
-/* Parses argv[optind..argc) as future IDs into a new array. Returns 0, or an exit status after
- * printing why. */
-static int parse_ids(Ctl *ctl, int argc, char **argv, const char *usage, const char *what,
-                     futured_id **ret, size_t *n) {
-        _cleanup_free_ futured_id *ids = NULL;
-
-        if (optind >= argc)
-                return ctl_usage_error(usage, "no future IDs given");
-        ids = calloc((size_t) (argc - optind), sizeof *ids);
-        if (!ids)
-                return ctl_error(ctl, -ENOMEM, what);
-        for (int i = optind; i < argc; i++)
-                if (ctl_parse_id(argv[i], &ids[i - optind]) < 0)
-                        return ctl_usage_error(usage, "'%s' is not a future ID", argv[i]);
-        *ret = TAKE_PTR(ids);
-        *n = (size_t) (argc - optind);
-        return 0;
-}
-
-/* For commands on a list of IDs, once their options are parsed: takes argv[optind..argc) as IDs
- * into *ids (new array), allocates `answer_size` zeroed bytes per ID into *answers (new), and
- * connects. Returns 0, or an exit status after printing why. */
-static int ids_begin(Ctl *ctl, int argc, char **argv, const char *help, const char *what,
-                     size_t answer_size, futured_id **ids, size_t *n, void **answers) {
-        int r = parse_ids(ctl, argc, argv, help, what, ids, n);
-
-        if (r)
-                return r;
-        *answers = calloc(*n, answer_size);
-        if (!*answers)
-                return ctl_error(ctl, -ENOMEM, what);
-        return ctl_connect(ctl);
-}
+/* The options of a command that has only the common ones. */
+static const struct option common_options[] = { CTL_COMMON_OPTIONS, {} };
 
 /* Runs getopt_long with only the common options; returns 0 or an exit status. */
 static int parse_common_only(Ctl *ctl, int argc, char **argv, const char *help) {
-        static const struct option options[] = { CTL_COMMON_OPTIONS, {} };
         int c;
 
-        c = ctl_next_option(ctl, argc, argv, "hc:", options, help);
+        c = ctl_next_option(ctl, argc, argv, "hc:", common_options, help);
         return c >= 0 ? ctl_bad_option(help, argv) : 0;
 }
 
@@ -354,114 +323,6 @@ static int cmd_submit(Ctl *ctl, int argc, char **argv) {
         return r;
 }
 
-static int cmd_status(Ctl *ctl, int argc, char **argv) {
-        static const char help[] = "Usage: futurectl status ID...\n\n"
-                                   "Prints the state of each future, without waiting.\n";
-        _cleanup_free_ futured_id *ids = NULL;
-        _cleanup_free_ futured_state *states = NULL;
-        size_t n;
-        int r;
-
-        r = parse_common_only(ctl, argc, argv, help);
-        if (r)
-                return r;
-        r = ids_begin(ctl, argc, argv, help, "status", sizeof *states, &ids, &n, (void **) &states);
-        if (r)
-                return r;
-        r = futured_status(ctl->c, ids, n, states);
-        if (r < 0)
-                return ctl_error(ctl, r, "status");
-        if (ctl->json)
-                putchar('{');
-        for (size_t i = 0; i < n; i++)
-                if (ctl->json)
-                        printf("%s\"%llu\":\"%s\"", i ? "," : "", (unsigned long long) ids[i],
-                               futured_state_name(states[i]));
-                else
-                        printf("%llu %s\n", (unsigned long long) ids[i],
-                               futured_state_name(states[i]));
-        if (ctl->json)
-                puts("}");
-        return EXIT_SUCCESS;
-}
-
-static void print_id_list(const futured_id *ids, const bool *done, size_t n, bool want) {
-        bool first = true;
-
-        putchar('[');
-        for (size_t i = 0; i < n; i++)
-                if (done[i] == want) {
-                        printf("%s%llu", first ? "" : ",", (unsigned long long) ids[i]);
-                        first = false;
-                }
-        putchar(']');
-}
-
-static int cmd_wait(Ctl *ctl, int argc, char **argv) {
-        static const char help[] =
-                "Usage: futurectl wait ID... [--all | --any | --first-error] [--timeout S]\n"
-                "\n"
-                "Waits until all the futures are done (--all, the default), any one is (--any),\n"
-                "or one fails (--first-error), as concurrent.futures.wait. Prints the done and\n"
-                "not-done IDs. Exits 1 if the timeout passed first.\n";
-        static const struct option options[] = {
-                CTL_COMMON_OPTIONS,
-                { "all", no_argument, NULL, 'a' },
-                { "any", no_argument, NULL, 'y' },
-                { "first-error", no_argument, NULL, 'e' },
-                { "timeout", required_argument, NULL, 't' },
-                {},
-        };
-        futured_wait_mode mode = FUTURED_ALL_COMPLETED;
-        _cleanup_free_ futured_id *ids = NULL;
-        _cleanup_free_ bool *done = NULL;
-        double timeout = -1;
-        size_t n;
-        int c, r;
-
-        while ((c = ctl_next_option(ctl, argc, argv, "hc:", options, help)) >= 0) {
-                switch (c) {
-                case 'a':
-                        mode = FUTURED_ALL_COMPLETED;
-                        break;
-                case 'y':
-                        mode = FUTURED_FIRST_COMPLETED;
-                        break;
-                case 'e':
-                        mode = FUTURED_FIRST_EXCEPTION;
-                        break;
-                case 't':
-                        if (ctl_parse_seconds(optarg, &timeout) < 0)
-                                return ctl_usage_error(help, "--timeout takes seconds");
-                        break;
-                default:
-                        return ctl_bad_option(help, argv);
-                }
-        }
-        r = ids_begin(ctl, argc, argv, help, "wait", sizeof *done, &ids, &n, (void **) &done);
-        if (r)
-                return r;
-        r = futured_wait(ctl->c, ids, n, mode, timeout, done);
-        if (r < 0)
-                return ctl_error(ctl, r, "wait");
-        if (ctl->json) {
-                fputs("{\"done\":", stdout);
-                print_id_list(ids, done, n, true);
-                fputs(",\"not_done\":", stdout);
-                print_id_list(ids, done, n, false);
-                puts("}");
-        } else {
-                fputs("done: ", stdout);
-                print_id_list(ids, done, n, true);
-                fputs("\nnot done: ", stdout);
-                print_id_list(ids, done, n, false);
-                putchar('\n');
-        }
-        if (mode == FUTURED_ALL_COMPLETED && (size_t) r < n)
-                return EXIT_JOB_FAILED;
-        return r > 0 ? EXIT_SUCCESS : EXIT_JOB_FAILED;
-}
-
 static int cmd_result(Ctl *ctl, int argc, char **argv) {
         static const char help[] =
                 "Usage: futurectl result ID [--timeout S]\n"
@@ -504,50 +365,260 @@ static int cmd_result(Ctl *ctl, int argc, char **argv) {
         return r;
 }
 
-/* cancel and release: IDs in, one verdict per ID out. */
-static int ids_command(Ctl *ctl, int argc, char **argv, const char *help, const char *verb,
-                       int (*call)(futured *, const futured_id *, size_t, bool *)) {
-        _cleanup_free_ futured_id *ids = NULL;
-        _cleanup_free_ bool *ok = NULL;
-        size_t n;
-        int r;
+/* The commands on a list of future IDs (status, wait, cancel, release) are one skeleton driven by
+ * a table: a row says which options its command takes beyond the common ones, which libfutured
+ * call it makes and how it prints the answers; run_ids_command() parses, connects, calls and
+ * prints the same way for all of them. */
 
-        r = parse_common_only(ctl, argc, argv, help);
-        if (r)
-                return r;
-        r = ids_begin(ctl, argc, argv, help, verb, sizeof *ok, &ids, &n, (void **) &ok);
-        if (r)
-                return r;
-        r = call(ctl->c, ids, n, ok);
-        if (r < 0)
-                return ctl_error(ctl, r, verb);
+typedef struct IdsCommand IdsCommand;
+
+/* One run of an ID command: its options, its IDs and the answers of its call. */
+typedef struct IdsRequest {
+        const IdsCommand *cmd;
+        futured_wait_mode mode; /* wait: --all, --any or --first-error */
+        double timeout;         /* wait: --timeout, or < 0 for none */
+        futured_id *ids;        /* owned */
+        size_t n;
+        void *answers; /* owned: n answers of cmd->answer_size bytes each, filled by cmd->call */
+        int count;     /* what cmd->call returned */
+} IdsRequest;
+
+struct IdsCommand {
+        const char *name;
+        const char *help;
+        /* CTL_COMMON_OPTIONS and the command's own; option() handles one of its own and returns
+         * 0, or an exit status after printing why (NULL: it has none). */
+        const struct option *options;
+        int (*option)(IdsRequest *q, int c);
+        size_t answer_size;
+        /* The libfutured call: returns >= 0 (kept in q->count) or a negative errno. */
+        int (*call)(futured *c, IdsRequest *q);
+        /* Prints the answers; returns the exit status. */
+        int (*print)(const Ctl *ctl, const IdsRequest *q);
+        const char *verb; /* cancel, release: what a future the call changed became */
+};
+
+static void ids_request_clear(IdsRequest *q) {
+        free(q->ids);
+        free(q->answers);
+}
+
+/* Parses argv[optind..argc) as future IDs into q->ids. Returns 0, or an exit status after
+ * printing why. */
+static int parse_ids(Ctl *ctl, int argc, char **argv, IdsRequest *q) {
+        if (optind >= argc)
+                return ctl_usage_error(q->cmd->help, "no future IDs given");
+        q->n = (size_t) (argc - optind);
+        q->ids = calloc(q->n, sizeof *q->ids);
+        if (!q->ids)
+                return ctl_error(ctl, -ENOMEM, q->cmd->name);
+        for (int i = optind; i < argc; i++)
+                if (ctl_parse_id(argv[i], &q->ids[i - optind]) < 0)
+                        return ctl_usage_error(q->cmd->help, "'%s' is not a future ID", argv[i]);
+        return 0;
+}
+
+static int wait_option(IdsRequest *q, int c) {
+        switch (c) {
+        case 'a':
+                q->mode = FUTURED_ALL_COMPLETED;
+                return 0;
+        case 'y':
+                q->mode = FUTURED_FIRST_COMPLETED;
+                return 0;
+        case 'e':
+                q->mode = FUTURED_FIRST_EXCEPTION;
+                return 0;
+        }
+        assert(c == 't');
+        if (ctl_parse_seconds(optarg, &q->timeout) < 0)
+                return ctl_usage_error(q->cmd->help, "--timeout takes seconds");
+        return 0;
+}
+
+static int call_status(futured *c, IdsRequest *q) {
+        return futured_status(c, q->ids, q->n, q->answers);
+}
+
+static int call_wait(futured *c, IdsRequest *q) {
+        return futured_wait(c, q->ids, q->n, q->mode, q->timeout, q->answers);
+}
+
+static int call_cancel(futured *c, IdsRequest *q) {
+        return futured_cancel(c, q->ids, q->n, q->answers);
+}
+
+static int call_release(futured *c, IdsRequest *q) {
+        return futured_release(c, q->ids, q->n, q->answers);
+}
+
+/* Prints one line "ID WORD" per future, or with --json one object {"ID":VALUE,...}; value()
+ * prints the WORD or the VALUE of the i-th. */
+static void print_id_map(const Ctl *ctl, const IdsRequest *q,
+                         void (*value)(const IdsRequest *q, size_t i, bool json)) {
         if (ctl->json)
                 putchar('{');
-        for (size_t i = 0; i < n; i++)
+        for (size_t i = 0; i < q->n; i++) {
                 if (ctl->json)
-                        printf("%s\"%llu\":%s", i ? "," : "", (unsigned long long) ids[i],
-                               ok[i] ? "true" : "false");
+                        printf("%s\"%llu\":", i ? "," : "", (unsigned long long) q->ids[i]);
                 else
-                        printf("%llu %s\n", (unsigned long long) ids[i], ok[i] ? verb : "unchanged");
+                        printf("%llu ", (unsigned long long) q->ids[i]);
+                value(q, i, ctl->json);
+                if (!ctl->json)
+                        putchar('\n');
+        }
         if (ctl->json)
                 puts("}");
+}
+
+static void print_state(const IdsRequest *q, size_t i, bool json) {
+        const char *name = futured_state_name(((const futured_state *) q->answers)[i]);
+
+        printf(json ? "\"%s\"" : "%s", name);
+}
+
+/* status: the state of each future. */
+static int print_states(const Ctl *ctl, const IdsRequest *q) {
+        print_id_map(ctl, q, print_state);
         return EXIT_SUCCESS;
 }
 
-static int cmd_cancel(Ctl *ctl, int argc, char **argv) {
-        static const char help[] =
-                "Usage: futurectl cancel ID...\n\n"
-                "Cancels futures: pending ones never run; running ones are stopped (the worker\n"
-                "process is killed, the transfer aborted). Finished ones are unchanged.\n";
-        return ids_command(ctl, argc, argv, help, "cancelled", futured_cancel);
+static void print_verdict(const IdsRequest *q, size_t i, bool json) {
+        bool changed = ((const bool *) q->answers)[i];
+
+        if (json)
+                fputs(changed ? "true" : "false", stdout);
+        else
+                fputs(changed ? q->cmd->verb : "unchanged", stdout);
 }
 
-static int cmd_release(Ctl *ctl, int argc, char **argv) {
-        static const char help[] = "Usage: futurectl release ID...\n\n"
+/* cancel and release: whether the call changed each future. */
+static int print_verdicts(const Ctl *ctl, const IdsRequest *q) {
+        print_id_map(ctl, q, print_verdict);
+        return EXIT_SUCCESS;
+}
+
+/* Prints the IDs whose done flag is `want`, as a JSON array. */
+static void print_id_list(const IdsRequest *q, bool want) {
+        const bool *done = q->answers;
+        bool first = true;
+
+        putchar('[');
+        for (size_t i = 0; i < q->n; i++)
+                if (done[i] == want) {
+                        printf("%s%llu", first ? "" : ",", (unsigned long long) q->ids[i]);
+                        first = false;
+                }
+        putchar(']');
+}
+
+/* wait: the done and the not-done IDs. Exit 1 when the wait ended before its mode held: a
+ * timeout, or --any/--first-error with nothing done. */
+static int print_done(const Ctl *ctl, const IdsRequest *q) {
+        fputs(ctl->json ? "{\"done\":" : "done: ", stdout);
+        print_id_list(q, true);
+        fputs(ctl->json ? ",\"not_done\":" : "\nnot done: ", stdout);
+        print_id_list(q, false);
+        puts(ctl->json ? "}" : "");
+        if (q->mode == FUTURED_ALL_COMPLETED && (size_t) q->count < q->n)
+                return EXIT_JOB_FAILED;
+        return q->count > 0 ? EXIT_SUCCESS : EXIT_JOB_FAILED;
+}
+
+static const struct option wait_options[] = {
+        CTL_COMMON_OPTIONS,
+        { "all", no_argument, NULL, 'a' },
+        { "any", no_argument, NULL, 'y' },
+        { "first-error", no_argument, NULL, 'e' },
+        { "timeout", required_argument, NULL, 't' },
+        {},
+};
+
+static const char status_help[] = "Usage: futurectl status ID...\n\n"
+                                  "Prints the state of each future, without waiting.\n";
+
+static const char wait_help[] =
+        "Usage: futurectl wait ID... [--all | --any | --first-error] [--timeout S]\n"
+        "\n"
+        "Waits until all the futures are done (--all, the default), any one is (--any),\n"
+        "or one fails (--first-error), as concurrent.futures.wait. Prints the done and\n"
+        "not-done IDs. Exits 1 if the timeout passed first.\n";
+
+static const char cancel_help[] =
+        "Usage: futurectl cancel ID...\n\n"
+        "Cancels futures: pending ones never run; running ones are stopped (the worker\n"
+        "process is killed, the transfer aborted). Finished ones are unchanged.\n";
+
+static const char release_help[] = "Usage: futurectl release ID...\n\n"
                                    "Drops the retained results of finished futures.\n";
-        return ids_command(ctl, argc, argv, help, "released", futured_release);
-}
 
+static const IdsCommand ids_commands[] = {
+        {
+                .name = "status",
+                .help = status_help,
+                .options = common_options,
+                .answer_size = sizeof(futured_state),
+                .call = call_status,
+                .print = print_states,
+        },
+        {
+                .name = "wait",
+                .help = wait_help,
+                .options = wait_options,
+                .option = wait_option,
+                .answer_size = sizeof(bool),
+                .call = call_wait,
+                .print = print_done,
+        },
+        {
+                .name = "cancel",
+                .help = cancel_help,
+                .options = common_options,
+                .answer_size = sizeof(bool),
+                .call = call_cancel,
+                .print = print_verdicts,
+                .verb = "cancelled",
+        },
+        {
+                .name = "release",
+                .help = release_help,
+                .options = common_options,
+                .answer_size = sizeof(bool),
+                .call = call_release,
+                .print = print_verdicts,
+                .verb = "released",
+        },
+};
+
+/* The skeleton of every ID command: options, IDs, connect, call, print. */
+static int run_ids_command(Ctl *ctl, const IdsCommand *cmd, int argc, char **argv) {
+        _cleanup_(ids_request_clear) IdsRequest q = {
+                .cmd = cmd,
+                .mode = FUTURED_ALL_COMPLETED,
+                .timeout = -1,
+        };
+        int c, r;
+
+        while ((c = ctl_next_option(ctl, argc, argv, "hc:", cmd->options, cmd->help)) >= 0) {
+                r = c == '?' || !cmd->option ? ctl_bad_option(cmd->help, argv) : cmd->option(&q, c);
+                if (r)
+                        return r;
+        }
+        r = parse_ids(ctl, argc, argv, &q);
+        if (r)
+                return r;
+        q.answers = calloc(q.n, cmd->answer_size);
+        if (!q.answers)
+                return ctl_error(ctl, -ENOMEM, cmd->name);
+        r = ctl_connect(ctl);
+        if (r)
+                return r;
+        r = cmd->call(ctl->c, &q);
+        if (r < 0)
+                return ctl_error(ctl, r, cmd->name);
+        q.count = r;
+        return cmd->print(ctl, &q);
+}
 /* Sends `op` with `fields` and prints the reply's `key` as JSON. */
 static int print_call(Ctl *ctl, const char *op, const msgpack_sbuffer *fields, const char *key) {
         _cleanup_free_ void *reply = NULL;
@@ -828,15 +899,26 @@ static int cmd_map(Ctl *ctl, int argc, char **argv) {
         return r ? r : status;
 }
 
+/* The other commands; the ID commands are the rows of ids_commands. */
 static const struct {
         const char *name;
         int (*run)(Ctl *ctl, int argc, char **argv);
 } commands[] = {
-        { "submit", cmd_submit }, { "status", cmd_status },   { "wait", cmd_wait },
-        { "result", cmd_result }, { "cancel", cmd_cancel },   { "release", cmd_release },
-        { "list", cmd_list },     { "stats", cmd_stats },     { "watch", cmd_watch },
-        { "map", cmd_map },       { "primes", cmd_primes },   { "flags", cmd_flags },
+        { "submit", cmd_submit }, { "result", cmd_result }, { "list", cmd_list },
+        { "stats", cmd_stats },   { "watch", cmd_watch },   { "map", cmd_map },
+        { "primes", cmd_primes }, { "flags", cmd_flags },
 };
+
+/* Runs the command named argv[0] on its own argv; returns its exit status. */
+static int run_command(Ctl *ctl, int argc, char **argv) {
+        for (size_t i = 0; i < ELEMENTSOF(commands); i++)
+                if (strcmp(argv[0], commands[i].name) == 0)
+                        return commands[i].run(ctl, argc, argv);
+        for (size_t i = 0; i < ELEMENTSOF(ids_commands); i++)
+                if (strcmp(argv[0], ids_commands[i].name) == 0)
+                        return run_ids_command(ctl, &ids_commands[i], argc, argv);
+        return ctl_usage_error(main_usage, "unknown command '%s'", argv[0]);
+}
 
 int main(int argc, char **argv) {
         static const struct option options[] = {
@@ -861,14 +943,10 @@ int main(int argc, char **argv) {
         }
         if (optind >= argc)
                 return ctl_usage_error(main_usage, "no command given");
-        for (size_t i = 0; i < ELEMENTSOF(commands); i++)
-                if (strcmp(argv[optind], commands[i].name) == 0) {
-                        argc -= optind;
-                        argv += optind;
-                        optind = 0; /* restart getopt for the command's options */
-                        r = commands[i].run(&ctl, argc, argv);
-                        futured_free(ctl.c);
-                        return r;
-                }
-        return ctl_usage_error(main_usage, "unknown command '%s'", argv[optind]);
+        argc -= optind;
+        argv += optind;
+        optind = 0; /* restart getopt for the command's options */
+        r = run_command(&ctl, argc, argv);
+        futured_free(ctl.c);
+        return r;
 }
