@@ -920,33 +920,43 @@ static int run_command(Ctl *ctl, int argc, char **argv) {
         return ctl_usage_error(main_usage, "unknown command '%s'", argv[0]);
 }
 
-int main(int argc, char **argv) {
+/* Parses the global options before COMMAND (getopt stops at the first non-option, "+"), which
+ * ctl_next_option() handles but --version; --help and --version print and exit. Returns 0 with
+ * optind at COMMAND, or an exit status after printing why. */
+static int parse_argv(Ctl *ctl, int argc, char **argv) {
         static const struct option options[] = {
                 CTL_COMMON_OPTIONS,
                 { "version", no_argument, NULL, 'V' },
                 {},
         };
-        Ctl ctl = { .endpoint = NULL };
-        int c, r;
+        int c;
 
         opterr = 0; /* our own messages, with the usage line */
-        while ((c = getopt_long(argc, argv, "+hc:", options, NULL)) >= 0) {
-                if (c == 'c')
-                        c = 'C';
-                if (ctl_common_option(&ctl, c, main_usage))
-                        continue;
-                if (c == 'V') {
-                        printf("futurectl %s\n", FUTURED_VERSION);
-                        return EXIT_SUCCESS;
-                }
-                return ctl_bad_option(main_usage, argv);
+        c = ctl_next_option(ctl, argc, argv, "+hc:", options, main_usage);
+        if (c == 'V') {
+                printf("futurectl %s\n", FUTURED_VERSION);
+                exit(EXIT_SUCCESS);
         }
+        if (c >= 0)
+                return ctl_bad_option(main_usage, argv);
         if (optind >= argc)
                 return ctl_usage_error(main_usage, "no command given");
+        return 0;
+}
+
+int main(int argc, char **argv) {
+        Ctl ctl = { .endpoint = NULL };
+        int r;
+
+        r = parse_argv(&ctl, argc, argv);
+        if (r)
+                return r;
         argc -= optind;
         argv += optind;
         optind = 0; /* restart getopt for the command's options */
         r = run_command(&ctl, argc, argv);
         futured_free(ctl.c);
+        /* Every command returns an exit status, never a negative errno (see futurectl.h). */
+        assert(r >= 0 && r <= EXIT_OSERR);
         return r;
 }
