@@ -10,7 +10,6 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <msgpack.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

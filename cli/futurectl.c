@@ -54,6 +54,9 @@ static const char main_usage[] =
         "2 usage error or request rejected, 69 daemon unreachable, 70 internal error,\n"
         "71 out of memory.\n";
 
+/* The signals that interrupt a command, the one place that lists them; the handler blocks all of
+ * them while it runs. */
+static const int interrupt_signals[] = { SIGINT, SIGTERM };
 static volatile sig_atomic_t interrupted;
 
 static void on_interrupt(int sig) {
@@ -63,8 +66,11 @@ static void on_interrupt(int sig) {
 void ctl_catch_interrupts(void) {
         struct sigaction sa = { .sa_handler = on_interrupt };
 
-        sigaction(SIGINT, &sa, NULL);
-        sigaction(SIGTERM, &sa, NULL);
+        sigemptyset(&sa.sa_mask);
+        for (size_t i = 0; i < ELEMENTSOF(interrupt_signals); i++)
+                sigaddset(&sa.sa_mask, interrupt_signals[i]);
+        for (size_t i = 0; i < ELEMENTSOF(interrupt_signals); i++)
+                sigaction(interrupt_signals[i], &sa, NULL);
 }
 
 bool ctl_interrupted(void) {

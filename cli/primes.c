@@ -5,7 +5,6 @@
 #include <errno.h>
 #include <getopt.h>
 #include <msgpack.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <stdint.h>
