@@ -7,6 +7,9 @@
 #include <stdbool.h>
 
 #include "futured/client.h"
+#include "macro.h"
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(futured_as_completed *, futured_as_completed_free);
 
 /* The exit statuses, as `futurectl --help` and the README list them. 69 and up are sysexits.h's. */
 #define EXIT_JOB_FAILED 1   /* a job failed or was cancelled, or a wait timed out */

@@ -59,99 +59,134 @@ static bool print_check(Ctl *ctl, const Check *ck, const futured_outcome *out, b
         return true;
 }
 
-int cmd_primes(Ctl *ctl, int argc, char **argv) {
-        static const char help[] =
-                "Usage: futurectl primes [N...] [--as-completed] [--method trial|miller-rabin]\n"
-                "\n"
-                "The classic prime checker: checks each N (default: the 20 numbers of the\n"
-                "classic benchmark, tests/data/primes.tsv) as one job in the daemon's process\n"
-                "pool and prints n, P for a prime, and the seconds the check took; then the\n"
-                "total time. Results print in input order, or with --as-completed in the order\n"
-                "they finish. Ctrl-C cancels what is still running.\n";
+static const char help[] =
+        "Usage: futurectl primes [N...] [--as-completed] [--method trial|miller-rabin]\n"
+        "\n"
+        "The classic prime checker: checks each N (default: the 20 numbers of the\n"
+        "classic benchmark, tests/data/primes.tsv) as one job in the daemon's process\n"
+        "pool and prints n, P for a prime, and the seconds the check took; then the\n"
+        "total time. Results print in input order, or with --as-completed in the order\n"
+        "they finish. Ctrl-C cancels what is still running.\n";
+
+/* One run of `primes`: its options, its numbers and their jobs. */
+typedef struct Primes {
+        const char *method; /* borrowed from argv; NULL: the daemon's default */
+        bool as_completed;
+        size_t n;
+        Check *checks;     /* owned, n of them */
+        futured_job *jobs; /* owned, n of them, each with its own args */
+        futured_id *ids;   /* owned, n of them */
+        double start;      /* when the jobs were submitted */
+} Primes;
+
+static void primes_clear(Primes *p) {
+        for (size_t i = 0; p->jobs && i < p->n; i++)
+                free((void *) p->jobs[i].args);
+        free(p->checks);
+        free(p->jobs);
+        free(p->ids);
+}
+
+/* Step 1: the options. Returns 0, or an exit status after printing why. */
+static int parse_options(Ctl *ctl, int argc, char **argv, Primes *p) {
         static const struct option options[] = {
                 CTL_COMMON_OPTIONS,
                 { "as-completed", no_argument, NULL, 'a' },
                 { "method", required_argument, NULL, 'm' },
                 {},
         };
-        _cleanup_free_ Check *checks = NULL;
-        _cleanup_free_ futured_job *jobs = NULL;
-        _cleanup_free_ futured_id *ids = NULL;
-        msgpack_sbuffer *args = NULL;
-        const char *method = NULL;
-        bool as_completed = false, first = true, all_ok = true;
-        futured_as_completed *it = NULL;
-        size_t n;
-        double start;
-        int c, r;
+        int c;
 
         while ((c = ctl_next_option(ctl, argc, argv, "hc:", options, help)) >= 0) {
                 if (c == 'a')
-                        as_completed = true;
+                        p->as_completed = true;
                 else if (c != 'm')
                         return ctl_bad_option(help, argv);
                 else if (strcmp(optarg, "trial") == 0 || strcmp(optarg, "miller-rabin") == 0)
-                        method = optarg;
+                        p->method = optarg;
                 else
                         return ctl_usage_error(help, "--method is trial or miller-rabin");
         }
-        n = optind < argc ? (size_t) (argc - optind) : ELEMENTSOF(classic_numbers);
-        checks = calloc(n, sizeof *checks);
-        jobs = calloc(n, sizeof *jobs);
-        ids = calloc(n, sizeof *ids);
-        args = calloc(n, sizeof *args);
-        if (!checks || !jobs || !ids || !args) {
-                free(args);
+        return 0;
+}
+
+/* Step 2: the numbers, argv[optind..argc) or the classic ones. Returns 0, or an exit status after
+ * printing why. */
+static int parse_numbers(Ctl *ctl, int argc, char **argv, Primes *p) {
+        p->n = optind < argc ? (size_t) (argc - optind) : ELEMENTSOF(classic_numbers);
+        p->checks = calloc(p->n, sizeof *p->checks);
+        p->jobs = calloc(p->n, sizeof *p->jobs);
+        p->ids = calloc(p->n, sizeof *p->ids);
+        if (!p->checks || !p->jobs || !p->ids)
                 return ctl_error(ctl, -ENOMEM, "primes");
+        for (size_t i = 0; i < p->n; i++) {
+                const char *s;
+                char *end;
+
+                if (optind >= argc) {
+                        p->checks[i].n = classic_numbers[i];
+                        continue;
+                }
+                s = argv[optind + (int) i];
+                errno = 0;
+                p->checks[i].n = strtoull(s, &end, 10);
+                if (*s < '0' || *s > '9' || *end || errno)
+                        return ctl_usage_error(help, "'%s' is not a number from 0 to 2^64-1", s);
         }
-        for (size_t i = 0; i < n; i++) {
-                if (optind < argc) {
-                        const char *s = argv[optind + (int) i];
-                        char *end;
-                        errno = 0;
-                        checks[i].n = strtoull(s, &end, 10);
-                        if (*s < '0' || *s > '9' || *end || errno) {
-                                free(args);
-                                return ctl_usage_error(help, "'%s' is not a number from 0 to 2^64-1",
-                                                       s);
-                        }
-                } else
-                        checks[i].n = classic_numbers[i];
-        }
-        r = ctl_connect(ctl);
-        if (r) {
-                free(args);
-                return r;
-        }
-        for (size_t i = 0; i < n; i++) {
+        return 0;
+}
+
+/* Step 3: one `prime` job per number. */
+static void pack_jobs(Primes *p) {
+        for (size_t i = 0; i < p->n; i++) {
+                msgpack_sbuffer sb;
                 msgpack_packer pk;
 
-                msgpack_sbuffer_init(&args[i]);
-                msgpack_packer_init(&pk, &args[i], msgpack_sbuffer_write);
-                msgpack_pack_map(&pk, 1 + !!method);
+                msgpack_sbuffer_init(&sb);
+                msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+                msgpack_pack_map(&pk, 1 + !!p->method);
                 proto_pack_str(&pk, "n");
-                msgpack_pack_uint64(&pk, checks[i].n);
-                if (method) {
+                msgpack_pack_uint64(&pk, p->checks[i].n);
+                if (p->method) {
                         proto_pack_str(&pk, "method");
-                        proto_pack_str(&pk, method);
+                        proto_pack_str(&pk, p->method);
                 }
-                jobs[i] = (futured_job){ .kind = "prime", .args = args[i].data,
-                                         .args_len = args[i].size };
+                p->jobs[i] = (futured_job){ .kind = "prime", .args_len = sb.size };
+                p->jobs[i].args = msgpack_sbuffer_release(&sb);
         }
+}
 
-        ctl_catch_interrupts();
+/* Step 4: the header, then every job in one batch; the clock starts. Returns 0 or a negative
+ * errno. */
+static int submit_checks(Ctl *ctl, Primes *p) {
+        int r;
+
         if (ctl->json)
                 printf("{\"processes\":%u,\"results\":[", futured_processes(ctl->c));
         else
-                printf("Checking %zu numbers with %u processes:\n", n, futured_processes(ctl->c));
+                printf("Checking %zu numbers with %u processes:\n", p->n,
+                       futured_processes(ctl->c));
         fflush(stdout);
-        start = now_seconds();
-        r = futured_submit(ctl->c, jobs, n, ids);
-        for (size_t i = 0; r >= 0 && i < n; i++)
-                checks[i].id = ids[i];
-        if (r >= 0 && as_completed)
-                r = futured_as_completed_new(ctl->c, ids, n, -1, &it);
-        for (size_t done = 0; r >= 0 && done < n && !ctl_interrupted(); done++) {
+        p->start = now_seconds();
+        r = futured_submit(ctl->c, p->jobs, p->n, p->ids);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < p->n; i++)
+                p->checks[i].id = p->ids[i];
+        return 0;
+}
+
+/* Step 5: takes each result, in input order or with --as-completed as they finish, and prints
+ * it; stops early at Ctrl-C. Clears *all_ok when a check produced no result. Returns 0 or a
+ * negative errno. */
+static int collect_checks(Ctl *ctl, Primes *p, bool *all_ok) {
+        _cleanup_(futured_as_completed_freep) futured_as_completed *it = NULL;
+        bool first = true;
+        int r = 0;
+
+        if (p->as_completed)
+                r = futured_as_completed_new(ctl->c, p->ids, p->n, -1, &it);
+        for (size_t done = 0; r >= 0 && done < p->n && !ctl_interrupted(); done++) {
                 futured_outcome out;
                 size_t k = done;
                 futured_id id;
@@ -160,32 +195,56 @@ int cmd_primes(Ctl *ctl, int argc, char **argv) {
                         r = futured_as_completed_next(it, &id);
                         if (r <= 0)
                                 break;
-                        for (k = 0; checks[k].id != id || checks[k].printed; k++)
+                        for (k = 0; p->checks[k].id != id || p->checks[k].printed; k++)
                                 ;
                 }
-                r = futured_result(ctl->c, checks[k].id, -1, &out);
+                r = futured_result(ctl->c, p->checks[k].id, -1, &out);
                 if (r < 0)
                         break;
-                checks[k].printed = true;
-                all_ok &= print_check(ctl, &checks[k], &out, &first);
+                p->checks[k].printed = true;
+                *all_ok &= print_check(ctl, &p->checks[k], &out, &first);
                 futured_outcome_clear(&out);
         }
-        futured_as_completed_free(it);
+        return MIN(r, 0);
+}
+
+/* Step 6: cancels what is left after Ctrl-C, ends the output with the total time, and returns
+ * the exit status for `r`, what the submit and collect steps returned. */
+static int report(Ctl *ctl, const Primes *p, int r, bool all_ok) {
+        int status;
+
         if (ctl_interrupted() || r == -EINTR) {
-                (void) futured_cancel(ctl->c, ids, n, NULL);
+                (void) futured_cancel(ctl->c, p->ids, p->n, NULL);
                 fprintf(stderr, "futurectl: primes: interrupted; the remaining checks are "
                                 "cancelled\n");
-                r = EXIT_JOB_FAILED;
+                status = EXIT_JOB_FAILED;
         } else if (r < 0)
-                r = ctl_error(ctl, r, "primes");
+                status = ctl_error(ctl, r, "primes");
         else
-                r = all_ok ? EXIT_SUCCESS : EXIT_JOB_FAILED;
+                status = all_ok ? EXIT_SUCCESS : EXIT_JOB_FAILED;
         if (ctl->json)
-                printf("],\"total\":%.6f}\n", now_seconds() - start);
+                printf("],\"total\":%.6f}\n", now_seconds() - p->start);
         else
-                printf("Total time: %.2fs\n", now_seconds() - start);
-        for (size_t i = 0; i < n; i++)
-                msgpack_sbuffer_destroy(&args[i]);
-        free(args);
-        return r;
+                printf("Total time: %.2fs\n", now_seconds() - p->start);
+        return status;
+}
+
+int cmd_primes(Ctl *ctl, int argc, char **argv) {
+        _cleanup_(primes_clear) Primes p = {};
+        bool all_ok = true;
+        int r;
+
+        r = parse_options(ctl, argc, argv, &p);
+        if (r == 0)
+                r = parse_numbers(ctl, argc, argv, &p);
+        if (r == 0)
+                r = ctl_connect(ctl);
+        if (r)
+                return r;
+        pack_jobs(&p);
+        ctl_catch_interrupts();
+        r = submit_checks(ctl, &p);
+        if (r == 0)
+                r = collect_checks(ctl, &p, &all_ok);
+        return report(ctl, &p, r, all_ok);
 }

@@ -49,6 +49,21 @@ def test_primes_json_carries_smallest_factor(daemon):
         (91, False, 7), (97, True, 97)]
 
 
+def test_primes_ctrl_c_cancels_the_rest_and_reports(daemon):
+    big = "18446744073709551557"  # a prime that trial division takes long over
+    p = subprocess.Popen([str(FUTURECTL), "--connect", daemon.endpoint, "primes", "2", big, big,
+                          big], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert p.stdout.readline() == "Checking 4 numbers with 2 processes:\n"
+    assert LINE.match(p.stdout.readline())[1] == "2"
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 1
+    assert re.fullmatch(r"Total time: \d+\.\d\ds\n", out), out
+    assert "interrupted; the remaining checks are cancelled" in err
+    stats = daemon.c.rq("stats")["stats"]
+    assert stats["pending"] == 0 and stats["running"] == 0 and stats["cancelled"] == 3
+
+
 def test_unreachable_daemon_exits_69_with_one_line(tmp_path):
     p = subprocess.run([str(FUTURECTL), "--connect", f"ipc://{tmp_path}/nobody.sock", "stats"],
                        capture_output=True, text=True, timeout=30)
