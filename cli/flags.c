@@ -230,28 +230,68 @@ static void print_verbose(const Flag *f) {
         fflush(stdout);
 }
 
-static void print_json(const Flag *flags, size_t n, const char *label, const char *base,
-                       unsigned concurrency, const size_t *count, double elapsed, bool stopped) {
+/* One run of `flags`: its options, its flags and how they ended. */
+typedef struct FlagsRun {
+        bool every, all, verbose;
+        const char *label, *base, *dest; /* borrowed from argv or static */
+        unsigned long limit, max_req;
+        Flag *flags;     /* owned, n of them, in code order */
+        futured_id *ids; /* owned, flags[i].id in an array of their own for libfutured */
+        size_t n;
+        unsigned concurrency;
+        int dest_fd;     /* owned */
+        size_t count[4]; /* flags per Outcome */
+        bool stopped;    /* by Ctrl-C */
+        double start;    /* when the jobs were submitted */
+} FlagsRun;
+
+static void flags_run_clear(FlagsRun *run) {
+        for (size_t i = 0; run->flags && i < run->n; i++)
+                free(run->flags[i].message);
+        free(run->flags);
+        free(run->ids);
+        closep(&run->dest_fd);
+}
+
+static void print_json(const FlagsRun *run) {
         static const char *const names[] = { "pending", "ok", "not_found", "error" };
 
         fputs("{\"server\":", stdout);
-        json_print_string(stdout, label, strlen(label));
+        json_print_string(stdout, run->label, strlen(run->label));
         fputs(",\"base_url\":", stdout);
-        json_print_string(stdout, base, strlen(base));
+        json_print_string(stdout, run->base, strlen(run->base));
         printf(",\"requested\":%zu,\"concurrency\":%u,\"downloaded\":%zu,\"not_found\":%zu,"
                "\"errors\":%zu,\"elapsed\":%.3f,\"interrupted\":%s,\"flags\":[",
-               n, concurrency, count[OUTCOME_OK], count[OUTCOME_NOT_FOUND], count[OUTCOME_ERROR],
-               elapsed, stopped ? "true" : "false");
-        for (size_t i = 0; i < n; i++) {
-                printf("%s{\"cc\":\"%s\",\"status\":\"%s\"", i ? "," : "", flags[i].cc,
-                       names[flags[i].outcome]);
-                if (flags[i].outcome == OUTCOME_ERROR && flags[i].message) {
+               run->n, run->concurrency, run->count[OUTCOME_OK], run->count[OUTCOME_NOT_FOUND],
+               run->count[OUTCOME_ERROR], now_seconds() - run->start,
+               run->stopped ? "true" : "false");
+        for (size_t i = 0; i < run->n; i++) {
+                const Flag *f = &run->flags[i];
+
+                printf("%s{\"cc\":\"%s\",\"status\":\"%s\"", i ? "," : "", f->cc,
+                       names[f->outcome]);
+                if (f->outcome == OUTCOME_ERROR && f->message) {
                         fputs(",\"error\":", stdout);
-                        json_print_string(stdout, flags[i].message, strlen(flags[i].message));
+                        json_print_string(stdout, f->message, strlen(f->message));
                 }
                 putchar('}');
         }
         puts("]}");
+}
+
+static void print_summary(const FlagsRun *run) {
+        const size_t *count = run->count;
+
+        if (run->stopped)
+                puts("*** Interrupted: outstanding downloads cancelled.");
+        puts("--------------------");
+        printf("%3zu flag%s downloaded.\n", count[OUTCOME_OK], count[OUTCOME_OK] == 1 ? "" : "s");
+        if (count[OUTCOME_NOT_FOUND])
+                printf("%3zu not found.\n", count[OUTCOME_NOT_FOUND]);
+        if (count[OUTCOME_ERROR])
+                printf("%3zu error%s.\n", count[OUTCOME_ERROR],
+                       count[OUTCOME_ERROR] == 1 ? "" : "s");
+        printf("Elapsed time: %.2fs\n", now_seconds() - run->start);
 }
 
 static int parse_count(const char *s, unsigned long *ret) {
@@ -264,7 +304,8 @@ static int parse_count(const char *s, unsigned long *ret) {
         return *end || errno || *ret == 0 ? -EINVAL : 0;
 }
 
-int cmd_flags(Ctl *ctl, int argc, char **argv) {
+/* Step 1: the options. Returns 0, or an exit status after printing why. */
+static int parse_options(Ctl *ctl, int argc, char **argv, FlagsRun *run) {
         static const struct option options[] = {
                 CTL_COMMON_OPTIONS,
                 { "all", no_argument, NULL, 'a' },
@@ -277,164 +318,184 @@ int cmd_flags(Ctl *ctl, int argc, char **argv) {
                 { "dest", required_argument, NULL, 'd' },
                 {},
         };
-        bool every = false, all = false, verbose = false, set[N_CODES] = {}, stopped = false;
-        const char *label = "LOCAL", *base = NULL, *dest = "downloaded";
-        unsigned long limit = N_CODES, max_req = DEFAULT_CONCUR_REQ;
-        _cleanup_free_ Flag *flags = NULL;
-        _cleanup_free_ futured_job *jobs = NULL;
-        _cleanup_free_ futured_id *ids = NULL;
-        _cleanup_close_ int dest_fd = -1;
-        futured_as_completed *it = NULL;
-        size_t n = 0, count[4] = {}, finished = 0;
-        char group[PROTO_MAX_GROUP];
-        unsigned concurrency;
-        Progress bar;
-        bool show_bar;
-        double start;
-        int c, r;
+        int c;
 
         while ((c = ctl_next_option(ctl, argc, argv, "hc:ael:m:s:v", options, help)) >= 0) {
                 switch (c) {
                 case 'a':
-                        all = true;
+                        run->all = true;
                         break;
                 case 'e':
-                        every = true;
+                        run->every = true;
                         break;
                 case 'l':
-                        if (parse_count(optarg, &limit) < 0)
+                        if (parse_count(optarg, &run->limit) < 0)
                                 return ctl_usage_error(help, "--limit takes a positive number");
                         break;
                 case 'm':
-                        if (parse_count(optarg, &max_req) < 0)
+                        if (parse_count(optarg, &run->max_req) < 0)
                                 return ctl_usage_error(help, "--max-req takes a positive number");
                         break;
                 case 's':
-                        label = NULL;
+                        run->label = NULL;
                         for (size_t i = 0; i < ELEMENTSOF(servers); i++)
                                 if (strcasecmp(optarg, servers[i][0]) == 0)
-                                        label = servers[i][0];
-                        if (!label)
+                                        run->label = servers[i][0];
+                        if (!run->label)
                                 return ctl_usage_error(help,
                                                        "unknown server '%s': LOCAL, REMOTE, "
                                                        "DELAY or ERROR",
                                                        optarg);
                         break;
                 case 'b':
-                        base = optarg;
+                        run->base = optarg;
                         break;
                 case 'v':
-                        verbose = true;
+                        run->verbose = true;
                         break;
                 case 'd':
-                        dest = optarg;
+                        run->dest = optarg;
                         break;
                 default:
                         return ctl_bad_option(help, argv);
                 }
         }
+        return 0;
+}
 
-        /* Codes: -e beats -a beats positional codes; then de-duplicated, sorted, cut. */
+/* Step 2: the flags. -e beats -a beats the CC arguments; the codes are then de-duplicated,
+ * sorted and cut to --limit. Returns 0, or an exit status after printing why. */
+static int pick_flags(Ctl *ctl, int argc, char **argv, FlagsRun *run) {
+        bool set[N_CODES] = {};
+
         for (int i = optind; i < argc; i++)
                 if (add_code(set, argv[i], strlen(argv[i])) < 0)
                         return ctl_usage_error(help,
                                                "'%s': each CC argument must be A to Z or AA to ZZ",
                                                argv[i]);
-        if (every)
+        if (run->every)
                 memset(set, true, sizeof set);
-        else if (all) {
+        else if (run->all) {
                 memset(set, false, sizeof set);
                 add_words(set, all_codes);
         } else if (optind == argc)
                 add_words(set, default_codes);
-        flags = calloc(N_CODES, sizeof *flags);
-        jobs = calloc(N_CODES, sizeof *jobs);
-        ids = calloc(N_CODES, sizeof *ids);
-        if (!flags || !jobs || !ids)
+        run->flags = calloc(N_CODES, sizeof *run->flags);
+        run->ids = calloc(N_CODES, sizeof *run->ids);
+        if (!run->flags || !run->ids)
                 return ctl_error(ctl, -ENOMEM, "flags");
-        for (int i = 0; i < N_CODES && n < limit; i++)
+        for (int i = 0; i < N_CODES && run->n < run->limit; i++)
                 if (set[i]) {
-                        flags[n].cc[0] = (char) ('A' + i / 26);
-                        flags[n].cc[1] = (char) ('A' + i % 26);
-                        n++;
+                        run->flags[run->n].cc[0] = (char) ('A' + i / 26);
+                        run->flags[run->n].cc[1] = (char) ('A' + i % 26);
+                        run->n++;
                 }
-        concurrency = (unsigned) MIN(MIN(max_req, (unsigned long) MAX_CONCUR_REQ), n);
+        run->concurrency = (unsigned) MIN(MIN(run->max_req, (unsigned long) MAX_CONCUR_REQ),
+                                          run->n);
+        return 0;
+}
 
-        if (!base)
+/* Step 3: the server's base URL from --server, unless --base-url named one (then CUSTOM,
+ * unless it is one of the known ones). */
+static void pick_server(FlagsRun *run) {
+        if (!run->base)
                 for (size_t i = 0; i < ELEMENTSOF(servers); i++)
-                        if (strcmp(label, servers[i][0]) == 0)
-                                base = servers[i][1];
-        if (base != servers[0][1] && base != servers[1][1] && base != servers[2][1] &&
-            base != servers[3][1])
-                label = "CUSTOM";
+                        if (strcmp(run->label, servers[i][0]) == 0)
+                                run->base = servers[i][1];
+        for (size_t i = 0; i < ELEMENTSOF(servers); i++)
+                if (run->base == servers[i][1])
+                        return;
+        run->label = "CUSTOM";
+}
 
-        if (mkdir(dest, 0755) < 0 && errno != EEXIST) {
-                fprintf(stderr, "futurectl: flags: cannot create %s: %m\n", dest);
+/* Step 4: the destination directory, created if need be. Returns 0, or an exit status after
+ * printing why. */
+static int open_dest(FlagsRun *run) {
+        if (mkdir(run->dest, 0755) < 0 && errno != EEXIST) {
+                fprintf(stderr, "futurectl: flags: cannot create %s: %m\n", run->dest);
                 return EXIT_JOB_FAILED;
         }
-        dest_fd = open(dest, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dest_fd < 0) {
-                fprintf(stderr, "futurectl: flags: cannot open %s: %m\n", dest);
+        run->dest_fd = open(run->dest, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (run->dest_fd < 0) {
+                fprintf(stderr, "futurectl: flags: cannot open %s: %m\n", run->dest);
                 return EXIT_JOB_FAILED;
         }
-        r = ctl_connect(ctl);
-        if (r)
-                return r;
+        return 0;
+}
 
-        if (!ctl->json) {
-                printf("%s site: %s\n", label, base);
-                printf("Searching for %zu flag%s: ", n, n == 1 ? "" : "s");
-                if (n <= 10)
-                        for (size_t i = 0; i < n; i++)
-                                printf("%s%s", i ? ", " : "", flags[i].cc);
-                else
-                        printf("from %s to %s", flags[0].cc, flags[n - 1].cc);
-                putchar('\n');
-                if (concurrency == 1)
-                        puts("1 connection will be used.");
-                else
-                        printf("%u concurrent connections will be used.\n", concurrency);
-                fflush(stdout);
-        }
+static void print_header(const FlagsRun *run) {
+        printf("%s site: %s\n", run->label, run->base);
+        printf("Searching for %zu flag%s: ", run->n, run->n == 1 ? "" : "s");
+        if (run->n <= 10)
+                for (size_t i = 0; i < run->n; i++)
+                        printf("%s%s", i ? ", " : "", run->flags[i].cc);
+        else
+                printf("from %s to %s", run->flags[0].cc, run->flags[run->n - 1].cc);
+        putchar('\n');
+        if (run->concurrency == 1)
+                puts("1 connection will be used.");
+        else
+                printf("%u concurrent connections will be used.\n", run->concurrency);
+        fflush(stdout);
+}
 
-        /* One group per run: its limit is this run's concurrency, whoever else is running. */
+/* Step 5: one `download` job per flag, all in one batch and in one group per run, whose limit
+ * is this run's concurrency whoever else is running; the clock starts. Returns 0 or a negative
+ * errno. */
+static int submit_flags(Ctl *ctl, FlagsRun *run) {
+        _cleanup_free_ futured_job *jobs = calloc(run->n, sizeof *jobs);
+        char group[PROTO_MAX_GROUP];
+        int r;
+
+        if (!jobs)
+                return -ENOMEM;
         snprintf(group, sizeof group, "flags-%d-%ld", (int) getpid(), (long) time(NULL));
-        for (size_t i = 0; i < n; i++) {
-                char url[4096], lower[3] = { (char) tolower(flags[i].cc[0]),
-                                             (char) tolower(flags[i].cc[1]), 0 };
+        for (size_t i = 0; i < run->n; i++) {
+                const char *cc = run->flags[i].cc;
+                char url[4096], lower[3] = { (char) tolower(cc[0]), (char) tolower(cc[1]), 0 };
                 msgpack_sbuffer sb;
                 msgpack_packer pk;
 
-                snprintf(url, sizeof url, "%s/%s/%s.gif", base, lower, lower);
+                snprintf(url, sizeof url, "%s/%s/%s.gif", run->base, lower, lower);
                 msgpack_sbuffer_init(&sb);
                 msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
                 msgpack_pack_map(&pk, 1);
                 proto_pack_str(&pk, "url");
                 proto_pack_str(&pk, url);
                 jobs[i] = (futured_job){ .kind = "download", .args_len = sb.size, .group = group,
-                                         .group_limit = concurrency };
+                                         .group_limit = run->concurrency };
                 jobs[i].args = msgpack_sbuffer_release(&sb);
         }
-        ctl_catch_interrupts();
-        start = now_seconds();
-        r = n ? futured_submit(ctl->c, jobs, n, ids) : 0;
-        for (size_t i = 0; i < n; i++)
+        run->start = now_seconds();
+        r = run->n ? futured_submit(ctl->c, jobs, run->n, run->ids) : 0;
+        for (size_t i = 0; i < run->n; i++)
                 free((void *) jobs[i].args);
         if (r < 0)
-                return ctl_error(ctl, r, "flags");
-        for (size_t i = 0; i < n; i++)
-                flags[i].id = ids[i];
-        if (n)
-                r = futured_as_completed_new(ctl->c, ids, n, -1, &it);
-        show_bar = !verbose && !ctl->json && isatty(STDERR_FILENO);
+                return r;
+        for (size_t i = 0; i < run->n; i++)
+                run->flags[i].id = run->ids[i];
+        return 0;
+}
+
+/* Step 6: takes the results in completion order, every flag finished by then in one round trip,
+ * saves each flag and counts its outcome, with a progress bar on a terminal or a line a flag
+ * with --verbose; stops early at Ctrl-C (run->stopped). Returns 0 or a negative errno. */
+static int collect_flags(Ctl *ctl, FlagsRun *run) {
+        _cleanup_(futured_as_completed_freep) futured_as_completed *it = NULL;
+        bool show_bar = !run->verbose && !ctl->json && isatty(STDERR_FILENO);
+        size_t finished = 0;
+        Progress bar;
+        int r = 0;
+
+        if (run->n)
+                r = futured_as_completed_new(ctl->c, run->ids, run->n, -1, &it);
         if (show_bar)
-                progress_start(&bar, stderr, n);
-        while (r >= 0 && finished < n && !ctl_interrupted()) {
+                progress_start(&bar, stderr, run->n);
+        while (r >= 0 && finished < run->n && !ctl_interrupted()) {
                 futured_id done[FETCH_BATCH];
                 futured_outcome outs[FETCH_BATCH];
                 int k;
 
-                /* Every flag finished by now, and all their results in one round trip. */
                 r = k = futured_as_completed_take(it, done, ELEMENTSOF(done));
                 if (r <= 0)
                         break;
@@ -442,46 +503,68 @@ int cmd_flags(Ctl *ctl, int argc, char **argv) {
                 if (r < 0)
                         break;
                 for (int j = 0; j < k; j++) {
-                        Flag *f = flag_of(flags, n, done[j]);
-                        settle(f, &outs[j], dest_fd);
+                        Flag *f = flag_of(run->flags, run->n, done[j]);
+                        settle(f, &outs[j], run->dest_fd);
                         futured_outcome_clear(&outs[j]);
-                        count[f->outcome]++;
+                        run->count[f->outcome]++;
                         finished++;
-                        if (verbose && !ctl->json)
+                        if (run->verbose && !ctl->json)
                                 print_verbose(f);
                 }
                 if (show_bar)
                         progress_add(&bar, (size_t) k);
         }
-        futured_as_completed_free(it);
-        if (ctl_interrupted() || r == -EINTR) {
-                /* Ctrl-C: stop what is outstanding, then report what was done. */
-                stopped = true;
-                (void) futured_cancel(ctl->c, ids, n, NULL);
-        } else if (r < 0) {
+        run->stopped = ctl_interrupted() || r == -EINTR;
+        if (run->stopped || r >= 0) {
                 if (show_bar)
-                        fputc('\n', stderr);
-                return ctl_error(ctl, r, "flags");
+                        progress_end(&bar);
+                return 0;
         }
         if (show_bar)
-                progress_end(&bar);
+                fputc('\n', stderr);
+        return r;
+}
+
+/* Step 7: after Ctrl-C, cancels the downloads still outstanding; then the report. Returns the
+ * exit status: 1 if some flag failed or the run was interrupted. */
+static int report(Ctl *ctl, FlagsRun *run) {
+        if (run->stopped)
+                (void) futured_cancel(ctl->c, run->ids, run->n, NULL);
         if (ctl->json)
-                print_json(flags, n, label, base, concurrency, count, now_seconds() - start,
-                           stopped);
-        else {
-                if (stopped)
-                        puts("*** Interrupted: outstanding downloads cancelled.");
-                puts("--------------------");
-                printf("%3zu flag%s downloaded.\n", count[OUTCOME_OK],
-                       count[OUTCOME_OK] == 1 ? "" : "s");
-                if (count[OUTCOME_NOT_FOUND])
-                        printf("%3zu not found.\n", count[OUTCOME_NOT_FOUND]);
-                if (count[OUTCOME_ERROR])
-                        printf("%3zu error%s.\n", count[OUTCOME_ERROR],
-                               count[OUTCOME_ERROR] == 1 ? "" : "s");
-                printf("Elapsed time: %.2fs\n", now_seconds() - start);
-        }
-        for (size_t i = 0; i < n; i++)
-                free(flags[i].message);
-        return stopped || count[OUTCOME_ERROR] ? EXIT_JOB_FAILED : EXIT_SUCCESS;
+                print_json(run);
+        else
+                print_summary(run);
+        return run->stopped || run->count[OUTCOME_ERROR] ? EXIT_JOB_FAILED : EXIT_SUCCESS;
+}
+
+int cmd_flags(Ctl *ctl, int argc, char **argv) {
+        _cleanup_(flags_run_clear) FlagsRun run = {
+                .label = "LOCAL",
+                .dest = "downloaded",
+                .limit = N_CODES,
+                .max_req = DEFAULT_CONCUR_REQ,
+                .dest_fd = -1,
+        };
+        int r;
+
+        r = parse_options(ctl, argc, argv, &run);
+        if (r == 0)
+                r = pick_flags(ctl, argc, argv, &run);
+        if (r)
+                return r;
+        pick_server(&run);
+        r = open_dest(&run);
+        if (r == 0)
+                r = ctl_connect(ctl);
+        if (r)
+                return r;
+        if (!ctl->json)
+                print_header(&run);
+        ctl_catch_interrupts();
+        r = submit_flags(ctl, &run);
+        if (r == 0)
+                r = collect_flags(ctl, &run);
+        if (r < 0)
+                return ctl_error(ctl, r, "flags");
+        return report(ctl, &run);
 }
