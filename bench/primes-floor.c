@@ -1,6 +1,6 @@
 /* bench-primes-floor: the floor for `futurectl primes`. The numbers of tests/data/primes.tsv are
  * checked with workers/prime.c's prime_trial() itself (the very function the daemon's workers
- * run, linked from libworkers) by N forked processes (default 2) that take the next number from a
+ * run, linked from libjobs) by N forked processes (default 2) that take the next number from a
  * counter in MAP_SHARED memory, as a process pool takes the next job from its queue. No daemon, no
  * messages, no serialisation: what is left is the arithmetic and a fork per process.
  *

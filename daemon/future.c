@@ -1,40 +1,39 @@
 /* future: see future.h. */
 #include <assert.h>
+#include <errno.h>
 #include <stdlib.h>
 
+#include "alloc.h"
 #include "future.h"
+#include "pooljob.h"
 
-Future *future_new(uint64_t id, const JobKind *kind, uint8_t *args, uint32_t args_len) {
-        Future *f = calloc(1, sizeof(*f));
+int future_new(Future **ret, const JobKind *kind, uint8_t *args, uint32_t args_len) {
+        Future *f = alloc_calloc(1, sizeof(*f));
 
         if (!f)
-                return NULL;
-        f->id = id;
+                return -ENOMEM;
         f->kind = kind;
         f->args = args;
         f->args_len = args_len;
-        f->state = STATE_PENDING;
-        return f;
+        f->state = STATE_UNKNOWN; /* not counted until the executor queues it */
+        *ret = f;
+        return 0;
 }
 
 Future *future_free(Future *f) {
         if (!f)
                 return NULL;
-        assert(!f->heap_pos && !f->waiters && !timer_armed(&f->timeout));
+        assert(!f->heap_pos && !f->waiters && (!f->timeout || !f->timeout->timer.reserved));
+        free(f->timeout);
         free(f->args);
         free(f->outcome);
         free(f);
         return NULL;
 }
 
-void future_finish(Future *f, FutureState state, uint8_t *outcome, uint32_t outcome_len) {
-        assert(proto_state_final(state));
-        free(f->args);
-        f->args = NULL;
-        f->args_len = 0;
-        free(f->outcome);
-        f->outcome = outcome;
-        f->outcome_len = outcome_len;
-        f->state = state;
-        f->runner = NULL;
+FutureState future_visible_state(const Future *f) {
+        if (f->state == STATE_RUNNING && f->kind->pool != POOL_PROCESS && f->runner.job &&
+            !pooljob_started(f->runner.job))
+                return STATE_PENDING;
+        return f->state;
 }

@@ -2,8 +2,9 @@
  *
  * A Future is created by a submit, owned by the future table, and freed when it is released or
  * its retention time runs out (only finished futures are ever freed, except at shutdown). While it
- * is pending it sits in exactly one scheduler heap (`heap_pos`); while it is running `runner`
- * points at the thread-pool item or the worker process that has it. Loop thread only. */
+ * is pending it sits in exactly one scheduler heap (`heap_pos`); while it is running `job` or
+ * `worker` names the pool item or the worker process that has it. Its `state` is written by one
+ * function only, the executor's (executor.c: set_state). Loop thread only. */
 #pragma once
 
 #include <stdint.h>
@@ -14,14 +15,16 @@
 
 typedef struct Group Group;
 typedef struct WaitRef WaitRef;
+typedef struct PoolJob PoolJob;
+typedef struct Worker Worker;
 
-/* Timer kinds of the loop (Timer.kind). */
-enum {
-        TIMER_JOB_TIMEOUT = 1,
-        TIMER_WAITER,
-        TIMER_GRACE,
-        TIMER_PROGRESS,
-};
+/* A running job's timeout, allocated only for the futures that have one (most have not), so
+ * its slot in the loop's timer heap is reserved at submit and arming it never fails. */
+typedef struct JobTimeout {
+        Timer timer;
+        struct Future *future; /* its owner: the timer lives and dies with it */
+        void *executor;        /* for the timer's callback */
+} JobTimeout;
 
 typedef struct Future {
         uint64_t id;
@@ -32,8 +35,11 @@ typedef struct Future {
         uint32_t args_len;
         uint32_t outcome_len;
         WaitRef *waiters;  /* deferred replies waiting on this future (doubly linked) */
-        void *runner;      /* running: the ThreadJob or Worker that has it, else NULL */
-        Timer timeout;     /* running: fires when the run exceeds timeout_ms */
+        union {            /* running: who has it (kind->pool tells which), else NULL */
+                PoolJob *job;      /* thread and transfer pools */
+                Worker *worker;    /* process pool */
+        } runner;
+        JobTimeout *timeout; /* when timeout_ms > 0: armed while running */
         uint32_t timeout_ms; /* 0: no timeout */
         uint32_t heap_pos; /* pending: slot in a scheduler heap + 1, else 0 */
         int16_t priority;
@@ -46,13 +52,15 @@ typedef struct Future {
 /* A deadly job is not run again after it killed this many workers, whatever its retries say. */
 #define FUTURE_MAX_DEATHS 3
 
-/* Allocates a pending future that takes ownership of `args` (malloc'ed, `args_len` bytes). */
-Future *future_new(uint64_t id, const JobKind *kind, uint8_t *args, uint32_t args_len);
+/* Allocates a future, in state `unknown` until the executor queues it, that takes ownership of `args` (malloc'ed, `args_len` bytes) on
+ * success. Returns 0 or -ENOMEM. */
+int future_new(Future **ret, const JobKind *kind, uint8_t *args, uint32_t args_len);
 
-/* Frees the future and what it owns; the group reference must have been dropped and the future
- * must be in no heap and have no waiters. Accepts NULL; returns NULL. */
+/* Frees the future and what it owns; the group reference and the timeout's timer slot must
+ * have been given back and the future must be in no heap and have no waiters. Accepts NULL;
+ * returns NULL. */
 Future *future_free(Future *f);
 
-/* Stores the outcome (takes ownership of `outcome`), frees the arguments, sets the final state.
- * Does not notify anyone: the daemon does that. */
-void future_finish(Future *f, FutureState state, uint8_t *outcome, uint32_t outcome_len);
+/* The state clients see: the future's own, except that a thread job handed to the pool but not
+ * yet taken by a thread (prefetch) is still pending. */
+FutureState future_visible_state(const Future *f);

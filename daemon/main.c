@@ -31,8 +31,9 @@ static void help(void) {
                "  --prefetch N                thread jobs queued inside the pool beyond its\n"
                "                              threads, for throughput (default 3 per thread;\n"
                "                              0: strict priority order)\n"
-               "  --spin-us N                 an idle thread looks for new work this long before\n"
-               "                              it sleeps (default 200; 0: sleep at once)\n"
+               "  --spin-us N                 an idle pool thread, and the loop after a busy\n"
+               "                              turn, look for new work this long before they\n"
+               "                              sleep (default 200; 0: sleep at once)\n"
                "  --transfers N               downloads run at once by the transfer thread\n"
                "                              (default 1024; fewer if RLIMIT_NOFILE is low)\n"
                "  --processes N               process-pool size (default ncpu)\n"
@@ -112,22 +113,130 @@ static char *default_worker(void) {
         return strdup(FUTURED_LIBEXECDIR "/futured-worker");
 }
 
+enum {
+        ARG_LISTEN = 0x100,
+        ARG_EVENTS,
+        ARG_THREADS,
+        ARG_PREFETCH,
+        ARG_SPIN,
+        ARG_TRANSFERS,
+        ARG_PROCESSES,
+        ARG_MAX_TASKS,
+        ARG_RETAIN,
+        ARG_GRACE,
+        ARG_WORKER,
+        ARG_DOWNLOAD_DIR,
+        ARG_VERSION,
+};
+
+/* The defaults that depend on the machine. */
+static void config_defaults(DaemonConfig *cfg) {
+        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+
+        if (ncpu < 1)
+                ncpu = 1;
+        cfg->threads = (unsigned) MIN(32, ncpu + 4);
+        cfg->processes = (unsigned) ncpu;
+        cfg->transfers = DEFAULT_TRANSFERS;
+        cfg->spin_us = DEFAULT_SPIN_US;
+        cfg->retain = 3600;
+        cfg->grace = 10;
+}
+
+/* Replaces the string option `*slot` with a copy of `value`. Returns 0 or -ENOMEM. */
+static int set_string(char **slot, const char *value) {
+        char *copy = strdup(value);
+
+        if (!copy)
+                return -ENOMEM;
+        free(*slot);
+        *slot = copy;
+        return 0;
+}
+
+/* Applies one option `c` with `arg` to `cfg`. Returns 0; -EINVAL after printing why the value
+ * is wrong; or -ENOMEM. */
+static int parse_option(int c, const char *arg, DaemonConfig *cfg) {
+        const char *bad = NULL;
+
+        switch (c) {
+        case ARG_LISTEN: {
+                char **l = realloc(cfg->listen, (cfg->n_listen + 1) * sizeof(char *));
+                if (!l)
+                        return -ENOMEM;
+                cfg->listen = l;
+                if (!(cfg->listen[cfg->n_listen] = strdup(arg)))
+                        return -ENOMEM;
+                cfg->n_listen++;
+                return 0;
+        }
+        case ARG_EVENTS:
+                return set_string(&cfg->events, arg);
+        case ARG_WORKER:
+                return set_string(&cfg->worker_path, arg);
+        case ARG_DOWNLOAD_DIR:
+                return set_string(&cfg->download_dir, arg);
+        case ARG_THREADS:
+                if (parse_uint(arg, 1024, &cfg->threads) < 0 || cfg->threads == 0)
+                        bad = "--threads takes a number from 1 to 1024";
+                break;
+        case ARG_PREFETCH:
+                if (parse_uint(arg, 65536, &cfg->prefetch) < 0)
+                        bad = "--prefetch takes a number from 0 to 65536";
+                cfg->prefetch_set = true;
+                break;
+        case ARG_SPIN:
+                if (parse_uint(arg, 1000000, &cfg->spin_us) < 0)
+                        bad = "--spin-us takes a number of microseconds from 0 to 1000000";
+                break;
+        case ARG_TRANSFERS:
+                if (parse_uint(arg, MAX_TRANSFERS, &cfg->transfers) < 0 || cfg->transfers == 0)
+                        bad = "--transfers takes a number from 1 to 65536";
+                break;
+        case ARG_PROCESSES:
+                if (parse_uint(arg, 1024, &cfg->processes) < 0 || cfg->processes == 0)
+                        bad = "--processes takes a number from 1 to 1024";
+                break;
+        case ARG_MAX_TASKS:
+                if (parse_uint(arg, UINT_MAX, &cfg->max_tasks) < 0)
+                        bad = "--max-tasks-per-worker takes a number (0: no limit)";
+                break;
+        case ARG_RETAIN:
+                if (parse_seconds(arg, &cfg->retain) < 0)
+                        bad = "--retain takes a number of seconds";
+                break;
+        case ARG_GRACE:
+                if (parse_seconds(arg, &cfg->grace) < 0)
+                        bad = "--grace takes a number of seconds";
+                break;
+        }
+        if (bad) {
+                fprintf(stderr, "futured: %s, not '%s'\n", bad, arg);
+                return -EINVAL;
+        }
+        return 0;
+}
+
+/* Fills in what no option gave: the endpoints and the worker. Returns 0 or -ENOMEM. */
+static int config_complete(DaemonConfig *cfg) {
+        if (cfg->n_listen == 0) {
+                cfg->listen = calloc(1, sizeof(char *));
+                if (!cfg->listen || !(cfg->listen[0] = proto_default_endpoint()))
+                        return -ENOMEM;
+                cfg->n_listen = 1;
+        }
+        if (!cfg->events && !(cfg->events = default_events(cfg)))
+                return -ENOMEM;
+        if (!cfg->worker_path && !(cfg->worker_path = default_worker()))
+                return -ENOMEM;
+        if (!cfg->prefetch_set)
+                cfg->prefetch = 3 * cfg->threads;
+        return 0;
+}
+
+/* Parses the command line into `cfg`. Returns 0, or -EINVAL / -ENOMEM after printing why. Exits
+ * for --help and --version. */
 static int parse_argv(int argc, char **argv, DaemonConfig *cfg) {
-        enum {
-                ARG_LISTEN = 0x100,
-                ARG_EVENTS,
-                ARG_THREADS,
-                ARG_PREFETCH,
-                ARG_SPIN,
-                ARG_TRANSFERS,
-                ARG_PROCESSES,
-                ARG_MAX_TASKS,
-                ARG_RETAIN,
-                ARG_GRACE,
-                ARG_WORKER,
-                ARG_DOWNLOAD_DIR,
-                ARG_VERSION,
-        };
         static const struct option options[] = {
                 { "listen", required_argument, NULL, ARG_LISTEN },
                 { "events", required_argument, NULL, ARG_EVENTS },
@@ -145,106 +254,31 @@ static int parse_argv(int argc, char **argv, DaemonConfig *cfg) {
                 { "version", no_argument, NULL, ARG_VERSION },
                 {},
         };
-        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-        int c;
+        int c, r;
 
-        if (ncpu < 1)
-                ncpu = 1;
-        cfg->threads = (unsigned) MIN(32, ncpu + 4);
-        cfg->processes = (unsigned) ncpu;
-        cfg->transfers = DEFAULT_TRANSFERS;
-        cfg->spin_us = DEFAULT_SPIN_US;
-        cfg->retain = 3600;
-        cfg->grace = 10;
-
+        config_defaults(cfg);
         while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0) {
-                const char *bad = NULL;
                 switch (c) {
-                case ARG_LISTEN: {
-                        char **l = realloc(cfg->listen, (cfg->n_listen + 1) * sizeof(char *));
-                        if (!l)
-                                return -ENOMEM;
-                        cfg->listen = l;
-                        cfg->listen[cfg->n_listen++] = strdup(optarg);
-                        break;
-                }
-                case ARG_EVENTS:
-                        free(cfg->events);
-                        cfg->events = strdup(optarg);
-                        break;
-                case ARG_THREADS:
-                        if (parse_uint(optarg, 1024, &cfg->threads) < 0 || cfg->threads == 0)
-                                bad = "--threads takes a number from 1 to 1024";
-                        break;
-                case ARG_PREFETCH:
-                        if (parse_uint(optarg, 65536, &cfg->prefetch) < 0)
-                                bad = "--prefetch takes a number from 0 to 65536";
-                        cfg->prefetch_set = true;
-                        break;
-                case ARG_SPIN:
-                        if (parse_uint(optarg, 1000000, &cfg->spin_us) < 0)
-                                bad = "--spin-us takes a number of microseconds from 0 to 1000000";
-                        break;
-                case ARG_TRANSFERS:
-                        if (parse_uint(optarg, MAX_TRANSFERS, &cfg->transfers) < 0 ||
-                            cfg->transfers == 0)
-                                bad = "--transfers takes a number from 1 to 65536";
-                        break;
-                case ARG_PROCESSES:
-                        if (parse_uint(optarg, 1024, &cfg->processes) < 0 || cfg->processes == 0)
-                                bad = "--processes takes a number from 1 to 1024";
-                        break;
-                case ARG_MAX_TASKS:
-                        if (parse_uint(optarg, UINT_MAX, &cfg->max_tasks) < 0)
-                                bad = "--max-tasks-per-worker takes a number (0: no limit)";
-                        break;
-                case ARG_RETAIN:
-                        if (parse_seconds(optarg, &cfg->retain) < 0)
-                                bad = "--retain takes a number of seconds";
-                        break;
-                case ARG_GRACE:
-                        if (parse_seconds(optarg, &cfg->grace) < 0)
-                                bad = "--grace takes a number of seconds";
-                        break;
-                case ARG_WORKER:
-                        free(cfg->worker_path);
-                        cfg->worker_path = strdup(optarg);
-                        break;
-                case ARG_DOWNLOAD_DIR:
-                        free(cfg->download_dir);
-                        cfg->download_dir = strdup(optarg);
-                        break;
                 case 'h':
                         help();
                         exit(EXIT_SUCCESS);
                 case ARG_VERSION:
                         printf("futured %s\n", FUTURED_VERSION);
                         exit(EXIT_SUCCESS);
-                default:
+                case '?':
                         fprintf(stderr, "Try 'futured --help'.\n");
                         return -EINVAL;
                 }
-                if (bad) {
-                        fprintf(stderr, "futured: %s, not '%s'\n", bad, optarg);
-                        return -EINVAL;
-                }
+                r = parse_option(c, optarg, cfg);
+                if (r < 0)
+                        return r;
         }
         if (optind < argc) {
                 fprintf(stderr, "futured: unexpected argument '%s'\nTry 'futured --help'.\n",
                         argv[optind]);
                 return -EINVAL;
         }
-        if (cfg->n_listen == 0) {
-                cfg->listen = calloc(1, sizeof(char *));
-                if (!cfg->listen || !(cfg->listen[0] = proto_default_endpoint()))
-                        return -ENOMEM;
-                cfg->n_listen = 1;
-        }
-        if (!cfg->events && !(cfg->events = default_events(cfg)))
-                return -ENOMEM;
-        if (!cfg->worker_path && !(cfg->worker_path = default_worker()))
-                return -ENOMEM;
-        return 0;
+        return config_complete(cfg);
 }
 
 /* A transfer holds a socket and, for a file download, the file: raise the soft limit on open
@@ -282,17 +316,14 @@ int main(int argc, char **argv) {
         setvbuf(stderr, NULL, _IOLBF, 0);
         r = parse_argv(argc, argv, &cfg);
         if (r < 0) {
+                if (r == -ENOMEM)
+                        fprintf(stderr, "futured: out of memory\n");
                 daemon_config_free(&cfg);
                 return 2;
         }
-        if (!cfg.prefetch_set)
-                cfg.prefetch = 3 * cfg.threads;
         fit_open_files(&cfg);
         signal(SIGPIPE, SIG_IGN);
-        sigemptyset(&mask);
-        sigaddset(&mask, SIGTERM);
-        sigaddset(&mask, SIGINT);
-        sigaddset(&mask, SIGCHLD);
+        daemon_signals(&mask);
         sigprocmask(SIG_BLOCK, &mask, NULL);
 
         r = daemon_new(&d, &cfg);

@@ -1,6 +1,6 @@
-/* request: decodes client requests (docs/PROTOCOL.md), carries them out on the daemon, and packs
- * the replies. Every way a request can be malformed ends in an error reply with a code; nothing a
- * client sends changes state unless the whole request is valid. Loop thread only. */
+/* request: see request.h. Each operation is one op_* function in the table of request_handle();
+ * request_handle() itself checks only the envelope (decoding, size, version, id, op, fields), and
+ * a submit is split into check (every job), create (the executor, all or nothing) and reply. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <inttypes.h>
@@ -8,93 +8,40 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zmq.h>
 
 #include "config.h"
-#include "daemon.h"
 #include "macro.h"
+#include "request.h"
+#include "scheduler.h"
 #include "waiter.h"
 
-/* The decoded common part of a request. */
+/* The decoded common part of a request, and its reply. */
 typedef struct Request {
-        const uint8_t *identity;
-        size_t identity_len;
-        bool envelope;
+        Requests *rq;
+        Peer from;
         bool has_id;
         uint64_t id;
         const msgpack_object *body;
-        msgpack_packer pk; /* packs into d->out */
+        Reply reply;        /* this request's own */
+        msgpack_packer *pk; /* &reply.pk */
 } Request;
 
-/* A job of a submit, checked and ready to become a Future. */
-typedef struct JobSpec {
-        const JobKind *kind;
-        const msgpack_object *args;
-        const msgpack_object *group; /* str or NULL */
-        int64_t priority;
-        double timeout;
-        uint64_t group_limit;
-        uint64_t retries;
-} JobSpec;
-
-static void pack_head(Daemon *d, msgpack_packer *pk, bool has_id, uint64_t id, bool ok,
-                      uint32_t n_fields) {
-        d->out.size = 0;
-        msgpack_pack_map(pk, 3 + n_fields);
-        proto_pack_str(pk, "v");
-        msgpack_pack_uint8(pk, PROTO_VERSION);
-        proto_pack_str(pk, "id");
-        if (has_id)
-                msgpack_pack_uint64(pk, id);
-        else
-                msgpack_pack_nil(pk);
-        proto_pack_str(pk, "ok");
-        if (ok)
-                msgpack_pack_true(pk);
-        else
-                msgpack_pack_false(pk);
+static void reply_ok(Request *req, uint32_t n_fields) {
+        reply_begin(&req->reply, req->has_id, req->id, true, n_fields);
 }
 
-static void reply_begin(Daemon *d, Request *req, uint32_t n_fields) {
-        pack_head(d, &req->pk, req->has_id, req->id, true, n_fields);
+static void send_reply(Request *req) {
+        reply_send(&req->reply, req->rq->router, &req->from);
 }
 
-static void pack_error(Daemon *d, msgpack_packer *pk, bool has_id, uint64_t id,
-                       const ProtoError *e) {
-        pack_head(d, pk, has_id, id, false, 1);
-        proto_pack_str(pk, "error");
-        msgpack_pack_map(pk, 2 + (e->field != NULL) + (e->index >= 0));
-        proto_pack_str(pk, "code");
-        proto_pack_str(pk, e->code);
-        proto_pack_str(pk, "message");
-        proto_pack_str(pk, e->message);
-        if (e->field) {
-                proto_pack_str(pk, "field");
-                proto_pack_str(pk, e->field);
-        }
-        if (e->index >= 0) {
-                proto_pack_str(pk, "index");
-                msgpack_pack_uint64(pk, (uint64_t) e->index);
-        }
+static void reply_error(Request *req, const ProtoError *e) {
+        reply_pack_error(&req->reply, req->has_id, req->id, e);
+        send_reply(req);
 }
 
-void request_send(Daemon *d, const uint8_t *identity, size_t identity_len, bool envelope) {
-        /* ROUTER_MANDATORY makes a send to a client that is gone fail with EHOSTUNREACH instead
-         * of vanishing silently; either way the reply is dropped and nothing else changes. */
-        if (zmq_send(d->router, identity, identity_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
-                return;
-        if (envelope)
-                zmq_send(d->router, "", 0, ZMQ_SNDMORE | ZMQ_DONTWAIT);
-        zmq_send(d->router, d->out.data, d->out.size, ZMQ_DONTWAIT);
-}
-
-static void reply_error(Daemon *d, Request *req, const ProtoError *e) {
-        pack_error(d, &req->pk, req->has_id, req->id, e);
-        request_send(d, req->identity, req->identity_len, req->envelope);
-}
-
-static void reply_send(Daemon *d, Request *req) {
-        request_send(d, req->identity, req->identity_len, req->envelope);
+static void reply_out_of_memory(Request *req, ProtoError *e) {
+        proto_error(e, PROTO_E_OUT_OF_MEMORY, NULL, "futured is out of memory; nothing was done");
+        reply_error(req, e);
 }
 
 /* Reads an optional number of seconds (nil or absent: `def`). Returns 0 or -EINVAL. */
@@ -152,26 +99,26 @@ static int get_ids(const msgpack_object *body, bool allow_empty, bool dedup, uin
         return 0;
 }
 
-static void op_hello(Daemon *d, Request *req, ProtoError *e) {
-        msgpack_packer *pk = &req->pk;
+static void op_hello(Request *req, ProtoError *e) {
+        msgpack_packer *pk = req->pk;
         const JobKind *const *kinds = kind_all();
         uint32_t n_kinds = 0;
 
         while (kinds[n_kinds])
                 n_kinds++;
-        reply_begin(d, req, 8);
+        reply_ok(req, 8);
         proto_pack_str(pk, "version");
         msgpack_pack_uint8(pk, PROTO_VERSION);
         proto_pack_str(pk, "server");
         proto_pack_str(pk, "futured " FUTURED_VERSION);
         proto_pack_str(pk, "events");
-        proto_pack_str(pk, d->cfg.events);
+        proto_pack_str(pk, req->rq->events_endpoint);
         proto_pack_str(pk, "threads");
-        msgpack_pack_uint32(pk, d->cfg.threads);
+        msgpack_pack_uint32(pk, req->rq->threads);
         proto_pack_str(pk, "transfers");
-        msgpack_pack_uint32(pk, d->cfg.transfers);
+        msgpack_pack_uint32(pk, req->rq->transfers);
         proto_pack_str(pk, "processes");
-        msgpack_pack_uint32(pk, d->cfg.processes);
+        msgpack_pack_uint32(pk, req->rq->processes);
         proto_pack_str(pk, "limits");
         msgpack_pack_map(pk, 5);
         proto_pack_str(pk, "max_message");
@@ -215,14 +162,20 @@ static void op_hello(Daemon *d, Request *req, ProtoError *e) {
                                 msgpack_pack_false(pk);
                 }
         }
-        reply_send(d, req);
+        send_reply(req);
 }
 
-static int check_job(const msgpack_object *job, JobSpec *spec, ProtoError *e) {
+/* Checks one job of a submit into `spec`; its group name, if any, is copied to `group` (which
+ * spec->group then points at). Returns 0 or -EINVAL with `e` filled. */
+static int check_job(const msgpack_object *job, JobSpec *spec, char group[PROTO_MAX_GROUP + 1],
+                     ProtoError *e) {
         static const char *const fields[] = { "kind", "args", "priority", "timeout", "group",
                                               "group_limit", "retries", NULL };
         static const msgpack_object no_args = { .type = MSGPACK_OBJECT_MAP };
         const msgpack_object *o;
+        uint64_t u;
+        int64_t i;
+        double t;
         int r;
 
         *spec = (JobSpec){};
@@ -243,187 +196,151 @@ static int check_job(const msgpack_object *job, JobSpec *spec, ProtoError *e) {
         if (r < 0)
                 return r;
         if ((o = proto_map_get(job, "priority")) &&
-            (proto_get_int(o, &spec->priority) < 0 || spec->priority < -PROTO_MAX_PRIORITY ||
-             spec->priority > PROTO_MAX_PRIORITY))
+            (proto_get_int(o, &i) < 0 || i < -PROTO_MAX_PRIORITY || i > PROTO_MAX_PRIORITY))
                 return proto_error(e, PROTO_E_BAD_REQUEST, "priority",
                                    "'priority' must be an integer from %d to %d",
                                    -PROTO_MAX_PRIORITY, PROTO_MAX_PRIORITY);
-        if (get_seconds(proto_map_get(job, "timeout"), 4e6, 0, &spec->timeout) < 0)
+        spec->priority = (int16_t) (o ? i : 0);
+        if (get_seconds(proto_map_get(job, "timeout"), 4e6, 0, &t) < 0)
                 return proto_error(e, PROTO_E_BAD_REQUEST, "timeout",
                                    "'timeout' must be a number of seconds from 0 to 4e6");
+        spec->timeout_ms = (uint32_t) ceil(t * 1000.0);
         if ((o = proto_map_get(job, "group"))) {
                 if (o->type != MSGPACK_OBJECT_STR || o->via.str.size == 0 ||
                     o->via.str.size > PROTO_MAX_GROUP || memchr(o->via.str.ptr, 0, o->via.str.size))
                         return proto_error(e, PROTO_E_BAD_REQUEST, "group",
                                            "'group' must be a string of 1 to %u bytes",
                                            PROTO_MAX_GROUP);
-                spec->group = o;
+                memcpy(group, o->via.str.ptr, o->via.str.size);
+                group[o->via.str.size] = 0;
+                spec->group = group;
         }
         if ((o = proto_map_get(job, "group_limit"))) {
-                if (proto_get_uint(o, &spec->group_limit) < 0 || spec->group_limit > UINT32_MAX)
+                if (proto_get_uint(o, &u) < 0 || u > UINT32_MAX)
                         return proto_error(e, PROTO_E_BAD_REQUEST, "group_limit",
                                            "'group_limit' must be an unsigned 32-bit integer");
+                spec->group_limit = (uint32_t) u;
                 if (!spec->group && spec->group_limit)
                         return proto_error(e, PROTO_E_BAD_REQUEST, "group_limit",
                                            "'group_limit' needs a 'group'");
         }
         if ((o = proto_map_get(job, "retries")) &&
-            (proto_get_uint(o, &spec->retries) < 0 || spec->retries > PROTO_MAX_RETRIES))
+            (proto_get_uint(o, &u) < 0 || u > PROTO_MAX_RETRIES))
                 return proto_error(e, PROTO_E_BAD_REQUEST, "retries",
                                    "'retries' must be an integer from 0 to %u", PROTO_MAX_RETRIES);
+        spec->retries = (uint8_t) (o ? u : 0);
         return 0;
 }
 
-/* Makes the Future for a checked job; returns it (owned by the caller) or NULL on ENOMEM. */
-static Future *make_future(Daemon *d, const JobSpec *spec) {
-        msgpack_sbuffer sbuf;
-        msgpack_packer pk;
-        Future *f;
+/* Reads the `reply` field of a submit: false for "ids" (the default), true for "results". */
+static int get_reply_mode(const msgpack_object *body, bool *ret, ProtoError *e) {
+        const msgpack_object *o = proto_map_get(body, "reply");
 
-        msgpack_sbuffer_init(&sbuf);
-        msgpack_packer_init(&pk, &sbuf, msgpack_sbuffer_write);
-        if (msgpack_pack_object(&pk, *spec->args) < 0 || !sbuf.data) {
-                msgpack_sbuffer_destroy(&sbuf);
-                return NULL;
-        }
-        uint32_t len = (uint32_t) sbuf.size;
-        uint8_t *args = proto_sbuffer_take(&sbuf);
-        f = args ? future_new(0, spec->kind, args, len) : NULL;
-        if (!f) {
-                free(args);
-                return NULL;
-        }
-        f->priority = (int16_t) spec->priority;
-        f->timeout_ms = (uint32_t) ceil(spec->timeout * 1000.0);
-        f->retries = (uint8_t) spec->retries;
-        f->timeout.kind = TIMER_JOB_TIMEOUT;
-        if (spec->group) {
-                char name[PROTO_MAX_GROUP + 1];
-                memcpy(name, spec->group->via.str.ptr, spec->group->via.str.size);
-                name[spec->group->via.str.size] = 0;
-                if (scheduler_group_ref(&d->sched, name, (uint32_t) spec->group_limit,
-                                        &f->group) < 0) {
-                        future_free(f);
-                        return NULL;
-                }
-        }
-        return f;
+        *ret = o && proto_str_eq(o, "results");
+        if (o && !*ret && !proto_str_eq(o, "ids"))
+                return proto_error(e, PROTO_E_BAD_REQUEST, "reply",
+                                   "'reply' must be \"ids\" or \"results\"");
+        return 0;
 }
 
-static void op_submit(Daemon *d, Request *req, ProtoError *e) {
-        _cleanup_free_ JobSpec *specs = NULL;
+/* The check step of a submit: every job, before anything is queued. Returns 0 or -errno with `e`
+ * filled (and e->index naming the job at fault). */
+static int check_submit(Request *req, const msgpack_object *jobs, JobSpec *specs,
+                        char (*groups)[PROTO_MAX_GROUP + 1], ProtoError *e) {
+        for (uint32_t i = 0; i < jobs->via.array.size; i++)
+                if (check_job(&jobs->via.array.ptr[i], &specs[i], groups[i], e) < 0) {
+                        e->index = i;
+                        return -EINVAL;
+                }
+        return 0;
+}
+
+/* The reply step of a submit with reply "results": a deferred reply for the whole batch (the
+ * jobs start only in the loop's before-sleep hook, after the waiter exists). Returns false when
+ * it could not be deferred for lack of memory: the caller answers with the IDs then. */
+static bool defer_results(Request *req, uint64_t first, uint32_t n) {
+        _cleanup_free_ uint64_t *ids = malloc(n * sizeof(*ids));
+
+        for (uint32_t i = 0; ids && i < n; i++)
+                ids[i] = first + i;
+        return ids && waiter_start(executor_waiters(req->rq->executor), &req->from, req->id,
+                                   WAIT_RESULTS, ids, n, -1) == 0;
+}
+
+static void op_submit(Request *req, ProtoError *e) {
         const msgpack_object *jobs = proto_map_get(req->body, "jobs");
-        const msgpack_object *reply = proto_map_get(req->body, "reply");
-        _cleanup_free_ uint64_t *ids = NULL;
-        bool want_results = false;
+        _cleanup_free_ JobSpec *specs = NULL;
+        _cleanup_free_ char (*groups)[PROTO_MAX_GROUP + 1] = NULL;
+        bool want_results;
+        uint64_t first;
         uint32_t n;
+        int r;
 
         if (!jobs || jobs->type != MSGPACK_OBJECT_ARRAY) {
                 proto_error(e, PROTO_E_BAD_REQUEST, "jobs", "'jobs' must be an array of jobs");
-                return reply_error(d, req, e);
+                return reply_error(req, e);
         }
-        if (reply) {
-                want_results = proto_str_eq(reply, "results");
-                if (!want_results && !proto_str_eq(reply, "ids")) {
-                        proto_error(e, PROTO_E_BAD_REQUEST, "reply",
-                                    "'reply' must be \"ids\" or \"results\"");
-                        return reply_error(d, req, e);
-                }
-        }
-        if (want_results && !waiter_can_defer(d, req->identity, req->identity_len)) {
+        if (get_reply_mode(req->body, &want_results, e) < 0)
+                return reply_error(req, e);
+        if (want_results && !waiter_can_defer(executor_waiters(req->rq->executor), &req->from)) {
                 proto_error(e, PROTO_E_TOO_MANY_DEFERRED, NULL,
                             "%u outstanding deferred replies is the limit per client",
                             PROTO_MAX_DEFERRED);
-                return reply_error(d, req, e);
+                return reply_error(req, e);
         }
         n = jobs->via.array.size;
         if (n == 0) {
                 proto_error(e, PROTO_E_BAD_REQUEST, "jobs", "'jobs' must not be empty");
-                return reply_error(d, req, e);
+                return reply_error(req, e);
         }
         if (n > PROTO_MAX_BATCH) {
                 proto_error(e, PROTO_E_TOO_MANY, "jobs", "%u jobs, at most %u in one submit", n,
                             PROTO_MAX_BATCH);
-                return reply_error(d, req, e);
-        }
-        if (d->stopping) {
-                proto_error(e, PROTO_E_SHUTTING_DOWN, NULL, "futured is shutting down");
-                return reply_error(d, req, e);
-        }
-        if (d->n_state[STATE_PENDING] + d->n_state[STATE_RUNNING] + n > PROTO_MAX_PENDING) {
-                proto_error(e, PROTO_E_QUEUE_FULL, NULL, "%u unfinished futures is the limit",
-                            PROTO_MAX_PENDING);
-                return reply_error(d, req, e);
+                return reply_error(req, e);
         }
         specs = calloc(n, sizeof(*specs));
-        if (!specs) {
-                proto_error(e, PROTO_E_QUEUE_FULL, NULL, "out of memory");
-                return reply_error(d, req, e);
-        }
-        /* Check every job before queueing any: a batch is all or nothing. */
-        for (uint32_t i = 0; i < n; i++)
-                if (check_job(&jobs->via.array.ptr[i], &specs[i], e) < 0) {
-                        e->index = i;
-                        return reply_error(d, req, e);
-                }
+        groups = calloc(n, sizeof(*groups));
+        if (!specs || !groups)
+                return reply_out_of_memory(req, e);
+        if (check_submit(req, jobs, specs, groups, e) < 0)
+                return reply_error(req, e);
 
-        uint64_t first = d->table.next_id;
-        for (uint32_t i = 0; i < n; i++) {
-                Future *f = make_future(d, &specs[i]);
-                if (!f || table_add(&d->table, f) < 0 || scheduler_push(&d->sched, f) < 0) {
-                        /* Out of memory halfway: what was queued stays queued and is reported,
-                         * so no job the client does not know of runs. Since IDs are consecutive
-                         * the client learns exactly which. */
-                        if (f && table_get(&d->table, f->id) == f) {
-                                table_steal(&d->table, f->id);
-                        }
-                        if (f) {
-                                scheduler_group_unref(&d->sched, f->group);
-                                f->group = NULL;
-                                future_free(f);
-                        }
-                        n = i;
-                        break;
-                }
-                d->n_state[STATE_PENDING]++;
-                d->submitted++;
+        r = executor_submit(req->rq->executor, specs, n, &first);
+        if (r == EXECUTOR_STOPPING) {
+                proto_error(e, PROTO_E_SHUTTING_DOWN, NULL, "futured is shutting down");
+                return reply_error(req, e);
         }
-        if (n == 0) {
-                proto_error(e, PROTO_E_QUEUE_FULL, NULL, "out of memory");
-                return reply_error(d, req, e);
+        if (r == EXECUTOR_QUEUE_FULL) {
+                proto_error(e, PROTO_E_QUEUE_FULL, NULL, "%u unfinished futures is the limit",
+                            PROTO_MAX_PENDING);
+                return reply_error(req, e);
         }
-        if (want_results) {
-                /* The reply waits for every job; the jobs start only after the waiter exists. */
-                ids = malloc(n * sizeof(*ids));
-                for (uint32_t i = 0; ids && i < n; i++)
-                        ids[i] = first + i;
-                if (!ids || waiter_start(d, req->identity, req->identity_len, req->envelope,
-                                         req->id, WAIT_RESULTS, ids, n, -1) < 0)
-                        want_results = false; /* out of memory: answer with the IDs at least */
-        }
-        if (!want_results) {
-                reply_begin(d, req, 1);
-                proto_pack_str(&req->pk, "ids");
-                msgpack_pack_array(&req->pk, n);
-                for (uint32_t i = 0; i < n; i++)
-                        msgpack_pack_uint64(&req->pk, first + i);
-                reply_send(d, req);
-        }
-        daemon_dispatch(d);
+        if (r < 0)
+                return reply_out_of_memory(req, e);
+
+        if (want_results && defer_results(req, first, n))
+                return;
+        reply_ok(req, 1);
+        proto_pack_str(req->pk, "ids");
+        msgpack_pack_array(req->pk, n);
+        for (uint32_t i = 0; i < n; i++)
+                msgpack_pack_uint64(req->pk, first + i);
+        send_reply(req);
 }
 
-static void op_status(Daemon *d, Request *req, ProtoError *e) {
+static void op_status(Request *req, ProtoError *e) {
+        const Table *t = executor_table(req->rq->executor);
         _cleanup_free_ uint64_t *ids = NULL;
         uint32_t n;
 
         if (get_ids(req->body, true, false, &ids, &n, e) < 0)
-                return reply_error(d, req, e);
-        reply_begin(d, req, 1);
-        proto_pack_str(&req->pk, "states");
-        msgpack_pack_array(&req->pk, n);
+                return reply_error(req, e);
+        reply_ok(req, 1);
+        proto_pack_str(req->pk, "states");
+        msgpack_pack_array(req->pk, n);
         for (uint32_t i = 0; i < n; i++)
-                proto_pack_str(&req->pk, proto_state_name(daemon_state_of(d, ids[i])));
-        reply_send(d, req);
+                proto_pack_str(req->pk, proto_state_name(table_state_of(t, ids[i])));
+        send_reply(req);
 }
 
 static int get_timeout_ns(const msgpack_object *body, int64_t *ret, ProtoError *e) {
@@ -436,22 +353,35 @@ static int get_timeout_ns(const msgpack_object *body, int64_t *ret, ProtoError *
         return 0;
 }
 
-static void start_waiter(Daemon *d, Request *req, WaitMode mode, const uint64_t *ids, uint32_t n,
+/* Packs the reply of a wait/result/results for `ids` as things stand now. */
+static void pack_wait_reply(Reply *r, const Table *t, WaitMode mode, uint64_t req_id,
+                            const uint64_t *ids, uint32_t n) {
+        if (mode == WAIT_RESULT)
+                reply_pack_result(r, t, req_id, ids[0]);
+        else if (mode == WAIT_RESULTS)
+                reply_pack_results(r, t, req_id, ids, n);
+        else
+                reply_pack_wait(r, t, req_id, ids, n);
+}
+
+static void start_waiter(Request *req, WaitMode mode, const uint64_t *ids, uint32_t n,
                          int64_t timeout_ns, ProtoError *e) {
-        int r = waiter_start(d, req->identity, req->identity_len, req->envelope, req->id, mode,
-                             ids, n, timeout_ns);
-        if (r == -EBUSY) {
+        Executor *x = req->rq->executor;
+        int r = waiter_start(executor_waiters(x), &req->from, req->id, mode, ids, n, timeout_ns);
+
+        if (r == WAITER_READY) {
+                pack_wait_reply(&req->reply, executor_table(x), mode, req->id, ids, n);
+                send_reply(req);
+        } else if (r == WAITER_QUOTA) {
                 proto_error(e, PROTO_E_TOO_MANY_DEFERRED, NULL,
                             "%u outstanding wait/result replies is the limit per client",
                             PROTO_MAX_DEFERRED);
-                reply_error(d, req, e);
-        } else if (r < 0) {
-                proto_error(e, PROTO_E_TOO_MANY_DEFERRED, NULL, "out of memory");
-                reply_error(d, req, e);
-        }
+                reply_error(req, e);
+        } else if (r < 0)
+                reply_out_of_memory(req, e);
 }
 
-static void op_wait(Daemon *d, Request *req, ProtoError *e) {
+static void op_wait(Request *req, ProtoError *e) {
         _cleanup_free_ uint64_t *ids = NULL;
         const msgpack_object *o;
         WaitMode mode = WAIT_ALL;
@@ -459,7 +389,7 @@ static void op_wait(Daemon *d, Request *req, ProtoError *e) {
         uint32_t n;
 
         if (get_ids(req->body, false, true, &ids, &n, e) < 0)
-                return reply_error(d, req, e);
+                return reply_error(req, e);
         if ((o = proto_map_get(req->body, "mode"))) {
                 if (proto_str_eq(o, "all"))
                         mode = WAIT_ALL;
@@ -470,100 +400,71 @@ static void op_wait(Daemon *d, Request *req, ProtoError *e) {
                 else {
                         proto_error(e, PROTO_E_BAD_REQUEST, "mode",
                                     "'mode' must be all, first_completed or first_exception");
-                        return reply_error(d, req, e);
+                        return reply_error(req, e);
                 }
         }
         if (get_timeout_ns(req->body, &timeout_ns, e) < 0)
-                return reply_error(d, req, e);
-        start_waiter(d, req, mode, ids, n, timeout_ns, e);
+                return reply_error(req, e);
+        start_waiter(req, mode, ids, n, timeout_ns, e);
 }
 
-static void op_result(Daemon *d, Request *req, ProtoError *e) {
+static void op_result(Request *req, ProtoError *e) {
         int64_t timeout_ns = -1;
         uint64_t id;
 
         if (proto_get_uint(proto_map_get(req->body, "future"), &id) < 0) {
                 proto_error(e, PROTO_E_BAD_REQUEST, "future",
                             "'future' must be the future's ID, an unsigned integer");
-                return reply_error(d, req, e);
+                return reply_error(req, e);
         }
         if (get_timeout_ns(req->body, &timeout_ns, e) < 0)
-                return reply_error(d, req, e);
-        start_waiter(d, req, WAIT_RESULT, &id, 1, timeout_ns, e);
+                return reply_error(req, e);
+        start_waiter(req, WAIT_RESULT, &id, 1, timeout_ns, e);
 }
 
-static void op_results(Daemon *d, Request *req, ProtoError *e) {
+static void op_results(Request *req, ProtoError *e) {
         _cleanup_free_ uint64_t *ids = NULL;
         int64_t timeout_ns = -1;
         uint32_t n;
 
         if (get_ids(req->body, false, true, &ids, &n, e) < 0)
-                return reply_error(d, req, e);
+                return reply_error(req, e);
         if (get_timeout_ns(req->body, &timeout_ns, e) < 0)
-                return reply_error(d, req, e);
-        start_waiter(d, req, WAIT_RESULTS, ids, n, timeout_ns, e);
+                return reply_error(req, e);
+        start_waiter(req, WAIT_RESULTS, ids, n, timeout_ns, e);
 }
 
-static void op_cancel(Daemon *d, Request *req, ProtoError *e) {
+/* cancel and release: one bool per ID. */
+static void reply_bools(Request *req, ProtoError *e, const char *field,
+                        bool (*fn)(Executor *x, uint64_t id)) {
         _cleanup_free_ uint64_t *ids = NULL;
         uint32_t n;
 
         if (get_ids(req->body, false, false, &ids, &n, e) < 0)
-                return reply_error(d, req, e);
-        /* Cancelling finishes futures, which may answer other clients' waiters and so reuse
-         * d->out: decide every answer first, pack the reply after. */
-        _cleanup_free_ bool *res = calloc(n, sizeof(bool));
-        if (!res) {
-                proto_error(e, PROTO_E_QUEUE_FULL, NULL, "out of memory");
-                return reply_error(d, req, e);
-        }
-        for (uint32_t i = 0; i < n; i++) {
-                Future *f = table_get(&d->table, ids[i]);
-                res[i] = f && daemon_cancel(d, f, STATE_CANCELLED, NULL);
-                if (!res[i] && f && f->state == STATE_CANCELLED)
-                        res[i] = true; /* cancelled already: it is cancelled, as Python says */
-        }
-        reply_begin(d, req, 1);
-        proto_pack_str(&req->pk, "cancelled");
-        msgpack_pack_array(&req->pk, n);
+                return reply_error(req, e);
+        reply_ok(req, 1);
+        proto_pack_str(req->pk, field);
+        msgpack_pack_array(req->pk, n);
         for (uint32_t i = 0; i < n; i++)
-                if (res[i])
-                        msgpack_pack_true(&req->pk);
+                if (fn(req->rq->executor, ids[i]))
+                        msgpack_pack_true(req->pk);
                 else
-                        msgpack_pack_false(&req->pk);
-        reply_send(d, req);
-        daemon_dispatch(d);
+                        msgpack_pack_false(req->pk);
+        send_reply(req);
 }
 
-static void op_release(Daemon *d, Request *req, ProtoError *e) {
-        _cleanup_free_ uint64_t *ids = NULL;
-        uint32_t n;
-
-        if (get_ids(req->body, false, false, &ids, &n, e) < 0)
-                return reply_error(d, req, e);
-        reply_begin(d, req, 1);
-        proto_pack_str(&req->pk, "released");
-        msgpack_pack_array(&req->pk, n);
-        for (uint32_t i = 0; i < n; i++) {
-                Future *f = table_get(&d->table, ids[i]);
-                if (f && proto_state_final(f->state)) {
-                        daemon_expire(d, f);
-                        msgpack_pack_true(&req->pk);
-                } else
-                        msgpack_pack_false(&req->pk);
-        }
-        reply_send(d, req);
+static void op_cancel(Request *req, ProtoError *e) {
+        reply_bools(req, e, "cancelled", executor_cancel);
 }
 
-/* The future `id` when it exists and `list` shows it: every state, or only `state` (>= 0) as
- * clients see it. */
-static Future *listed(Daemon *d, uint64_t id, int state) {
-        Future *f = table_get(&d->table, id);
-
-        return f && (state < 0 || daemon_visible_state(d, f) == (FutureState) state) ? f : NULL;
+static void op_release(Request *req, ProtoError *e) {
+        reply_bools(req, e, "released", executor_release);
 }
 
-static void op_list(Daemon *d, Request *req, ProtoError *e) {
+static void op_list(Request *req, ProtoError *e) {
+        const Table *t = executor_table(req->rq->executor);
+        _cleanup_free_ Future **found = NULL;
+        _cleanup_free_ uint8_t *states = NULL;
         const msgpack_object *o;
         uint64_t after = 0, limit = 100;
         int state = -1;
@@ -574,58 +475,64 @@ static void op_list(Daemon *d, Request *req, ProtoError *e) {
                 if (o->type != MSGPACK_OBJECT_STR ||
                     (state = proto_state_from_name(o->via.str.ptr, o->via.str.size)) < 0) {
                         proto_error(e, PROTO_E_BAD_REQUEST, "state", "'state' must be a state name");
-                        return reply_error(d, req, e);
+                        return reply_error(req, e);
                 }
         }
         if ((o = proto_map_get(req->body, "after")) && proto_get_uint(o, &after) < 0) {
                 proto_error(e, PROTO_E_BAD_REQUEST, "after", "'after' must be a future ID");
-                return reply_error(d, req, e);
+                return reply_error(req, e);
         }
         if ((o = proto_map_get(req->body, "limit")) &&
             (proto_get_uint(o, &limit) < 0 || limit < 1 || limit > PROTO_MAX_LIST)) {
                 proto_error(e, PROTO_E_BAD_REQUEST, "limit", "'limit' must be from 1 to %u",
                             PROTO_MAX_LIST);
-                return reply_error(d, req, e);
+                return reply_error(req, e);
         }
 
-        /* Two passes over the same range: count, then pack, since msgpack needs the length
-         * first. */
-        uint64_t from = MAX(after + 1, d->table.base), last = 0;
-        for (uint64_t id = from; id < d->table.next_id; id++) {
-                if (!listed(d, id, state))
+        /* One pass that takes each future's state once: pool threads change what a visible state
+         * reads, so a count pass and a pack pass could disagree. */
+        found = malloc(limit * sizeof(*found));
+        states = malloc(limit);
+        if (!found || !states)
+                return reply_out_of_memory(req, e);
+        for (uint64_t id = MAX(after + 1, t->base); id < t->next_id; id++) {
+                Future *f = table_get(t, id);
+                FutureState s;
+                if (!f)
+                        continue;
+                s = future_visible_state(f);
+                if (state >= 0 && s != (FutureState) state)
                         continue;
                 if (n == limit) {
                         more = true;
                         break;
                 }
-                n++;
-                last = id;
+                found[n] = f;
+                states[n++] = (uint8_t) s;
         }
-        reply_begin(d, req, 2);
-        proto_pack_str(&req->pk, "futures");
-        msgpack_pack_array(&req->pk, n);
-        for (uint64_t id = from; n > 0 && id <= last; id++) {
-                Future *f = listed(d, id, state);
-                if (!f)
-                        continue;
-                msgpack_pack_map(&req->pk, 5);
-                proto_pack_str(&req->pk, "id");
-                msgpack_pack_uint64(&req->pk, f->id);
-                proto_pack_str(&req->pk, "kind");
-                proto_pack_str(&req->pk, f->kind->name);
-                proto_pack_str(&req->pk, "state");
-                proto_pack_str(&req->pk, proto_state_name(daemon_visible_state(d, f)));
-                proto_pack_str(&req->pk, "group");
-                proto_pack_str(&req->pk, f->group ? f->group->name : "");
-                proto_pack_str(&req->pk, "priority");
-                msgpack_pack_int(&req->pk, f->priority);
+        reply_ok(req, 2);
+        proto_pack_str(req->pk, "futures");
+        msgpack_pack_array(req->pk, n);
+        for (uint32_t i = 0; i < n; i++) {
+                const Future *f = found[i];
+                msgpack_pack_map(req->pk, 5);
+                proto_pack_str(req->pk, "id");
+                msgpack_pack_uint64(req->pk, f->id);
+                proto_pack_str(req->pk, "kind");
+                proto_pack_str(req->pk, f->kind->name);
+                proto_pack_str(req->pk, "state");
+                proto_pack_str(req->pk, proto_state_name(states[i]));
+                proto_pack_str(req->pk, "group");
+                proto_pack_str(req->pk, f->group ? f->group->name : "");
+                proto_pack_str(req->pk, "priority");
+                msgpack_pack_int(req->pk, f->priority);
         }
-        proto_pack_str(&req->pk, "more");
+        proto_pack_str(req->pk, "more");
         if (more)
-                msgpack_pack_true(&req->pk);
+                msgpack_pack_true(req->pk);
         else
-                msgpack_pack_false(&req->pk);
-        reply_send(d, req);
+                msgpack_pack_false(req->pk);
+        send_reply(req);
 }
 
 static void pack_counter(msgpack_packer *pk, const char *name, uint64_t v) {
@@ -633,238 +540,170 @@ static void pack_counter(msgpack_packer *pk, const char *name, uint64_t v) {
         msgpack_pack_uint64(pk, v);
 }
 
-static void op_stats(Daemon *d, Request *req, ProtoError *e) {
-        msgpack_packer *pk = &req->pk;
+static void op_stats(Request *req, ProtoError *e) {
+        msgpack_packer *pk = req->pk;
+        ExecutorStats st;
 
-        reply_begin(d, req, 1);
+        executor_stats(req->rq->executor, &st);
+        reply_ok(req, 1);
         proto_pack_str(pk, "stats");
         msgpack_pack_map(pk, 16);
-        unsigned queued = daemon_thread_jobs_queued(d);
-        pack_counter(pk, "pending", d->n_state[STATE_PENDING] + queued);
-        pack_counter(pk, "running", d->n_state[STATE_RUNNING] - queued);
-        pack_counter(pk, "done", d->n_state[STATE_DONE]);
-        pack_counter(pk, "failed", d->n_state[STATE_FAILED]);
-        pack_counter(pk, "cancelled", d->n_state[STATE_CANCELLED]);
-        pack_counter(pk, "submitted", d->submitted);
-        pack_counter(pk, "finished", d->finished);
-        pack_counter(pk, "threads", d->cfg.threads);
-        pack_counter(pk, "transfers", d->cfg.transfers);
-        pack_counter(pk, "transfers_running", d->transfers_busy);
-        pack_counter(pk, "processes", d->cfg.processes);
-        pack_counter(pk, "processes_alive", procpool_alive(d->ppool));
-        pack_counter(pk, "workers_started", procpool_started(d->ppool));
-        pack_counter(pk, "workers_died", procpool_died(d->ppool));
-        pack_counter(pk, "clients_deferred", d->n_deferred);
-        pack_counter(pk, "uptime_ms", (timer_now() - d->started_ns) / 1000000u);
-        reply_send(d, req);
+        pack_counter(pk, "pending", st.n_state[STATE_PENDING]);
+        pack_counter(pk, "running", st.n_state[STATE_RUNNING]);
+        pack_counter(pk, "done", st.n_state[STATE_DONE]);
+        pack_counter(pk, "failed", st.n_state[STATE_FAILED]);
+        pack_counter(pk, "cancelled", st.n_state[STATE_CANCELLED]);
+        pack_counter(pk, "submitted", st.submitted);
+        pack_counter(pk, "finished", st.finished);
+        pack_counter(pk, "threads", req->rq->threads);
+        pack_counter(pk, "transfers", req->rq->transfers);
+        pack_counter(pk, "transfers_running", st.transfers_running);
+        pack_counter(pk, "processes", req->rq->processes);
+        pack_counter(pk, "processes_alive", st.processes_alive);
+        pack_counter(pk, "workers_started", st.workers_started);
+        pack_counter(pk, "workers_died", st.workers_died);
+        pack_counter(pk, "clients_deferred", st.deferred);
+        pack_counter(pk, "uptime_ms", (timer_now() - req->rq->started_ns) / 1000000u);
+        send_reply(req);
 }
 
-static void op_probe(Daemon *d, Request *req, ProtoError *e) {
+static void op_probe(Request *req, ProtoError *e) {
         const msgpack_object *o = proto_map_get(req->body, "token");
-        char topic[6 + PROTO_MAX_TOKEN + 1];
-        msgpack_packer pk;
 
         if (!o || o->type != MSGPACK_OBJECT_STR || o->via.str.size == 0 ||
             o->via.str.size > PROTO_MAX_TOKEN) {
                 proto_error(e, PROTO_E_BAD_REQUEST, "token",
                             "'token' must be a string of 1 to %u bytes", PROTO_MAX_TOKEN);
-                return reply_error(d, req, e);
+                return reply_error(req, e);
         }
-        memcpy(topic, "probe/", 6);
-        memcpy(topic + 6, o->via.str.ptr, o->via.str.size);
-        d->out.size = 0;
-        msgpack_packer_init(&pk, &d->out, msgpack_sbuffer_write);
-        msgpack_pack_map(&pk, 0);
-        zmq_send(d->pub, topic, 6 + o->via.str.size, ZMQ_SNDMORE | ZMQ_DONTWAIT);
-        zmq_send(d->pub, d->out.data, d->out.size, ZMQ_DONTWAIT);
-        reply_begin(d, req, 0);
-        reply_send(d, req);
+        events_probe(req->rq->events, o->via.str.ptr, o->via.str.size);
+        reply_ok(req, 0);
+        send_reply(req);
 }
 
-void request_pack_wait_reply(Daemon *d, uint64_t req_id, const uint64_t *ids, uint32_t n) {
-        msgpack_packer pk;
-        uint32_t n_done = 0;
+typedef struct Op {
+        const char *name;
+        void (*run)(Request *req, ProtoError *e);
+        const char *fields[6]; /* besides v, id and op */
+} Op;
 
-        msgpack_packer_init(&pk, &d->out, msgpack_sbuffer_write);
-        for (uint32_t i = 0; i < n; i++)
-                n_done += proto_state_final(daemon_state_of(d, ids[i]));
-        pack_head(d, &pk, true, req_id, true, 2);
-        proto_pack_str(&pk, "done");
-        msgpack_pack_array(&pk, n_done);
-        for (uint32_t i = 0; i < n; i++)
-                if (proto_state_final(daemon_state_of(d, ids[i])))
-                        msgpack_pack_uint64(&pk, ids[i]);
-        proto_pack_str(&pk, "not_done");
-        msgpack_pack_array(&pk, n - n_done);
-        for (uint32_t i = 0; i < n; i++)
-                if (!proto_state_final(daemon_state_of(d, ids[i])))
-                        msgpack_pack_uint64(&pk, ids[i]);
-}
+static const Op ops[] = {
+        { "hello", op_hello, {} },
+        { "submit", op_submit, { "jobs", "reply" } },
+        { "status", op_status, { "ids" } },
+        { "wait", op_wait, { "ids", "mode", "timeout" } },
+        { "result", op_result, { "future", "timeout" } },
+        { "results", op_results, { "ids", "timeout" } },
+        { "cancel", op_cancel, { "ids" } },
+        { "release", op_release, { "ids" } },
+        { "list", op_list, { "state", "after", "limit" } },
+        { "stats", op_stats, {} },
+        { "probe", op_probe, { "token" } },
+};
 
-/* True if a future in state `s` shows its stored result or failure. */
-static bool shows_outcome(const Future *f, FutureState s) {
-        return f && f->outcome && (s == STATE_DONE || s == STATE_FAILED);
-}
-
-/* Packs the `state` field and, when shows_outcome(), `result` or `failure`: 1 or 2 fields. */
-static void pack_state_fields(Daemon *d, msgpack_packer *pk, const Future *f, FutureState s) {
-        proto_pack_str(pk, "state");
-        proto_pack_str(pk, proto_state_name(s));
-        if (shows_outcome(f, s)) {
-                /* The outcome is stored packed: splice its bytes in as the value. */
-                proto_pack_str(pk, s == STATE_DONE ? "result" : "failure");
-                msgpack_sbuffer_write(&d->out, (const char *) f->outcome, f->outcome_len);
-        }
-}
-
-void request_pack_result_reply(Daemon *d, uint64_t req_id, uint64_t id) {
-        FutureState s = daemon_state_of(d, id);
-        Future *f = table_get(&d->table, id);
-        msgpack_packer pk;
-
-        msgpack_packer_init(&pk, &d->out, msgpack_sbuffer_write);
-        if (!proto_state_final(s)) {
-                ProtoError e = { .index = -1 };
-                proto_error(&e, PROTO_E_NOT_DONE, NULL, "future %" PRIu64 " is still %s", id,
-                            proto_state_name(s));
-                pack_error(d, &pk, true, req_id, &e);
-                return;
-        }
-        pack_head(d, &pk, true, req_id, true, 1 + shows_outcome(f, s));
-        pack_state_fields(d, &pk, f, s);
-}
-
-/* Packs {id, state, result|failure} for one future. */
-static void pack_outcome(Daemon *d, msgpack_packer *pk, uint64_t id) {
-        FutureState s = daemon_state_of(d, id);
-        Future *f = table_get(&d->table, id);
-
-        msgpack_pack_map(pk, 2 + shows_outcome(f, s));
-        proto_pack_str(pk, "id");
-        msgpack_pack_uint64(pk, id);
-        pack_state_fields(d, pk, f, s);
-}
-
-void request_pack_results_reply(Daemon *d, uint64_t req_id, const uint64_t *ids, uint32_t n) {
-        msgpack_packer pk;
-
-        msgpack_packer_init(&pk, &d->out, msgpack_sbuffer_write);
-        pack_head(d, &pk, true, req_id, true, 2);
-        proto_pack_str(&pk, "ids");
-        msgpack_pack_array(&pk, n);
-        for (uint32_t i = 0; i < n; i++)
-                msgpack_pack_uint64(&pk, ids[i]);
-        proto_pack_str(&pk, "results");
-        msgpack_pack_array(&pk, n);
-        for (uint32_t i = 0; i < n; i++)
-                pack_outcome(d, &pk, ids[i]);
-}
-
-void request_handle(Daemon *d, const uint8_t *identity, size_t identity_len, bool envelope,
-                    const uint8_t *body, size_t body_len) {
+/* The envelope checks: decoding, size, id (first, so that every later error can echo it),
+ * version, op and the op's fields. Returns the op, or NULL with `e` filled. */
+static const Op *check_envelope(Request *req, bool decoded, size_t body_len, ProtoError *e) {
         static const char *const common[] = { "v", "id", "op" };
-        static const struct {
-                const char *name;
-                void (*run)(Daemon *d, Request *req, ProtoError *e);
-                const char *fields[6];
-        } ops[] = {
-                { "hello", op_hello, {} },
-                { "submit", op_submit, { "jobs", "reply" } },
-                { "status", op_status, { "ids" } },
-                { "wait", op_wait, { "ids", "mode", "timeout" } },
-                { "result", op_result, { "future", "timeout" } },
-                { "results", op_results, { "ids", "timeout" } },
-                { "cancel", op_cancel, { "ids" } },
-                { "release", op_release, { "ids" } },
-                { "list", op_list, { "state", "after", "limit" } },
-                { "stats", op_stats, {} },
-                { "probe", op_probe, { "token" } },
-        };
-        Request req = { .identity = identity, .identity_len = identity_len, .envelope = envelope };
+        const char *allowed[ELEMENTSOF(common) + ELEMENTSOF(ops[0].fields) + 1] = {};
+        const msgpack_object *o;
+        const Op *op = NULL;
+        size_t n = 0;
+        uint64_t v;
+
+        if (body_len > PROTO_MAX_MESSAGE) {
+                /* Still echo the id if the oversized request has one (ZeroMQ caps the size at
+                 * PROTO_HARD_MAX_MESSAGE, so decoding it is bounded). */
+                if (decoded && proto_get_uint(proto_map_get(req->body, "id"), &req->id) == 0)
+                        req->has_id = true;
+                proto_error(e, PROTO_E_TOO_LARGE, NULL, "request of %zu bytes; the limit is %u",
+                            body_len, PROTO_MAX_MESSAGE);
+                return NULL;
+        }
+        if (!decoded) {
+                proto_error(e, PROTO_E_BAD_MESSAGE, NULL,
+                            "the request is not exactly one msgpack value");
+                return NULL;
+        }
+        if (req->body->type != MSGPACK_OBJECT_MAP) {
+                proto_error(e, PROTO_E_BAD_REQUEST, NULL, "the request must be a msgpack map");
+                return NULL;
+        }
+        if (!(o = proto_map_get(req->body, "id"))) {
+                proto_error(e, PROTO_E_BAD_REQUEST, "id", "missing field 'id'");
+                return NULL;
+        }
+        if (proto_get_uint(o, &req->id) < 0) {
+                proto_error(e, PROTO_E_BAD_REQUEST, "id", "'id' must be an unsigned integer");
+                return NULL;
+        }
+        req->has_id = true;
+        if (!(o = proto_map_get(req->body, "v"))) {
+                proto_error(e, PROTO_E_BAD_REQUEST, "v", "missing field 'v'");
+                return NULL;
+        }
+        if (proto_get_uint(o, &v) < 0 || v != PROTO_VERSION) {
+                proto_error(e, PROTO_E_BAD_VERSION, "v", "this daemon speaks protocol version %d",
+                            PROTO_VERSION);
+                return NULL;
+        }
+        o = proto_map_get(req->body, "op");
+        if (!o || o->type != MSGPACK_OBJECT_STR) {
+                proto_error(e, PROTO_E_BAD_REQUEST, "op", "missing or non-string field 'op'");
+                return NULL;
+        }
+        for (size_t i = 0; i < ELEMENTSOF(ops) && !op; i++)
+                if (proto_str_eq(o, ops[i].name))
+                        op = &ops[i];
+        if (!op) {
+                proto_error(e, PROTO_E_UNKNOWN_OP, "op", "unknown operation '%.*s'",
+                            (int) MIN(o->via.str.size, 64u), o->via.str.ptr);
+                return NULL;
+        }
+        for (size_t i = 0; i < ELEMENTSOF(common); i++)
+                allowed[n++] = common[i];
+        for (size_t i = 0; i < ELEMENTSOF(op->fields) && op->fields[i]; i++)
+                allowed[n++] = op->fields[i];
+        if (proto_check_fields(req->body, allowed, e) < 0)
+                return NULL;
+        return op;
+}
+
+void request_handle(Requests *rq, const Peer *from, const uint8_t *body, size_t body_len) {
+        Request req = { .rq = rq, .from = *from };
         ProtoError e = { .index = -1 };
         msgpack_unpacked msg;
-        const msgpack_object *o;
         size_t off = 0;
-        uint64_t v;
-        int op = -1;
+        const Op *op;
 
-        msgpack_packer_init(&req.pk, &d->out, msgpack_sbuffer_write);
+        reply_init(&req.reply);
+        req.pk = &req.reply.pk;
         msgpack_unpacked_init(&msg);
         bool decoded = msgpack_unpack_next(&msg, (const char *) body, body_len, &off) ==
                                MSGPACK_UNPACK_SUCCESS &&
                        off == body_len;
         req.body = &msg.data;
-        if (body_len > PROTO_MAX_MESSAGE) {
-                /* Still echo the id if the oversized request has one (ZeroMQ caps the size at
-                 * PROTO_HARD_MAX_MESSAGE, so decoding it is bounded). */
-                uint64_t id;
-                if (decoded && proto_get_uint(proto_map_get(req.body, "id"), &id) == 0) {
-                        req.id = id;
-                        req.has_id = true;
-                }
-                proto_error(&e, PROTO_E_TOO_LARGE, NULL, "request of %zu bytes; the limit is %u",
-                            body_len, PROTO_MAX_MESSAGE);
-                goto out;
-        }
-        if (!decoded) {
-                proto_error(&e, PROTO_E_BAD_MESSAGE, NULL,
-                            "the request is not exactly one msgpack value");
-                goto out;
-        }
-        if (req.body->type != MSGPACK_OBJECT_MAP) {
-                proto_error(&e, PROTO_E_BAD_REQUEST, NULL, "the request must be a msgpack map");
-                goto out;
-        }
-        /* Find the request id first, so that every later error can echo it. */
-        if ((o = proto_map_get(req.body, "id"))) {
-                if (proto_get_uint(o, &req.id) < 0) {
-                        proto_error(&e, PROTO_E_BAD_REQUEST, "id",
-                                    "'id' must be an unsigned integer");
-                        goto out;
-                }
-                req.has_id = true;
-        } else {
-                proto_error(&e, PROTO_E_BAD_REQUEST, "id", "missing field 'id'");
-                goto out;
-        }
-        o = proto_map_get(req.body, "v");
-        if (!o) {
-                proto_error(&e, PROTO_E_BAD_REQUEST, "v", "missing field 'v'");
-                goto out;
-        }
-        if (proto_get_uint(o, &v) < 0 || v != PROTO_VERSION) {
-                proto_error(&e, PROTO_E_BAD_VERSION, "v", "this daemon speaks protocol version %d",
-                            PROTO_VERSION);
-                goto out;
-        }
-        o = proto_map_get(req.body, "op");
-        if (!o || o->type != MSGPACK_OBJECT_STR) {
-                proto_error(&e, PROTO_E_BAD_REQUEST, "op", "missing or non-string field 'op'");
-                goto out;
-        }
-        for (size_t i = 0; i < ELEMENTSOF(ops) && op < 0; i++)
-                if (proto_str_eq(o, ops[i].name))
-                        op = (int) i;
-        if (op < 0) {
-                proto_error(&e, PROTO_E_UNKNOWN_OP, "op", "unknown operation '%.*s'",
-                            (int) MIN(o->via.str.size, 64u), o->via.str.ptr);
-                goto out;
-        }
-        {
-                const char *allowed[ELEMENTSOF(common) + 7] = {};
-                size_t n = 0;
-                for (size_t i = 0; i < ELEMENTSOF(common); i++)
-                        allowed[n++] = common[i];
-                for (size_t i = 0; i < ELEMENTSOF(ops[op].fields) && ops[op].fields[i]; i++)
-                        allowed[n++] = ops[op].fields[i];
-                if (proto_check_fields(req.body, allowed, &e) < 0)
-                        goto out;
-        }
+        op = check_envelope(&req, decoded, body_len, &e);
+        if (op)
+                op->run(&req, &e);
+        else
+                reply_error(&req, &e);
+        msgpack_unpacked_destroy(&msg);
+        reply_deinit(&req.reply);
+}
 
-        ops[op].run(d, &req, &e);
-        msgpack_unpacked_destroy(&msg);
-        return;
-out:
-        reply_error(d, &req, &e);
-        msgpack_unpacked_destroy(&msg);
+void request_answer_due(Requests *rq) {
+        WaiterSet *set = executor_waiters(rq->executor);
+        const Table *t = executor_table(rq->executor);
+        Waiter *w;
+        Reply r;
+
+        reply_init(&r);
+        while ((w = waiter_take_due(set))) {
+                Peer to = waiter_peer(w);
+                pack_wait_reply(&r, t, w->mode, w->req_id, w->ids, w->n_ids);
+                reply_send(&r, rq->router, &to);
+                waiter_free(set, w);
+        }
+        reply_deinit(&r);
 }

@@ -6,91 +6,29 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "macro.h"
 #include "scheduler.h"
 
 static int unpark(Scheduler *s, Group *g);
 
 /* True if `a` should run before `b`. */
-static int before(const Future *a, const Future *b) {
-        if (a->priority != b->priority)
-                return a->priority > b->priority;
-        return a->id < b->id;
+static bool before(const void *a, const void *b) {
+        const Future *x = a, *y = b;
+
+        if (x->priority != y->priority)
+                return x->priority > y->priority;
+        return x->id < y->id;
 }
 
-static void heap_place(FutureHeap *h, uint32_t i, Future *f) {
-        h->items[i] = f;
-        f->heap_pos = i + 1;
-}
-
-static void heap_up(FutureHeap *h, uint32_t i) {
-        Future *f = h->items[i];
-
-        while (i > 0) {
-                uint32_t parent = (i - 1) / 2;
-                if (!before(f, h->items[parent]))
-                        break;
-                heap_place(h, i, h->items[parent]);
-                i = parent;
-        }
-        heap_place(h, i, f);
-}
-
-static void heap_down(FutureHeap *h, uint32_t i) {
-        Future *f = h->items[i];
-
-        for (;;) {
-                uint32_t child = 2 * i + 1;
-                if (child >= h->n)
-                        break;
-                if (child + 1 < h->n && before(h->items[child + 1], h->items[child]))
-                        child++;
-                if (!before(h->items[child], f))
-                        break;
-                heap_place(h, i, h->items[child]);
-                i = child;
-        }
-        heap_place(h, i, f);
-}
-
-static int heap_push(FutureHeap *h, Future *f) {
-        if (h->n == h->cap) {
-                uint32_t cap = h->cap ? h->cap * 2 : 256;
-                Future **items = realloc(h->items, cap * sizeof(*items));
-                if (!items)
-                        return -ENOMEM;
-                h->items = items;
-                h->cap = cap;
-        }
-        heap_place(h, h->n++, f);
-        heap_up(h, h->n - 1);
-        return 0;
-}
-
-static void heap_remove(FutureHeap *h, Future *f) {
-        uint32_t i = f->heap_pos - 1;
-        Future *moved;
-
-        assert(f->heap_pos && h->items[i] == f);
-        f->heap_pos = 0;
-        if (i == --h->n)
-                return;
-        moved = h->items[h->n];
-        heap_place(h, i, moved);
-        heap_up(h, i);
-        heap_down(h, moved->heap_pos - 1);
-}
-
-static Future *heap_pop(FutureHeap *h) {
-        Future *f = h->n ? h->items[0] : NULL;
-
-        if (f)
-                heap_remove(h, f);
-        return f;
+static void setpos(void *item, uint32_t pos) {
+        ((Future *) item)->heap_pos = pos;
 }
 
 void scheduler_init(Scheduler *s) {
         *s = (Scheduler){};
+        for (size_t i = 0; i < ELEMENTSOF(s->ready); i++)
+                heap_init(&s->ready[i], before, setpos);
 }
 
 static int group_cmp(const void *a, const void *b) {
@@ -100,19 +38,19 @@ static int group_cmp(const void *a, const void *b) {
 static void group_free(void *p) {
         Group *g = p;
 
-        free(g->parked.items);
+        heap_deinit(&g->parked);
         free(g->name);
         free(g);
 }
 
 void scheduler_deinit(Scheduler *s) {
         for (size_t i = 0; i < ELEMENTSOF(s->ready); i++)
-                free(s->ready[i].items);
+                heap_deinit(&s->ready[i]);
         tdestroy(s->groups, group_free);
         *s = (Scheduler){};
 }
 
-int scheduler_group_ref(Scheduler *s, const char *name, uint32_t limit, Group **ret) {
+int scheduler_group_ref(Scheduler *s, const char *name, Group **ret) {
         Group key = { .name = (char *) name };
         Group **found = tfind(&key, &s->groups, group_cmp);
         Group *g;
@@ -120,26 +58,30 @@ int scheduler_group_ref(Scheduler *s, const char *name, uint32_t limit, Group **
         if (found)
                 g = *found;
         else {
-                g = calloc(1, sizeof(*g));
+                g = alloc_calloc(1, sizeof(*g));
                 if (!g)
                         return -ENOMEM;
-                g->name = strdup(name);
+                heap_init(&g->parked, before, setpos);
+                g->name = alloc_strdup(name);
                 if (!g->name || !tsearch(g, &s->groups, group_cmp)) {
                         group_free(g);
                         return -ENOMEM;
                 }
                 s->n_groups++;
         }
-        if (limit > 0 && limit != g->limit) {
-                g->limit = limit;
-                /* Give every parked job another chance; scheduler_pop() parks again what still
-                 * does not fit. */
-                while (g->parked.n > 0 && unpark(s, g) >= 0)
-                        ;
-        }
         g->refs++;
         *ret = g;
         return 0;
+}
+
+void scheduler_group_limit(Scheduler *s, Group *g, uint32_t limit) {
+        if (limit == 0 || limit == g->limit)
+                return;
+        g->limit = limit;
+        /* Give every parked job another chance; scheduler_pop() parks again what still does not
+         * fit. */
+        while (g->parked.n > 0 && unpark(s, g) >= 0)
+                ;
 }
 
 void scheduler_group_unref(Scheduler *s, Group *g) {
@@ -150,19 +92,25 @@ void scheduler_group_unref(Scheduler *s, Group *g) {
         group_free(g);
 }
 
+int scheduler_reserve(Scheduler *s, SchedLane lane, uint32_t n) {
+        Heap *h = &s->ready[lane];
+
+        return n > UINT32_MAX - h->n ? -ENOMEM : heap_reserve(h, h->n + n);
+}
+
 int scheduler_push(Scheduler *s, Future *f) {
         assert(f->state == STATE_PENDING && !f->heap_pos);
-        return heap_push(&s->ready[f->kind->pool], f);
+        return heap_push(&s->ready[scheduler_lane(f->kind)], f);
 }
 
 void scheduler_remove(Scheduler *s, Future *f) {
         if (!f->heap_pos)
                 return;
         if (f->in_group_heap) {
-                heap_remove(&f->group->parked, f);
+                heap_remove(&f->group->parked, f->heap_pos);
                 f->in_group_heap = 0;
         } else
-                heap_remove(&s->ready[f->kind->pool], f);
+                heap_remove(&s->ready[scheduler_lane(f->kind)], f->heap_pos);
 }
 
 /* Moves the best parked future of `g` back to its ready heap. On -ENOMEM it stays parked (the
@@ -172,7 +120,7 @@ static int unpark(Scheduler *s, Group *g) {
         int r;
 
         f->in_group_heap = 0;
-        r = heap_push(&s->ready[f->kind->pool], f);
+        r = heap_push(&s->ready[scheduler_lane(f->kind)], f);
         if (r < 0) {
                 (void) heap_push(&g->parked, f);
                 f->in_group_heap = 1;
@@ -180,8 +128,8 @@ static int unpark(Scheduler *s, Group *g) {
         return r;
 }
 
-Future *scheduler_pop(Scheduler *s, PoolType pool) {
-        FutureHeap *ready = &s->ready[pool];
+Future *scheduler_pop(Scheduler *s, SchedLane lane) {
+        Heap *ready = &s->ready[lane];
 
         for (Future *f; (f = heap_pop(ready));) {
                 Group *g = f->group;

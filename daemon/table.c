@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "table.h"
 
 void table_init(Table *t, uint64_t first_id) {
@@ -17,9 +18,10 @@ void table_deinit(Table *t) {
         for (uint64_t id = t->base; id < t->next_id; id++) {
                 Future *f = t->slots[slot_of(t, id)];
                 if (f) {
+                        /* Shutdown: the heaps and waiters that point here are gone; the owner
+                         * gave the timers back. */
                         f->waiters = NULL;
                         f->heap_pos = 0;
-                        f->timeout.pos = 0;
                         future_free(f);
                 }
         }
@@ -27,11 +29,14 @@ void table_deinit(Table *t) {
         *t = (Table){};
 }
 
-static int grow(Table *t) {
+static int grow(Table *t, size_t need) {
         size_t len = (size_t) (t->next_id - t->base);
         size_t cap = t->cap ? t->cap * 2 : 1024;
-        Future **slots = calloc(cap, sizeof(*slots));
+        Future **slots;
 
+        while (cap < need)
+                cap *= 2;
+        slots = alloc_calloc(cap, sizeof(*slots));
         if (!slots)
                 return -ENOMEM;
         for (size_t i = 0; i < len; i++)
@@ -43,12 +48,17 @@ static int grow(Table *t) {
         return 0;
 }
 
+int table_reserve(Table *t, size_t n) {
+        size_t need = (size_t) (t->next_id - t->base) + n;
+
+        return need > t->cap ? grow(t, need) : 0;
+}
+
 int table_add(Table *t, Future *f) {
-        if ((size_t) (t->next_id - t->base) >= t->cap) {
-                int r = grow(t);
-                if (r < 0)
-                        return r;
-        }
+        int r = table_reserve(t, 1);
+
+        if (r < 0)
+                return r;
         f->id = t->next_id++;
         t->slots[slot_of(t, f->id)] = f;
         t->count++;
@@ -59,6 +69,14 @@ Future *table_get(const Table *t, uint64_t id) {
         if (id < t->base || id >= t->next_id)
                 return NULL;
         return t->slots[slot_of(t, id)];
+}
+
+FutureState table_state_of(const Table *t, uint64_t id) {
+        Future *f = table_get(t, id);
+
+        if (f)
+                return future_visible_state(f);
+        return table_issued(t, id) ? STATE_EXPIRED : STATE_UNKNOWN;
 }
 
 Future *table_steal(Table *t, uint64_t id) {

@@ -26,8 +26,12 @@ void table_init(Table *t, uint64_t first_id);
 /* Frees every future left and the slots. */
 void table_deinit(Table *t);
 
+/* Makes room for `n` more futures, so that the next `n` table_add() calls cannot fail. Returns 0
+ * or -ENOMEM. */
+int table_reserve(Table *t, size_t n);
+
 /* Issues the next ID for `f` (setting f->id) and stores it; the table owns `f` on success.
- * Returns 0 or -ENOMEM. */
+ * Returns 0 or -ENOMEM (never after a table_reserve() that covers it). */
 int table_add(Table *t, Future *f);
 
 /* Returns the future with `id`, borrowed, or NULL. */
@@ -35,6 +39,10 @@ Future *table_get(const Table *t, uint64_t id);
 
 /* Removes `id` from the table and returns it; the caller owns it then. NULL if absent. */
 Future *table_steal(Table *t, uint64_t id);
+
+/* The state a client sees for `id`: the future's visible state, or `expired` / `unknown` when it
+ * is gone. */
+FutureState table_state_of(const Table *t, uint64_t id);
 
 /* True if `id` was issued (so a missing entry is `expired`, not `unknown`). */
 static inline int table_issued(const Table *t, uint64_t id) {

@@ -5,160 +5,169 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "macro.h"
 #include "waiter.h"
 
 #define IDENTITY_MAX 255
 
 /* A client with deferred replies, known by its ROUTER routing id. */
-struct Client {
+struct WaiterClient {
         uint32_t n_deferred;
         uint8_t len;
         uint8_t identity[IDENTITY_MAX];
 };
 
-struct Waiter {
-        Timer timer;
-        Client *client;
-        Waiter *prev, *next; /* in d->waiters */
-        uint64_t req_id;
-        WaitMode mode;
-        bool envelope;
-        uint32_t n_ids;
-        uint32_t n_refs;
-        uint32_t n_open;     /* referenced futures not finished yet */
-        uint64_t *ids;
-        WaitRef refs[];
-};
-
 static int client_cmp(const void *a, const void *b) {
-        const Client *x = a, *y = b;
+        const WaiterClient *x = a, *y = b;
 
         if (x->len != y->len)
                 return x->len < y->len ? -1 : 1;
         return memcmp(x->identity, y->identity, x->len);
 }
 
-static Client *client_get(Daemon *d, const uint8_t *identity, size_t len, bool create) {
-        Client key, *c, **found;
+static WaiterClient *client_get(WaiterSet *s, const Peer *peer, bool create) {
+        WaiterClient key, *c, **found;
 
-        if (len > IDENTITY_MAX)
+        if (peer->identity_len > IDENTITY_MAX)
                 return NULL;
-        key.len = (uint8_t) len;
-        memcpy(key.identity, identity, len);
-        found = tfind(&key, &d->clients, client_cmp);
+        key.len = (uint8_t) peer->identity_len;
+        memcpy(key.identity, peer->identity, peer->identity_len);
+        found = tfind(&key, &s->clients, client_cmp);
         if (found || !create)
                 return found ? *found : NULL;
-        c = calloc(1, sizeof(*c));
+        c = alloc_calloc(1, sizeof(*c));
         if (!c)
                 return NULL;
         *c = key;
         c->n_deferred = 0;
-        if (!tsearch(c, &d->clients, client_cmp)) {
+        if (!tsearch(c, &s->clients, client_cmp)) {
                 free(c);
                 return NULL;
         }
         return c;
 }
 
-static void client_unref(Daemon *d, Client *c) {
+static void client_unref(WaiterSet *s, WaiterClient *c) {
         if (--c->n_deferred > 0)
                 return;
-        tdelete(c, &d->clients, client_cmp);
+        tdelete(c, &s->clients, client_cmp);
         free(c);
 }
 
-bool waiter_condition(Daemon *d, WaitMode mode, const uint64_t *ids, uint32_t n) {
+void waiter_set_init(WaiterSet *s, const Table *table, TimerHeap *timers) {
+        *s = (WaiterSet){ .table = table, .timers = timers };
+}
+
+bool waiter_condition(const Table *t, WaitMode mode, const uint64_t *ids, uint32_t n) {
         uint32_t finished = 0;
 
         for (uint32_t i = 0; i < n; i++) {
-                FutureState s = daemon_state_of(d, ids[i]);
-                if (!proto_state_final(s))
+                FutureState st = table_state_of(t, ids[i]);
+                if (!proto_state_final(st))
                         continue;
                 finished++;
                 if (mode == WAIT_FIRST_COMPLETED || mode == WAIT_RESULT)
                         return true;
-                if (mode == WAIT_FIRST_EXCEPTION && s == STATE_FAILED)
+                if (mode == WAIT_FIRST_EXCEPTION && st == STATE_FAILED)
                         return true;
         }
         return finished == n;
 }
 
-static void waiter_free(Daemon *d, Waiter *w) {
+/* Lets go of the futures `w` still hangs on. */
+static void drop_refs(Waiter *w) {
         for (uint32_t i = 0; i < w->n_refs; i++) {
                 WaitRef *r = &w->refs[i];
                 if (!r->future)
                         continue; /* its future finished and let go of it already */
                 LIST_REMOVE(r->future->waiters, r, prev, next);
+                r->future = NULL;
         }
-        timer_stop(&d->timers, &w->timer);
-        LIST_REMOVE(d->waiters, w, prev, next);
-        d->n_deferred--;
-        client_unref(d, w->client);
+}
+
+void waiter_free(WaiterSet *s, Waiter *w) {
+        drop_refs(w);
+        timer_deinit(s->timers, &w->timer);
+        if (w->due) {
+                /* Still on the due list (shutdown): unlink it there. */
+                if (w->prev)
+                        w->prev->next = w->next;
+                else if (s->due == w)
+                        s->due = w->next;
+                if (w->next)
+                        w->next->prev = w->prev;
+                else if (s->due_tail == w)
+                        s->due_tail = w->prev;
+        } else
+                LIST_REMOVE(s->waiting, w, prev, next);
+        s->n_deferred--;
+        client_unref(s, w->client);
         free(w->ids);
         free(w);
 }
 
-static void pack_reply(Daemon *d, WaitMode mode, uint64_t req_id, const uint64_t *ids,
-                       uint32_t n) {
-        if (mode == WAIT_RESULT)
-                request_pack_result_reply(d, req_id, ids[0]);
-        else if (mode == WAIT_RESULTS)
-                request_pack_results_reply(d, req_id, ids, n);
+/* The condition of `w` holds, or its time is up: it goes to the due list. */
+static void make_due(WaiterSet *s, Waiter *w) {
+        drop_refs(w);
+        timer_stop(s->timers, &w->timer);
+        LIST_REMOVE(s->waiting, w, prev, next);
+        w->due = true;
+        w->prev = s->due_tail;
+        w->next = NULL;
+        if (s->due_tail)
+                s->due_tail->next = w;
         else
-                request_pack_wait_reply(d, req_id, ids, n);
+                s->due = w;
+        s->due_tail = w;
 }
 
-static void fire(Daemon *d, Waiter *w) {
-        pack_reply(d, w->mode, w->req_id, w->ids, w->n_ids);
-        request_send(d, w->client->identity, w->client->len, w->envelope);
-        waiter_free(d, w);
+static void on_timeout(Timer *t, uint64_t now) {
+        Waiter *w = container_of(t, Waiter, timer);
+
+        make_due(w->set, w);
 }
 
-bool waiter_can_defer(Daemon *d, const uint8_t *identity, size_t identity_len) {
-        Client *c = client_get(d, identity, identity_len, false);
+bool waiter_can_defer(WaiterSet *s, const Peer *peer) {
+        WaiterClient *c = client_get(s, peer, false);
 
         return !c || c->n_deferred < PROTO_MAX_DEFERRED;
 }
 
-int waiter_start(Daemon *d, const uint8_t *identity, size_t identity_len, bool envelope,
-                 uint64_t req_id, WaitMode mode, const uint64_t *ids, uint32_t n,
-                 int64_t timeout_ns) {
+int waiter_start(WaiterSet *s, const Peer *peer, uint64_t req_id, WaitMode mode,
+                 const uint64_t *ids, uint32_t n, int64_t timeout_ns) {
         uint32_t n_open = 0;
-        Client *c;
+        WaiterClient *c;
         Waiter *w;
 
-        if (timeout_ns == 0 || waiter_condition(d, mode, ids, n)) {
-                pack_reply(d, mode, req_id, ids, n);
-                request_send(d, identity, identity_len, envelope);
-                return 0;
-        }
-        c = client_get(d, identity, identity_len, false);
-        if (c && c->n_deferred >= PROTO_MAX_DEFERRED)
-                return -EBUSY;
+        if (timeout_ns == 0 || waiter_condition(s->table, mode, ids, n))
+                return WAITER_READY;
+        if (!waiter_can_defer(s, peer))
+                return WAITER_QUOTA;
 
         for (uint32_t i = 0; i < n; i++)
-                n_open += !proto_state_final(daemon_state_of(d, ids[i]));
-        w = calloc(1, sizeof(*w) + n_open * sizeof(WaitRef));
+                n_open += !proto_state_final(table_state_of(s->table, ids[i]));
+        w = alloc_calloc(1, sizeof(*w) + n_open * sizeof(WaitRef));
         if (!w)
                 return -ENOMEM;
-        w->ids = malloc(n * sizeof(*ids));
-        c = client_get(d, identity, identity_len, true);
-        if (!w->ids || !c) {
+        w->ids = alloc_malloc(n * sizeof(*ids));
+        if (!w->ids || (timeout_ns > 0 && timer_init(s->timers, &w->timer, on_timeout) < 0) ||
+            !(c = client_get(s, peer, true))) {
+                timer_deinit(s->timers, &w->timer);
                 free(w->ids);
                 free(w);
                 return -ENOMEM;
         }
         memcpy(w->ids, ids, n * sizeof(*ids));
+        w->set = s;
         w->n_ids = n;
         w->client = c;
         c->n_deferred++;
         w->req_id = req_id;
         w->mode = mode;
-        w->envelope = envelope;
-        w->timer.kind = TIMER_WAITER;
+        w->envelope = peer->envelope;
         for (uint32_t i = 0; i < n; i++) {
-                Future *f = table_get(&d->table, ids[i]);
+                Future *f = table_get(s->table, ids[i]);
                 if (!f || proto_state_final(f->state))
                         continue;
                 WaitRef *r = &w->refs[w->n_refs++];
@@ -167,16 +176,14 @@ int waiter_start(Daemon *d, const uint8_t *identity, size_t identity_len, bool e
                 LIST_PREPEND(f->waiters, r, prev, next);
         }
         w->n_open = w->n_refs;
-        LIST_PREPEND(d->waiters, w, prev, next);
-        d->n_deferred++;
-        if (timeout_ns > 0 && timer_start(&d->timers, &w->timer, timer_now() + (uint64_t) timeout_ns) < 0) {
-                waiter_free(d, w);
-                return -ENOMEM;
-        }
+        LIST_PREPEND(s->waiting, w, prev, next);
+        s->n_deferred++;
+        if (timeout_ns > 0)
+                timer_start(s->timers, &w->timer, timer_now() + (uint64_t) timeout_ns);
         return 0;
 }
 
-void waiter_future_finished(Daemon *d, Future *f) {
+void waiter_future_finished(WaiterSet *s, Future *f) {
         WaitRef *r = f->waiters, *next;
 
         /* A finished future never changes again, so it lets go of all its refs now: a waiter that
@@ -185,8 +192,8 @@ void waiter_future_finished(Daemon *d, Future *f) {
         f->waiters = NULL;
         for (; r; r = next) {
                 Waiter *w = r->waiter;
-                /* Take the next ref before firing frees w. A waiter holds one ref per future, so
-                 * `next` is never w's. */
+                /* Take the next ref before make_due() drops w's refs. A waiter holds one ref per
+                 * future, so `next` is never w's. */
                 next = r->next;
                 r->future = NULL;
                 r->prev = r->next = NULL;
@@ -196,15 +203,36 @@ void waiter_future_finished(Daemon *d, Future *f) {
                 if (w->mode == WAIT_ALL || w->mode == WAIT_RESULTS ? w->n_open == 0
                     : w->mode == WAIT_FIRST_EXCEPTION ? f->state == STATE_FAILED || w->n_open == 0
                                                       : true)
-                        fire(d, w);
+                        make_due(s, w);
         }
 }
 
-void waiter_timeout(Daemon *d, Timer *t) {
-        fire(d, container_of(t, Waiter, timer));
+Waiter *waiter_take_due(WaiterSet *s) {
+        Waiter *w = s->due;
+
+        if (!w)
+                return NULL;
+        s->due = w->next;
+        if (s->due)
+                s->due->prev = NULL;
+        else
+                s->due_tail = NULL;
+        w->prev = w->next = NULL;
+        w->due = false;
+        /* Neither list holds it now: waiter_free() must not unlink it again. */
+        LIST_PREPEND(s->waiting, w, prev, next);
+        return w;
 }
 
-void waiter_free_all(Daemon *d) {
-        while (d->waiters)
-                waiter_free(d, d->waiters);
+Peer waiter_peer(const Waiter *w) {
+        return (Peer){ .identity = w->client->identity,
+                       .identity_len = w->client->len,
+                       .envelope = w->envelope };
+}
+
+void waiter_set_deinit(WaiterSet *s) {
+        while (s->waiting)
+                waiter_free(s, s->waiting);
+        while (s->due)
+                waiter_free(s, s->due);
 }

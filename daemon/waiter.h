@@ -1,16 +1,21 @@
-/* waiter: deferred replies. A `wait` or `result` request whose condition does not hold yet
- * becomes a Waiter: it hangs a WaitRef on every unfinished future it waits for, and optionally a
- * timer. When a future finishes, the daemon walks that future's WaitRefs and fires each waiter
- * whose condition now holds; when the timer fires first, the waiter answers with what it has.
- * Either way the waiter sends its one reply and is freed. Each client may have at most
- * PROTO_MAX_DEFERRED waiters; a client that went away simply loses the reply when it comes due.
- * Loop thread only. */
+/* waiter: the books of deferred replies. A `wait`, `result` or `results` request whose condition
+ * does not hold yet becomes a Waiter: it hangs a WaitRef on every unfinished future it waits for,
+ * and optionally a timer. When a future finishes, waiter_future_finished() walks that future's
+ * WaitRefs and moves each waiter whose condition now holds to the set's due list; when its timer
+ * fires first, the waiter moves there too, to answer with what it has. The waiter never sends:
+ * its owner takes the due waiters (waiter_take_due), packs and sends their replies, and frees
+ * them (dbus-broker's reply slots keep books the same way).
+ *
+ * Each client may have at most PROTO_MAX_DEFERRED waiters; a client that went away simply loses
+ * the reply when it comes due. Loop thread only. */
 #pragma once
 
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "daemon.h"
+#include "future.h"
+#include "reply.h"
+#include "table.h"
 #include "timer.h"
 
 typedef enum WaitMode {
@@ -21,7 +26,15 @@ typedef enum WaitMode {
         WAIT_RESULTS, /* `results`, and `submit` with reply "results": all, with their outcomes */
 } WaitMode;
 
+/* waiter_start()'s expected outcomes besides 0 (deferred). */
+enum {
+        WAITER_READY = 1, /* the condition holds already (or the timeout is 0): reply now */
+        WAITER_QUOTA,     /* the client has PROTO_MAX_DEFERRED deferred replies already */
+};
+
 typedef struct Waiter Waiter;
+typedef struct WaiterClient WaiterClient;
+typedef struct WaiterSet WaiterSet;
 
 struct WaitRef {
         Waiter *waiter;
@@ -29,24 +42,59 @@ struct WaitRef {
         WaitRef *prev, *next;
 };
 
-/* Answers a wait/result request: now, if its condition holds already or `timeout_ns` is 0, or
- * later. `ids` (borrowed) are unique. `timeout_ns` < 0 means no timeout. Returns 0, or -EBUSY when
- * the client has too many deferred replies (nothing was sent), or -ENOMEM. */
-int waiter_start(Daemon *d, const uint8_t *identity, size_t identity_len, bool envelope,
-                 uint64_t req_id, WaitMode mode, const uint64_t *ids, uint32_t n,
-                 int64_t timeout_ns);
+struct Waiter {
+        Timer timer;          /* reserved only when the waiter has a timeout */
+        WaiterSet *set;
+        WaiterClient *client;
+        Waiter *prev, *next;  /* in set->waiting, or set->due once it fired */
+        uint64_t req_id;
+        WaitMode mode;
+        bool envelope;
+        bool due;
+        uint32_t n_ids;
+        uint32_t n_refs;
+        uint32_t n_open;      /* referenced futures not finished yet */
+        uint64_t *ids;
+        WaitRef refs[];
+};
 
-/* True if the client may have one more deferred reply. */
-bool waiter_can_defer(Daemon *d, const uint8_t *identity, size_t identity_len);
+struct WaiterSet {
+        const Table *table;   /* borrowed: where states are read */
+        TimerHeap *timers;    /* borrowed */
+        void *clients;        /* tsearch() tree of WaiterClient*, those with deferred replies */
+        Waiter *waiting;      /* doubly linked */
+        Waiter *due, *due_tail; /* fired, oldest first, until taken */
+        uint64_t n_deferred;  /* waiting and due */
+};
 
-/* `f` just finished: fires the waiters it satisfies. */
-void waiter_future_finished(Daemon *d, Future *f);
-
-/* The waiter's timer (embedded, kind TIMER_WAITER) fired: answers with the state at hand. */
-void waiter_timeout(Daemon *d, Timer *t);
+/* `table` and `timers` are borrowed for the life of the set. */
+void waiter_set_init(WaiterSet *s, const Table *table, TimerHeap *timers);
 
 /* Frees every waiter without answering (shutdown). */
-void waiter_free_all(Daemon *d);
+void waiter_set_deinit(WaiterSet *s);
+
+/* Defers the reply to a wait/result/results request for `ids` (borrowed; unique) from `peer`
+ * (copied), unless its condition holds already or `timeout_ns` is 0. `timeout_ns` < 0: no
+ * timeout. Returns 0 (deferred: the reply comes through waiter_take_due()), WAITER_READY (the
+ * caller replies now; nothing was kept), WAITER_QUOTA (nothing was kept), or -ENOMEM. */
+int waiter_start(WaiterSet *s, const Peer *peer, uint64_t req_id, WaitMode mode,
+                 const uint64_t *ids, uint32_t n, int64_t timeout_ns);
+
+/* True if the client `peer` may have one more deferred reply. */
+bool waiter_can_defer(WaiterSet *s, const Peer *peer);
+
+/* `f` just finished: moves the waiters it satisfies to the due list. */
+void waiter_future_finished(WaiterSet *s, Future *f);
+
+/* Takes the oldest due waiter off the due list, or NULL. The caller answers it (waiter_peer()
+ * tells where) and then frees it with waiter_free(). */
+Waiter *waiter_take_due(WaiterSet *s);
+
+/* Where `w`'s reply goes; borrowed from `w`. */
+Peer waiter_peer(const Waiter *w);
+
+/* Frees `w` (waiting, or taken from the due list). */
+void waiter_free(WaiterSet *s, Waiter *w);
 
 /* True if the wait condition of `mode` holds for these futures (by their current states). */
-bool waiter_condition(Daemon *d, WaitMode mode, const uint64_t *ids, uint32_t n);
+bool waiter_condition(const Table *t, WaitMode mode, const uint64_t *ids, uint32_t n);

@@ -168,3 +168,40 @@ uint8_t *proto_sbuffer_take(msgpack_sbuffer *sbuf) {
         msgpack_sbuffer_init(sbuf); /* empty again: destroying it once more is harmless */
         return copy;
 }
+
+void proto_buf_deinit(ProtoBuf *b) {
+        if (b->data != b->small)
+                free(b->data);
+        proto_buf_init(b);
+}
+
+int proto_buf_write(void *data, const char *buf, size_t len) {
+        ProtoBuf *b = data;
+
+        if (len > b->cap - b->size) {
+                size_t cap = b->cap * 2;
+                char *p;
+                while (cap - b->size < len)
+                        cap *= 2;
+                p = b->data == b->small ? malloc(cap) : realloc(b->data, cap);
+                if (!p) {
+                        b->failed = true;
+                        return -1;
+                }
+                if (b->data == b->small)
+                        memcpy(p, b->small, b->size);
+                b->data = p;
+                b->cap = cap;
+        }
+        memcpy(b->data + b->size, buf, len);
+        b->size += len;
+        return 0;
+}
+
+uint8_t *proto_buf_dup(const ProtoBuf *b) {
+        uint8_t *copy = malloc(b->size ? b->size : 1);
+
+        if (copy && b->size)
+                memcpy(copy, b->data, b->size);
+        return copy;
+}

@@ -56,6 +56,7 @@ static inline bool proto_state_final(FutureState s) {
 #define PROTO_E_TOO_MANY_DEFERRED "too_many_deferred"
 #define PROTO_E_NOT_DONE "not_done"
 #define PROTO_E_SHUTTING_DOWN "shutting_down"
+#define PROTO_E_OUT_OF_MEMORY "out_of_memory"
 
 /* Failure codes of jobs, as they appear in `failure.code`. */
 #define PROTO_F_TIMEOUT "timeout"
@@ -112,6 +113,42 @@ int proto_check_fields(const msgpack_object *map, const char *const *allowed, Pr
  * ENOMEM (sbuf destroyed all the same). msgpack buffers grow from 8 KiB: what is kept for long
  * (a retained result) must not keep that slack. */
 uint8_t *proto_sbuffer_take(msgpack_sbuffer *sbuf);
+
+/* A msgpack output buffer that starts in its own `small` array and moves to the heap only when it
+ * outgrows it, so a typical reply or event costs no allocation. Each user owns one (nothing shares
+ * a buffer). Pack into it with a packer from proto_buf_packer(). */
+typedef struct ProtoBuf {
+        char *data;   /* `small` or a malloc'ed block */
+        size_t size, cap;
+        bool failed;  /* a write ran out of memory: the content is incomplete */
+        char small[480];
+} ProtoBuf;
+
+static inline void proto_buf_init(ProtoBuf *b) {
+        b->data = b->small;
+        b->size = 0;
+        b->cap = sizeof(b->small);
+        b->failed = false;
+}
+
+/* Frees the heap block, if any, and empties the buffer. */
+void proto_buf_deinit(ProtoBuf *b);
+
+/* Empties the buffer, keeping its memory. */
+static inline void proto_buf_reset(ProtoBuf *b) {
+        b->size = 0;
+        b->failed = false;
+}
+
+/* The msgpack write callback (`data` is the ProtoBuf). */
+int proto_buf_write(void *data, const char *buf, size_t len);
+
+static inline void proto_buf_packer(ProtoBuf *b, msgpack_packer *pk) {
+        msgpack_packer_init(pk, b, proto_buf_write);
+}
+
+/* A malloc'ed copy of exactly the content (at least 1 byte allocated), or NULL on ENOMEM. */
+uint8_t *proto_buf_dup(const ProtoBuf *b);
 
 /* Packers that take C strings. */
 void proto_pack_str(msgpack_packer *pk, const char *s);

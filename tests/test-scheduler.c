@@ -7,8 +7,11 @@ static const JobKind thread_kind = { .name = "t", .pool = POOL_THREAD };
 static const JobKind process_kind = { .name = "p", .pool = POOL_PROCESS };
 
 static Future *mk(uint64_t id, const JobKind *k, int prio) {
-        Future *f = future_new(id, k, NULL, 0);
-        REQUIRE(f);
+        Future *f = NULL;
+
+        REQUIRE(future_new(&f, k, NULL, 0) == 0);
+        f->id = id;
+        f->state = STATE_PENDING; /* the executor's job; here the scheduler alone is tested */
         f->priority = (int16_t) prio;
         return f;
 }
@@ -28,11 +31,11 @@ int main(void) {
                 REQUIRE(scheduler_push(&s, f[i]) == 0);
         scheduler_remove(&s, f[2]);
         CHECK(f[2]->heap_pos == 0);
-        CHECK(scheduler_pop(&s, POOL_THREAD) == f[1]);
-        CHECK(scheduler_pop(&s, POOL_THREAD) == f[4]);
-        CHECK(scheduler_pop(&s, POOL_THREAD) == f[0]);
-        CHECK(scheduler_pop(&s, POOL_THREAD) == NULL);
-        CHECK(scheduler_pop(&s, POOL_PROCESS) == f[3]);
+        CHECK(scheduler_pop(&s, LANE_THREAD) == f[1]);
+        CHECK(scheduler_pop(&s, LANE_THREAD) == f[4]);
+        CHECK(scheduler_pop(&s, LANE_THREAD) == f[0]);
+        CHECK(scheduler_pop(&s, LANE_THREAD) == NULL);
+        CHECK(scheduler_pop(&s, LANE_PROCESS) == f[3]);
         for (int i = 0; i < 5; i++)
                 future_free(f[i]);
 
@@ -40,38 +43,42 @@ int main(void) {
         Group *g;
         for (int i = 0; i < 4; i++) {
                 f[i] = mk((uint64_t) (10 + i), &thread_kind, 0);
-                REQUIRE(scheduler_group_ref(&s, "flags", 2, &f[i]->group) == 0);
+                REQUIRE(scheduler_group_ref(&s, "flags", &f[i]->group) == 0);
+                scheduler_group_limit(&s, f[i]->group, 2);
                 REQUIRE(scheduler_push(&s, f[i]) == 0);
         }
         g = f[0]->group;
         CHECK(g->refs == 4);
         f[4] = mk(20, &thread_kind, -1); /* not in the group, lower priority */
         REQUIRE(scheduler_push(&s, f[4]) == 0);
-        CHECK(scheduler_pop(&s, POOL_THREAD) == f[0]);
-        CHECK(scheduler_pop(&s, POOL_THREAD) == f[1]);
-        CHECK(scheduler_pop(&s, POOL_THREAD) == f[4]); /* the group is full: others go first */
-        CHECK(scheduler_pop(&s, POOL_THREAD) == NULL);
+        CHECK(scheduler_pop(&s, LANE_THREAD) == f[0]);
+        CHECK(scheduler_pop(&s, LANE_THREAD) == f[1]);
+        CHECK(scheduler_pop(&s, LANE_THREAD) == f[4]); /* the group is full: others go first */
+        CHECK(scheduler_pop(&s, LANE_THREAD) == NULL);
         CHECK(g->running == 2 && g->parked.n == 2);
         scheduler_stopped(&s, f[0]);
-        CHECK(scheduler_pop(&s, POOL_THREAD) == f[2]);
-        CHECK(scheduler_pop(&s, POOL_THREAD) == NULL);
+        CHECK(scheduler_pop(&s, LANE_THREAD) == f[2]);
+        CHECK(scheduler_pop(&s, LANE_THREAD) == NULL);
         /* A cancelled parked job leaves its group's heap. */
         scheduler_remove(&s, f[3]);
         scheduler_stopped(&s, f[1]);
-        CHECK(scheduler_pop(&s, POOL_THREAD) == NULL);
+        CHECK(scheduler_pop(&s, LANE_THREAD) == NULL);
         /* Raising the limit releases parked jobs at once. */
         f[5] = mk(30, &thread_kind, 0);
         f[6] = mk(31, &thread_kind, 0);
         Group *g2;
-        REQUIRE(scheduler_group_ref(&s, "flags", 1, &f[5]->group) == 0);
-        REQUIRE(scheduler_group_ref(&s, "flags", 0, &f[6]->group) == 0);
+        REQUIRE(scheduler_group_ref(&s, "flags", &f[5]->group) == 0);
+        scheduler_group_limit(&s, f[5]->group, 1);
+        REQUIRE(scheduler_group_ref(&s, "flags", &f[6]->group) == 0);
+        scheduler_group_limit(&s, f[6]->group, 0); /* 0 leaves the limit as it is */
         CHECK(f[5]->group == g && g->limit == 1);
         REQUIRE(scheduler_push(&s, f[5]) == 0);
         REQUIRE(scheduler_push(&s, f[6]) == 0);
-        CHECK(scheduler_pop(&s, POOL_THREAD) == NULL); /* f[2] runs; limit 1 */
-        REQUIRE(scheduler_group_ref(&s, "flags", 3, &g2) == 0);
-        CHECK(scheduler_pop(&s, POOL_THREAD) == f[5]);
-        CHECK(scheduler_pop(&s, POOL_THREAD) == f[6]);
+        CHECK(scheduler_pop(&s, LANE_THREAD) == NULL); /* f[2] runs; limit 1 */
+        REQUIRE(scheduler_group_ref(&s, "flags", &g2) == 0);
+        scheduler_group_limit(&s, g2, 3);
+        CHECK(scheduler_pop(&s, LANE_THREAD) == f[5]);
+        CHECK(scheduler_pop(&s, LANE_THREAD) == f[6]);
         scheduler_group_unref(&s, g2);
         for (int i = 0; i < 7; i++) {
                 if (i == 4) {

@@ -5,13 +5,19 @@
 
 static const JobKind dummy = { .name = "dummy" };
 
+static Future *mk(void) {
+        Future *f = NULL;
+
+        REQUIRE(future_new(&f, &dummy, NULL, 0) == 0);
+        return f;
+}
+
 int main(void) {
         Table t;
 
         table_init(&t, 1);
         for (int i = 0; i < 5000; i++) {
-                Future *f = future_new(0, &dummy, NULL, 0);
-                REQUIRE(f);
+                Future *f = mk();
                 REQUIRE(table_add(&t, f) == 0);
                 CHECK(f->id == (uint64_t) i + 1);
         }
@@ -37,7 +43,7 @@ int main(void) {
         /* The ring wraps around without losing entries. */
         for (int round = 0; round < 10; round++) {
                 for (int i = 0; i < 700; i++)
-                        REQUIRE(table_add(&t, future_new(0, &dummy, NULL, 0)) == 0);
+                        REQUIRE(table_add(&t, mk()) == 0);
                 for (uint64_t id = t.base; id < t.next_id; id++) {
                         Future *f = table_get(&t, id);
                         CHECK(f && f->id == id);

@@ -1,26 +1,13 @@
-/* kind: the registry of job kinds and the generic argument checks. */
+/* kind: the registry's lookup and the generic argument checks. The tables themselves live with
+ * the executables (see kind.h). */
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "download.h"
-#include "macro.h"
 #include "kind.h"
-#include "prime.h"
-
-extern const JobKind sleep_kind;
-extern const JobKind noop_kind;
-
-/* One line per kind. */
-static const JobKind *const kinds[] = {
-        &prime_kind,
-        &sleep_kind,
-        &noop_kind,
-        &download_kind,
-        NULL,
-};
+#include "macro.h"
 
 const char *pool_name(PoolType pool) {
         static const char *const names[_POOL_MAX] = {
@@ -31,14 +18,10 @@ const char *pool_name(PoolType pool) {
         return names[pool];
 }
 
-const JobKind *const *kind_all(void) {
-        return kinds;
-}
-
-const JobKind *kind_find(const char *name, size_t len) {
-        for (size_t i = 0; kinds[i]; i++)
-                if (strlen(kinds[i]->name) == len && memcmp(kinds[i]->name, name, len) == 0)
-                        return kinds[i];
+const JobKind *kind_lookup(const JobKind *const *table, const char *name, size_t len) {
+        for (size_t i = 0; table[i]; i++)
+                if (strlen(table[i]->name) == len && memcmp(table[i]->name, name, len) == 0)
+                        return table[i];
         return NULL;
 }
 

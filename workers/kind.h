@@ -1,8 +1,14 @@
 /* kind: the registry of job kinds. A kind is one file (prime.c, sleep.c, ...) that defines one
- * JobKind, plus one entry in the table in kind.c. The daemon validates a job's arguments with
+ * JobKind, plus one entry in the daemon's table in kind-table.c (and one in futured-worker's, in
+ * worker-main.c, if a worker process may run it). The daemon validates a job's arguments with
  * kind_validate() before it queues the job; a thread-pool thread or a futured-worker process then
  * calls kind->run(), or, for a transfer kind, the transfer thread calls kind->start() and later
- * kind->finish(). The table is constant: any thread. */
+ * kind->finish().
+ *
+ * Each executable has its own table so that futured-worker links neither libcurl nor the pools:
+ * kind.c (the jobs library, which both link) only looks kinds up in a table it is given, and the
+ * daemon's table of every kind, download included, is in kind-table.c, in the pools library that
+ * only the daemon's side links. The tables are constant: any thread. */
 #pragma once
 
 #include <msgpack.h>
@@ -56,6 +62,11 @@ typedef struct JobContext {
 typedef struct JobKind {
         const char *name;
         PoolType pool;
+        /* Non-blocking and short: the daemon may run it on its loop thread instead of handing it
+         * to a pool thread, where the hand-over and the wake-ups would cost more than the job.
+         * Set it only on a POOL_THREAD kind whose run() never blocks and stays short whatever
+         * its arguments, since the loop serves every client meanwhile (noop). */
+        bool inline_run;
         const JobParam *params; /* terminated by an entry with name == NULL */
         /* Optional checks beyond the parameter table (ranges, enumerations). `args` has already
          * passed the table's checks. Returns 0, or -EINVAL with `e` filled (code bad_args). */
@@ -80,10 +91,20 @@ typedef struct JobKind {
 /* "thread", "process" or "transfer": the pool's name in the protocol. */
 const char *pool_name(PoolType pool);
 
-/* Returns the kind named by the `len` bytes at `name`, or NULL. The result is static. */
+/* The kinds without a header of their own. */
+extern const JobKind sleep_kind;
+extern const JobKind noop_kind;
+
+/* Returns the kind named by the `len` bytes at `name` in the NULL-terminated `table` (borrowed),
+ * or NULL. The result is the table's entry. */
+const JobKind *kind_lookup(const JobKind *const *table, const char *name, size_t len);
+
+/* The daemon's registry (kind-table.c, in the pools library): returns the kind named by the `len`
+ * bytes at `name`, or NULL. The result is static. */
 const JobKind *kind_find(const char *name, size_t len);
 
-/* Returns the NULL-terminated table of all kinds, static. */
+/* The daemon's registry (kind-table.c, in the pools library): returns the NULL-terminated table
+ * of every kind, static. */
 const JobKind *const *kind_all(void);
 
 /* Checks `args` against the kind: a map, every required parameter present, no unknown key, every

@@ -3,7 +3,9 @@
  * Workers live in a fixed array of slots. A slot goes EMPTY -> STARTING (spawned, no hello yet)
  * -> IDLE <-> BUSY, and to DYING when it is killed, retired or hangs up; a DYING slot becomes
  * EMPTY when its process is reaped, and is refilled at once or, after start-up failures, when the
- * back-off timer fires (WAITING). */
+ * back-off timer fires (WAITING). A slot's socket is registered with the loop exactly while it is
+ * open (file.fd >= 0): drop_socket() takes it out of the loop before it closes it, so the loop
+ * never reports an event of a closed or reused fd. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -12,11 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
 #include <sys/socket.h>
-#include <sys/timerfd.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "frame.h"
@@ -36,27 +35,41 @@ typedef enum SlotState {
 } SlotState;
 
 struct Worker {
+        ProcPool *pool;      /* the pool of this slot, for the loop's callback */
+        LoopFile file;       /* the socket, registered with the loop; fd -1 when there is none */
         pid_t pid;
-        int fd;
         SlotState state;
-        uint64_t job;       /* BUSY (or DYING after a crash): the job it holds; 0 if detached */
-        unsigned tasks;     /* jobs finished by this process */
-        bool ended_by_us;   /* killed by procpool_kill or retired: not counted as a death */
+        uint64_t job;        /* BUSY (or DYING after a crash): the job it holds; 0 if detached */
+        unsigned tasks;      /* jobs finished by this process */
+        bool said_hello;     /* a death from then on is not a start-up failure */
+        bool ended_by_us;    /* killed by procpool_kill or retired: not counted as a death */
         uint64_t respawn_at; /* WAITING: CLOCK_MONOTONIC ns */
 };
 
 struct ProcPool {
+        Loop *loop;
         char *worker_path;
         unsigned size, max_tasks;
         const ProcPoolCallbacks *cb;
         void *userdata;
-        int epoll_fd, timer_fd;
+        Timer respawn_timer; /* armed for the earliest respawn_at of the WAITING slots */
         unsigned n_idle;
         unsigned start_failures; /* consecutive workers that died before hello */
         uint64_t started, died;
         uint8_t *buf;            /* FRAME_MAX + 1 bytes for receiving */
         Worker workers[];
 };
+
+/* Puts the slot in `state` for process `pid` (0: none), with no socket and no job. The slot must
+ * have no socket registered any more. */
+static void slot_reset(Worker *w, SlotState state, pid_t pid) {
+        ProcPool *pool = w->pool;
+
+        *w = (Worker){ .pool = pool, .pid = pid, .state = state };
+        loop_file_init(&w->file);
+}
+
+static void on_worker_readable(LoopFile *lf, uint32_t events);
 
 static int spawn(ProcPool *p, Worker *w) {
         posix_spawn_file_actions_t fa;
@@ -93,16 +106,18 @@ static int spawn(ProcPool *p, Worker *w) {
                 goto fail_sockets;
         close(sv[1]);
 
-        struct epoll_event ev = { .events = EPOLLIN, .data.ptr = w };
-        if (epoll_ctl(p->epoll_fd, EPOLL_CTL_ADD, sv[0], &ev) < 0) {
-                r = -errno;
+        slot_reset(w, SLOT_STARTING, pid);
+        r = loop_add(p->loop, &w->file, sv[0], EPOLLIN, on_worker_readable);
+        if (r < 0) {
+                /* Without its socket the worker is of no use. The caller makes the slot WAITING
+                 * or tries again, so reap the process here rather than leave a zombie no slot
+                 * remembers: it dies at once of SIGKILL. */
                 close(sv[0]);
                 kill(pid, SIGKILL);
-                /* The slot still owns the pid so that it is reaped. */
-                *w = (Worker){ .pid = pid, .fd = -1, .state = SLOT_DYING };
+                (void) waitpid(pid, NULL, 0);
+                slot_reset(w, SLOT_EMPTY, 0);
                 return r;
         }
-        *w = (Worker){ .pid = pid, .fd = sv[0], .state = SLOT_STARTING };
         p->started++;
         return 0;
 
@@ -112,19 +127,19 @@ fail_sockets:
         return r;
 }
 
+/* Arms the back-off timer for the earliest WAITING slot, or disarms it when there is none. */
 static void arm_timer(ProcPool *p) {
+        TimerHeap *timers = loop_timers(p->loop);
         uint64_t next = 0;
-        struct itimerspec its = {};
 
         for (unsigned i = 0; i < p->size; i++)
                 if (p->workers[i].state == SLOT_WAITING &&
                     (!next || p->workers[i].respawn_at < next))
                         next = p->workers[i].respawn_at;
-        if (next) {
-                its.it_value.tv_sec = (time_t) (next / 1000000000u);
-                its.it_value.tv_nsec = (long) (next % 1000000000u);
-        }
-        timerfd_settime(p->timer_fd, TFD_TIMER_ABSTIME, &its, NULL);
+        if (next)
+                timer_start(timers, &p->respawn_timer, next);
+        else
+                timer_stop(timers, &p->respawn_timer);
 }
 
 /* Fills an EMPTY slot now, or marks it WAITING for the back-off time. */
@@ -140,50 +155,71 @@ static void refill(ProcPool *p, Worker *w) {
                 p->start_failures++;
                 delay_ms = 10;
         }
-        *w = (Worker){ .fd = -1, .state = SLOT_WAITING, .respawn_at = now_ns() + delay_ms * 1000000u };
+        slot_reset(w, SLOT_WAITING, 0);
+        w->respawn_at = now_ns() + delay_ms * 1000000u;
         arm_timer(p);
 }
 
-/* Closes the worker's socket; the process is reaped later. Its job, if any, stays for on_died. */
+/* Takes the worker's socket out of the loop and closes it; the process is reaped later. Its job,
+ * if any, stays for on_died. */
 static void drop_socket(ProcPool *p, Worker *w) {
-        if (w->fd >= 0) {
-                epoll_ctl(p->epoll_fd, EPOLL_CTL_DEL, w->fd, NULL);
-                close(w->fd);
-                w->fd = -1;
+        int fd = w->file.fd;
+
+        if (fd >= 0) {
+                loop_remove(p->loop, &w->file);
+                close(fd);
         }
         if (w->state == SLOT_IDLE)
                 p->n_idle--;
 }
 
-int procpool_new(ProcPool **ret, const char *worker_path, unsigned size, unsigned max_tasks,
-                 const ProcPoolCallbacks *cb, void *userdata) {
-        ProcPool *p;
+/* The back-off timer: starts the WAITING slots that are due. */
+static void on_respawn_timer(Timer *t, uint64_t now) {
+        ProcPool *p = container_of(t, ProcPool, respawn_timer);
+
+        for (unsigned i = 0; i < p->size; i++) {
+                Worker *w = &p->workers[i];
+                if (w->state == SLOT_WAITING && w->respawn_at <= now) {
+                        w->state = SLOT_EMPTY;
+                        if (spawn(p, w) < 0)
+                                refill(p, w);
+                }
+        }
+        arm_timer(p);
+}
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(ProcPool *, procpool_free)
+
+int procpool_new(ProcPool **ret, Loop *loop, const char *worker_path, unsigned size,
+                 unsigned max_tasks, const ProcPoolCallbacks *cb, void *userdata) {
+        _cleanup_(procpool_freep) ProcPool *p = NULL;
+        int r;
 
         if (access(worker_path, X_OK) < 0)
                 return -errno;
         p = calloc(1, sizeof(*p) + size * sizeof(Worker));
         if (!p)
                 return -ENOMEM;
+        /* What procpool_free() looks at is valid from here on, so it can undo any step. */
+        p->loop = loop;
         p->size = size;
         p->max_tasks = max_tasks;
         p->cb = cb;
         p->userdata = userdata;
+        for (unsigned i = 0; i < size; i++) {
+                p->workers[i].pool = p;
+                slot_reset(&p->workers[i], SLOT_EMPTY, 0);
+        }
         p->worker_path = strdup(worker_path);
         p->buf = malloc(FRAME_MAX + 1);
-        p->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
-        p->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
-        if (!p->worker_path || !p->buf || p->epoll_fd < 0 || p->timer_fd < 0) {
-                int r = p->worker_path && p->buf ? -errno : -ENOMEM;
-                procpool_free(p);
+        if (!p->worker_path || !p->buf)
+                return -ENOMEM;
+        r = timer_init(loop_timers(loop), &p->respawn_timer, on_respawn_timer);
+        if (r < 0)
                 return r;
-        }
-        struct epoll_event ev = { .events = EPOLLIN, .data.ptr = NULL };
-        epoll_ctl(p->epoll_fd, EPOLL_CTL_ADD, p->timer_fd, &ev);
-        for (unsigned i = 0; i < size; i++) {
-                p->workers[i] = (Worker){ .fd = -1 };
+        for (unsigned i = 0; i < size; i++)
                 refill(p, &p->workers[i]);
-        }
-        *ret = p;
+        *ret = TAKE_PTR(p);
         return 0;
 }
 
@@ -192,25 +228,17 @@ ProcPool *procpool_free(ProcPool *p) {
                 return NULL;
         for (unsigned i = 0; i < p->size; i++) {
                 Worker *w = &p->workers[i];
-                if (w->fd >= 0)
-                        close(w->fd);
+                drop_socket(p, w);
                 if (w->pid > 0) {
                         kill(w->pid, SIGKILL);
                         waitpid(w->pid, NULL, 0);
                 }
         }
-        if (p->epoll_fd >= 0)
-                close(p->epoll_fd);
-        if (p->timer_fd >= 0)
-                close(p->timer_fd);
+        timer_deinit(loop_timers(p->loop), &p->respawn_timer);
         free(p->buf);
         free(p->worker_path);
         free(p);
         return NULL;
-}
-
-int procpool_fd(ProcPool *p) {
-        return p->epoll_fd;
 }
 
 void procpool_kill(ProcPool *p, Worker *w) {
@@ -239,9 +267,9 @@ static void handle_frame(ProcPool *p, Worker *w, size_t len) {
                 if (w->state != SLOT_STARTING || (pid_t) h.hello != w->pid)
                         goto bad;
                 w->state = SLOT_IDLE;
+                w->said_hello = true;
                 p->n_idle++;
                 p->start_failures = 0;
-                p->cb->on_idle(p->userdata);
                 return;
         }
         if (w->state != SLOT_BUSY || h.job != w->job)
@@ -255,7 +283,6 @@ static void handle_frame(ProcPool *p, Worker *w, size_t len) {
                 p->n_idle++;
         }
         p->cb->on_result(p->userdata, h.job, h.ok, h.payload, h.payload_len);
-        p->cb->on_idle(p->userdata);
         return;
 bad:
         /* A worker that breaks the protocol is killed; the job it held fails as worker_died. */
@@ -265,48 +292,27 @@ bad:
         w->state = SLOT_DYING;
 }
 
-static void respawn_due(ProcPool *p) {
-        uint64_t now = now_ns(), expirations;
+/* The loop's callback for a worker's socket: one frame per call (a worker has at most a hello or
+ * one reply waiting; the level-triggered loop calls again while more is there), or the hang-up. */
+static void on_worker_readable(LoopFile *lf, uint32_t events) {
+        Worker *w = container_of(lf, Worker, file);
+        ProcPool *p = w->pool;
+        ssize_t len;
 
-        (void) !read(p->timer_fd, &expirations, sizeof(expirations));
-        for (unsigned i = 0; i < p->size; i++)
-                if (p->workers[i].state == SLOT_WAITING && p->workers[i].respawn_at <= now) {
-                        p->workers[i].state = SLOT_EMPTY;
-                        if (spawn(p, &p->workers[i]) < 0)
-                                refill(p, &p->workers[i]);
-                }
-        arm_timer(p);
-}
-
-void procpool_dispatch(ProcPool *p) {
-        struct epoll_event events[16];
-        int n;
-
-        while ((n = epoll_wait(p->epoll_fd, events, ELEMENTSOF(events), 0)) > 0) {
-                for (int i = 0; i < n; i++) {
-                        Worker *w = events[i].data.ptr;
-                        if (!w) {
-                                respawn_due(p);
-                                continue;
-                        }
-                        if (w->fd < 0)
-                                continue; /* dropped earlier in this batch */
-                        ssize_t len = recv(w->fd, p->buf, FRAME_MAX + 1, MSG_DONTWAIT | MSG_TRUNC);
-                        if (len < 0 && (errno == EAGAIN || errno == EINTR))
-                                continue;
-                        if (len <= 0) {
-                                /* Hung up: it is dying or dead; SIGCHLD will tell how. */
-                                drop_socket(p, w);
-                                if (w->state != SLOT_DYING)
-                                        kill(w->pid, SIGKILL);
-                                w->state = SLOT_DYING;
-                                continue;
-                        }
-                        if ((size_t) len > FRAME_MAX)
-                                len = 0; /* truncated: malformed */
-                        handle_frame(p, w, (size_t) len);
-                }
+        len = recv(lf->fd, p->buf, FRAME_MAX + 1, MSG_DONTWAIT | MSG_TRUNC);
+        if (len < 0 && (errno == EAGAIN || errno == EINTR))
+                return;
+        if (len <= 0) {
+                /* Hung up: it is dying or dead; SIGCHLD will tell how. */
+                drop_socket(p, w);
+                if (w->state != SLOT_DYING)
+                        kill(w->pid, SIGKILL);
+                w->state = SLOT_DYING;
+                return;
         }
+        if ((size_t) len > FRAME_MAX)
+                len = 0; /* truncated: malformed */
+        handle_frame(p, w, (size_t) len);
 }
 
 void procpool_reap(ProcPool *p) {
@@ -321,7 +327,9 @@ void procpool_reap(ProcPool *p) {
                 if (r != w->pid)
                         continue;
 
-                bool before_hello = w->state == SLOT_STARTING;
+                /* Not `state == SLOT_STARTING`: a worker that exits before its hello has usually
+                 * hung up (DYING) by the time SIGCHLD is read, and must still back off. */
+                bool before_hello = !w->said_hello;
                 uint64_t job = w->job;
                 int sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
                 int code = WIFEXITED(status) ? WEXITSTATUS(status) : 0;
@@ -331,7 +339,7 @@ void procpool_reap(ProcPool *p) {
                         p->died++;
                 if (before_hello)
                         p->start_failures++;
-                *w = (Worker){ .fd = -1, .state = SLOT_EMPTY };
+                slot_reset(w, SLOT_EMPTY, 0);
                 if (job)
                         p->cb->on_died(p->userdata, job, sig, code);
                 refill(p, w);
@@ -342,14 +350,15 @@ bool procpool_has_idle(const ProcPool *p) {
         return p->n_idle > 0;
 }
 
-Worker *procpool_run(ProcPool *p, uint64_t job, const char *kind, const void *args, size_t len) {
+int procpool_run(ProcPool *p, uint64_t job, const char *kind, const void *args, size_t len,
+                 Worker **ret) {
         msgpack_sbuffer sbuf;
         Worker *w = NULL;
+        ssize_t n;
+        int r;
 
-        if (p->n_idle == 0) {
-                errno = EAGAIN;
-                return NULL;
-        }
+        if (p->n_idle == 0)
+                return -EAGAIN;
         for (unsigned i = 0; i < p->size && !w; i++)
                 if (p->workers[i].state == SLOT_IDLE)
                         w = &p->workers[i];
@@ -357,22 +366,24 @@ Worker *procpool_run(ProcPool *p, uint64_t job, const char *kind, const void *ar
         frame_pack_job(&sbuf, job, kind, args, len);
         if (sbuf.size > FRAME_MAX) {
                 msgpack_sbuffer_destroy(&sbuf);
-                errno = EMSGSIZE;
-                return NULL;
+                return -EMSGSIZE;
         }
-        if (send(w->fd, sbuf.data, sbuf.size, MSG_DONTWAIT | MSG_NOSIGNAL) != (ssize_t) sbuf.size) {
-                /* The worker is gone or wedged: treat it as dead; the job stays with the caller. */
-                int saved = errno;
-                msgpack_sbuffer_destroy(&sbuf);
-                procpool_kill(p, w);
-                errno = saved ? saved : EIO;
-                return NULL;
-        }
+        n = send(w->file.fd, sbuf.data, sbuf.size, MSG_DONTWAIT | MSG_NOSIGNAL);
+        r = n < 0 ? -errno : (size_t) n != sbuf.size ? -EIO : 0;
         msgpack_sbuffer_destroy(&sbuf);
+        if (r == -EMSGSIZE)
+                return r; /* too big for the socket's buffer: the worker is fine */
+        if (r < 0) {
+                /* The worker is gone or wedged: treat it as dead; the job stays with the caller.
+                 * -EAGAIN stays the answer for "no worker idle". */
+                procpool_kill(p, w);
+                return r == -EAGAIN ? -EIO : r;
+        }
         w->state = SLOT_BUSY;
         w->job = job;
         p->n_idle--;
-        return w;
+        *ret = w;
+        return 0;
 }
 
 unsigned procpool_size(const ProcPool *p) {

@@ -8,9 +8,10 @@
  * a start-up failure, and consecutive start-up failures back off exponentially (up to 5 s) so that
  * a missing binary cannot make a fork storm. The pool never "breaks".
  *
- * The pool owns an epoll fd with the worker sockets and its back-off timer; the daemon's loop
- * polls that one fd and calls procpool_dispatch() when it is readable, and procpool_reap() on
- * SIGCHLD. Loop thread only. */
+ * The pool lives on the daemon's loop (util/loop.h): each worker's socket is a LoopFile of the
+ * worker's own, registered while the socket is open, and the start-up back-off is one loop Timer
+ * of the pool's. The daemon calls procpool_reap() on SIGCHLD, and starts work once per loop turn
+ * (in its before-sleep hook) while procpool_has_idle() says a worker is free. Loop thread only. */
 #pragma once
 
 #include <msgpack.h>
@@ -18,43 +19,43 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "loop.h"
+
 typedef struct ProcPool ProcPool;
 typedef struct Worker Worker;
 
 typedef struct ProcPoolCallbacks {
-        /* `w` finished job `job`: `ok` with the result map, or not ok with the failure map
-         * (`payload` borrowed for the call). The worker is idle again when this is called. */
+        /* A worker finished job `job`: `ok` with the result map, or not ok with the failure map
+         * (`payload` borrowed for the call). The worker is idle again when this is called, unless
+         * it reached max_tasks and is being replaced. */
         void (*on_result)(void *userdata, uint64_t job, bool ok, const uint8_t *payload,
                           size_t payload_len);
         /* The worker running `job` (0: none, or one detached by procpool_kill) died by `signal`
          * (0 if it exited) or exited with `exit_status`. */
         void (*on_died)(void *userdata, uint64_t job, int signal, int exit_status);
-        /* A worker became idle (started, or finished a job): the daemon may dispatch. */
-        void (*on_idle)(void *userdata);
 } ProcPoolCallbacks;
 
-/* Creates the pool and starts `size` workers from `worker_path` (borrowed; copied). A worker runs
- * at most `max_tasks` jobs before it is replaced (0: no limit). `cb` and `userdata` are borrowed
- * for the pool's life. Returns 0 or -errno. */
-int procpool_new(ProcPool **ret, const char *worker_path, unsigned size, unsigned max_tasks,
-                 const ProcPoolCallbacks *cb, void *userdata);
+/* Creates the pool on `loop` and starts `size` workers from `worker_path` (borrowed; copied). A
+ * worker runs at most `max_tasks` jobs before it is replaced (0: no limit). `loop`, `cb` and
+ * `userdata` are borrowed for the pool's life: the loop must outlive the pool, which registers
+ * its workers' sockets and its back-off timer with it. Returns 0 or -errno. */
+int procpool_new(ProcPool **ret, Loop *loop, const char *worker_path, unsigned size,
+                 unsigned max_tasks, const ProcPoolCallbacks *cb, void *userdata);
 
-/* Kills every worker, reaps them and frees the pool. Accepts NULL; returns NULL. */
+/* Removes the workers' sockets from the loop and closes them, kills and reaps every worker, gives
+ * the timer back and frees the pool. Accepts NULL and a half-built pool; returns NULL. */
 ProcPool *procpool_free(ProcPool *p);
-
-/* The pool's epoll fd (owned by the pool). */
-int procpool_fd(ProcPool *p);
-
-/* Handles whatever is ready on the pool's fd: replies, hangups, the back-off timer. */
-void procpool_dispatch(ProcPool *p);
 
 /* Reaps exited workers (call on SIGCHLD) and starts replacements. */
 void procpool_reap(ProcPool *p);
 
 /* Sends job `job` of `kind` (borrowed) with the packed `args` map (borrowed) to an idle worker.
- * Returns the worker (borrowed; valid until it finishes or dies, as reported by the callbacks),
- * or NULL with errno set: EAGAIN if no worker is idle, EMSGSIZE if the frame is too big. */
-Worker *procpool_run(ProcPool *p, uint64_t job, const char *kind, const void *args, size_t len);
+ * Returns 0 with *ret set to the worker (borrowed; valid until it finishes or dies, as reported by
+ * the callbacks); -EAGAIN if no worker is idle; -EMSGSIZE if the frame is too big; or another
+ * -errno when the send failed: that worker was killed as dead, no callback will name the job, and
+ * the job stays with the caller (to run again or to fail). *ret is untouched on failure. */
+int procpool_run(ProcPool *p, uint64_t job, const char *kind, const void *args, size_t len,
+                 Worker **ret);
 
 /* True if a worker is idle. */
 bool procpool_has_idle(const ProcPool *p);

@@ -1,6 +1,6 @@
-/* threadpool: a mutex-guarded FIFO of work filled in batches, threads that take from it (looking
- * for --spin-us before they sleep), and a lock-free stack of finished items that the loop drains
- * after one eventfd wake-up. */
+/* threadpool: a mutex-guarded FIFO of work filled in batches, and threads that take from it
+ * (looking for --spin-us before they sleep) and push what they finished to the completion
+ * queue. */
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
@@ -9,8 +9,6 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
-#include <sys/eventfd.h>
-#include <unistd.h>
 
 #include "now.h"
 #include "threadpool.h"
@@ -28,27 +26,11 @@ struct ThreadPool {
         atomic_bool has_items; /* queue.head != NULL, for the spinning threads */
         bool stopping;
 
-        /* Finished items, newest first: pushed by the threads, taken whole by the loop. */
-        _Atomic(Work *) done;
-        int event_fd;
+        Completion *done; /* borrowed: where finished items go */
         uint64_t spin_ns;
         unsigned n_threads;
         pthread_t threads[];
 };
-
-void threadpool_hand_back(ThreadPool *p, Work *first, Work *last) {
-        Work *old = atomic_load_explicit(&p->done, memory_order_relaxed);
-
-        do
-                last->next = old;
-        while (!atomic_compare_exchange_weak_explicit(&p->done, &old, first, memory_order_release,
-                                                      memory_order_relaxed));
-        /* A stack that was not empty has woken the loop already: only the first push writes. */
-        if (!old) {
-                uint64_t one = 1;
-                (void) !write(p->event_fd, &one, sizeof one);
-        }
-}
 
 static void *thread_main(void *userdata) {
         ThreadPool *p = userdata;
@@ -88,7 +70,7 @@ static void *thread_main(void *userdata) {
 
                 w->next = NULL;
                 w->run(w);
-                threadpool_hand_back(p, w, w);
+                completion_push(p->done, w, w);
 
                 pthread_mutex_lock(&p->lock);
         }
@@ -96,7 +78,7 @@ static void *thread_main(void *userdata) {
         return NULL;
 }
 
-int threadpool_new(ThreadPool **ret, unsigned n_threads, unsigned spin_us) {
+int threadpool_new(ThreadPool **ret, unsigned n_threads, unsigned spin_us, Completion *done) {
         ThreadPool *p;
         sigset_t all, old;
         int r = 0;
@@ -107,15 +89,9 @@ int threadpool_new(ThreadPool **ret, unsigned n_threads, unsigned spin_us) {
         if (!p)
                 return -ENOMEM;
         p->spin_ns = (uint64_t) spin_us * 1000u;
+        p->done = done;
         pthread_mutex_init(&p->lock, NULL);
         pthread_cond_init(&p->has_work, NULL);
-        atomic_init(&p->done, NULL);
-        p->event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-        if (p->event_fd < 0) {
-                r = -errno;
-                free(p);
-                return r;
-        }
         /* Signals belong to the loop's signalfd: the threads start with all of them blocked. */
         sigfillset(&all);
         pthread_sigmask(SIG_SETMASK, &all, &old);
@@ -143,7 +119,6 @@ ThreadPool *threadpool_free(ThreadPool *p) {
         pthread_mutex_unlock(&p->lock);
         for (unsigned i = 0; i < p->n_threads; i++)
                 pthread_join(p->threads[i], NULL);
-        close(p->event_fd);
         pthread_cond_destroy(&p->has_work);
         pthread_mutex_destroy(&p->lock);
         free(p);
@@ -174,27 +149,6 @@ void threadpool_flush(ThreadPool *p) {
                         pthread_cond_signal(&p->has_work);
         pthread_mutex_unlock(&p->lock);
         p->n_staged = 0;
-}
-
-int threadpool_fd(ThreadPool *p) {
-        return p->event_fd;
-}
-
-Work *threadpool_take_done(ThreadPool *p) {
-        Work *w, *oldest_first = NULL;
-        uint64_t v;
-
-        /* Reset the eventfd before taking: a push that lands after the take finds the stack empty
-         * and writes again, so no item is ever left without a wake-up. */
-        (void) !read(p->event_fd, &v, sizeof v);
-        w = atomic_exchange_explicit(&p->done, NULL, memory_order_acquire);
-        while (w) {
-                Work *next = w->next;
-                w->next = oldest_first;
-                oldest_first = w;
-                w = next;
-        }
-        return oldest_first;
 }
 
 unsigned threadpool_size(ThreadPool *p) {

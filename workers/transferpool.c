@@ -26,7 +26,7 @@ struct TransferPool {
         atomic_bool stopping;
 
         /* Transfer thread only, once it runs. */
-        ThreadPool *completions;
+        Completion *done; /* borrowed: where finished items go */
         CURLM *multi;
         int epoll_fd;
         int wake_fd;          /* eventfd: the inbox, cancels or stopping */
@@ -73,7 +73,7 @@ static void finished(TransferPool *p, Transfer *t) {
 static void hand_back(TransferPool *p) {
         if (!p->finished)
                 return;
-        threadpool_hand_back(p->completions, p->finished, p->finished_last);
+        completion_push(p->done, p->finished, p->finished_last);
         p->finished = p->finished_last = NULL;
 }
 
@@ -198,7 +198,7 @@ static void *thread_main(void *userdata) {
         return NULL;
 }
 
-int transferpool_new(TransferPool **ret, ThreadPool *completions) {
+int transferpool_new(TransferPool **ret, Completion *done) {
         struct epoll_event ev = { .events = EPOLLIN };
         sigset_t all, old;
         TransferPool *p;
@@ -208,7 +208,7 @@ int transferpool_new(TransferPool **ret, ThreadPool *completions) {
         if (!p)
                 return -ENOMEM;
         pthread_mutex_init(&p->lock, NULL);
-        p->completions = completions;
+        p->done = done;
         p->epoll_fd = p->wake_fd = -1;
         p->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
         if (p->epoll_fd >= 0)

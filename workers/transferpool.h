@@ -7,9 +7,10 @@
  * transfer thread asks each item for its easy handle (item->start), adds it to the multi handle,
  * and waits on the sockets libcurl names (curl_multi_socket_action on an epoll set, O(1) per
  * event). When libcurl reports a transfer done, or the loop has set the item's cancel flag and
- * called transferpool_wake(), the thread calls item->finish and hands the item back through the
- * thread pool's completion stack (all that finished in one turn of its loop at once): the loop
- * takes finished work from one place, whichever pool ran it.
+ * called transferpool_wake(), the thread calls item->finish and pushes the item onto the
+ * completion queue the pool was made with (all that finished in one turn of its loop at once, one
+ * push), which the thread pool shares: the loop takes finished work from one place, whichever pool
+ * ran it.
  *
  * The loop thread is the only caller of every function here; start and finish run on the
  * transfer thread. */
@@ -17,12 +18,13 @@
 
 #include <stdatomic.h>
 
-#include "threadpool.h"
+#include "completion.h"
+#include "work.h"
 
 typedef struct Transfer Transfer;
 struct Transfer {
         /* Links the item while the pool stages or queues it, and is how it comes back:
-         * threadpool_take_done() of the completion pool. */
+         * completion_take() of the pool's completion queue. */
         Work work;
         /* On the transfer thread: returns the libcurl easy handle to run, or NULL when the item is
          * finished already (failed to start, or cancelled before it started). */
@@ -40,16 +42,16 @@ struct Transfer {
 
 typedef struct TransferPool TransferPool;
 
-/* Starts the transfer thread. Finished items go to `completions` (borrowed; it must outlive the
- * transfer pool). Call after curl_global_init(). Returns 0 or -errno. */
-int transferpool_new(TransferPool **ret, ThreadPool *completions);
+/* Starts the transfer thread. Finished items go to `done` (borrowed; it must outlive the transfer
+ * pool). Call after curl_global_init(). Returns 0 or -errno. */
+int transferpool_new(TransferPool **ret, Completion *done);
 
-/* Stops the transfer thread: every transfer still running is cancelled, finished and handed back
- * first. Accepts NULL; returns NULL. */
+/* Stops the transfer thread: every transfer still running is cancelled, finished and pushed to
+ * `done` first. Accepts NULL; returns NULL. */
 TransferPool *transferpool_free(TransferPool *p);
 
-/* Stages `t` (owned by the pool until it comes back through the completion pool). It starts after
- * the next transferpool_flush(). */
+/* Stages `t` (owned by the pool until it comes back through completion_take() of `done`). It
+ * starts after the next transferpool_flush(). */
 void transferpool_submit(TransferPool *p, Transfer *t);
 
 /* Hands every staged item to the transfer thread. */

@@ -4,7 +4,8 @@
  * loops: read a job frame, run the job kind, send the reply frame. It exits when the socket
  * closes (the daemon retired it or went away) and asks the kernel to kill it if the daemon dies,
  * so no orphan keeps computing. Cancellation is the daemon's SIGKILL: jobs here need no cancel
- * checks. Single-threaded. */
+ * checks. It links only the jobs library, with a table of the kinds it may run: no libcurl, no
+ * pools. Single-threaded. */
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
@@ -18,9 +19,19 @@
 #include "config.h"
 #include "frame.h"
 #include "kind.h"
+#include "prime.h"
 
 static int arg_fd = 3;
 static pid_t arg_parent;
+
+/* The kinds a worker may run: those with a run(). A transfer kind (download) is not a worker's
+ * to run, and leaving it out keeps libcurl out of this process. */
+static const JobKind *const worker_kinds[] = {
+        &prime_kind,
+        &sleep_kind,
+        &noop_kind,
+        NULL,
+};
 
 static int parse_argv(int argc, char **argv) {
         static const struct option options[] = {
@@ -96,7 +107,7 @@ static int run_job(const uint8_t *buf, size_t len) {
 
         if (frame_parse(buf, len, &h) < 0 || h.job == 0)
                 return -EBADMSG;
-        kind = kind_find(h.kind, strlen(h.kind));
+        kind = kind_lookup(worker_kinds, h.kind, strlen(h.kind));
 
         msgpack_unpacked_init(&args);
         msgpack_sbuffer_init(&sbuf);
@@ -106,7 +117,7 @@ static int run_job(const uint8_t *buf, size_t len) {
         if (msgpack_unpack_next(&args, (const char *) h.payload, h.payload_len, NULL) !=
             MSGPACK_UNPACK_SUCCESS)
                 r = job_failure(&failure, PROTO_F_INTERNAL, "worker could not decode the arguments");
-        else if (!kind || !kind->run) /* unknown, or a transfer kind: not a worker's to run */
+        else if (!kind || !kind->run) /* unknown here: a transfer kind is not a worker's to run */
                 r = job_failure(&failure, PROTO_F_INTERNAL, "worker does not run kind '%s'",
                                 h.kind);
         else

@@ -512,9 +512,10 @@ def test_priority_order_with_one_thread(start_daemon, subscribe):
     sub = subscribe(d, "done/")
     (blocker,) = submit(c, sleep_job(0.3))
     wait_state(c, blocker, "running")
-    # One batch, queued while the blocker runs, so that all of them compete at once.
+    # One batch, queued while the blocker runs, so that all of them compete at once. (Thread
+    # jobs: a noop runs inline on the loop, without waiting for the thread.)
     prios = [0, 5, -3, 5, 10, 0, -1000, 1000]
-    ids = submit(c, *[{"kind": "noop", "priority": p} for p in prios])
+    ids = submit(c, *[{"kind": "sleep", "args": {"seconds": 0}, "priority": p} for p in prios])
     assert c.rq("wait", ids=ids)["not_done"] == []
     order = []
     while len(order) < len(ids) + 1:
@@ -524,6 +525,18 @@ def test_priority_order_with_one_thread(start_daemon, subscribe):
     # Higher first; equal priorities in submission order.
     expected = [fid for _, _, fid in sorted(zip((-p for p in prios), range(len(ids)), ids))]
     assert order[1:] == expected, (order, expected)
+
+
+def test_noop_runs_inline_while_every_thread_is_busy(start_daemon):
+    d = start_daemon("--threads", "1", "--prefetch", "0", "--processes", "1")
+    c = d.c
+    (blocker,) = submit(c, sleep_job(30))
+    wait_state(c, blocker, "running")
+    # A trivial kind runs on the loop itself: it does not wait for the busy thread.
+    r = c.rq("submit", jobs=[{"kind": "noop"}, {"kind": "noop", "priority": 5}], reply="results")
+    assert [x["state"] for x in r["results"]] == ["done", "done"]
+    assert c.rq("status", ids=[blocker])["states"] == ["running"]
+    assert c.rq("cancel", ids=[blocker])["cancelled"] == [True]
 
 
 # --- events --------------------------------------------------------------------------------------

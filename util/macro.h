@@ -1,8 +1,24 @@
-/* Small helpers shared by every module: cleanup attributes, ownership transfer and array sizes.
- * Header-only, no state, any thread. */
+/* macro: small helpers shared by every module (cleanup attributes, ownership transfer, array
+ * sizes, intrusive lists), and the project's one error rule. Header-only, no state, any thread.
+ *
+ * THE ERROR RULE, for every module of futured:
+ * - A fallible function returns int: >= 0 success, -errno failure (-ENOMEM, -EINVAL, ...). A
+ *   libc failure is converted at once (`return -errno;`).
+ * - An expected outcome the caller must handle (a quota reached, a condition that already holds,
+ *   a queue that is full) is a positive code of that module, named MODULE_SOMETHING and
+ *   documented at the function; 0 stays "done as asked".
+ * - A pointer-returning function returns NULL only for "not there"; a failure that has a reason
+ *   goes through an `int` return and a ret_* out-parameter, left untouched on failure.
+ * - A function logs only when its comment says so ("logs why"); otherwise the caller, which
+ *   decides what to do, logs once with the object and strerror(-r).
+ * - assert() is for programmer errors only; nothing a client or a worker sends may reach one.
+ * - Command-line tools turn -errno into an exit status at one place; exit statuses never carry
+ *   errno values.
+ */
 #pragma once
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -60,6 +76,12 @@
                 if (*p)                                                                            \
                         func(*p);                                                                  \
         }
+
+/* free() that returns NULL, for `p = mfree(p);`. */
+static inline void *mfree(void *p) {
+        free(p);
+        return NULL;
+}
 
 static inline void freep(void *p) {
         free(*(void **) p);

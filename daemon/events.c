@@ -1,0 +1,83 @@
+/* events: see events.h. */
+#include <stdio.h>
+#include <string.h>
+#include <zmq.h>
+
+#include "events.h"
+#include "scheduler.h"
+
+void events_init(Events *e, void *pub) {
+        e->pub = pub;
+        proto_buf_init(&e->buf);
+}
+
+void events_deinit(Events *e) {
+        proto_buf_deinit(&e->buf);
+}
+
+static void publish(Events *e, const char *topic, size_t topic_len) {
+        if (e->buf.failed)
+                return; /* out of memory while packing: no half event */
+        if (zmq_send(e->pub, topic, topic_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) >= 0)
+                zmq_send(e->pub, e->buf.data, e->buf.size, ZMQ_DONTWAIT);
+}
+
+/* Starts the map of an event about `f` with `n` fields after id, state, kind and group. */
+static void pack_future(Events *e, msgpack_packer *pk, const Future *f, const char *state,
+                        uint32_t n) {
+        proto_buf_reset(&e->buf);
+        proto_buf_packer(&e->buf, pk);
+        msgpack_pack_map(pk, 4 + n);
+        proto_pack_str(pk, "id");
+        msgpack_pack_uint64(pk, f->id);
+        proto_pack_str(pk, "state");
+        proto_pack_str(pk, state);
+        proto_pack_str(pk, "kind");
+        proto_pack_str(pk, f->kind->name);
+        proto_pack_str(pk, "group");
+        proto_pack_str(pk, f->group ? f->group->name : "");
+}
+
+void events_state(Events *e, const Future *f) {
+        const char *state = proto_state_name(f->state);
+        char topic[32 + PROTO_MAX_GROUP];
+        bool failure = f->state == STATE_FAILED && f->outcome;
+        msgpack_packer pk;
+        int n;
+
+        n = snprintf(topic, sizeof(topic), "%s/%s", state, f->group ? f->group->name : "");
+        pack_future(e, &pk, f, state, failure);
+        if (failure) {
+                proto_pack_str(&pk, "failure");
+                proto_buf_write(&e->buf, (const char *) f->outcome, f->outcome_len);
+        }
+        publish(e, topic, (size_t) n);
+}
+
+void events_progress(Events *e, const Future *f, uint64_t done, uint64_t total) {
+        char topic[16 + PROTO_MAX_GROUP];
+        msgpack_packer pk;
+        int n;
+
+        n = snprintf(topic, sizeof(topic), "progress/%s", f->group ? f->group->name : "");
+        pack_future(e, &pk, f, "running", 2);
+        proto_pack_str(&pk, "bytes");
+        msgpack_pack_uint64(&pk, done);
+        proto_pack_str(&pk, "total");
+        msgpack_pack_uint64(&pk, total);
+        publish(e, topic, (size_t) n);
+}
+
+void events_probe(Events *e, const char *token, size_t len) {
+        char topic[6 + PROTO_MAX_TOKEN];
+        msgpack_packer pk;
+
+        if (len > PROTO_MAX_TOKEN)
+                return;
+        memcpy(topic, "probe/", 6);
+        memcpy(topic + 6, token, len);
+        proto_buf_reset(&e->buf);
+        proto_buf_packer(&e->buf, &pk);
+        msgpack_pack_map(&pk, 0);
+        publish(e, topic, 6 + len);
+}

@@ -1,0 +1,30 @@
+/* events: the PUB socket, and the only code that sends on it. Every event is two frames, a topic
+ * ("STATE/GROUP", "progress/GROUP", "probe/TOKEN") and a msgpack map (docs/PROTOCOL.md, Events).
+ * A slow or absent subscriber never blocks the loop: sends are non-blocking and PUB drops at its
+ * high-water mark. Loop thread only. */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "future.h"
+#include "proto.h"
+
+typedef struct Events {
+        void *pub;    /* borrowed ZeroMQ PUB socket */
+        ProtoBuf buf; /* this module's own */
+} Events;
+
+/* `pub` is borrowed for the life of `e`. */
+void events_init(Events *e, void *pub);
+void events_deinit(Events *e);
+
+/* Publishes the state change of `f` (its state as it is now). */
+void events_state(Events *e, const Future *f);
+
+/* Publishes the progress of the running `f`: `done` of `total` bytes (0: unknown). */
+void events_progress(Events *e, const Future *f, uint64_t done, uint64_t total);
+
+/* Publishes the empty probe event on topic "probe/TOKEN" (`token`: `len` bytes, borrowed, at most
+ * PROTO_MAX_TOKEN). */
+void events_probe(Events *e, const char *token, size_t len);

@@ -1,0 +1,113 @@
+/* executor: the futures domain. It owns the future table, the scheduler, the three pools, the
+ * retention queue, the deferred replies' books and the counters, and it is the one door through
+ * which a future changes state: submit, start, finish (done, failed, cancelled) and expire all go
+ * through set_state() in executor.c, which keeps the counters. A durable store observes the
+ * futures there (see docs/ARCHITECTURE.md).
+ *
+ * Work starts in one place only: executor_before_sleep(), which the daemon calls once per loop
+ * turn. It starts what the pools have room for (a lock and a wake-up per pool per turn, not per
+ * job), runs inline kinds on the loop, and tells the transfer thread about the turn's cancels.
+ *
+ * Finished work comes back through one completion queue (thread and transfer pools) and the
+ * process pool's callbacks, all on the loop thread. Every hand-back carries a future ID and the
+ * executor looks the future up again (`f->runner.job == j`), so a future cancelled or released
+ * meanwhile is never touched through a stale pointer. Loop thread only. */
+#pragma once
+
+#include <msgpack.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "events.h"
+#include "loop.h"
+#include "table.h"
+#include "waiter.h"
+
+typedef struct Executor Executor;
+
+typedef struct ExecutorConfig {
+        const char *worker_path;  /* futured-worker; borrowed for the call */
+        const char *download_dir; /* where downloads with a `path` write, or NULL; borrowed */
+        unsigned threads;
+        unsigned prefetch;        /* thread jobs handed to the pool beyond its thread count */
+        unsigned spin_us;
+        unsigned transfers;
+        unsigned processes;
+        unsigned max_tasks;       /* per worker process, 0: unlimited */
+        double retain;            /* seconds a finished future is kept */
+} ExecutorConfig;
+
+/* A checked job of a submit (request.c checks; the executor trusts it). */
+typedef struct JobSpec {
+        const JobKind *kind;
+        const msgpack_object *args;   /* borrowed for the call */
+        const char *group;            /* NULL or 1..PROTO_MAX_GROUP bytes, NUL-terminated */
+        uint32_t group_limit;
+        int16_t priority;
+        uint32_t timeout_ms;          /* 0: none */
+        uint8_t retries;
+} JobSpec;
+
+/* executor_submit()'s expected refusals. */
+enum {
+        EXECUTOR_QUEUE_FULL = 1, /* PROTO_MAX_PENDING unfinished futures */
+        EXECUTOR_STOPPING,       /* shutting down: no new jobs */
+};
+
+typedef struct ExecutorStats {
+        uint64_t n_state[_STATE_MAX]; /* as clients see them: queued thread jobs are pending */
+        uint64_t submitted, finished;
+        unsigned transfers_running;
+        unsigned processes_alive;
+        uint64_t workers_started, workers_died;
+        uint64_t deferred;
+} ExecutorStats;
+
+/* Starts the pools (and libcurl's global state) on `loop` (borrowed, like `events`). Logs why
+ * when it fails. Returns 0 or -errno. */
+int executor_new(Executor **ret, Loop *loop, Events *events, const ExecutorConfig *cfg);
+
+/* Stops the pools (waiting for every item to come back), frees every future and waiter. Accepts
+ * NULL; returns NULL. */
+Executor *executor_free(Executor *x);
+static inline void executor_freep(Executor **x) {
+        executor_free(*x);
+}
+
+/* Queues the `n` jobs of `specs` as new pending futures with consecutive IDs from *ret_first.
+ * All or nothing: on any refusal or failure nothing is left behind (no future, no ID issued, no
+ * counter moved). Returns 0, EXECUTOR_QUEUE_FULL, EXECUTOR_STOPPING, or -ENOMEM. */
+int executor_submit(Executor *x, const JobSpec *specs, uint32_t n, uint64_t *ret_first);
+
+/* Cancels the future `id`: a pending one leaves its queue, a running one has its work stopped
+ * (its worker killed, its thread item or transfer told to stop). Returns true if it is cancelled
+ * now (or was already), false if it finished otherwise or is unknown. */
+bool executor_cancel(Executor *x, uint64_t id);
+
+/* Drops the finished future `id` and its result. Returns true if it was finished and is gone. */
+bool executor_release(Executor *x, uint64_t id);
+
+/* The futures, read-only (states through table_state_of()). */
+const Table *executor_table(const Executor *x);
+
+/* The deferred replies' books: request.c adds waiters and answers the due ones. */
+WaiterSet *executor_waiters(Executor *x);
+
+void executor_stats(const Executor *x, ExecutorStats *ret);
+
+/* The loop's before-sleep work: starts pending work, the only place that does. Returns true when
+ * inline work is left over for the next turn (the loop must not sleep). */
+bool executor_before_sleep(Executor *x);
+
+/* SIGCHLD arrived: reaps worker processes (the process pool replaces them). */
+void executor_reap(Executor *x);
+
+/* Begins the shutdown: no new jobs, every pending job (also thread jobs queued inside the pool)
+ * is cancelled; running ones go on. Puts how many were running and pending. */
+void executor_stop(Executor *x, uint64_t *ret_running, uint64_t *ret_pending);
+
+/* Ends the shutdown: whatever still runs fails with `shutdown`. */
+void executor_abort(Executor *x);
+
+/* Futures running now. */
+uint64_t executor_running(const Executor *x);

@@ -1,0 +1,30 @@
+/* request: decodes client requests (docs/PROTOCOL.md), carries them out through the executor,
+ * and answers: at once, or later through the waiter books, whose due replies it sends
+ * (request_answer_due) once per loop turn. Every way a request can be malformed ends in an error
+ * reply with a code; nothing a client sends changes state unless the whole request is valid.
+ * Loop thread only. */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "events.h"
+#include "executor.h"
+#include "reply.h"
+
+/* What a request handler may use; every pointer borrowed for the life of the daemon. */
+typedef struct Requests {
+        Executor *executor;
+        Events *events;
+        void *router;             /* the ROUTER socket replies go out on */
+        const char *events_endpoint; /* for `hello` */
+        unsigned threads, transfers, processes;
+        uint64_t started_ns;      /* for `stats` uptime */
+} Requests;
+
+/* Handles one request frame `body` (borrowed) from `from`. Replies at once or defers the reply. */
+void request_handle(Requests *rq, const Peer *from, const uint8_t *body, size_t body_len);
+
+/* Sends the replies of the deferred requests that came due (their futures finished, or their
+ * time ran out). */
+void request_answer_due(Requests *rq);
