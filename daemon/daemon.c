@@ -178,6 +178,7 @@ void daemon_config_free(DaemonConfig *cfg) {
         free(cfg->events);
         free(cfg->worker_path);
         free(cfg->download_dir);
+        free(cfg->state_dir);
 }
 
 int daemon_new(Daemon **ret, DaemonConfig *cfg) {
@@ -217,6 +218,10 @@ int daemon_new(Daemon **ret, DaemonConfig *cfg) {
                 return r;
         events_init(&d->events, d->pub);
 
+        _cleanup_free_ char *store_path = NULL;
+        if (d->cfg.store == STORE_SQLITE &&
+            asprintf(&store_path, "%s/futured.db", d->cfg.state_dir) < 0)
+                return -ENOMEM;
         ExecutorConfig xc = {
                 .worker_path = d->cfg.worker_path,
                 .download_dir = d->cfg.download_dir,
@@ -227,6 +232,7 @@ int daemon_new(Daemon **ret, DaemonConfig *cfg) {
                 .processes = d->cfg.processes,
                 .max_tasks = d->cfg.max_tasks,
                 .retain = d->cfg.retain,
+                .store = { .kind = d->cfg.store, .path = store_path, .sync = d->cfg.sync },
         };
         r = executor_new(&d->executor, d->loop, &d->events, &xc);
         if (r < 0)
@@ -239,6 +245,7 @@ int daemon_new(Daemon **ret, DaemonConfig *cfg) {
                 .threads = d->cfg.threads,
                 .transfers = d->cfg.transfers,
                 .processes = d->cfg.processes,
+                .store = d->cfg.store == STORE_SQLITE ? "sqlite" : "memory",
                 .started_ns = timer_now(),
         };
 
@@ -263,6 +270,7 @@ Daemon *daemon_free(Daemon *d) {
         int signal_fd = d->signal_file.fd;
 
         d->executor = executor_free(d->executor);
+        request_deinit(&d->requests);
         if (d->loop) {
                 loop_remove(d->loop, &d->router_file);
                 loop_remove(d->loop, &d->signal_file);

@@ -28,6 +28,9 @@ typedef struct DaemonConfig {
         char *events;         /* the PUB endpoint */
         char *worker_path;    /* futured-worker */
         char *download_dir;   /* where `download` jobs with a `path` write, or NULL */
+        char *state_dir;      /* where the store's file lives (sqlite) */
+        StoreKind store;
+        StoreSync sync;
         unsigned threads;
         unsigned prefetch;    /* thread jobs handed to the pool beyond its thread count */
         bool prefetch_set;    /* --prefetch given; else 3 per thread */

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "alloc.h"
 #include "completion.h"
@@ -32,6 +33,12 @@
 
 /* Inline jobs run per loop turn at most, so that requests keep being read between batches. */
 #define INLINE_BATCH 1024
+
+/* A submitted future waiting for its store batch. */
+typedef struct Held {
+        uint64_t id;
+        uint64_t seq;
+} Held;
 
 struct Executor {
         ExecutorConfig cfg;       /* its strings are not kept */
@@ -55,24 +62,86 @@ struct Executor {
         PoolJob *jobs;            /* items inside the thread or transfer pool, doubly linked */
         Timer progress;           /* armed while such items run: progress and late `running` */
 
+        Store *store;
+        bool recovering;          /* loading the store's futures: changes are not written back */
+        /* Futures submitted but not yet committed by the store: they start once their batch is
+         * (a FIFO: batches commit in order). */
+        Held *held;
+        size_t held_head, held_len, held_cap;
+        uint64_t committed_seq;   /* every batch up to this one is done (committed or failed) */
+        struct {
+                uint64_t seq;
+                int result;       /* EXECUTOR_STORE_FULL or EXECUTOR_STORE_FAILED */
+        } failed[16];             /* the last batches that failed, for their held replies */
+        unsigned n_failed;
+
         uint64_t n_state[_STATE_MAX];
         uint64_t submitted, finished;
         bool stopping;
         bool curl_ready;
 };
 
-/* THE door: every change of a future's state, and of the counters, is made here. A future that
- * is being made starts as `unknown` (not counted); an expired one leaves the counts. */
+/* Milliseconds of the wall clock, which the store keeps for retention across restarts. */
+static int64_t wall_ms(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Tells the store about the change of `f` from `from` to its current state. */
+static void store_change(Executor *x, Future *f, FutureState from) {
+        FutureState to = f->state;
+        int r = 0;
+
+        if (x->recovering)
+                return;
+        if (from == STATE_UNKNOWN && to == STATE_PENDING) {
+                StoreJob job = {
+                        .id = f->id,
+                        .kind = f->kind->name,
+                        .args = f->args,
+                        .args_len = f->args_len,
+                        .group = f->group ? f->group->name : NULL,
+                        .group_limit = f->group ? f->group->limit : 0,
+                        .priority = f->priority,
+                        .timeout_ms = f->timeout_ms,
+                        .retries = f->retries,
+                        .attempt = f->attempt,
+                        .state = STATE_PENDING,
+                };
+                r = store_add(x->store, &job);
+        } else if (to == STATE_RUNNING)
+                r = store_start(x->store, f->id, f->attempt);
+        else if (to == STATE_PENDING)
+                r = store_requeue(x->store, f->id, f->attempt);
+        else if (to == STATE_EXPIRED)
+                r = store_remove(x->store, f->id);
+        else if (proto_state_final(to))
+                r = store_finish(x->store, f->id, to, f->outcome, f->outcome_len, wall_ms());
+        if (r < 0)
+                fprintf(stderr, "futured: future %" PRIu64 ": its change to %s is not stored: %s\n",
+                        f->id, proto_state_name(to), strerror(-r));
+}
+
+/* THE door: every change of a future's state, and of the counters, is made here, and the store
+ * hears of each. A future that is being made starts as `unknown` (not counted); an expired one
+ * leaves the counts. */
 static void set_state(Executor *x, Future *f, FutureState to) {
-        if (f->state != STATE_UNKNOWN)
-                x->n_state[f->state]--;
-        if (to == STATE_PENDING && f->state == STATE_UNKNOWN)
+        FutureState from = f->state;
+
+        if (from != STATE_UNKNOWN)
+                x->n_state[from]--;
+        if (to == STATE_PENDING && from == STATE_UNKNOWN)
                 x->submitted++;
         if (to != STATE_EXPIRED && proto_state_final(to))
                 x->finished++;
         if (to != STATE_EXPIRED)
                 x->n_state[to]++;
+        if (to == STATE_RUNNING)
+                f->attempt++;
         f->state = to;
+        store_change(x, f, from);
 }
 
 /* Thread jobs handed to the pool that no thread has taken yet: clients see them pending. Only
@@ -282,8 +351,10 @@ bool executor_before_sleep(Executor *x) {
                 x->transfers_cancelled = false;
                 transferpool_wake(x->xpool);
         }
-        if (x->stopping)
+        if (x->stopping) {
+                store_flush(x->store);
                 return false;
+        }
         while (x->threads_busy < x->cfg.threads + x->cfg.prefetch &&
                (f = scheduler_pop(&x->sched, LANE_THREAD)))
                 start_pool_job(x, f);
@@ -296,6 +367,8 @@ bool executor_before_sleep(Executor *x) {
                 start_process_job(x, f);
         for (unsigned i = 0; i < INLINE_BATCH && (f = scheduler_pop(&x->sched, LANE_INLINE)); i++)
                 run_inline(x, f);
+        /* The turn's changes go to the store thread as one batch (when none is in flight). */
+        store_flush(x->store);
         return scheduler_ready(&x->sched, LANE_INLINE) > 0;
 }
 
@@ -464,7 +537,34 @@ static void discard(Executor *x, Future *f) {
         future_free(f);
 }
 
-int executor_submit(Executor *x, const JobSpec *specs, uint32_t n, uint64_t *ret_first) {
+/* Makes room for `n` more held futures. Returns 0 or -ENOMEM. */
+static int held_reserve(Executor *x, size_t n) {
+        size_t cap = x->held_cap ? x->held_cap : 1024;
+        Held *held;
+
+        if (x->held_len + n <= x->held_cap)
+                return 0;
+        while (cap < x->held_len + n)
+                cap *= 2;
+        held = alloc_malloc(cap * sizeof(*held));
+        if (!held)
+                return -ENOMEM;
+        for (size_t i = 0; i < x->held_len; i++)
+                held[i] = x->held[(x->held_head + i) % x->held_cap];
+        free(x->held);
+        x->held = held;
+        x->held_cap = cap;
+        x->held_head = 0;
+        return 0;
+}
+
+static void held_push(Executor *x, uint64_t id, uint64_t seq) {
+        x->held[(x->held_head + x->held_len++) % x->held_cap] = (Held){ .id = id, .seq = seq };
+}
+
+int executor_submit(Executor *x, const JobSpec *specs, uint32_t n, uint64_t *ret_first,
+                    uint64_t *ret_seq) {
+        bool durable = store_durable(x->store);
         uint32_t per_lane[_LANE_MAX] = {};
         _cleanup_free_ Future **made = NULL;
         uint64_t first = x->table.next_id;
@@ -487,16 +587,23 @@ int executor_submit(Executor *x, const JobSpec *specs, uint32_t n, uint64_t *ret
                 r = scheduler_reserve(&x->sched, lane, per_lane[lane]);
         if (r >= 0)
                 r = table_reserve(&x->table, n);
+        if (r >= 0 && durable)
+                r = held_reserve(x, n);
         if (r < 0) {
                 for (uint32_t i = 0; i < n; i++)
                         discard(x, made[i]);
                 return r;
         }
+        (void) store_issue_ids(x->store, n);
         for (uint32_t i = 0; i < n; i++) {
                 Future *f = made[i];
                 r = table_add(&x->table, f);
                 set_state(x, f, STATE_PENDING);
-                r = r < 0 ? r : scheduler_push(&x->sched, f);
+                /* With a durable store the job starts once its batch is committed. */
+                if (durable)
+                        held_push(x, f->id, store_open_seq(x->store));
+                else
+                        r = r < 0 ? r : scheduler_push(&x->sched, f);
                 assert(r >= 0); /* reserved above */
                 /* The latest submit's limit wins; set only now, so a refused batch changes no
                  * group. */
@@ -504,7 +611,44 @@ int executor_submit(Executor *x, const JobSpec *specs, uint32_t n, uint64_t *ret
                         scheduler_group_limit(&x->sched, f->group, specs[i].group_limit);
         }
         *ret_first = first;
+        *ret_seq = durable ? store_open_seq(x->store) : 0;
         return 0;
+}
+
+int executor_commit_result(const Executor *x, uint64_t seq) {
+        if (seq > x->committed_seq)
+                return EXECUTOR_UNCOMMITTED;
+        for (unsigned i = 0; i < MIN(x->n_failed, ELEMENTSOF(x->failed)); i++)
+                if (x->failed[i].seq == seq)
+                        return x->failed[i].result;
+        return 0;
+}
+
+/* The store is done with batch `seq`: its held futures start now, or, when it could not be
+ * committed, fail (they were never acknowledged: a client waiting on them learns why). */
+static void on_commit(void *userdata, uint64_t seq, int error) {
+        Executor *x = userdata;
+        int result = error == -ENOSPC ? EXECUTOR_STORE_FULL : EXECUTOR_STORE_FAILED;
+
+        x->committed_seq = seq;
+        if (error < 0) {
+                x->failed[x->n_failed++ % ELEMENTSOF(x->failed)].seq = seq;
+                x->failed[(x->n_failed - 1) % ELEMENTSOF(x->failed)].result = result;
+        }
+        while (x->held_len > 0 && x->held[x->held_head].seq <= seq) {
+                Future *f = table_get(&x->table, x->held[x->held_head].id);
+                x->held_head = (x->held_head + 1) % x->held_cap;
+                x->held_len--;
+                if (!f || f->state != STATE_PENDING || f->heap_pos)
+                        continue; /* cancelled meanwhile */
+                if (error < 0)
+                        fail(x, f, error == -ENOSPC ? PROTO_F_STORE_FULL : PROTO_F_INTERNAL,
+                             error == -ENOSPC ? "the store's disk is full: the job was not kept"
+                                              : "the store could not keep the job",
+                             0, 0);
+                else if (scheduler_push(&x->sched, f) < 0)
+                        fail(x, f, PROTO_F_INTERNAL, "out of memory", 0, 0);
+        }
 }
 
 bool executor_cancel(Executor *x, uint64_t id) {
@@ -544,7 +688,9 @@ void executor_stats(const Executor *x, ExecutorStats *ret) {
                 .workers_started = procpool_started(x->ppool),
                 .workers_died = procpool_died(x->ppool),
                 .deferred = x->waiters.n_deferred,
+                .store = store_kind_name(x->store),
         };
+        store_stats(x->store, &ret->store_stats);
         memcpy(ret->n_state, x->n_state, sizeof(ret->n_state));
         ret->n_state[STATE_PENDING] += queued;
         ret->n_state[STATE_RUNNING] -= queued;
@@ -581,6 +727,167 @@ uint64_t executor_running(const Executor *x) {
         return x->n_state[STATE_RUNNING];
 }
 
+/* What recovery found, for its log line. */
+typedef struct Recovery {
+        Executor *x;
+        uint64_t n_state[_STATE_MAX];
+        uint64_t interrupted, retried;
+        /* Finished futures with their retention deadlines, sorted before they are queued. */
+        Retained *retained;
+        size_t n_retained, cap_retained;
+        int64_t now_wall_ms;
+        uint64_t now_ns;
+} Recovery;
+
+/* Makes the Future of one stored job, as it was. */
+static int recover_job(void *userdata, const StoreJob *job) {
+        Recovery *rec = userdata;
+        Executor *x = rec->x;
+        JobSpec spec = {
+                .kind = kind_find(job->kind, strlen(job->kind)),
+                .group = job->group,
+                .priority = job->priority,
+                .timeout_ms = job->timeout_ms,
+                .retries = job->retries,
+        };
+        uint8_t *args = NULL, *outcome = NULL;
+        Future *f = NULL;
+        int r;
+
+        if (!spec.kind) {
+                fprintf(stderr, "futured: the store's job %" PRIu64 " is of an unknown kind '%s': "
+                                "it is dropped\n", job->id, job->kind);
+                return 0;
+        }
+        if (job->args_len && !(args = alloc_malloc(job->args_len)))
+                return -ENOMEM;
+        if (job->args_len)
+                memcpy(args, job->args, job->args_len);
+        if (job->outcome && !(outcome = alloc_malloc(job->outcome_len ? job->outcome_len : 1))) {
+                free(args);
+                return -ENOMEM;
+        }
+        if (job->outcome_len)
+                memcpy(outcome, job->outcome, job->outcome_len);
+        if ((r = future_new(&f, spec.kind, args, job->args_len)) < 0) {
+                free(args);
+                free(outcome);
+                return r;
+        }
+        f->outcome = outcome;
+        f->outcome_len = outcome ? job->outcome_len : 0;
+        f->priority = job->priority;
+        f->timeout_ms = job->timeout_ms;
+        f->retries = job->retries;
+        f->attempt = job->attempt;
+        r = job->group ? scheduler_group_ref(&x->sched, job->group, &f->group) : 0;
+        if (r >= 0 && f->group && job->group_limit)
+                scheduler_group_limit(&x->sched, f->group, job->group_limit);
+        if (r >= 0 && job->timeout_ms && !proto_state_final(job->state)) {
+                f->timeout = alloc_calloc(1, sizeof(*f->timeout));
+                r = f->timeout ? timer_init(x->timers, &f->timeout->timer, on_job_timeout) : -ENOMEM;
+                if (f->timeout) {
+                        f->timeout->future = f;
+                        f->timeout->executor = x;
+                }
+        }
+        if (r >= 0)
+                r = table_add_at(&x->table, f, job->id);
+        if (r < 0) {
+                discard(x, f);
+                return r;
+        }
+        rec->n_state[job->state < _STATE_MAX ? job->state : STATE_FAILED]++;
+        if (proto_state_final(job->state)) {
+                /* It keeps what is left of its retention time. */
+                int64_t left_ms = job->finished_at_ms + (int64_t) (x->cfg.retain * 1000) -
+                                  rec->now_wall_ms;
+                uint64_t deadline = rec->now_ns + (uint64_t) MAX(left_ms, 0) * 1000000u;
+                set_state(x, f, STATE_PENDING); /* counted as submitted once... */
+                x->submitted--;                 /* ...which it was, before the restart */
+                x->finished--;
+                set_state(x, f, (FutureState) job->state);
+                if (rec->n_retained == rec->cap_retained) {
+                        size_t cap = rec->cap_retained ? rec->cap_retained * 2 : 4096;
+                        Retained *p = realloc(rec->retained, cap * sizeof(*p));
+                        if (!p)
+                                return -ENOMEM;
+                        rec->retained = p;
+                        rec->cap_retained = cap;
+                }
+                rec->retained[rec->n_retained++] = (Retained){ .id = f->id, .deadline = deadline };
+                return 0;
+        }
+        set_state(x, f, STATE_PENDING);
+        x->submitted--;
+        /* Pending, or running when futured stopped: runs again if its retries allow. */
+        if (job->state == STATE_RUNNING) {
+                unsigned runs_allowed = 1u + job->retries;
+                if (job->attempt >= runs_allowed) {
+                        rec->interrupted++;
+                        f->heap_pos = 0;
+                        return 0; /* failed below, once recovery writes to the store again */
+                }
+                rec->retried++;
+        }
+        f->retries = (uint8_t) (job->retries > job->attempt ? job->retries - job->attempt : 0);
+        return scheduler_push(&x->sched, f);
+}
+
+static int retained_cmp(const void *a, const void *b) {
+        const Retained *x = a, *y = b;
+
+        return x->deadline < y->deadline ? -1 : x->deadline > y->deadline;
+}
+
+/* Loads every future the store keeps. Logs what it found and how long it took. */
+static int recover(Executor *x) {
+        Recovery rec = { .x = x, .now_wall_ms = wall_ms(), .now_ns = timer_now() };
+        uint64_t t0 = timer_now();
+        int r;
+
+        x->recovering = true;
+        r = store_recover(x->store, recover_job, &rec);
+        x->recovering = false;
+        if (r >= 0) {
+                qsort(rec.retained, rec.n_retained, sizeof(*rec.retained), retained_cmp);
+                for (size_t i = 0; i < rec.n_retained && r >= 0; i++)
+                        r = retention_add_at(&x->retention, rec.retained[i].id,
+                                             rec.retained[i].deadline);
+        }
+        free(rec.retained);
+        if (r < 0) {
+                fprintf(stderr, "futured: cannot recover the store's futures: %s\n", strerror(-r));
+                return r;
+        }
+        /* Jobs that were running when futured stopped and have no retries left. */
+        for (uint64_t id = x->table.base; rec.interrupted > 0 && id < x->table.next_id; id++) {
+                Future *f = table_get(&x->table, id);
+                if (f && f->state == STATE_PENDING && !f->heap_pos &&
+                    f->attempt >= 1u + f->retries) {
+                        fail(x, f, PROTO_F_INTERRUPTED,
+                             "futured stopped while the job ran, and its retries were used up", 0,
+                             0);
+                }
+        }
+        r = table_set_next_id(&x->table, store_next_id(x->store));
+        if (r < 0) {
+                fprintf(stderr, "futured: the store's next ID %" PRIu64 " is below its jobs'\n",
+                        store_next_id(x->store));
+                return -EBADMSG;
+        }
+        if (store_durable(x->store))
+                fprintf(stderr,
+                        "futured: recovered %" PRIu64 " pending, %" PRIu64 " running (%" PRIu64
+                        " to run again, %" PRIu64 " interrupted), %" PRIu64 " done, %" PRIu64
+                        " failed, %" PRIu64 " cancelled futures in %.3f s; next ID %" PRIu64 "\n",
+                        rec.n_state[STATE_PENDING], rec.n_state[STATE_RUNNING], rec.retried,
+                        rec.interrupted, rec.n_state[STATE_DONE], rec.n_state[STATE_FAILED],
+                        rec.n_state[STATE_CANCELLED], (double) (timer_now() - t0) / 1e9,
+                        store_next_id(x->store));
+        return 0;
+}
+
 int executor_new(Executor **ret, Loop *loop, Events *events, const ExecutorConfig *cfg) {
         _cleanup_(executor_freep) Executor *x = calloc(1, sizeof(*x));
         int r;
@@ -588,7 +895,7 @@ int executor_new(Executor **ret, Loop *loop, Events *events, const ExecutorConfi
         if (!x)
                 return -ENOMEM;
         x->cfg = *cfg;
-        x->cfg.worker_path = x->cfg.download_dir = NULL; /* borrowed for this call only */
+        x->cfg.worker_path = x->cfg.download_dir = x->cfg.store.path = NULL; /* borrowed */
         x->loop = loop;
         x->timers = loop_timers(loop);
         x->events = events;
@@ -599,6 +906,13 @@ int executor_new(Executor **ret, Loop *loop, Events *events, const ExecutorConfi
         r = retention_init(&x->retention, x->timers, (uint64_t) (cfg->retain * 1e9), on_retention, x);
         if (r >= 0)
                 r = timer_init(x->timers, &x->progress, on_progress);
+        if (r < 0)
+                return r;
+        r = store_open(&x->store, &cfg->store, loop, on_commit, x);
+        if (r < 0)
+                return r;
+        x->committed_seq = store_open_seq(x->store) - 1;
+        r = recover(x);
         if (r < 0)
                 return r;
 
@@ -666,6 +980,8 @@ Executor *executor_free(Executor *x) {
         if (x->curl_ready)
                 download_global_cleanup();
         x->ppool = procpool_free(x->ppool);
+        /* Every change is made: the store commits what is left and closes. */
+        x->store = store_close(x->store);
         loop_remove(x->loop, &x->done_file);
         x->done = completion_free(x->done);
         for (uint64_t id = x->table.base; id < x->table.next_id; id++) {
@@ -675,6 +991,7 @@ Executor *executor_free(Executor *x) {
         }
         timer_deinit(x->timers, &x->progress);
         retention_deinit(&x->retention);
+        free(x->held);
         table_deinit(&x->table);
         scheduler_deinit(&x->sched);
         free(x);

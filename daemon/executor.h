@@ -20,6 +20,7 @@
 
 #include "events.h"
 #include "loop.h"
+#include "store.h"
 #include "table.h"
 #include "waiter.h"
 
@@ -35,6 +36,7 @@ typedef struct ExecutorConfig {
         unsigned processes;
         unsigned max_tasks;       /* per worker process, 0: unlimited */
         double retain;            /* seconds a finished future is kept */
+        StoreConfig store;        /* its path borrowed for executor_new() */
 } ExecutorConfig;
 
 /* A checked job of a submit (request.c checks; the executor trusts it). */
@@ -48,10 +50,13 @@ typedef struct JobSpec {
         uint8_t retries;
 } JobSpec;
 
-/* executor_submit()'s expected refusals. */
+/* executor_submit()'s and executor_commit_result()'s expected outcomes. */
 enum {
         EXECUTOR_QUEUE_FULL = 1, /* PROTO_MAX_PENDING unfinished futures */
         EXECUTOR_STOPPING,       /* shutting down: no new jobs */
+        EXECUTOR_UNCOMMITTED,    /* the store has not committed the batch yet */
+        EXECUTOR_STORE_FULL,     /* the store could not commit it: the disk is full */
+        EXECUTOR_STORE_FAILED,   /* the store could not commit it: another error */
 };
 
 typedef struct ExecutorStats {
@@ -61,10 +66,14 @@ typedef struct ExecutorStats {
         unsigned processes_alive;
         uint64_t workers_started, workers_died;
         uint64_t deferred;
+        const char *store;            /* the backend's name, static */
+        StoreStats store_stats;
 } ExecutorStats;
 
-/* Starts the pools (and libcurl's global state) on `loop` (borrowed, like `events`). Logs why
- * when it fails. Returns 0 or -errno. */
+/* Opens the store and recovers what it keeps (logging how many futures of each state and how
+ * long it took), then starts the pools (and libcurl's global state) on `loop` (borrowed, like
+ * `events`). Logs why when it fails; a store that cannot be used is -EBADMSG, -EPROTO or -EBUSY
+ * (see sqlitestore.h). Returns 0 or -errno. */
 int executor_new(Executor **ret, Loop *loop, Events *events, const ExecutorConfig *cfg);
 
 /* Stops the pools (waiting for every item to come back), frees every future and waiter. Accepts
@@ -76,8 +85,15 @@ static inline void executor_freep(Executor **x) {
 
 /* Queues the `n` jobs of `specs` as new pending futures with consecutive IDs from *ret_first.
  * All or nothing: on any refusal or failure nothing is left behind (no future, no ID issued, no
- * counter moved). Returns 0, EXECUTOR_QUEUE_FULL, EXECUTOR_STOPPING, or -ENOMEM. */
-int executor_submit(Executor *x, const JobSpec *specs, uint32_t n, uint64_t *ret_first);
+ * counter moved). With a durable store the jobs start, and the submit may be acknowledged, only
+ * once the store has committed batch *ret_seq (see executor_commit_result()); *ret_seq is 0 when
+ * there is nothing to wait for. Returns 0, EXECUTOR_QUEUE_FULL, EXECUTOR_STOPPING, or -ENOMEM. */
+int executor_submit(Executor *x, const JobSpec *specs, uint32_t n, uint64_t *ret_first,
+                    uint64_t *ret_seq);
+
+/* What became of store batch `seq`: 0 (committed), EXECUTOR_UNCOMMITTED, EXECUTOR_STORE_FULL or
+ * EXECUTOR_STORE_FAILED (the batch's new jobs then failed with `store_full` or `internal`). */
+int executor_commit_result(const Executor *x, uint64_t seq);
 
 /* Cancels the future `id`: a pending one leaves its queue, a running one has its work stopped
  * (its worker killed, its thread item or transfer told to stop). Returns true if it is cancelled

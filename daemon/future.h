@@ -46,6 +46,7 @@ typedef struct Future {
         uint8_t state;     /* FutureState */
         uint8_t retries;   /* retries left after a worker death */
         uint8_t deaths;    /* workers that died running it */
+        uint8_t attempt;   /* runs started so far, across restarts (the store keeps it) */
         uint8_t in_group_heap; /* pending and parked behind its group's limit */
 } Future;
 

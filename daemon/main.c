@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -45,6 +46,14 @@ static void help(void) {
                "  --worker PATH               the futured-worker executable\n"
                "  --download-dir DIR          where download jobs with a 'path' write (default:\n"
                "                              none; such jobs are refused)\n"
+               "  --store sqlite|memory       keep every job in an SQLite file in the state\n"
+               "                              directory, across restarts (default), or in memory\n"
+               "                              only\n"
+               "  --state-dir DIR             where the store lives (default $STATE_DIRECTORY,\n"
+               "                              /var/lib/futured as root, else\n"
+               "                              $XDG_STATE_HOME/futured or ~/.local/state/futured)\n"
+               "  --sync normal|full          normal: a commit survives a crash of futured;\n"
+               "                              full: also a power loss (slower)\n"
                "  -h, --help                  show this help\n"
                "  --version                   show the version\n");
 }
@@ -126,6 +135,9 @@ enum {
         ARG_GRACE,
         ARG_WORKER,
         ARG_DOWNLOAD_DIR,
+        ARG_STORE,
+        ARG_STATE_DIR,
+        ARG_SYNC,
         ARG_VERSION,
 };
 
@@ -141,6 +153,45 @@ static void config_defaults(DaemonConfig *cfg) {
         cfg->spin_us = DEFAULT_SPIN_US;
         cfg->retain = 3600;
         cfg->grace = 10;
+        cfg->store = STORE_SQLITE;
+        cfg->sync = STORE_SYNC_NORMAL;
+}
+
+/* The state directory when --state-dir is not given: systemd's $STATE_DIRECTORY (its first
+ * entry), else /var/lib/futured as root, else $XDG_STATE_HOME/futured or
+ * ~/.local/state/futured. NULL on ENOMEM or without a home. */
+static char *default_state_dir(void) {
+        const char *s = getenv("STATE_DIRECTORY"), *home;
+        char *dir;
+
+        if (s && s[0] == '/')
+                return strndup(s, strcspn(s, ":"));
+        if (geteuid() == 0)
+                return strdup("/var/lib/futured");
+        s = getenv("XDG_STATE_HOME");
+        if (s && s[0] == '/')
+                return asprintf(&dir, "%s/futured", s) < 0 ? NULL : dir;
+        home = getenv("HOME");
+        if (!home || home[0] != '/')
+                return NULL;
+        return asprintf(&dir, "%s/.local/state/futured", home) < 0 ? NULL : dir;
+}
+
+/* mkdir -p with mode 0700 for what it creates. Returns 0 or -errno. */
+static int make_dirs(const char *path) {
+        _cleanup_free_ char *p = strdup(path);
+
+        if (!p)
+                return -ENOMEM;
+        for (char *slash = p + 1; (slash = strchr(slash, '/')); slash++) {
+                *slash = 0;
+                if (mkdir(p, 0700) < 0 && errno != EEXIST)
+                        return -errno;
+                *slash = '/';
+        }
+        if (mkdir(p, 0700) < 0 && errno != EEXIST)
+                return -errno;
+        return 0;
 }
 
 /* Replaces the string option `*slot` with a copy of `value`. Returns 0 or -ENOMEM. */
@@ -176,6 +227,24 @@ static int parse_option(int c, const char *arg, DaemonConfig *cfg) {
                 return set_string(&cfg->worker_path, arg);
         case ARG_DOWNLOAD_DIR:
                 return set_string(&cfg->download_dir, arg);
+        case ARG_STATE_DIR:
+                return set_string(&cfg->state_dir, arg);
+        case ARG_STORE:
+                if (strcmp(arg, "sqlite") == 0)
+                        cfg->store = STORE_SQLITE;
+                else if (strcmp(arg, "memory") == 0)
+                        cfg->store = STORE_MEMORY;
+                else
+                        bad = "--store takes sqlite or memory";
+                break;
+        case ARG_SYNC:
+                if (strcmp(arg, "normal") == 0)
+                        cfg->sync = STORE_SYNC_NORMAL;
+                else if (strcmp(arg, "full") == 0)
+                        cfg->sync = STORE_SYNC_FULL;
+                else
+                        bad = "--sync takes normal or full";
+                break;
         case ARG_THREADS:
                 if (parse_uint(arg, 1024, &cfg->threads) < 0 || cfg->threads == 0)
                         bad = "--threads takes a number from 1 to 1024";
@@ -231,6 +300,20 @@ static int config_complete(DaemonConfig *cfg) {
                 return -ENOMEM;
         if (!cfg->prefetch_set)
                 cfg->prefetch = 3 * cfg->threads;
+        if (cfg->store == STORE_SQLITE) {
+                int r;
+                if (!cfg->state_dir && !(cfg->state_dir = default_state_dir())) {
+                        fprintf(stderr, "futured: no state directory: give --state-dir, or "
+                                        "--store memory\n");
+                        return -EINVAL;
+                }
+                r = make_dirs(cfg->state_dir);
+                if (r < 0) {
+                        fprintf(stderr, "futured: cannot make the state directory %s: %s\n",
+                                cfg->state_dir, strerror(-r));
+                        return -EINVAL;
+                }
+        }
         return 0;
 }
 
@@ -250,6 +333,9 @@ static int parse_argv(int argc, char **argv, DaemonConfig *cfg) {
                 { "grace", required_argument, NULL, ARG_GRACE },
                 { "worker", required_argument, NULL, ARG_WORKER },
                 { "download-dir", required_argument, NULL, ARG_DOWNLOAD_DIR },
+                { "store", required_argument, NULL, ARG_STORE },
+                { "state-dir", required_argument, NULL, ARG_STATE_DIR },
+                { "sync", required_argument, NULL, ARG_SYNC },
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, ARG_VERSION },
                 {},
@@ -328,7 +414,9 @@ int main(int argc, char **argv) {
 
         r = daemon_new(&d, &cfg);
         if (r < 0)
-                return 1;
+                /* A store that must not be used (damaged, newer, taken) is a configuration
+                 * problem: exit 2, which a service manager does not restart. */
+                return r == -EBADMSG || r == -EPROTO || r == -EBUSY ? 2 : 1;
         fprintf(stderr, "futured %s: listening on %s, events on %s, %u threads, %u transfers, "
                         "%u processes\n",
                 FUTURED_VERSION, d->cfg.listen[0], d->cfg.events, d->cfg.threads,

@@ -26,6 +26,19 @@ typedef struct Request {
         msgpack_packer *pk; /* &reply.pk */
 } Request;
 
+/* A submit reply waiting for its store batch: packed, with a copy of where it goes. */
+struct HeldReply {
+        HeldReply *next;
+        uint64_t seq;
+        bool has_id;
+        uint64_t req_id;
+        bool envelope;
+        uint8_t identity_len;
+        uint8_t identity[255];
+        size_t len;
+        uint8_t bytes[];
+};
+
 static void reply_ok(Request *req, uint32_t n_fields) {
         reply_begin(&req->reply, req->has_id, req->id, true, n_fields);
 }
@@ -106,7 +119,7 @@ static void op_hello(Request *req, ProtoError *e) {
 
         while (kinds[n_kinds])
                 n_kinds++;
-        reply_ok(req, 8);
+        reply_ok(req, 9);
         proto_pack_str(pk, "version");
         msgpack_pack_uint8(pk, PROTO_VERSION);
         proto_pack_str(pk, "server");
@@ -119,6 +132,8 @@ static void op_hello(Request *req, ProtoError *e) {
         msgpack_pack_uint32(pk, req->rq->transfers);
         proto_pack_str(pk, "processes");
         msgpack_pack_uint32(pk, req->rq->processes);
+        proto_pack_str(pk, "store");
+        proto_pack_str(pk, req->rq->store);
         proto_pack_str(pk, "limits");
         msgpack_pack_map(pk, 5);
         proto_pack_str(pk, "max_message");
@@ -267,12 +282,87 @@ static bool defer_results(Request *req, uint64_t first, uint32_t n) {
                                    WAIT_RESULTS, ids, n, -1) == 0;
 }
 
+/* Keeps the packed reply of a submit until the store has committed batch `seq`: a submit is
+ * acknowledged only once its jobs are on disk. Returns false when it cannot (out of memory, or a
+ * routing id too long to copy): the caller sends it at once then, acknowledging early rather
+ * than never. */
+static bool hold_reply(Request *req, uint64_t seq) {
+        Requests *rq = req->rq;
+        HeldReply *h;
+
+        if (req->reply.buf.failed || req->from.identity_len > sizeof(h->identity))
+                return false;
+        h = malloc(sizeof(*h) + req->reply.buf.size);
+        if (!h)
+                return false;
+        *h = (HeldReply){
+                .seq = seq,
+                .has_id = req->has_id,
+                .req_id = req->id,
+                .envelope = req->from.envelope,
+                .identity_len = (uint8_t) req->from.identity_len,
+                .len = req->reply.buf.size,
+        };
+        memcpy(h->identity, req->from.identity, req->from.identity_len);
+        memcpy(h->bytes, req->reply.buf.data, req->reply.buf.size);
+        if (rq->held_tail)
+                rq->held_tail->next = h;
+        else
+                rq->held = h;
+        rq->held_tail = h;
+        return true;
+}
+
+/* Sends the held submit replies whose batch the store is done with: the reply as packed when it
+ * was committed, else the error saying why the jobs were not kept. */
+static void release_held(Requests *rq) {
+        HeldReply *h;
+        int r;
+
+        while ((h = rq->held) &&
+               (r = executor_commit_result(rq->executor, h->seq)) != EXECUTOR_UNCOMMITTED) {
+                Peer to = { .identity = h->identity, .identity_len = h->identity_len,
+                            .envelope = h->envelope };
+                Reply reply;
+                reply_init(&reply);
+                if (r == 0)
+                        proto_buf_write(&reply.buf, (const char *) h->bytes, h->len);
+                else {
+                        ProtoError e = { .index = -1 };
+                        if (r == EXECUTOR_STORE_FULL)
+                                proto_error(&e, PROTO_E_STORE_FULL, NULL,
+                                            "the store's disk is full: no job of the batch was "
+                                            "kept; try again once there is room");
+                        else
+                                proto_error(&e, PROTO_E_OUT_OF_MEMORY, NULL,
+                                            "the store could not keep the batch; nothing of it "
+                                            "was queued");
+                        reply_pack_error(&reply, h->has_id, h->req_id, &e);
+                }
+                reply_send(&reply, rq->router, &to);
+                reply_deinit(&reply);
+                rq->held = h->next;
+                if (!rq->held)
+                        rq->held_tail = NULL;
+                free(h);
+        }
+}
+
+void request_deinit(Requests *rq) {
+        while (rq->held) {
+                HeldReply *h = rq->held;
+                rq->held = h->next;
+                free(h);
+        }
+        rq->held_tail = NULL;
+}
+
 static void op_submit(Request *req, ProtoError *e) {
         const msgpack_object *jobs = proto_map_get(req->body, "jobs");
         _cleanup_free_ JobSpec *specs = NULL;
         _cleanup_free_ char (*groups)[PROTO_MAX_GROUP + 1] = NULL;
         bool want_results;
-        uint64_t first;
+        uint64_t first, seq;
         uint32_t n;
         int r;
 
@@ -305,7 +395,7 @@ static void op_submit(Request *req, ProtoError *e) {
         if (check_submit(req, jobs, specs, groups, e) < 0)
                 return reply_error(req, e);
 
-        r = executor_submit(req->rq->executor, specs, n, &first);
+        r = executor_submit(req->rq->executor, specs, n, &first, &seq);
         if (r == EXECUTOR_STOPPING) {
                 proto_error(e, PROTO_E_SHUTTING_DOWN, NULL, "futured is shutting down");
                 return reply_error(req, e);
@@ -325,7 +415,8 @@ static void op_submit(Request *req, ProtoError *e) {
         msgpack_pack_array(req->pk, n);
         for (uint32_t i = 0; i < n; i++)
                 msgpack_pack_uint64(req->pk, first + i);
-        send_reply(req);
+        if (seq == 0 || !hold_reply(req, seq))
+                send_reply(req);
 }
 
 static void op_status(Request *req, ProtoError *e) {
@@ -547,7 +638,7 @@ static void op_stats(Request *req, ProtoError *e) {
         executor_stats(req->rq->executor, &st);
         reply_ok(req, 1);
         proto_pack_str(pk, "stats");
-        msgpack_pack_map(pk, 16);
+        msgpack_pack_map(pk, 20);
         pack_counter(pk, "pending", st.n_state[STATE_PENDING]);
         pack_counter(pk, "running", st.n_state[STATE_RUNNING]);
         pack_counter(pk, "done", st.n_state[STATE_DONE]);
@@ -564,6 +655,10 @@ static void op_stats(Request *req, ProtoError *e) {
         pack_counter(pk, "workers_died", st.workers_died);
         pack_counter(pk, "clients_deferred", st.deferred);
         pack_counter(pk, "uptime_ms", (timer_now() - req->rq->started_ns) / 1000000u);
+        pack_counter(pk, "store_bytes", st.store_stats.file_bytes);
+        pack_counter(pk, "store_commits", st.store_stats.commits);
+        pack_counter(pk, "store_last_batch", st.store_stats.last_batch);
+        pack_counter(pk, "store_commit_us", st.store_stats.last_commit_us);
         send_reply(req);
 }
 
@@ -694,6 +789,8 @@ void request_handle(Requests *rq, const Peer *from, const uint8_t *body, size_t 
 
 void request_answer_due(Requests *rq) {
         WaiterSet *set = executor_waiters(rq->executor);
+
+        release_held(rq);
         const Table *t = executor_table(rq->executor);
         Waiter *w;
         Reply r;

@@ -12,6 +12,8 @@
 #include "executor.h"
 #include "reply.h"
 
+typedef struct HeldReply HeldReply;
+
 /* What a request handler may use; every pointer borrowed for the life of the daemon. */
 typedef struct Requests {
         Executor *executor;
@@ -19,12 +21,18 @@ typedef struct Requests {
         void *router;             /* the ROUTER socket replies go out on */
         const char *events_endpoint; /* for `hello` */
         unsigned threads, transfers, processes;
+        const char *store;        /* the store backend's name, for `hello` */
         uint64_t started_ns;      /* for `stats` uptime */
+        /* Submit replies waiting for their store batch to be committed, oldest first. */
+        HeldReply *held, *held_tail;
 } Requests;
+
+/* Frees the replies still held (shutdown: their batch was never committed). */
+void request_deinit(Requests *rq);
 
 /* Handles one request frame `body` (borrowed) from `from`. Replies at once or defers the reply. */
 void request_handle(Requests *rq, const Peer *from, const uint8_t *body, size_t body_len);
 
 /* Sends the replies of the deferred requests that came due (their futures finished, or their
- * time ran out). */
+ * time ran out), and the submit replies whose store batch is committed. */
 void request_answer_due(Requests *rq);

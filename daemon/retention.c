@@ -44,6 +44,10 @@ static int grow(Retention *r) {
 }
 
 int retention_add(Retention *r, uint64_t id, uint64_t now) {
+        return retention_add_at(r, id, now + r->retain_ns);
+}
+
+int retention_add_at(Retention *r, uint64_t id, uint64_t deadline) {
         Retained *e;
 
         if (r->len == r->cap) {
@@ -52,7 +56,7 @@ int retention_add(Retention *r, uint64_t id, uint64_t now) {
                         return ret;
         }
         e = &r->ring[(r->head + r->len++) % r->cap];
-        *e = (Retained){ .id = id, .deadline = now + r->retain_ns };
+        *e = (Retained){ .id = id, .deadline = deadline };
         if (r->len == 1)
                 timer_start(r->timers, &r->timer, e->deadline);
         return 0;

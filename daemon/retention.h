@@ -36,6 +36,10 @@ void retention_deinit(Retention *r);
 /* Queues `id`, finished now. Returns 0 or -ENOMEM (the future is then kept until released). */
 int retention_add(Retention *r, uint64_t id, uint64_t now);
 
+/* Queues `id` with its own `deadline` (recovery: futures that finished before a restart keep what
+ * is left of their time). Deadlines must come in non-decreasing order. Returns 0 or -ENOMEM. */
+int retention_add_at(Retention *r, uint64_t id, uint64_t deadline);
+
 /* Calls expire() for every entry due at `now`, in order (the timer does this by itself). */
 void retention_expire_due(Retention *r, uint64_t now);
 

@@ -65,6 +65,32 @@ int table_add(Table *t, Future *f) {
         return 0;
 }
 
+int table_add_at(Table *t, Future *f, uint64_t id) {
+        int r = table_set_next_id(t, id);
+
+        return r < 0 ? r : table_add(t, f);
+}
+
+int table_set_next_id(Table *t, uint64_t next_id) {
+        int r;
+
+        if (next_id < t->next_id)
+                return -EINVAL;
+        if (t->count == 0) {
+                /* Nothing to keep: the ring starts at `next_id`. */
+                t->base = t->next_id = next_id;
+                t->head = 0;
+                return 0;
+        }
+        /* The IDs skipped stay issued and take a slot each until the futures before them go:
+         * room first, so that the ring never wraps onto itself. */
+        r = table_reserve(t, (size_t) (next_id - t->next_id) + 1);
+        if (r < 0)
+                return r;
+        t->next_id = next_id;
+        return 0;
+}
+
 Future *table_get(const Table *t, uint64_t id) {
         if (id < t->base || id >= t->next_id)
                 return NULL;

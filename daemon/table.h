@@ -34,6 +34,14 @@ int table_reserve(Table *t, size_t n);
  * Returns 0 or -ENOMEM (never after a table_reserve() that covers it). */
 int table_add(Table *t, Future *f);
 
+/* Stores `f` under the given `id` (recovery: IDs kept by the store), which must be at least the
+ * next ID; the IDs skipped are issued (they report `expired`). Returns 0 or -ENOMEM. */
+int table_add_at(Table *t, Future *f, uint64_t id);
+
+/* Moves the next ID up to `next_id` (the store's: IDs are never reused). Returns 0, -EINVAL
+ * (it would go down) or -ENOMEM. */
+int table_set_next_id(Table *t, uint64_t next_id);
+
 /* Returns the future with `id`, borrowed, or NULL. */
 Future *table_get(const Table *t, uint64_t id);
 

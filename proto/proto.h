@@ -57,6 +57,7 @@ static inline bool proto_state_final(FutureState s) {
 #define PROTO_E_NOT_DONE "not_done"
 #define PROTO_E_SHUTTING_DOWN "shutting_down"
 #define PROTO_E_OUT_OF_MEMORY "out_of_memory"
+#define PROTO_E_STORE_FULL "store_full"
 
 /* Failure codes of jobs, as they appear in `failure.code`. */
 #define PROTO_F_TIMEOUT "timeout"
@@ -70,6 +71,8 @@ static inline bool proto_state_final(FutureState s) {
 #define PROTO_F_TOO_MANY_REDIRECTS "too_many_redirects"
 #define PROTO_F_BAD_URL "bad_url"
 #define PROTO_F_IO "io"
+#define PROTO_F_INTERRUPTED "interrupted"
+#define PROTO_F_STORE_FULL "store_full"
 
 /* A request-level error: a static code, an optional field name (static or borrowed from the
  * request, valid while the request is) and a message. `index` is -1 unless one job of a batch is

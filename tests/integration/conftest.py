@@ -91,7 +91,8 @@ class Daemon:
         self.clients = []
         self.proc = subprocess.Popen(
             [str(FUTURED), "--listen", self.endpoint, "--events", self.events,
-             "--download-dir", str(self.download_dir), *args],
+             "--download-dir", str(self.download_dir), "--state-dir", str(tmp / "state"),
+             *args],
             stdout=self.log, stderr=subprocess.STDOUT)
         c = self.client()
         deadline = time.monotonic() + 10

@@ -76,7 +76,8 @@ def test_transfers_fit_a_low_open_file_limit(tmp_path):
 
     endpoint = f"ipc://{tmp_path}/f.sock"
     log = open(tmp_path / "futured.log", "w+")
-    p = subprocess.Popen([str(FUTURED), "--listen", endpoint, "--events", f"ipc://{tmp_path}/e.sock"],
+    p = subprocess.Popen([str(FUTURED), "--listen", endpoint, "--events", f"ipc://{tmp_path}/e.sock",
+                          "--state-dir", str(tmp_path / "state")],
                          stderr=log, preexec_fn=low_limit)
     ctx = zmq.Context()
     s = ctx.socket(zmq.DEALER)

@@ -1,0 +1,379 @@
+/* store: see store.h. This file holds what every backend shares: the batches (an array of
+ * change records and one byte buffer for the blobs and names they carry), the store thread with
+ * its one batch in flight, and the hand-back to the loop through an eventfd. The SQLite backend's
+ * SQL is sqlitestore.c; the memory store is no backend at all: it keeps nothing and commits
+ * nothing. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "macro.h"
+#include "now.h"
+#include "sqlitestore.h"
+#include "store.h"
+
+struct Store {
+        StoreKind kind;
+        StoreCommitFn on_commit;
+        void *userdata;
+        Loop *loop;
+        uint64_t next_id;
+
+        /* Loop thread only. */
+        StoreBatch *open;      /* collecting this turn's changes */
+        LoopFile done_file;    /* the eventfd the store thread writes after a commit */
+        bool in_flight;        /* `flight` is the thread's */
+        StoreStats stats;
+
+        /* Shared, under `lock`. */
+        pthread_mutex_t lock;
+        pthread_cond_t wake;
+        StoreBatch *flight;    /* handed to the thread; back when `committed` */
+        bool committed;
+        bool stopping;
+
+        /* The store thread's. */
+        SqliteStore *db;
+        pthread_t thread;
+        bool thread_started;
+};
+
+static StoreBatch *batch_new(uint64_t seq) {
+        StoreBatch *b = calloc(1, sizeof(*b));
+
+        if (b)
+                b->seq = seq;
+        return b;
+}
+
+static StoreBatch *batch_free(StoreBatch *b) {
+        if (!b)
+                return NULL;
+        free(b->ops);
+        free(b->bytes);
+        free(b);
+        return NULL;
+}
+
+static void batch_reset(StoreBatch *b, uint64_t seq) {
+        b->seq = seq;
+        b->n_ops = b->n_bytes = 0;
+        b->error = 0;
+}
+
+/* Appends `len` bytes (and a NUL when `nul`) to the batch's byte buffer; puts their offset.
+ * Returns 0 or -ENOMEM. */
+static int batch_bytes(StoreBatch *b, const void *data, size_t len, bool nul, uint32_t *ret_off) {
+        size_t need = b->n_bytes + len + nul;
+
+        if (need > UINT32_MAX)
+                return -ENOMEM;
+        if (need > b->cap_bytes) {
+                size_t cap = b->cap_bytes ? b->cap_bytes * 2 : 65536;
+                uint8_t *p;
+                while (cap < need)
+                        cap *= 2;
+                p = alloc_realloc(b->bytes, cap);
+                if (!p)
+                        return -ENOMEM;
+                b->bytes = p;
+                b->cap_bytes = cap;
+        }
+        if (len)
+                memcpy(b->bytes + b->n_bytes, data, len);
+        if (nul)
+                b->bytes[b->n_bytes + len] = 0;
+        *ret_off = (uint32_t) b->n_bytes;
+        b->n_bytes = need;
+        return 0;
+}
+
+/* A new change record at the end of the open batch, zeroed but for `type` and `id`. */
+static StoreOp *batch_op(StoreBatch *b, StoreOpType type, uint64_t id) {
+        StoreOp *op;
+
+        if (b->n_ops == b->cap_ops) {
+                size_t cap = b->cap_ops ? b->cap_ops * 2 : 1024;
+                StoreOp *ops = alloc_realloc(b->ops, cap * sizeof(*ops));
+                if (!ops)
+                        return NULL;
+                b->ops = ops;
+                b->cap_ops = cap;
+        }
+        op = &b->ops[b->n_ops++];
+        *op = (StoreOp){ .type = type, .id = id, .group_off = STORE_NONE };
+        return op;
+}
+
+static void *thread_main(void *userdata) {
+        Store *s = userdata;
+
+        pthread_mutex_lock(&s->lock);
+        for (;;) {
+                StoreBatch *b;
+                uint64_t t0, one = 1;
+
+                while (!s->stopping && (!s->flight || s->committed))
+                        pthread_cond_wait(&s->wake, &s->lock);
+                if (!s->flight || s->committed)
+                        break; /* stopping, nothing to do */
+                b = s->flight;
+                pthread_mutex_unlock(&s->lock);
+
+                t0 = now_ns();
+                b->error = sqlitestore_commit(s->db, b);
+                b->commit_us = (now_ns() - t0) / 1000u;
+
+                pthread_mutex_lock(&s->lock);
+                s->committed = true;
+                (void) !write(s->done_file.fd, &one, sizeof(one));
+        }
+        pthread_mutex_unlock(&s->lock);
+        return NULL;
+}
+
+/* A batch came back: tell the owner, make it the spare. */
+static void on_done(LoopFile *lf, uint32_t events) {
+        Store *s = container_of(lf, Store, done_file);
+        StoreBatch *b;
+        uint64_t v;
+
+        (void) !read(lf->fd, &v, sizeof(v));
+        pthread_mutex_lock(&s->lock);
+        if (!s->committed) {
+                pthread_mutex_unlock(&s->lock);
+                return;
+        }
+        b = s->flight;
+        s->committed = false;
+        pthread_mutex_unlock(&s->lock);
+        s->in_flight = false;
+        s->stats.last_batch = b->n_ops;
+        s->stats.last_commit_us = b->commit_us;
+        s->stats.commits++;
+        if (b->error < 0)
+                fprintf(stderr, "futured: cannot commit %zu changes to the store: %s\n", b->n_ops,
+                        strerror(-b->error));
+        s->on_commit(s->userdata, b->seq, b->error);
+        /* The next batch may have waited for this one. */
+        store_flush(s);
+}
+
+bool store_durable(const Store *s) {
+        return s->kind != STORE_MEMORY;
+}
+
+const char *store_kind_name(const Store *s) {
+        return s->kind == STORE_SQLITE ? "sqlite" : "memory";
+}
+
+uint64_t store_next_id(const Store *s) {
+        return s->next_id;
+}
+
+uint64_t store_issue_ids(Store *s, uint32_t n) {
+        uint64_t first = s->next_id;
+
+        s->next_id += n;
+        return first;
+}
+
+uint64_t store_open_seq(const Store *s) {
+        return s->open ? s->open->seq : 0;
+}
+
+int store_open(Store **ret, const StoreConfig *cfg, Loop *loop, StoreCommitFn on_commit,
+               void *userdata) {
+        _cleanup_(store_closep) Store *s = calloc(1, sizeof(*s));
+        sigset_t all, old;
+        int r, fd;
+
+        if (!s)
+                return -ENOMEM;
+        s->kind = cfg->kind;
+        s->on_commit = on_commit;
+        s->userdata = userdata;
+        s->loop = loop;
+        s->next_id = 1;
+        loop_file_init(&s->done_file);
+        pthread_mutex_init(&s->lock, NULL);
+        pthread_cond_init(&s->wake, NULL);
+        if (s->kind == STORE_MEMORY) {
+                *ret = TAKE_PTR(s);
+                return 0;
+        }
+
+        r = sqlitestore_open(&s->db, cfg->path, cfg->sync == STORE_SYNC_FULL, &s->next_id);
+        if (r < 0)
+                return r;
+        s->open = batch_new(1);
+        s->flight = batch_new(0);
+        if (!s->open || !s->flight)
+                return -ENOMEM;
+        fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (fd < 0)
+                return -errno;
+        r = loop_add(loop, &s->done_file, fd, EPOLLIN, on_done);
+        if (r < 0) {
+                close(fd);
+                return r;
+        }
+        /* Signals belong to the loop's signalfd. */
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        r = -pthread_create(&s->thread, NULL, thread_main, s);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        if (r < 0)
+                return r;
+        s->thread_started = true;
+        *ret = TAKE_PTR(s);
+        return 0;
+}
+
+int store_recover(Store *s, StoreRecoverFn fn, void *userdata) {
+        if (s->kind == STORE_MEMORY)
+                return 0;
+        return sqlitestore_recover(s->db, fn, userdata);
+}
+
+void store_flush(Store *s) {
+        StoreBatch *b;
+
+        if (s->kind == STORE_MEMORY || s->in_flight || s->open->n_ops == 0)
+                return;
+        pthread_mutex_lock(&s->lock);
+        b = s->flight;
+        s->flight = s->open;
+        s->flight->next_id = s->next_id;
+        s->committed = false;
+        pthread_cond_signal(&s->wake);
+        pthread_mutex_unlock(&s->lock);
+        s->in_flight = true;
+        batch_reset(b, s->flight->seq + 1);
+        s->open = b;
+}
+
+Store *store_close(Store *s) {
+        if (!s)
+                return NULL;
+        if (s->thread_started) {
+                /* Wait for the batch in flight, then commit what is left, once. */
+                for (int round = 0; round < 2; round++) {
+                        while (s->in_flight) {
+                                uint64_t v;
+                                pthread_mutex_lock(&s->lock);
+                                bool done = s->committed;
+                                pthread_mutex_unlock(&s->lock);
+                                if (done) {
+                                        on_done(&s->done_file, EPOLLIN);
+                                        continue;
+                                }
+                                struct timespec ts = { 0, 1000000 };
+                                (void) v;
+                                nanosleep(&ts, NULL);
+                        }
+                        store_flush(s);
+                }
+                pthread_mutex_lock(&s->lock);
+                s->stopping = true;
+                pthread_cond_signal(&s->wake);
+                pthread_mutex_unlock(&s->lock);
+                pthread_join(s->thread, NULL);
+        }
+        if (s->done_file.fd >= 0) {
+                int fd = s->done_file.fd;
+                loop_remove(s->loop, &s->done_file);
+                close(fd);
+        }
+        s->db = sqlitestore_close(s->db);
+        batch_free(s->open);
+        batch_free(s->flight);
+        pthread_cond_destroy(&s->wake);
+        pthread_mutex_destroy(&s->lock);
+        free(s);
+        return NULL;
+}
+
+int store_add(Store *s, const StoreJob *job) {
+        StoreBatch *b = s->open;
+        StoreOp *op;
+        int r;
+
+        if (s->kind == STORE_MEMORY)
+                return 0;
+        op = batch_op(b, STORE_OP_ADD, job->id);
+        if (!op)
+                return -ENOMEM;
+        op->state = job->state;
+        op->priority = job->priority;
+        op->timeout_ms = job->timeout_ms;
+        op->retries = job->retries;
+        op->attempt = job->attempt;
+        op->group_limit = job->group_limit;
+        op->args_len = job->args_len;
+        if ((r = batch_bytes(b, job->kind, strlen(job->kind), true, &op->kind_off)) < 0 ||
+            (r = batch_bytes(b, job->args, job->args_len, false, &op->args_off)) < 0 ||
+            (job->group &&
+             (r = batch_bytes(b, job->group, strlen(job->group), true, &op->group_off)) < 0)) {
+                b->n_ops--;
+                return r;
+        }
+        return 0;
+}
+
+static int simple_op(Store *s, StoreOpType type, uint64_t id, uint8_t attempt) {
+        StoreOp *op;
+
+        if (s->kind == STORE_MEMORY)
+                return 0;
+        op = batch_op(s->open, type, id);
+        if (!op)
+                return -ENOMEM;
+        op->attempt = attempt;
+        return 0;
+}
+
+int store_start(Store *s, uint64_t id, uint8_t attempt) {
+        return simple_op(s, STORE_OP_START, id, attempt);
+}
+
+int store_requeue(Store *s, uint64_t id, uint8_t attempt) {
+        return simple_op(s, STORE_OP_REQUEUE, id, attempt);
+}
+
+int store_remove(Store *s, uint64_t id) {
+        return simple_op(s, STORE_OP_REMOVE, id, 0);
+}
+
+int store_finish(Store *s, uint64_t id, uint8_t state, const uint8_t *outcome, uint32_t len,
+                 int64_t finished_at_ms) {
+        StoreBatch *b = s->open;
+        StoreOp *op;
+
+        if (s->kind == STORE_MEMORY)
+                return 0;
+        op = batch_op(b, STORE_OP_FINISH, id);
+        if (!op)
+                return -ENOMEM;
+        op->state = state;
+        op->finished_at_ms = finished_at_ms;
+        op->outcome_len = outcome ? len : 0;
+        op->has_outcome = outcome != NULL;
+        if (outcome && batch_bytes(b, outcome, len, false, &op->outcome_off) < 0) {
+                b->n_ops--;
+                return -ENOMEM;
+        }
+        return 0;
+}
+
+void store_stats(const Store *s, StoreStats *ret) {
+        *ret = s->stats;
+        ret->file_bytes = s->db ? sqlitestore_size(s->db) : 0;
+}

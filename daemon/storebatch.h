@@ -1,0 +1,70 @@
+/* storebatch: what the loop hands the store thread: one turn's changes as compact records (no
+ * pointer into a Future), and the shape of a job as the store keeps it. Header-only types,
+ * shared by store.c (which fills batches on the loop thread) and the backends (which commit
+ * them on the store thread). */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* One job as the store keeps it, for store_add() and recovery. Pointers are borrowed. */
+typedef struct StoreJob {
+        uint64_t id;
+        const char *kind;
+        const uint8_t *args;
+        uint32_t args_len;
+        const char *group;      /* NULL: none */
+        uint32_t group_limit;
+        int16_t priority;
+        uint32_t timeout_ms;
+        uint8_t retries;        /* the retry budget */
+        uint8_t attempt;        /* runs started so far */
+        uint8_t state;          /* FutureState */
+        const uint8_t *outcome; /* NULL: none */
+        uint32_t outcome_len;
+        int64_t finished_at_ms; /* wall clock (CLOCK_REALTIME) when it finished, for retention */
+} StoreJob;
+
+/* Recovery calls this for every job kept, in ID order; `job` is borrowed for the call. Returns
+ * 0, or a negative value that stops the recovery. */
+typedef int (*StoreRecoverFn)(void *userdata, const StoreJob *job);
+
+typedef enum StoreOpType {
+        STORE_OP_ADD,
+        STORE_OP_START,
+        STORE_OP_FINISH,
+        STORE_OP_REQUEUE,
+        STORE_OP_REMOVE,
+} StoreOpType;
+
+#define STORE_NONE UINT32_MAX /* an absent offset */
+
+/* One change. Strings and blobs live in the batch's `bytes`, at the offsets given (names
+ * NUL-terminated). */
+typedef struct StoreOp {
+        uint64_t id;
+        int64_t finished_at_ms;   /* FINISH */
+        uint32_t kind_off;        /* ADD */
+        uint32_t args_off, args_len; /* ADD */
+        uint32_t group_off;       /* ADD, STORE_NONE: no group */
+        uint32_t group_limit;     /* ADD */
+        uint32_t timeout_ms;      /* ADD */
+        uint32_t outcome_off, outcome_len; /* FINISH */
+        int16_t priority;         /* ADD */
+        uint8_t type;             /* StoreOpType */
+        uint8_t state;            /* ADD, FINISH */
+        uint8_t retries;          /* ADD */
+        uint8_t attempt;          /* ADD, START, REQUEUE */
+        uint8_t has_outcome;      /* FINISH */
+} StoreOp;
+
+typedef struct StoreBatch {
+        uint64_t seq;             /* batches are committed in this order */
+        StoreOp *ops;
+        size_t n_ops, cap_ops;
+        uint8_t *bytes;
+        size_t n_bytes, cap_bytes;
+        uint64_t next_id;         /* one past the highest ID issued when it was handed over */
+        int error;                /* the commit's: 0 or -errno */
+        uint64_t commit_us;
+} StoreBatch;
