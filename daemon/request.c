@@ -606,9 +606,11 @@ static void op_list(Request *req, ProtoError *e) {
         msgpack_pack_array(req->pk, n);
         for (uint32_t i = 0; i < n; i++) {
                 const Future *f = found[i];
-                msgpack_pack_map(req->pk, 5);
+                msgpack_pack_map(req->pk, 6);
                 proto_pack_str(req->pk, "id");
                 msgpack_pack_uint64(req->pk, f->id);
+                proto_pack_str(req->pk, "attempts");
+                msgpack_pack_uint8(req->pk, f->attempt);
                 proto_pack_str(req->pk, "kind");
                 proto_pack_str(req->pk, f->kind->name);
                 proto_pack_str(req->pk, "state");

@@ -434,11 +434,14 @@ def test_list_with_state_filter_and_cursor(daemon):
     everything = c.rq("list")
     assert everything["more"] is False
     assert everything["futures"] == (
-        [{"id": i, "kind": "noop", "state": "done", "group": "", "priority": 0} for i in done[:6]]
-        + [{"id": done[6], "kind": "noop", "state": "done", "group": "grp", "priority": 5},
-           {"id": running[0], "kind": "sleep", "state": "running", "group": "", "priority": 0},
+        [{"id": i, "kind": "noop", "state": "done", "group": "", "priority": 0, "attempts": 1}
+         for i in done[:6]]
+        + [{"id": done[6], "kind": "noop", "state": "done", "group": "grp", "priority": 5,
+            "attempts": 1},
+           {"id": running[0], "kind": "sleep", "state": "running", "group": "", "priority": 0,
+            "attempts": 1},
            {"id": running[1], "kind": "sleep", "state": "running", "group": "grp",
-            "priority": -2}])
+            "priority": -2, "attempts": 1}])
 
     def page(**kw):
         r = c.rq("list", state="done", limit=3, **kw)

@@ -1,0 +1,233 @@
+"""Durability: the SQLite store keeps every acknowledged job across restarts and kill -9.
+
+Each test runs a real futured on a state directory of its own, kills or stops it, starts it again
+on the same directory, and looks at what the new process says about the old IDs."""
+import hashlib
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import time
+
+import msgpack
+import pytest
+
+from conftest import FUTURED, Daemon, wait_for
+
+RUNNING = []
+
+
+@pytest.fixture(autouse=True)
+def stop_every_daemon():
+    yield
+    while RUNNING:
+        d = RUNNING.pop()
+        if d.proc.poll() is None:
+            assert d.stop() == 0, d.output()
+
+
+def start(tmp_path, *args):
+    d = Daemon(tmp_path, "--threads", "2", "--processes", "2", *args)
+    RUNNING.append(d)
+    return d
+
+
+def kill9(d):
+    d.stop(signal.SIGKILL)
+
+
+def submit(c, *jobs):
+    return c.rq("submit", jobs=list(jobs))["ids"]
+
+
+def states(c, ids):
+    return c.rq("status", ids=ids)["states"]
+
+
+def listed(c):
+    out, after = {}, 0
+    while True:
+        r = c.rq("list", after=after, limit=10000)
+        for f in r["futures"]:
+            out[f["id"]] = f
+        if not r["more"]:
+            return out
+        after = r["futures"][-1]["id"]
+
+
+def test_results_and_ids_survive_a_restart(tmp_path):
+    d = start(tmp_path)
+    assert d.c.rq("hello")["store"] == "sqlite"
+    ids = submit(d.c, {"kind": "prime", "args": {"n": 91}}, {"kind": "noop"},
+                 {"kind": "sleep", "args": {"seconds": 0}})
+    assert d.c.rq("wait", ids=ids)["not_done"] == []
+    released = submit(d.c, {"kind": "noop"})
+    d.c.rq("wait", ids=released)
+    assert d.c.rq("release", ids=released)["released"] == [True]
+    d.stop()
+
+    d = start(tmp_path)
+    assert states(d.c, ids + released) == ["done", "done", "done", "expired"]
+    r = d.c.rq("result", future=ids[0])
+    assert r["result"]["is_prime"] is False and r["result"]["smallest_factor"] == 7
+    (new,) = submit(d.c, {"kind": "noop"})
+    assert new > released[0], "an ID was issued twice"
+    assert "recovered 0 pending, 0 running" in d.output()
+    assert "3 done" in d.output()
+
+
+def test_pending_jobs_run_after_kill9(tmp_path):
+    d = start(tmp_path, "--prefetch", "0")
+    blockers = submit(d.c, *[{"kind": "sleep", "args": {"seconds": 60}}] * 2)
+    wait_for(lambda: states(d.c, blockers) == ["running", "running"])
+    queued = submit(d.c, *[{"kind": "sleep", "args": {"seconds": 0}, "priority": p}
+                           for p in (1, 3, 2)])
+    assert states(d.c, queued) == ["pending"] * 3
+    kill9(d)
+
+    d = start(tmp_path, "--prefetch", "0")
+    # The blockers had no retries: interrupted. The pending ones ran.
+    assert d.c.rq("wait", ids=blockers + queued, timeout=30)["not_done"] == []
+    r = d.c.rq("results", ids=blockers + queued)["results"]
+    assert [x["state"] for x in r] == ["failed", "failed", "done", "done", "done"]
+    assert {x["failure"]["code"] for x in r[:2]} == {"interrupted"}
+    info = listed(d.c)
+    assert [info[i]["attempts"] for i in blockers + queued] == [1, 1, 1, 1, 1]
+
+
+def test_a_running_job_with_retries_runs_again_after_kill9(tmp_path):
+    d = start(tmp_path)
+    (job,) = submit(d.c, {"kind": "sleep", "args": {"seconds": 1.5}, "retries": 1})
+    wait_for(lambda: states(d.c, [job]) == ["running"])
+    time.sleep(0.2)  # let the store commit the start
+    kill9(d)
+
+    d = start(tmp_path)
+    assert states(d.c, [job]) in (["pending"], ["running"])
+    assert d.c.rq("result", future=job, timeout=30)["state"] == "done"
+    assert listed(d.c)[job]["attempts"] == 2
+    assert "1 to run again" in d.output()
+
+
+def test_submit_is_acknowledged_only_once_committed(tmp_path):
+    """Every ID a submit answered with is in the file when the reply arrives."""
+    d = start(tmp_path, "--sync", "full")
+    ids = submit(d.c, *[{"kind": "sleep", "args": {"seconds": 30}}] * 50)
+    db = sqlite3.connect(f"file:{tmp_path}/state/futured.db?mode=ro", uri=True)
+    try:
+        rows = {r[0] for r in db.execute("SELECT id FROM jobs")}
+    finally:
+        db.close()
+    assert set(ids) <= rows
+    kill9(d)
+    d = start(tmp_path)
+    assert set(listed(d.c)) >= set(ids)
+    d.c.rq("cancel", ids=ids)
+
+
+def test_kill9_storm_loses_no_acknowledged_job(tmp_path):
+    """A 10,000-job batch (sleeps and primes, some with retries), futured killed with SIGKILL at
+    random moments five times and restarted each time: every acknowledged ID ends final, none is
+    reused, finished results stay intact, and no job is started more often than its retries
+    allow."""
+    rng = random.Random(7)
+    primes = [(2147483647, True), (2305843009213693951, True), (1000000016000000063, False)]
+    jobs, expect = [], {}
+    for i in range(10000):
+        if i % 3 == 0:
+            n, is_prime = primes[i % len(primes)]
+            jobs.append({"kind": "prime", "args": {"n": n}, "retries": rng.choice([0, 1, 2])})
+            expect[i] = is_prime
+        else:
+            jobs.append({"kind": "sleep", "args": {"seconds": 0.002},
+                         "retries": rng.choice([0, 1, 2])})
+    d = start(tmp_path, "--threads", "4")
+    ids = d.c.rq("submit", jobs=jobs)["ids"]
+    assert ids == list(range(ids[0], ids[0] + 10000))
+    finished_before = {}
+    for kill in range(5):
+        time.sleep(rng.uniform(0.2, 0.8))
+        done = [i for i, s in zip(ids, states(d.c, ids)) if s == "done"]
+        for r in d.c.rq("results", ids=done[:500])["results"] if done else []:
+            finished_before[r["id"]] = r["result"]
+        kill9(d)
+        d = start(tmp_path, "--threads", "4")
+    assert d.c.rq("wait", ids=ids, timeout=300)["not_done"] == []
+    info = listed(d.c)
+    for k, fid in enumerate(ids):
+        f = info[fid]
+        assert f["state"] in ("done", "failed"), f
+        assert f["attempts"] <= 1 + jobs[k]["retries"], (f, jobs[k])
+    results = {}
+    for chunk in range(0, 10000, 2000):
+        for r in d.c.rq("results", ids=ids[chunk:chunk + 2000])["results"]:
+            results[r["id"]] = r
+    for k, fid in enumerate(ids):
+        r = results[fid]
+        if r["state"] == "failed":
+            assert r["failure"]["code"] in ("interrupted", "worker_died"), r
+        elif k in expect:
+            assert r["result"]["is_prime"] is expect[k], r
+    for fid, before in finished_before.items():
+        assert results[fid]["result"] == before
+    (new,) = submit(d.c, {"kind": "noop"})
+    assert new > ids[-1]
+
+
+def damaged_start(tmp_path):
+    p = subprocess.run([str(FUTURED), "--listen", f"ipc://{tmp_path}/x.sock",
+                        "--events", f"ipc://{tmp_path}/xe.sock", "--state-dir",
+                        str(tmp_path / "state")], capture_output=True, text=True, timeout=30)
+    return p.returncode, p.stderr
+
+
+def digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("case", ["not_a_database", "newer_schema", "foreign_database",
+                                  "truncated"])
+def test_a_damaged_store_is_refused_and_left_untouched(tmp_path, case):
+    state = tmp_path / "state"
+    state.mkdir()
+    db = state / "futured.db"
+    if case == "not_a_database":
+        db.write_bytes(b"this is not a database, but a user's precious file\n" * 100)
+    elif case == "truncated":
+        d = start(tmp_path)
+        submit(d.c, *[{"kind": "noop"}] * 2000)
+        d.stop()
+        data = db.read_bytes()
+        db.write_bytes(data[:len(data) // 3])
+    else:
+        con = sqlite3.connect(db)
+        if case == "newer_schema":
+            con.execute("CREATE TABLE jobs (id INTEGER PRIMARY KEY)")
+            con.execute("PRAGMA user_version = 99")
+        else:
+            con.execute("CREATE TABLE recipes (name TEXT)")
+        con.commit()
+        con.close()
+    before = digest(db)
+    code, err = damaged_start(tmp_path)
+    assert code == 2, err
+    assert str(db) in err, err
+    assert {"not_a_database": "not a futured database", "truncated": "damaged",
+            "newer_schema": "newer futured", "foreign_database": "not futured's"}[case] in err, err
+    assert digest(db) == before
+
+
+def test_a_store_in_use_is_refused(tmp_path):
+    d = start(tmp_path)
+    code, err = damaged_start(tmp_path)
+    assert code == 2 and "another futured has it open" in err, err
+    assert d.c.rq("hello")["store"] == "sqlite"
+
+
+def test_memory_store_keeps_no_file(tmp_path):
+    d = start(tmp_path, "--store", "memory")
+    assert d.c.rq("hello")["store"] == "memory"
+    submit(d.c, {"kind": "noop"})
+    d.stop()
+    assert not (tmp_path / "state" / "futured.db").exists()
