@@ -70,13 +70,15 @@ def main() -> int:
     ap.add_argument('--worker', required=True)
     ap.add_argument('--jobs', type=int, default=1_000_000)
     ap.add_argument('--batch', type=int, default=10_000)
+    ap.add_argument('futured_args', nargs='*', help='more options for futured (after --)')
     args = ap.parse_args()
 
     tmp = tempfile.mkdtemp(prefix='futured-memory-')
     endpoint = f'ipc://{tmp}/futured.sock'
     log = open(os.path.join(tmp, 'futured.log'), 'w+')
     daemon = subprocess.Popen([args.futured, '--listen', endpoint, '--worker', args.worker,
-                               '--retain', '86400'], stdout=log, stderr=log)
+                               '--retain', '86400', '--state-dir', os.path.join(tmp, 'state'),
+                               *args.futured_args], stdout=log, stderr=log)
     ctx = zmq.Context()
     try:
         c = Client(ctx, endpoint)

@@ -93,7 +93,7 @@ static void dump_log(const char *path) {
 static double one_run(void *ctx, const char *futured, const char *worker, _Atomic int64_t *stamp,
                       const msgpack_sbuffer *hello) {
         char dir[] = "/tmp/futured-startup-XXXXXX";
-        char listen[256], events[256], log[256], sock[256];
+        char listen[256], events[256], log[256], sock[256], state[256];
         int ivl = 1, immediate = 1, linger = 0;
         bool sent = false, got = false;
         double ms = -1;
@@ -108,6 +108,7 @@ static double one_run(void *ctx, const char *futured, const char *worker, _Atomi
         snprintf(listen, sizeof listen, "ipc://%s/futured.sock", dir);
         snprintf(events, sizeof events, "ipc://%s/events.sock", dir);
         snprintf(log, sizeof log, "%s/futured.log", dir);
+        snprintf(state, sizeof state, "%s/state", dir);
         s = zmq_socket(ctx, ZMQ_DEALER);
         zmq_setsockopt(s, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl);
         zmq_setsockopt(s, ZMQ_IMMEDIATE, &immediate, sizeof immediate);
@@ -137,7 +138,7 @@ static double one_run(void *ctx, const char *futured, const char *worker, _Atomi
                         dup2(nul, STDIN_FILENO);
                 atomic_store(stamp, now_ns());
                 execl(futured, futured, "--listen", listen, "--events", events, "--worker", worker,
-                      (char *) NULL);
+                      "--state-dir", state, (char *) NULL);
                 _exit(127);
         }
 
@@ -185,6 +186,13 @@ static double one_run(void *ctx, const char *futured, const char *worker, _Atomi
         snprintf(sock, sizeof sock, "%s/events.sock", dir);
         (void) unlink(sock);
         (void) unlink(log);
+        for (const char *const *f = (const char *const[]){ "futured.db", "futured.db-wal",
+                                                            "futured.db-shm", NULL };
+             *f; f++) {
+                snprintf(sock, sizeof sock, "%s/state/%s", dir, *f);
+                (void) unlink(sock);
+        }
+        (void) rmdir(state);
         (void) rmdir(dir);
         return got ? ms : -1;
 }
