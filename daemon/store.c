@@ -30,6 +30,7 @@ struct Store {
         StoreBatch *open;      /* collecting this turn's changes */
         LoopFile done_file;    /* the eventfd the store thread writes after a commit */
         bool in_flight;        /* `flight` is the thread's */
+        bool failing;          /* the last commit failed */
         StoreStats stats;
 
         /* Shared, under `lock`. */
@@ -139,11 +140,53 @@ static void *thread_main(void *userdata) {
         return NULL;
 }
 
+/* A batch that could not be committed: its changes to jobs that exist already (starts,
+ * finishes, removals) are carried into the open batch, ahead of what came since, so that they
+ * are written once the store works again (the disk has room). Its new jobs are not: their
+ * submits were never acknowledged, and the owner fails them. Returns 0 or -ENOMEM (the changes
+ * are lost then: logged). */
+static int carry_over(Store *s, StoreBatch *failed) {
+        StoreBatch *open = s->open;
+        size_t n = 0;
+        uint32_t base;
+        int r;
+
+        for (size_t i = 0; i < failed->n_ops; i++)
+                if (failed->ops[i].type != STORE_OP_ADD)
+                        failed->ops[n++] = failed->ops[i];
+        failed->n_ops = n;
+        /* failed becomes the open batch: the open one's changes go after its own. */
+        r = batch_bytes(failed, open->bytes, open->n_bytes, false, &base);
+        for (size_t i = 0; r >= 0 && i < open->n_ops; i++) {
+                StoreOp *op = batch_op(failed, open->ops[i].type, open->ops[i].id);
+                if (!op) {
+                        r = -ENOMEM;
+                        break;
+                }
+                *op = open->ops[i];
+                op->kind_off += base;
+                op->args_off += base;
+                op->outcome_off += base;
+                if (op->group_off != STORE_NONE)
+                        op->group_off += base;
+        }
+        if (r < 0) {
+                fprintf(stderr, "futured: out of memory: %zu changes to the store are lost\n", n);
+                return r;
+        }
+        failed->seq = open->seq;
+        s->open = failed;
+        batch_reset(open, 0);
+        s->flight = open; /* the spare */
+        return 0;
+}
+
 /* A batch came back: tell the owner, make it the spare. */
 static void on_done(LoopFile *lf, uint32_t events) {
         Store *s = container_of(lf, Store, done_file);
         StoreBatch *b;
-        uint64_t v;
+        uint64_t v, seq;
+        int error;
 
         (void) !read(lf->fd, &v, sizeof(v));
         pthread_mutex_lock(&s->lock);
@@ -158,10 +201,21 @@ static void on_done(LoopFile *lf, uint32_t events) {
         s->stats.last_batch = b->n_ops;
         s->stats.last_commit_us = b->commit_us;
         s->stats.commits++;
-        if (b->error < 0)
-                fprintf(stderr, "futured: cannot commit %zu changes to the store: %s\n", b->n_ops,
-                        strerror(-b->error));
-        s->on_commit(s->userdata, b->seq, b->error);
+        seq = b->seq;
+        error = b->error;
+        if (error < 0) {
+                /* Logged once per outage, not once per batch. */
+                if (!s->failing)
+                        fprintf(stderr, "futured: cannot commit to the store: %s; new jobs are "
+                                        "refused until it works again\n",
+                                strerror(-error));
+                s->failing = true;
+                (void) carry_over(s, b);
+        } else if (s->failing) {
+                fprintf(stderr, "futured: the store works again\n");
+                s->failing = false;
+        }
+        s->on_commit(s->userdata, seq, error);
         /* The next batch may have waited for this one. */
         store_flush(s);
 }

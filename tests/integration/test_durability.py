@@ -231,3 +231,52 @@ def test_memory_store_keeps_no_file(tmp_path):
     submit(d.c, {"kind": "noop"})
     d.stop()
     assert not (tmp_path / "state" / "futured.db").exists()
+
+
+def test_a_full_disk_refuses_submits_keeps_answering_and_recovers(tmp_path):
+    """The state directory on a 4 MiB tmpfs, filled up: submits get `store_full` and nothing of
+    them is queued, reads go on, and once space is freed submits work again by themselves."""
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(small)], check=True)
+    try:
+        d = start(tmp_path, "--state-dir", str(small / "state"))
+        kept = submit(d.c, *[{"kind": "noop"}] * 10)
+        assert d.c.rq("wait", ids=kept)["not_done"] == []
+        filler = small / "filler"
+        with open(filler, "wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError:
+                pass
+        full = None
+        for _ in range(200):
+            r = d.c.rq("submit", jobs=[{"kind": "noop"}] * 2000, reply_timeout=30)
+            if not r["ok"]:
+                full = r
+                break
+        assert full is not None, "the disk never filled"
+        assert full["error"]["code"] == "store_full", full
+        # Reads are served, the results of before are intact.
+        assert d.c.rq("status", ids=kept)["states"] == ["done"] * 10
+        assert d.c.rq("result", future=kept[0])["state"] == "done"
+        st = d.c.rq("stats")["stats"]
+        filler.unlink()
+        # Room again: the next submits are kept, without a restart.
+        wait_for(lambda: d.c.rq("submit", jobs=[{"kind": "noop"}], reply_timeout=30)["ok"],
+                 timeout=30, what="a submit to work again")
+        again = submit(d.c, {"kind": "sleep", "args": {"seconds": 0}})
+        assert d.c.rq("result", future=again[0], timeout=30)["state"] == "done"
+        assert "cannot commit to the store" in d.output() and "works again" in d.output()
+        assert st["pending"] == 0, st  # nothing of a refused submit was queued
+        d.stop()
+        d = start(tmp_path, "--state-dir", str(small / "state"))
+        assert d.c.rq("status", ids=kept + again)["states"] == ["done"] * 11
+    finally:
+        for x in list(RUNNING):
+            if x.proc.poll() is None:
+                x.stop()
+        RUNNING.clear()
+        subprocess.run(["umount", "-l", str(small)], check=False)
