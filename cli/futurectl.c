@@ -242,6 +242,7 @@ static int cmd_submit(Ctl *ctl, int argc, char **argv) {
         static const char help[] =
                 "Usage: futurectl submit KIND [ARG...] [--wait] [--priority N] [--timeout S]\n"
                 "                        [--group NAME [--group-limit N]] [--retries N]\n"
+                "                        [--key KEY]\n"
                 "\n"
                 "Submits one job and prints its future ID, or with --wait its result.\n"
                 "ARG is NAME=VALUE or a bare value in the kind's parameter order.\n"
@@ -250,7 +251,9 @@ static int cmd_submit(Ctl *ctl, int argc, char **argv) {
                 "  --timeout S       seconds the job may run before it is stopped\n"
                 "  --group NAME      a group of jobs limited together\n"
                 "  --group-limit N   at most N jobs of the group run at once\n"
-                "  --retries N       reruns after the job's worker process died\n";
+                "  --retries N       reruns after the job's worker process died\n"
+                "  --key KEY         an idempotency key: while a future submitted with KEY is\n"
+                "                    kept, submitting again prints its ID and queues nothing\n";
         static const struct option options[] = {
                 CTL_COMMON_OPTIONS,
                 { "wait", no_argument, NULL, 'w' },
@@ -259,6 +262,7 @@ static int cmd_submit(Ctl *ctl, int argc, char **argv) {
                 { "group", required_argument, NULL, 'g' },
                 { "group-limit", required_argument, NULL, 'G' },
                 { "retries", required_argument, NULL, 'r' },
+                { "key", required_argument, NULL, 'k' },
                 {},
         };
         futured_job job = {};
@@ -283,6 +287,9 @@ static int cmd_submit(Ctl *ctl, int argc, char **argv) {
                 case 't':
                         if (ctl_parse_seconds(optarg, &job.timeout) < 0)
                                 return ctl_usage_error(help, "--timeout takes seconds");
+                        break;
+                case 'k':
+                        job.idempotency_key = optarg;
                         break;
                 case 'g':
                         job.group = optarg;

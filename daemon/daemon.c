@@ -153,7 +153,8 @@ static int open_sockets(Daemon *d) {
         d->router = d->zmq ? zmq_socket(d->zmq, ZMQ_ROUTER) : NULL;
         d->pub = d->zmq ? zmq_socket(d->zmq, ZMQ_PUB) : NULL;
         if (!d->router || !d->pub) {
-                fprintf(stderr, "futured: cannot create ZeroMQ sockets: %s\n", zmq_strerror(zmq_errno()));
+                fprintf(stderr, "futured: cannot create ZeroMQ sockets: %s\n",
+                        zmq_strerror(zmq_errno()));
                 return -ENOMEM;
         }
         zmq_setsockopt(d->router, ZMQ_ROUTER_MANDATORY, &one, sizeof(one));

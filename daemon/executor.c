@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <poll.h>
+#include <search.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,6 +64,7 @@ struct Executor {
         Timer progress;           /* armed while such items run: progress and late `running` */
 
         Store *store;
+        void *keys;               /* tsearch() tree of the retained futures with a key */
         bool recovering;          /* loading the store's futures: changes are not written back */
         /* Futures submitted but not yet committed by the store: they start once their batch is
          * (a FIFO: batches commit in order). */
@@ -109,6 +111,7 @@ static void store_change(Executor *x, Future *f, FutureState from) {
                         .retries = f->retries,
                         .attempt = f->attempt,
                         .state = STATE_PENDING,
+                        .key = f->key,
                 };
                 r = store_add(x->store, &job);
         } else if (to == STATE_RUNNING)
@@ -234,8 +237,37 @@ static bool stop(Executor *x, Future *f, FutureState state, const char *code) {
         return true;
 }
 
+/* For tdestroy() of trees that borrow their nodes' items. */
+static void free_nothing(void *p) {
+}
+
+static int key_cmp(const void *a, const void *b) {
+        return strcmp(((const Future *) a)->key, ((const Future *) b)->key);
+}
+
+/* The retained future with the idempotency key of `spec` in `tree`, or NULL. */
+static Future *key_find(void *const *tree, const JobSpec *spec) {
+        char buf[PROTO_MAX_KEY + 1];
+        Future probe = { .key = buf };
+        Future **found;
+
+        if (!spec->key || spec->key_len > PROTO_MAX_KEY)
+                return NULL;
+        memcpy(buf, spec->key, spec->key_len);
+        buf[spec->key_len] = 0;
+        found = tfind(&probe, tree, key_cmp);
+        return found ? *found : NULL;
+}
+
+/* Forgets the idempotency key of `f` (released, expired, or never queued). */
+static void key_drop(Executor *x, Future *f) {
+        if (f->key && table_get(&x->table, f->id) == f)
+                tdelete(f, &x->keys, key_cmp);
+}
+
 /* Drops the finished future `f`: it reports `expired` from now on. */
 static void expire(Executor *x, Future *f) {
+        key_drop(x, f);
         table_steal(&x->table, f->id);
         set_state(x, f, STATE_EXPIRED);
         scheduler_group_unref(&x->sched, f->group);
@@ -507,6 +539,15 @@ static int make_future(Executor *x, const JobSpec *spec, Future **ret) {
         f->priority = spec->priority;
         f->timeout_ms = spec->timeout_ms;
         f->retries = spec->retries;
+        if (spec->key) {
+                f->key = alloc_malloc(spec->key_len + 1);
+                if (!f->key) {
+                        *ret = f;
+                        return -ENOMEM;
+                }
+                memcpy(f->key, spec->key, spec->key_len);
+                f->key[spec->key_len] = 0;
+        }
         if ((spec->group &&
              (r = scheduler_group_ref(&x->sched, spec->group, &f->group)) < 0) ||
             (spec->timeout_ms && !(f->timeout = alloc_calloc(1, sizeof(*f->timeout))))) {
@@ -562,12 +603,13 @@ static void held_push(Executor *x, uint64_t id, uint64_t seq) {
         x->held[(x->held_head + x->held_len++) % x->held_cap] = (Held){ .id = id, .seq = seq };
 }
 
-int executor_submit(Executor *x, const JobSpec *specs, uint32_t n, uint64_t *ret_first,
+int executor_submit(Executor *x, const JobSpec *specs, uint32_t n, uint64_t *ids,
                     uint64_t *ret_seq) {
         bool durable = store_durable(x->store);
-        uint32_t per_lane[_LANE_MAX] = {};
+        uint32_t per_lane[_LANE_MAX] = {}, n_new = 0;
         _cleanup_free_ Future **made = NULL;
-        uint64_t first = x->table.next_id;
+        _cleanup_free_ uint32_t *same = NULL; /* same[i]: the job of this batch i repeats, + 1 */
+        void *batch_keys = NULL;
         int r = 0;
 
         if (x->stopping)
@@ -575,29 +617,52 @@ int executor_submit(Executor *x, const JobSpec *specs, uint32_t n, uint64_t *ret
         if (x->n_state[STATE_PENDING] + x->n_state[STATE_RUNNING] + n > PROTO_MAX_PENDING)
                 return EXECUTOR_QUEUE_FULL;
         made = alloc_calloc(n, sizeof(*made));
-        if (!made)
+        same = alloc_calloc(n, sizeof(*same));
+        if (!made || !same)
                 return -ENOMEM;
         /* Make every future, then make room for them all; only then queue them, which cannot
-         * fail: a batch is all or nothing, also when memory runs out half-way. */
+         * fail: a batch is all or nothing, also when memory runs out half-way. A job whose key
+         * is known already makes nothing. */
         for (uint32_t i = 0; i < n && r >= 0; i++) {
+                Future *known = key_find(&x->keys, &specs[i]), *twin;
+                if (known) {
+                        ids[i] = known->id;
+                        continue;
+                }
+                if ((twin = key_find(&batch_keys, &specs[i]))) {
+                        for (uint32_t j = 0; j < i; j++)
+                                if (made[j] == twin)
+                                        same[i] = j + 1;
+                        continue;
+                }
                 r = make_future(x, &specs[i], &made[i]);
                 per_lane[scheduler_lane(specs[i].kind)]++;
+                n_new++;
+                if (r >= 0 && made[i]->key && !tsearch(made[i], &batch_keys, key_cmp))
+                        r = -ENOMEM;
         }
+        tdestroy(batch_keys, free_nothing);
         for (unsigned lane = 0; lane < _LANE_MAX && r >= 0; lane++)
                 r = scheduler_reserve(&x->sched, lane, per_lane[lane]);
         if (r >= 0)
-                r = table_reserve(&x->table, n);
+                r = table_reserve(&x->table, n_new);
         if (r >= 0 && durable)
-                r = held_reserve(x, n);
+                r = held_reserve(x, n_new);
         if (r < 0) {
                 for (uint32_t i = 0; i < n; i++)
                         discard(x, made[i]);
                 return r;
         }
-        (void) store_issue_ids(x->store, n);
+        (void) store_issue_ids(x->store, n_new);
         for (uint32_t i = 0; i < n; i++) {
                 Future *f = made[i];
+                if (!f) {
+                        if (same[i])
+                                ids[i] = ids[same[i] - 1];
+                        continue;
+                }
                 r = table_add(&x->table, f);
+                ids[i] = f->id;
                 set_state(x, f, STATE_PENDING);
                 /* With a durable store the job starts once its batch is committed. */
                 if (durable)
@@ -609,8 +674,10 @@ int executor_submit(Executor *x, const JobSpec *specs, uint32_t n, uint64_t *ret
                  * group. */
                 if (f->group && specs[i].group_limit)
                         scheduler_group_limit(&x->sched, f->group, specs[i].group_limit);
+                /* tsearch() allocates: without memory the key is forgotten, the job kept. */
+                if (f->key && !tsearch(f, &x->keys, key_cmp))
+                        f->key = mfree(f->key);
         }
-        *ret_first = first;
         *ret_seq = durable ? store_open_seq(x->store) : 0;
         return 0;
 }
@@ -785,18 +852,23 @@ static int recover_job(void *userdata, const StoreJob *job) {
                 scheduler_group_limit(&x->sched, f->group, job->group_limit);
         if (r >= 0 && job->timeout_ms && !proto_state_final(job->state)) {
                 f->timeout = alloc_calloc(1, sizeof(*f->timeout));
-                r = f->timeout ? timer_init(x->timers, &f->timeout->timer, on_job_timeout) : -ENOMEM;
+                r = f->timeout ? timer_init(x->timers, &f->timeout->timer, on_job_timeout)
+                               : -ENOMEM;
                 if (f->timeout) {
                         f->timeout->future = f;
                         f->timeout->executor = x;
                 }
         }
+        if (r >= 0 && job->key && !(f->key = alloc_strdup(job->key)))
+                r = -ENOMEM;
         if (r >= 0)
                 r = table_add_at(&x->table, f, job->id);
         if (r < 0) {
                 discard(x, f);
                 return r;
         }
+        if (f->key && !tsearch(f, &x->keys, key_cmp))
+                return -ENOMEM;
         rec->n_state[job->state < _STATE_MAX ? job->state : STATE_FAILED]++;
         if (proto_state_final(job->state)) {
                 /* It keeps what is left of its retention time. */
@@ -903,7 +975,8 @@ int executor_new(Executor **ret, Loop *loop, Events *events, const ExecutorConfi
         table_init(&x->table, 1);
         scheduler_init(&x->sched);
         waiter_set_init(&x->waiters, &x->table, x->timers);
-        r = retention_init(&x->retention, x->timers, (uint64_t) (cfg->retain * 1e9), on_retention, x);
+        r = retention_init(&x->retention, x->timers, (uint64_t) (cfg->retain * 1e9), on_retention,
+                           x);
         if (r >= 0)
                 r = timer_init(x->timers, &x->progress, on_progress);
         if (r < 0)
@@ -911,7 +984,7 @@ int executor_new(Executor **ret, Loop *loop, Events *events, const ExecutorConfi
         r = store_open(&x->store, &cfg->store, loop, on_commit, x);
         if (r < 0)
                 return r;
-        x->committed_seq = store_open_seq(x->store) - 1;
+        x->committed_seq = store_durable(x->store) ? store_open_seq(x->store) - 1 : 0;
         r = recover(x);
         if (r < 0)
                 return r;
@@ -992,6 +1065,7 @@ Executor *executor_free(Executor *x) {
         timer_deinit(x->timers, &x->progress);
         retention_deinit(&x->retention);
         free(x->held);
+        tdestroy(x->keys, free_nothing);
         table_deinit(&x->table);
         scheduler_deinit(&x->sched);
         free(x);

@@ -48,6 +48,8 @@ typedef struct JobSpec {
         int16_t priority;
         uint32_t timeout_ms;          /* 0: none */
         uint8_t retries;
+        const char *key;              /* idempotency key: NULL, or 1..PROTO_MAX_KEY bytes */
+        uint32_t key_len;
 } JobSpec;
 
 /* executor_submit()'s and executor_commit_result()'s expected outcomes. */
@@ -83,12 +85,14 @@ static inline void executor_freep(Executor **x) {
         executor_free(*x);
 }
 
-/* Queues the `n` jobs of `specs` as new pending futures with consecutive IDs from *ret_first.
- * All or nothing: on any refusal or failure nothing is left behind (no future, no ID issued, no
+/* Queues the `n` jobs of `specs` as new pending futures and puts their IDs in `ids` (n of them,
+ * caller's array). A job whose idempotency key names a future still retained is not queued
+ * again: its ID is that future's (also when the key came earlier in the same batch). All or
+ * nothing: on any refusal or failure nothing is left behind (no future, no ID issued, no
  * counter moved). With a durable store the jobs start, and the submit may be acknowledged, only
  * once the store has committed batch *ret_seq (see executor_commit_result()); *ret_seq is 0 when
  * there is nothing to wait for. Returns 0, EXECUTOR_QUEUE_FULL, EXECUTOR_STOPPING, or -ENOMEM. */
-int executor_submit(Executor *x, const JobSpec *specs, uint32_t n, uint64_t *ret_first,
+int executor_submit(Executor *x, const JobSpec *specs, uint32_t n, uint64_t *ids,
                     uint64_t *ret_seq);
 
 /* What became of store batch `seq`: 0 (committed), EXECUTOR_UNCOMMITTED, EXECUTOR_STORE_FULL or

@@ -25,6 +25,7 @@ Future *future_free(Future *f) {
                 return NULL;
         assert(!f->heap_pos && !f->waiters && (!f->timeout || !f->timeout->timer.reserved));
         free(f->timeout);
+        free(f->key);
         free(f->args);
         free(f->outcome);
         free(f);

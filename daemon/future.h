@@ -40,6 +40,8 @@ typedef struct Future {
                 Worker *worker;    /* process pool */
         } runner;
         JobTimeout *timeout; /* when timeout_ms > 0: armed while running */
+        char *key;         /* the idempotency key (NUL-terminated), or NULL; the executor's index
+                            * of keys points at it */
         uint32_t timeout_ms; /* 0: no timeout */
         uint32_t heap_pos; /* pending: slot in a scheduler heap + 1, else 0 */
         int16_t priority;

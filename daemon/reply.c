@@ -128,7 +128,8 @@ void reply_send(Reply *r, void *router, const Peer *to) {
                 /* Out of memory while packing: the small buffer always has room for this. */
                 ProtoError e = { .index = -1 };
                 proto_buf_deinit(&r->buf);
-                proto_error(&e, PROTO_E_OUT_OF_MEMORY, NULL, "out of memory while packing the reply");
+                proto_error(&e, PROTO_E_OUT_OF_MEMORY, NULL,
+                            "out of memory while packing the reply");
                 reply_pack_error(r, r->has_id, r->req_id, &e);
         }
         /* ROUTER_MANDATORY makes a send to a client that is gone fail with EHOSTUNREACH instead

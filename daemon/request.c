@@ -185,7 +185,7 @@ static void op_hello(Request *req, ProtoError *e) {
 static int check_job(const msgpack_object *job, JobSpec *spec, char group[PROTO_MAX_GROUP + 1],
                      ProtoError *e) {
         static const char *const fields[] = { "kind", "args", "priority", "timeout", "group",
-                                              "group_limit", "retries", NULL };
+                                              "group_limit", "retries", "idempotency_key", NULL };
         static const msgpack_object no_args = { .type = MSGPACK_OBJECT_MAP };
         const msgpack_object *o;
         uint64_t u;
@@ -244,6 +244,15 @@ static int check_job(const msgpack_object *job, JobSpec *spec, char group[PROTO_
                 return proto_error(e, PROTO_E_BAD_REQUEST, "retries",
                                    "'retries' must be an integer from 0 to %u", PROTO_MAX_RETRIES);
         spec->retries = (uint8_t) (o ? u : 0);
+        if ((o = proto_map_get(job, "idempotency_key"))) {
+                if (o->type != MSGPACK_OBJECT_STR || o->via.str.size == 0 ||
+                    o->via.str.size > PROTO_MAX_KEY || memchr(o->via.str.ptr, 0, o->via.str.size))
+                        return proto_error(e, PROTO_E_BAD_REQUEST, "idempotency_key",
+                                           "'idempotency_key' must be a string of 1 to %u bytes",
+                                           PROTO_MAX_KEY);
+                spec->key = o->via.str.ptr;
+                spec->key_len = o->via.str.size;
+        }
         return 0;
 }
 
@@ -273,13 +282,41 @@ static int check_submit(Request *req, const msgpack_object *jobs, JobSpec *specs
 /* The reply step of a submit with reply "results": a deferred reply for the whole batch (the
  * jobs start only in the loop's before-sleep hook, after the waiter exists). Returns false when
  * it could not be deferred for lack of memory: the caller answers with the IDs then. */
-static bool defer_results(Request *req, uint64_t first, uint32_t n) {
-        _cleanup_free_ uint64_t *ids = malloc(n * sizeof(*ids));
+/* An ID and where it stands in the batch. */
+typedef struct Placed {
+        uint64_t id;
+        uint32_t index;
+} Placed;
 
-        for (uint32_t i = 0; ids && i < n; i++)
-                ids[i] = first + i;
-        return ids && waiter_start(executor_waiters(req->rq->executor), &req->from, req->id,
-                                   WAIT_RESULTS, ids, n, -1) == 0;
+static int placed_cmp(const void *a, const void *b) {
+        const Placed *x = a, *y = b;
+
+        if (x->id != y->id)
+                return x->id < y->id ? -1 : 1;
+        return x->index < y->index ? -1 : x->index > y->index;
+}
+
+static bool defer_results(Request *req, const uint64_t *ids, uint32_t n) {
+        _cleanup_free_ Placed *placed = malloc(n * sizeof(*placed));
+        _cleanup_free_ bool *first = calloc(n, sizeof(*first));
+        _cleanup_free_ uint64_t *unique = malloc(n * sizeof(*unique));
+        uint32_t n_unique = 0;
+
+        if (!placed || !first || !unique)
+                return false;
+        /* Idempotency keys may repeat an ID within a batch; a waiter wants each once, in the
+         * order of its first job: O(n log n), whatever the batch. */
+        for (uint32_t i = 0; i < n; i++)
+                placed[i] = (Placed){ .id = ids[i], .index = i };
+        qsort(placed, n, sizeof(*placed), placed_cmp);
+        for (uint32_t i = 0; i < n; i++)
+                if (i == 0 || placed[i].id != placed[i - 1].id)
+                        first[placed[i].index] = true;
+        for (uint32_t i = 0; i < n; i++)
+                if (first[i])
+                        unique[n_unique++] = ids[i];
+        return waiter_start(executor_waiters(req->rq->executor), &req->from, req->id,
+                            WAIT_RESULTS, unique, n_unique, -1) == 0;
 }
 
 /* Keeps the packed reply of a submit until the store has committed batch `seq`: a submit is
@@ -361,8 +398,9 @@ static void op_submit(Request *req, ProtoError *e) {
         const msgpack_object *jobs = proto_map_get(req->body, "jobs");
         _cleanup_free_ JobSpec *specs = NULL;
         _cleanup_free_ char (*groups)[PROTO_MAX_GROUP + 1] = NULL;
+        _cleanup_free_ uint64_t *ids = NULL;
         bool want_results;
-        uint64_t first, seq;
+        uint64_t seq;
         uint32_t n;
         int r;
 
@@ -390,12 +428,13 @@ static void op_submit(Request *req, ProtoError *e) {
         }
         specs = calloc(n, sizeof(*specs));
         groups = calloc(n, sizeof(*groups));
-        if (!specs || !groups)
+        ids = malloc(n * sizeof(*ids));
+        if (!specs || !groups || !ids)
                 return reply_out_of_memory(req, e);
         if (check_submit(req, jobs, specs, groups, e) < 0)
                 return reply_error(req, e);
 
-        r = executor_submit(req->rq->executor, specs, n, &first, &seq);
+        r = executor_submit(req->rq->executor, specs, n, ids, &seq);
         if (r == EXECUTOR_STOPPING) {
                 proto_error(e, PROTO_E_SHUTTING_DOWN, NULL, "futured is shutting down");
                 return reply_error(req, e);
@@ -408,13 +447,13 @@ static void op_submit(Request *req, ProtoError *e) {
         if (r < 0)
                 return reply_out_of_memory(req, e);
 
-        if (want_results && defer_results(req, first, n))
+        if (want_results && defer_results(req, ids, n))
                 return;
         reply_ok(req, 1);
         proto_pack_str(req->pk, "ids");
         msgpack_pack_array(req->pk, n);
         for (uint32_t i = 0; i < n; i++)
-                msgpack_pack_uint64(req->pk, first + i);
+                msgpack_pack_uint64(req->pk, ids[i]);
         if (seq == 0 || !hold_reply(req, seq))
                 send_reply(req);
 }
@@ -565,7 +604,8 @@ static void op_list(Request *req, ProtoError *e) {
         if ((o = proto_map_get(req->body, "state"))) {
                 if (o->type != MSGPACK_OBJECT_STR ||
                     (state = proto_state_from_name(o->via.str.ptr, o->via.str.size)) < 0) {
-                        proto_error(e, PROTO_E_BAD_REQUEST, "state", "'state' must be a state name");
+                        proto_error(e, PROTO_E_BAD_REQUEST, "state",
+                                    "'state' must be a state name");
                         return reply_error(req, e);
                 }
         }

@@ -28,7 +28,8 @@ enum {
 
 static const char *const stmt_sql[_STMT_MAX] = {
         [STMT_ADD] = "INSERT INTO jobs (id, kind, args, grp, group_limit, priority, timeout_ms, "
-                     "retries, attempt, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                     "retries, attempt, state, idempotency_key) "
+                     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         [STMT_START] = "UPDATE jobs SET state = 1, attempt = ?2 WHERE id = ?1",
         [STMT_FINISH] = "UPDATE jobs SET state = ?2, outcome = ?3, finished_at = ?4, args = NULL "
                         "WHERE id = ?1",
@@ -57,7 +58,8 @@ static const char schema_v1[] =
         " attempt INTEGER NOT NULL DEFAULT 0,"
         " state INTEGER NOT NULL,"
         " outcome BLOB,"
-        " finished_at INTEGER);"
+        " finished_at INTEGER,"
+        " idempotency_key TEXT);"
         "PRAGMA user_version = 1;";
 
 struct SqliteStore {
@@ -97,7 +99,8 @@ static int refuse(const char *path, int r, const char *why) {
         const char *todo = "";
 
         if (r == -EBADMSG)
-                todo = "; it was left untouched: move it away (or restore a backup) to start afresh";
+                todo = "; it was left untouched: move it away (or restore a backup) to start "
+                       "afresh";
         else if (r == -EPROTO)
                 todo = "; it was left untouched: run the futured that wrote it, or a newer one";
         else if (r == -EBUSY)
@@ -251,7 +254,8 @@ static const uint8_t *blob(sqlite3_stmt *st, int col, uint32_t *ret_len) {
 
 int sqlitestore_recover(SqliteStore *s, StoreRecoverFn fn, void *userdata) {
         static const char sql[] = "SELECT id, kind, args, grp, group_limit, priority, timeout_ms, "
-                                  "retries, attempt, state, outcome, finished_at FROM jobs "
+                                  "retries, attempt, state, outcome, finished_at, idempotency_key "
+                                  "FROM jobs "
                                   "ORDER BY id";
         sqlite3_stmt *st;
         int rc, r = 0;
@@ -271,6 +275,7 @@ int sqlitestore_recover(SqliteStore *s, StoreRecoverFn fn, void *userdata) {
                         .attempt = (uint8_t) sqlite3_column_int(st, 8),
                         .state = (uint8_t) sqlite3_column_int(st, 9),
                         .finished_at_ms = sqlite3_column_int64(st, 11),
+                        .key = (const char *) sqlite3_column_text(st, 12),
                 };
                 job.args = blob(st, 2, &job.args_len);
                 job.outcome = blob(st, 10, &job.outcome_len);
@@ -317,6 +322,9 @@ static int apply(SqliteStore *s, const StoreBatch *b, const StoreOp *op) {
                 sqlite3_bind_int(st, 8, op->retries);
                 sqlite3_bind_int(st, 9, op->attempt);
                 sqlite3_bind_int(st, 10, op->state);
+                if (op->key_off != STORE_NONE)
+                        sqlite3_bind_text(st, 11, (const char *) b->bytes + op->key_off, -1,
+                                          SQLITE_STATIC);
                 return step(st);
         case STORE_OP_START:
         case STORE_OP_REQUEUE:

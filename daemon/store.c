@@ -31,6 +31,7 @@ struct Store {
         LoopFile done_file;    /* the eventfd the store thread writes after a commit */
         bool in_flight;        /* `flight` is the thread's */
         bool failing;          /* the last commit failed */
+        bool wanted;           /* someone waits for the open batch, even an empty one */
         StoreStats stats;
 
         /* Shared, under `lock`. */
@@ -109,7 +110,7 @@ static StoreOp *batch_op(StoreBatch *b, StoreOpType type, uint64_t id) {
                 b->cap_ops = cap;
         }
         op = &b->ops[b->n_ops++];
-        *op = (StoreOp){ .type = type, .id = id, .group_off = STORE_NONE };
+        *op = (StoreOp){ .type = type, .id = id, .group_off = STORE_NONE, .key_off = STORE_NONE };
         return op;
 }
 
@@ -169,6 +170,8 @@ static int carry_over(Store *s, StoreBatch *failed) {
                 op->outcome_off += base;
                 if (op->group_off != STORE_NONE)
                         op->group_off += base;
+                if (op->key_off != STORE_NONE)
+                        op->key_off += base;
         }
         if (r < 0) {
                 fprintf(stderr, "futured: out of memory: %zu changes to the store are lost\n", n);
@@ -239,8 +242,12 @@ uint64_t store_issue_ids(Store *s, uint32_t n) {
         return first;
 }
 
-uint64_t store_open_seq(const Store *s) {
-        return s->open ? s->open->seq : 0;
+uint64_t store_open_seq(Store *s) {
+        if (!s->open)
+                return 0;
+        /* The caller waits for this batch: it must be committed even if nothing more comes. */
+        s->wanted = true;
+        return s->open->seq;
 }
 
 int store_open(Store **ret, const StoreConfig *cfg, Loop *loop, StoreCommitFn on_commit,
@@ -300,8 +307,9 @@ int store_recover(Store *s, StoreRecoverFn fn, void *userdata) {
 void store_flush(Store *s) {
         StoreBatch *b;
 
-        if (s->kind == STORE_MEMORY || s->in_flight || s->open->n_ops == 0)
+        if (s->kind == STORE_MEMORY || s->in_flight || (s->open->n_ops == 0 && !s->wanted))
                 return;
+        s->wanted = false;
         pthread_mutex_lock(&s->lock);
         b = s->flight;
         s->flight = s->open;
@@ -375,7 +383,8 @@ int store_add(Store *s, const StoreJob *job) {
         if ((r = batch_bytes(b, job->kind, strlen(job->kind), true, &op->kind_off)) < 0 ||
             (r = batch_bytes(b, job->args, job->args_len, false, &op->args_off)) < 0 ||
             (job->group &&
-             (r = batch_bytes(b, job->group, strlen(job->group), true, &op->group_off)) < 0)) {
+             (r = batch_bytes(b, job->group, strlen(job->group), true, &op->group_off)) < 0) ||
+            (job->key && (r = batch_bytes(b, job->key, strlen(job->key), true, &op->key_off)) < 0)) {
                 b->n_ops--;
                 return r;
         }

@@ -86,8 +86,11 @@ int store_remove(Store *s, uint64_t id);
 /* Issues `n` consecutive IDs from the store: the first is returned. */
 uint64_t store_issue_ids(Store *s, uint32_t n);
 
-/* The sequence number of the open batch: what a submit made now waits for. */
-uint64_t store_open_seq(const Store *s);
+/* The sequence number of the open batch: what a submit made now waits for. The batch is then
+ * committed at the next store_flush() even if it holds no change (a submit whose every job was
+ * known by its idempotency key still waits for the batch that holds them). 0 for the memory
+ * store. */
+uint64_t store_open_seq(Store *s);
 
 /* Hands the open batch to the store thread if it has changes and none is in flight. The memory
  * store "commits" at once, calling on_commit() before it returns. Loop thread, once per turn. */

@@ -359,7 +359,8 @@ static int pack_submit(futured *c, const futured_job *jobs, size_t n, bool want_
         for (size_t i = 0; i < n; i++) {
                 const futured_job *j = &jobs[i];
                 uint32_t fields = 1 + !!j->args + !!j->priority + (j->timeout > 0) + !!j->group +
-                                  (j->group && j->group_limit) + !!j->retries;
+                                  (j->group && j->group_limit) + !!j->retries +
+                                  !!j->idempotency_key;
 
                 msgpack_pack_map(&c->pk, fields);
                 proto_pack_str(&c->pk, "kind");
@@ -388,6 +389,10 @@ static int pack_submit(futured *c, const futured_job *jobs, size_t n, bool want_
                 if (j->retries) {
                         proto_pack_str(&c->pk, "retries");
                         msgpack_pack_unsigned_int(&c->pk, j->retries);
+                }
+                if (j->idempotency_key) {
+                        proto_pack_str(&c->pk, "idempotency_key");
+                        proto_pack_str(&c->pk, j->idempotency_key);
                 }
         }
         return 0;

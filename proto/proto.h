@@ -17,6 +17,7 @@
 #define PROTO_MAX_DEFERRED 1000u
 #define PROTO_MAX_GROUP 64u
 #define PROTO_MAX_TOKEN 64u
+#define PROTO_MAX_KEY 128u                  /* idempotency_key, bytes */
 #define PROTO_MAX_LIST 10000u
 #define PROTO_MAX_PRIORITY 1000
 #define PROTO_MAX_RETRIES 100u

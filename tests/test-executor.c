@@ -47,7 +47,7 @@ int main(int argc, char **argv) {
         Executor *x = NULL;
         Loop *loop = NULL;
         Events events;
-        uint64_t first = 0, seq = 1;
+        uint64_t ids[12] = {}, seq = 1;
         long k;
         int r = -1;
 
@@ -62,7 +62,7 @@ int main(int argc, char **argv) {
 
         for (k = 0; k < 1000; k++) {
                 alloc_fail_after(k);
-                r = executor_submit(x, specs, 12, &first, &seq);
+                r = executor_submit(x, specs, 12, ids, &seq);
                 alloc_fail_after(-1);
                 if (r != -ENOMEM)
                         break;
@@ -71,7 +71,9 @@ int main(int argc, char **argv) {
         fprintf(stderr, "the batch needs %ld allocations through the seam\n", k);
         CHECK(k > 12); /* every future, its group and its timer went through the seam */
         REQUIRE(r == 0);
-        CHECK(first == 1 && seq == 0); /* the memory store: nothing to wait for */
+        CHECK(seq == 0); /* the memory store: nothing to wait for */
+        for (int i = 0; i < 12; i++)
+                CHECK(ids[i] == (uint64_t) i + 1);
         {
                 ExecutorStats st;
                 executor_stats(x, &st);
@@ -101,6 +103,25 @@ int main(int argc, char **argv) {
                 CHECK(st.n_state[STATE_RUNNING] == 0);
                 /* Finished futures gave their timeout slots back. */
                 CHECK(loop_timers(loop)->n_reserved == base_timers);
+        }
+        /* Idempotency keys: a key repeated in a batch, or sent again while its future is
+         * retained, gives the first future's ID and queues nothing; once released it is new. */
+        {
+                JobSpec keyed[3] = { specs[1], specs[1], specs[1] };
+                uint64_t got[3], again, fresh, before = executor_table(x)->next_id;
+                keyed[0].key = keyed[2].key = "alpha";
+                keyed[0].key_len = keyed[2].key_len = 5;
+                keyed[1].key = "beta";
+                keyed[1].key_len = 4;
+                REQUIRE(executor_submit(x, keyed, 3, got, &seq) == 0);
+                CHECK(got[0] == before && got[1] == before + 1 && got[2] == got[0]);
+                CHECK(executor_table(x)->next_id == before + 2);
+                REQUIRE(executor_submit(x, &keyed[1], 1, &again, &seq) == 0);
+                CHECK(again == got[1]);
+                executor_before_sleep(x); /* the noops run inline */
+                CHECK(executor_release(x, got[1]));
+                REQUIRE(executor_submit(x, &keyed[1], 1, &fresh, &seq) == 0);
+                CHECK(fresh == before + 2);
         }
         x = executor_free(x);
         loop = loop_free(loop);

@@ -58,6 +58,10 @@ typedef struct futured_job {
         const char *group;    /* NULL = none */
         unsigned group_limit; /* 0 = unlimited */
         unsigned retries;     /* reruns after its worker process died */
+        /* NULL, or up to 128 bytes: while a future submitted with the same key is retained, a
+         * submit returns its ID instead of queueing the job again (also after a restart of a
+         * durable daemon), so a submit whose reply was lost can be sent again safely. */
+        const char *idempotency_key;
 } futured_job;
 
 /* How a future ended, as `result` reports it. */

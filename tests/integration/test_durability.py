@@ -280,3 +280,31 @@ def test_a_full_disk_refuses_submits_keeps_answering_and_recovers(tmp_path):
                 x.stop()
         RUNNING.clear()
         subprocess.run(["umount", "-l", str(small)], check=False)
+
+
+def test_idempotency_key_gives_the_same_id_before_and_after_a_restart(tmp_path):
+    from conftest import FUTURECTL
+    d = start(tmp_path)
+    jobs = [{"kind": "sleep", "args": {"seconds": 0}, "idempotency_key": "order-17"},
+            {"kind": "noop", "idempotency_key": "order-18"},
+            {"kind": "noop", "idempotency_key": "order-17"}]
+    ids = submit(d.c, *jobs)
+    assert ids[2] == ids[0] and ids[1] != ids[0]
+    assert submit(d.c, jobs[1]) == [ids[1]]
+    assert d.c.rq("wait", ids=ids)["not_done"] == []
+    # futurectl --key resends the same way.
+    key = subprocess.run([str(FUTURECTL), "--connect", d.endpoint, "submit", "noop", "--key",
+                          "cli-1"], capture_output=True, text=True, check=True).stdout
+    kill9(d)
+
+    d = start(tmp_path)
+    assert submit(d.c, *jobs) == ids, "a key was forgotten across the restart"
+    again = subprocess.run([str(FUTURECTL), "--connect", d.endpoint, "submit", "noop", "--key",
+                            "cli-1"], capture_output=True, text=True, check=True).stdout
+    assert again == key
+    # Released: the key is free again, and a new job gets a new ID.
+    assert d.c.rq("release", ids=[ids[1]])["released"] == [True]
+    (new,) = submit(d.c, jobs[1])
+    assert new > max(ids)
+    bad = d.c.rq("submit", jobs=[{"kind": "noop", "idempotency_key": "k" * 129}])
+    assert bad["error"]["code"] == "bad_request" and bad["error"]["field"] == "idempotency_key"
