@@ -36,6 +36,10 @@ void retention_deinit(Retention *r);
 /* Queues `id`, finished now. Returns 0 or -ENOMEM (the future is then kept until released). */
 int retention_add(Retention *r, uint64_t id, uint64_t now);
 
+/* Keeps every future `retain_ns` after it finished from now on, also those already queued
+ * (reload): their deadlines move by the difference, due ones expire at the next timer. */
+void retention_set_retain(Retention *r, uint64_t retain_ns);
+
 /* Calls expire() for every entry due at `now`, in order (the timer does this by itself). */
 void retention_expire_due(Retention *r, uint64_t now);
 
