@@ -1,9 +1,11 @@
 """futured under a service manager, with the real protocols: a NOTIFY_SOCKET listener,
 systemd-socket-activate, SIGHUP reloads, and the configuration file."""
 import os
+import pathlib
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 
 import msgpack
@@ -237,3 +239,50 @@ def test_missing_config_file_given_is_exit_2(tmp_path):
 def test_events_required_without_an_ipc_listen_endpoint():
     r = run_futured("--listen", "tcp://127.0.0.1:5999", "--check-config")
     assert r.returncode == 2 and "--events is required" in r.stderr
+
+
+FUTURECTL_PATH = FUTURED.parent.parent / "cli" / "futurectl"
+
+
+def test_workers_ignore_sigterm_and_offer_themselves_to_the_oom_killer(daemon):
+    kids = wait_for(lambda: [p for p in ServiceDaemon.children(daemon) if p], 10, "workers")
+    for pid in kids:
+        assert open(f"/proc/{pid}/oom_score_adj").read().strip() == "500"
+    # A prime of a few seconds survives SIGTERM sent to its worker.
+    n = 2305843009213693951  # prime: takes a while
+    fid = daemon.c.rq("submit", jobs=[{"kind": "prime", "args": {"n": n}}])["ids"][0]
+    wait_for(lambda: daemon.c.rq("status", ids=[fid])["states"][0] == "running", 10, "running")
+    for pid in ServiceDaemon.children(daemon):
+        os.kill(pid, signal.SIGTERM)
+    r = daemon.c.rq("result", future=fid, timeout=60, reply_timeout=70)
+    assert r["ok"], r
+    assert daemon.c.rq("status", ids=[fid])["states"] == ["done"]
+
+
+def test_futurectl_says_permission_denied(tmp_path, daemon):
+    sock = daemon.endpoint[len("ipc://"):]
+    os.chmod(sock, 0o660)
+    os.chmod(tmp_path, 0o755)
+    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                        str(FUTURECTL_PATH), "--connect", daemon.endpoint, "stats"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 69, r
+    assert f"permission denied on {sock} (are you in group futured?)" in r.stderr, r.stderr
+
+
+def test_client_default_endpoint_falls_back_to_the_system_socket():
+    # A runtime directory the unprivileged user can reach (pytest's tmp_path is root's only).
+    runtime = pathlib.Path(tempfile.mkdtemp(prefix="futured-runtime-"))
+    os.chmod(runtime, 0o777)
+    env = {"PATH": os.environ["PATH"], "XDG_RUNTIME_DIR": str(runtime)}
+    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                        str(FUTURECTL_PATH), "stats"], capture_output=True, text=True,
+                       env=env, timeout=30)
+    assert r.returncode == 69 and "/run/futured/futured.sock" in r.stderr, r.stderr
+    (runtime / "futured").mkdir()
+    (runtime / "futured" / "futured.sock").touch()
+    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                        str(FUTURECTL_PATH), "stats"], capture_output=True, text=True,
+                       env=env, timeout=30)
+    shutil.rmtree(runtime)
+    assert r.returncode == 69 and f"{runtime}/futured/futured.sock" in r.stderr, r.stderr
