@@ -101,3 +101,20 @@ def test_man_pages_and_completion_are_installed(destdir):
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert shutil.which("systemd-analyze")
+
+
+def test_libfutured_exports_only_its_api_and_the_symbols_file_agrees():
+    lib = BUILD / "proto" / "libfutured.so"
+    r = subprocess.run(["nm", "-D", "--defined-only", str(lib)], capture_output=True, text=True,
+                       check=True)
+    names = {l.split()[-1] for l in r.stdout.splitlines()}
+    assert names, r.stdout
+    leaked = {n for n in names if not n.startswith("futured_") and n != "FUTURED_0.1"}
+    assert not leaked, leaked
+    exported = {n.split("@")[0] for n in names if n.startswith("futured_")}
+    assert all(n.endswith("@@FUTURED_0.1") for n in names if n.startswith("futured_")), names
+    symbols = pathlib.Path(__file__).resolve().parents[2] / "packaging" / "debian" / \
+        "libfutured0.symbols"
+    listed = {l.split("@")[0].strip() for l in symbols.read_text().splitlines()[1:]
+              if l.strip().startswith("futured_")}
+    assert listed == exported, listed ^ exported
