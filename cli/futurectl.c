@@ -83,6 +83,13 @@ int ctl_connect(Ctl *ctl) {
         if (ctl->c)
                 return 0;
         r = futured_connect(&ctl->c, ctl->endpoint, 5.0);
+        if (r == -EACCES) {
+                _cleanup_free_ char *def = ctl->endpoint ? NULL : futured_endpoint_default();
+                const char *e = ctl->endpoint ?: def ?: "";
+                fprintf(stderr, "futurectl: permission denied on %s (are you in group futured?)\n",
+                        strncmp(e, "ipc://", 6) == 0 ? e + 6 : e);
+                return EXIT_UNREACHABLE;
+        }
         if (r < 0) {
                 _cleanup_free_ char *def = ctl->endpoint ? NULL : futured_endpoint_default();
                 fprintf(stderr, "futurectl: cannot reach futured at %s: %s\n",

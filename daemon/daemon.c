@@ -10,6 +10,7 @@
 #include <zmq.h>
 
 #include "daemon.h"
+#include "log.h"
 #include "macro.h"
 
 /* How many requests one loop turn reads before it lets the executor start work. */
@@ -20,6 +21,7 @@ void daemon_signals(sigset_t *ret) {
         sigaddset(ret, SIGTERM);
         sigaddset(ret, SIGINT);
         sigaddset(ret, SIGCHLD);
+        sigaddset(ret, SIGHUP);
 }
 
 /* The grace period is over: whatever still runs is stopped; the loop then exits. */
@@ -36,11 +38,65 @@ static void begin_shutdown(Daemon *d) {
         if (d->stopping)
                 return;
         d->stopping = true;
+        notify_stopping();
         executor_stop(d->executor, &running, &pending);
         fprintf(stderr, "futured: shutting down; %" PRIu64 " jobs running, %" PRIu64
                         " pending are cancelled\n",
                 running, pending);
         timer_start(loop_timers(d->loop), &d->grace, timer_now() + (uint64_t) (d->cfg.grace * 1e9));
+}
+
+static ExecutorConfig executor_config(const DaemonConfig *cfg) {
+        return (ExecutorConfig){
+                .worker_path = cfg->worker_path,
+                .download_dir = cfg->download_dir,
+                .threads = cfg->threads,
+                .prefetch = cfg->prefetch,
+                .spin_us = cfg->spin_us,
+                .transfers = cfg->transfers,
+                .processes = cfg->processes,
+                .max_tasks = cfg->max_tasks,
+                .retain = cfg->retain,
+        };
+}
+
+/* SIGHUP: reads the configuration again and applies its live settings. Restart-only ones keep
+ * their value (the reload function warned about them); a bad file changes nothing. */
+static void reload(Daemon *d) {
+        DaemonConfig cfg = {};
+        ExecutorConfig xc;
+        int r;
+
+        notify_reloading();
+        r = d->reload ? d->reload(&d->cfg, &cfg) : 0;
+        if (r < 0)
+                log_error("reload failed; the settings in effect stay");
+        else if (d->reload) {
+                xc = executor_config(&cfg);
+                r = executor_reconfigure(d->executor, &xc);
+                if (r < 0)
+                        log_error("reload: cannot use download-dir %s: %s; the settings in effect "
+                                  "stay",
+                                  cfg.download_dir ? cfg.download_dir : "(none)", strerror(-r));
+        }
+        if (r >= 0 && d->reload) {
+                char *dir = cfg.download_dir;
+                cfg.download_dir = d->cfg.download_dir;
+                d->cfg.download_dir = dir;
+                d->cfg.prefetch = cfg.prefetch;
+                d->cfg.spin_us = cfg.spin_us;
+                d->cfg.transfers = d->requests.transfers = cfg.transfers;
+                d->cfg.max_tasks = cfg.max_tasks;
+                d->cfg.retain = cfg.retain;
+                d->cfg.grace = cfg.grace;
+                d->cfg.log_level = cfg.log_level;
+                log_set_max_level(cfg.log_level);
+                loop_set_spin(d->loop, (uint64_t) cfg.spin_us * 1000u);
+                log_info("reloaded: retain %g s, grace %g s, %u transfers, log level %s",
+                         cfg.retain, cfg.grace, cfg.transfers, log_level_to_string(cfg.log_level));
+        }
+        daemon_config_free(&cfg);
+        notify_ready();
 }
 
 static void on_signals(LoopFile *lf, uint32_t events) {
@@ -55,6 +111,10 @@ static void on_signals(LoopFile *lf, uint32_t events) {
                 case SIGTERM:
                 case SIGINT:
                         begin_shutdown(d);
+                        break;
+                case SIGHUP:
+                        if (!d->stopping)
+                                reload(d);
                         break;
                 }
         }
@@ -127,6 +187,23 @@ static bool before_sleep(void *userdata) {
 }
 
 static int bind_endpoint(void *socket, const char *endpoint) {
+        int fd = notify_listen_fd(endpoint), none = -1;
+
+        /* Socket activation: ZeroMQ takes the passed socket instead of making one. ZMQ_USE_FD
+         * holds for every later bind of this socket, so it is cleared after this one. */
+        if (fd >= 0) {
+                int r = zmq_setsockopt(socket, ZMQ_USE_FD, &fd, sizeof(fd)) < 0 ||
+                                        zmq_bind(socket, endpoint) < 0
+                                ? -zmq_errno()
+                                : 0;
+                zmq_setsockopt(socket, ZMQ_USE_FD, &none, sizeof(none));
+                if (r < 0)
+                        log_error("cannot serve %s on the passed socket %d: %s", endpoint, fd,
+                                  zmq_strerror(-r));
+                return r;
+        }
+        if (fd != -ENOENT)
+                return fd;
         /* Make the directory of an ipc:// socket, as a service would find it under /run. */
         if (strncmp(endpoint, "ipc://", 6) == 0) {
                 _cleanup_free_ char *dir = strdup(endpoint + 6);
@@ -169,7 +246,24 @@ static int open_sockets(Daemon *d) {
                 if (r < 0)
                         return r;
         }
-        return bind_endpoint(d->pub, d->cfg.events);
+        r = bind_endpoint(d->pub, d->cfg.events);
+        if (r < 0)
+                return r;
+        return notify_listen_check_all_used();
+}
+
+/* STATUS=: the counters an operator looks at first. */
+static void status_line(void *userdata, char *buf, size_t size) {
+        Daemon *d = userdata;
+        ExecutorStats st;
+
+        executor_stats(d->executor, &st);
+        snprintf(buf, size,
+                 "pending %" PRIu64 ", running %" PRIu64 " (threads %u, transfers %u/%u, "
+                 "processes %u/%u), done %" PRIu64 ", failed %" PRIu64,
+                 st.n_state[STATE_PENDING], st.n_state[STATE_RUNNING], d->cfg.threads,
+                 st.transfers_running, d->cfg.transfers, st.processes_alive, d->cfg.processes,
+                 st.n_state[STATE_DONE], st.n_state[STATE_FAILED]);
 }
 
 void daemon_config_free(DaemonConfig *cfg) {
@@ -223,18 +317,12 @@ int daemon_new(Daemon **ret, DaemonConfig *cfg) {
         if (d->cfg.store == STORE_SQLITE &&
             asprintf(&store_path, "%s/futured.db", d->cfg.state_dir) < 0)
                 return -ENOMEM;
-        ExecutorConfig xc = {
-                .worker_path = d->cfg.worker_path,
-                .download_dir = d->cfg.download_dir,
-                .threads = d->cfg.threads,
-                .prefetch = d->cfg.prefetch,
-                .spin_us = d->cfg.spin_us,
-                .transfers = d->cfg.transfers,
-                .processes = d->cfg.processes,
-                .max_tasks = d->cfg.max_tasks,
-                .retain = d->cfg.retain,
-                .store = { .kind = d->cfg.store, .path = store_path, .sync = d->cfg.sync },
-        };
+        ExecutorConfig xc = executor_config(&d->cfg);
+        xc.store = (StoreConfig){ .kind = d->cfg.store, .path = store_path, .sync = d->cfg.sync };
+        /* Recovering a large store takes seconds (about 3 s per million futures): ask a service
+         * manager for time before it starts. READY=1 comes once the endpoints answer. */
+        if (d->cfg.store == STORE_SQLITE)
+                notify_extend_timeout(60 * 1000000u);
         r = executor_new(&d->executor, d->loop, &d->events, &xc);
         if (r < 0)
                 return r;
@@ -257,6 +345,9 @@ int daemon_new(Daemon **ret, DaemonConfig *cfg) {
                 return r;
         loop_set_hook(d->loop, before_sleep, d);
         loop_set_spin(d->loop, (uint64_t) d->cfg.spin_us * 1000u);
+        r = notify_init(&d->notify, loop_timers(d->loop), status_line, d);
+        if (r < 0)
+                return r;
         *ret = TAKE_PTR(d);
         return 0;
 }
@@ -291,10 +382,13 @@ Daemon *daemon_free(Daemon *d) {
                 zmq_ctx_term(d->zmq);
         for (const char *const *e = (const char *const *) d->cfg.listen;
              e && e < (const char *const *) d->cfg.listen + d->cfg.n_listen; e++)
-                if (strncmp(*e, "ipc://", 6) == 0)
+                if (strncmp(*e, "ipc://", 6) == 0 && !notify_listen_adopted(*e))
                         (void) unlink(*e + 6);
-        if (d->cfg.events && strncmp(d->cfg.events, "ipc://", 6) == 0)
+        /* A passed socket's path is the socket unit's: it stays for the next activation. */
+        if (d->cfg.events && strncmp(d->cfg.events, "ipc://", 6) == 0 &&
+            !notify_listen_adopted(d->cfg.events))
                 (void) unlink(d->cfg.events + 6);
+        notify_deinit(&d->notify);
         if (d->loop)
                 timer_deinit(loop_timers(d->loop), &d->grace);
         d->loop = loop_free(d->loop);

@@ -1,7 +1,8 @@
 /* daemon: the futured process. It owns the ZeroMQ context and its two sockets (ROUTER for
  * requests, PUB for events), the signalfd, the event loop, and the shutdown; the futures domain
- * is the executor's (executor.h), requests are request.c's. Later it gains notify.c beside it
- * (sd_notify, the watchdog, socket activation).
+ * is the executor's (executor.h), requests are request.c's; notify.c beside it speaks to the
+ * service manager (sd_notify, the watchdog, socket activation). SIGHUP reloads the configuration
+ * through the function main() gives (`reload`) and applies the live settings.
  *
  * One loop turn, in the loop's before-sleep hook: read up to a batch of requests, let the
  * executor start work, send the deferred replies that came due, and look at the ROUTER socket
@@ -16,6 +17,7 @@
 #include "events.h"
 #include "executor.h"
 #include "loop.h"
+#include "notify.h"
 #include "request.h"
 
 #define DEFAULT_TRANSFERS 1024
@@ -40,7 +42,12 @@ typedef struct DaemonConfig {
         unsigned max_tasks;   /* per worker process, 0: unlimited */
         double retain;        /* seconds a finished future is kept */
         double grace;         /* seconds running jobs get at shutdown */
+        int log_level;        /* LOG_ERR .. LOG_DEBUG */
 } DaemonConfig;
+
+/* Reads the configuration again (file, then command line) into `ret` for a reload; `old` is the
+ * one in effect. Returns 0 or -errno, having logged why. */
+typedef int (*DaemonReloadFn)(const DaemonConfig *old, DaemonConfig *ret);
 
 typedef struct Daemon {
         DaemonConfig cfg;
@@ -54,10 +61,12 @@ typedef struct Daemon {
         Executor *executor;
         Requests requests;
         Timer grace;          /* armed at SIGTERM: running jobs get this long */
+        Notify notify;        /* STATUS= and the watchdog */
+        DaemonReloadFn reload; /* set by main(); NULL: SIGHUP changes nothing */
         bool stopping;
 } Daemon;
 
-/* The signals the daemon reads through its signalfd: SIGTERM, SIGINT, SIGCHLD. main() blocks
+/* The signals the daemon reads through its signalfd: SIGTERM, SIGINT, SIGCHLD, SIGHUP. main() blocks
  * them before any thread exists, so that every thread inherits the mask. */
 void daemon_signals(sigset_t *ret);
 

@@ -1026,6 +1026,22 @@ int executor_new(Executor **ret, Loop *loop, Events *events, const ExecutorConfi
         return 0;
 }
 
+int executor_reconfigure(Executor *x, const ExecutorConfig *cfg) {
+        int r = download_set_dir(cfg->download_dir);
+
+        if (r < 0)
+                return r;
+        x->cfg.retain = cfg->retain;
+        retention_set_retain(&x->retention, (uint64_t) (cfg->retain * 1e9));
+        x->cfg.transfers = cfg->transfers;
+        x->cfg.prefetch = cfg->prefetch;
+        x->cfg.spin_us = cfg->spin_us;
+        threadpool_set_spin(x->tpool, cfg->spin_us);
+        x->cfg.max_tasks = cfg->max_tasks;
+        procpool_set_max_tasks(x->ppool, cfg->max_tasks);
+        return 0;
+}
+
 Executor *executor_free(Executor *x) {
         if (!x)
                 return NULL;

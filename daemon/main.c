@@ -1,6 +1,9 @@
 /* futured: the daemon's command line. Parses the options into a DaemonConfig, blocks the signals
  * the loop reads through signalfd (before any thread exists, so every thread inherits the mask),
- * and runs the loop. Runs in the foreground: systemd, or the shell, supervises it. */
+ * and runs the loop. Runs in the foreground: systemd, or the shell, supervises it.
+ *
+ * Settings come from the defaults, then the configuration file (daemon/conffile.c), then the
+ * command line, which wins; a reload (SIGHUP) goes through the same steps again. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <getopt.h>
@@ -13,9 +16,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "conffile.h"
 #include "config.h"
 #include "daemon.h"
+#include "log.h"
 #include "macro.h"
+#include "notify.h"
 #include "proto.h"
 
 static void help(void) {
@@ -54,6 +60,10 @@ static void help(void) {
                "                              $XDG_STATE_HOME/futured or ~/.local/state/futured)\n"
                "  --sync normal|full          normal: a commit survives a crash of futured;\n"
                "                              full: also a power loss (slower)\n"
+               "  --log-level LEVEL           err, warning, notice, info (default) or debug\n"
+               "  --config PATH               the configuration file (default\n"
+               "                              " FUTURED_SYSCONFDIR "/futured/futured.conf)\n"
+               "  --check-config              print every effective setting and exit\n"
                "  -h, --help                  show this help\n"
                "  --version                   show the version\n");
 }
@@ -82,7 +92,9 @@ static int parse_seconds(const char *s, double *ret) {
         return 0;
 }
 
-/* events.sock beside the first ipc:// listen endpoint, else an ipc socket in /tmp keyed by pid. */
+/* events.sock beside the first ipc:// listen endpoint. Without one there is no good default (a
+ * socket in /tmp is invisible under PrivateTmp=): NULL with errno EINVAL, and --events is
+ * required. */
 static char *default_events(const DaemonConfig *cfg) {
         char *s;
 
@@ -94,9 +106,8 @@ static char *default_events(const DaemonConfig *cfg) {
                                 return NULL;
                         return s;
                 }
-        if (asprintf(&s, "ipc:///tmp/futured-events-%d.sock", (int) getpid()) < 0)
-                return NULL;
-        return s;
+        errno = EINVAL;
+        return NULL;
 }
 
 /* futured-worker beside futured when installed, or in ../workers/ in a build tree. */
@@ -139,7 +150,41 @@ enum {
         ARG_STATE_DIR,
         ARG_SYNC,
         ARG_VERSION,
+        ARG_LOG_LEVEL,
+        ARG_CONFIG,
+        ARG_CHECK_CONFIG,
 };
+
+/* The options; those with an argument, but --config, are also the keys of the config file. */
+static const struct option options[] = {
+        { "listen", required_argument, NULL, ARG_LISTEN },
+        { "events", required_argument, NULL, ARG_EVENTS },
+        { "threads", required_argument, NULL, ARG_THREADS },
+        { "prefetch", required_argument, NULL, ARG_PREFETCH },
+        { "spin-us", required_argument, NULL, ARG_SPIN },
+        { "transfers", required_argument, NULL, ARG_TRANSFERS },
+        { "processes", required_argument, NULL, ARG_PROCESSES },
+        { "max-tasks-per-worker", required_argument, NULL, ARG_MAX_TASKS },
+        { "retain", required_argument, NULL, ARG_RETAIN },
+        { "grace", required_argument, NULL, ARG_GRACE },
+        { "worker", required_argument, NULL, ARG_WORKER },
+        { "download-dir", required_argument, NULL, ARG_DOWNLOAD_DIR },
+        { "store", required_argument, NULL, ARG_STORE },
+        { "state-dir", required_argument, NULL, ARG_STATE_DIR },
+        { "sync", required_argument, NULL, ARG_SYNC },
+        { "log-level", required_argument, NULL, ARG_LOG_LEVEL },
+        { "config", required_argument, NULL, ARG_CONFIG },
+        { "check-config", no_argument, NULL, ARG_CHECK_CONFIG },
+        { "help", no_argument, NULL, 'h' },
+        { "version", no_argument, NULL, ARG_VERSION },
+        {},
+};
+
+static const char *arg_config = FUTURED_SYSCONFDIR "/futured/futured.conf";
+static bool arg_config_given;
+static bool arg_check_config;
+static int saved_argc;
+static char **saved_argv;
 
 /* The defaults that depend on the machine. */
 static void config_defaults(DaemonConfig *cfg) {
@@ -155,6 +200,7 @@ static void config_defaults(DaemonConfig *cfg) {
         cfg->grace = 10;
         cfg->store = STORE_SQLITE;
         cfg->sync = STORE_SYNC_NORMAL;
+        cfg->log_level = LOG_INFO;
 }
 
 /* The state directory when --state-dir is not given: systemd's $STATE_DIRECTORY (its first
@@ -205,10 +251,11 @@ static int set_string(char **slot, const char *value) {
         return 0;
 }
 
-/* Applies one option `c` with `arg` to `cfg`. Returns 0; -EINVAL after printing why the value
- * is wrong; or -ENOMEM. */
-static int parse_option(int c, const char *arg, DaemonConfig *cfg) {
+/* Applies one option `c` with `arg` to `cfg`: a ConffileSetFn. Returns 0; -EINVAL with *ret_why
+ * saying what the value should be; or -ENOMEM. */
+static int parse_option(int c, const char *arg, DaemonConfig *cfg, const char **ret_why) {
         const char *bad = NULL;
+        int level;
 
         switch (c) {
         case ARG_LISTEN: {
@@ -278,9 +325,16 @@ static int parse_option(int c, const char *arg, DaemonConfig *cfg) {
                 if (parse_seconds(arg, &cfg->grace) < 0)
                         bad = "--grace takes a number of seconds";
                 break;
+        case ARG_LOG_LEVEL:
+                level = log_level_from_string(arg);
+                if (level < 0)
+                        bad = "--log-level takes err, warning, notice, info or debug";
+                else
+                        cfg->log_level = level;
+                break;
         }
         if (bad) {
-                fprintf(stderr, "futured: %s, not '%s'\n", bad, arg);
+                *ret_why = bad;
                 return -EINVAL;
         }
         return 0;
@@ -294,8 +348,12 @@ static int config_complete(DaemonConfig *cfg) {
                         return -ENOMEM;
                 cfg->n_listen = 1;
         }
-        if (!cfg->events && !(cfg->events = default_events(cfg)))
-                return -ENOMEM;
+        if (!cfg->events && !(cfg->events = default_events(cfg))) {
+                if (errno == EINVAL)
+                        fprintf(stderr, "futured: no --listen endpoint is ipc://: --events is "
+                                        "required\n");
+                return -errno;
+        }
         if (!cfg->worker_path && !(cfg->worker_path = default_worker()))
                 return -ENOMEM;
         if (!cfg->prefetch_set)
@@ -317,32 +375,18 @@ static int config_complete(DaemonConfig *cfg) {
         return 0;
 }
 
-/* Parses the command line into `cfg`. Returns 0, or -EINVAL / -ENOMEM after printing why. Exits
- * for --help and --version. */
+/* Reads the configuration: the defaults, the file, then the command line (which wins; its
+ * first --listen replaces the file's). Returns 0, or -EINVAL / -ENOENT / -ENOMEM after printing
+ * why. Exits for --help and --version. Runs at start and at every reload. */
 static int parse_argv(int argc, char **argv, DaemonConfig *cfg) {
-        static const struct option options[] = {
-                { "listen", required_argument, NULL, ARG_LISTEN },
-                { "events", required_argument, NULL, ARG_EVENTS },
-                { "threads", required_argument, NULL, ARG_THREADS },
-                { "prefetch", required_argument, NULL, ARG_PREFETCH },
-                { "spin-us", required_argument, NULL, ARG_SPIN },
-                { "transfers", required_argument, NULL, ARG_TRANSFERS },
-                { "processes", required_argument, NULL, ARG_PROCESSES },
-                { "max-tasks-per-worker", required_argument, NULL, ARG_MAX_TASKS },
-                { "retain", required_argument, NULL, ARG_RETAIN },
-                { "grace", required_argument, NULL, ARG_GRACE },
-                { "worker", required_argument, NULL, ARG_WORKER },
-                { "download-dir", required_argument, NULL, ARG_DOWNLOAD_DIR },
-                { "store", required_argument, NULL, ARG_STORE },
-                { "state-dir", required_argument, NULL, ARG_STATE_DIR },
-                { "sync", required_argument, NULL, ARG_SYNC },
-                { "help", no_argument, NULL, 'h' },
-                { "version", no_argument, NULL, ARG_VERSION },
-                {},
-        };
+        bool listen_given = false;
+        const char *why;
         int c, r;
 
         config_defaults(cfg);
+        /* First the options that say which file to read, or that end at once. */
+        optind = 0;
+        opterr = 1;
         while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0) {
                 switch (c) {
                 case 'h':
@@ -351,20 +395,46 @@ static int parse_argv(int argc, char **argv, DaemonConfig *cfg) {
                 case ARG_VERSION:
                         printf("futured %s\n", FUTURED_VERSION);
                         exit(EXIT_SUCCESS);
+                case ARG_CONFIG:
+                        arg_config = optarg;
+                        arg_config_given = true;
+                        break;
+                case ARG_CHECK_CONFIG:
+                        arg_check_config = true;
+                        break;
                 case '?':
                         fprintf(stderr, "Try 'futured --help'.\n");
                         return -EINVAL;
                 }
-                r = parse_option(c, optarg, cfg);
-                if (r < 0)
-                        return r;
         }
         if (optind < argc) {
                 fprintf(stderr, "futured: unexpected argument '%s'\nTry 'futured --help'.\n",
                         argv[optind]);
                 return -EINVAL;
         }
-        return config_complete(cfg);
+        r = conffile_load(arg_config, arg_config_given, options, parse_option, cfg);
+        if (r < 0)
+                return r;
+        optind = 0;
+        while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0) {
+                if (c == ARG_CONFIG || c == ARG_CHECK_CONFIG)
+                        continue;
+                if (c == ARG_LISTEN && !listen_given) {
+                        listen_given = true;
+                        for (size_t i = 0; i < cfg->n_listen; i++)
+                                free(cfg->listen[i]);
+                        cfg->n_listen = 0;
+                }
+                r = parse_option(c, optarg, cfg, &why);
+                if (r == -EINVAL)
+                        fprintf(stderr, "futured: %s, not '%s'\n", why, optarg);
+                if (r < 0)
+                        return r;
+        }
+        r = config_complete(cfg);
+        if (r >= 0)
+                r = conffile_check_paths(cfg);
+        return r;
 }
 
 /* A transfer holds a socket and, for a file download, the file: raise the soft limit on open
@@ -393,6 +463,21 @@ static void fit_open_files(DaemonConfig *cfg) {
         }
 }
 
+/* SIGHUP: the file and the command line again. Runs on the loop thread. */
+static int reload_config(const DaemonConfig *old, DaemonConfig *ret) {
+        DaemonConfig cfg = {};
+        int r = parse_argv(saved_argc, saved_argv, &cfg);
+
+        if (r < 0) {
+                daemon_config_free(&cfg);
+                return r;
+        }
+        fit_open_files(&cfg);
+        conffile_warn_restart_only(old, &cfg);
+        *ret = cfg;
+        return 0;
+}
+
 int main(int argc, char **argv) {
         _cleanup_(daemon_freep) Daemon *d = NULL;
         DaemonConfig cfg = {};
@@ -400,6 +485,9 @@ int main(int argc, char **argv) {
         int r;
 
         setvbuf(stderr, NULL, _IOLBF, 0);
+        log_open();
+        saved_argc = argc;
+        saved_argv = argv;
         r = parse_argv(argc, argv, &cfg);
         if (r < 0) {
                 if (r == -ENOMEM)
@@ -408,24 +496,37 @@ int main(int argc, char **argv) {
                 return 2;
         }
         fit_open_files(&cfg);
+        if (arg_check_config) {
+                conffile_dump(&cfg, stdout);
+                daemon_config_free(&cfg);
+                return 0;
+        }
+        log_set_max_level(cfg.log_level);
+        /* Before any thread or worker exists: none may inherit NOTIFY_SOCKET or LISTEN_FDS. */
+        if (notify_take_environment() < 0) {
+                daemon_config_free(&cfg);
+                return 2;
+        }
         signal(SIGPIPE, SIG_IGN);
         daemon_signals(&mask);
         sigprocmask(SIG_BLOCK, &mask, NULL);
 
         r = daemon_new(&d, &cfg);
         if (r < 0)
-                /* A store that must not be used (damaged, newer, taken) is a configuration
-                 * problem: exit 2, which a service manager does not restart. */
-                return r == -EBADMSG || r == -EPROTO || r == -EBUSY ? 2 : 1;
-        fprintf(stderr, "futured %s: listening on %s, events on %s, %u threads, %u transfers, "
-                        "%u processes\n",
-                FUTURED_VERSION, d->cfg.listen[0], d->cfg.events, d->cfg.threads,
-                d->cfg.transfers, d->cfg.processes);
+                /* EINVAL: the configuration is wrong; a store that must not be used
+                 * (damaged, newer, taken) too: exit 2, which a service manager does not
+                 * restart. */
+                return r == -EINVAL || r == -EBADMSG || r == -EPROTO || r == -EBUSY ? 2 : 1;
+        d->reload = reload_config;
+        log_info("%s: listening on %s, events on %s, %u threads, %u transfers, %u processes",
+                 FUTURED_VERSION, d->cfg.listen[0], d->cfg.events, d->cfg.threads,
+                 d->cfg.transfers, d->cfg.processes);
+        notify_ready();
         r = daemon_run(d);
         if (r < 0) {
-                fprintf(stderr, "futured: the event loop failed: %s\n", strerror(-r));
+                log_error("the event loop failed: %s", strerror(-r));
                 return 1;
         }
-        fprintf(stderr, "futured: stopped\n");
+        log_info("stopped");
         return 0;
 }

@@ -75,3 +75,15 @@ void retention_expire_due(Retention *r, uint64_t now) {
         else
                 timer_stop(r->timers, &r->timer);
 }
+
+void retention_set_retain(Retention *r, uint64_t retain_ns) {
+        /* Every entry moves by the same amount, so the ring stays in deadline order. */
+        for (size_t i = 0; i < r->len; i++) {
+                Retained *e = &r->ring[(r->head + i) % r->cap];
+                uint64_t finished = e->deadline - r->retain_ns;
+                e->deadline = finished + retain_ns;
+        }
+        r->retain_ns = retain_ns;
+        if (r->len > 0)
+                timer_start(r->timers, &r->timer, r->ring[r->head].deadline);
+}

@@ -40,6 +40,10 @@ int retention_add(Retention *r, uint64_t id, uint64_t now);
  * is left of their time). Deadlines must come in non-decreasing order. Returns 0 or -ENOMEM. */
 int retention_add_at(Retention *r, uint64_t id, uint64_t deadline);
 
+/* Keeps every future `retain_ns` after it finished from now on, also those already queued
+ * (reload): their deadlines move by the difference, due ones expire at the next timer. */
+void retention_set_retain(Retention *r, uint64_t retain_ns);
+
 /* Calls expire() for every entry due at `now`, in order (the timer does this by itself). */
 void retention_expire_due(Retention *r, uint64_t now);
 

@@ -87,7 +87,7 @@ char *futured_endpoint_default(void) {
 
         if (env && *env)
                 return strdup(env);
-        return proto_default_endpoint();
+        return proto_client_endpoint();
 }
 
 const char *futured_state_name(futured_state s) {
@@ -182,13 +182,17 @@ static double reply_deadline(double wait) {
         return now_seconds() + wait + REPLY_TIMEOUT;
 }
 
-/* For ipc:// endpoints, a missing socket file means nobody listens: say so at once. */
-static bool ipc_endpoint_absent(const char *endpoint) {
+/* For ipc:// endpoints, a missing socket file means nobody listens, and one we may not open will
+ * never answer (ZeroMQ connects in the background and would only time out): say so at once.
+ * Returns 0, -EHOSTUNREACH or -EACCES. */
+static int ipc_endpoint_check(const char *endpoint) {
         struct stat st;
 
         if (strncmp(endpoint, "ipc://", 6) != 0 || endpoint[6] == '@')
-                return false;
-        return stat(endpoint + 6, &st) < 0 && errno == ENOENT;
+                return 0;
+        if (stat(endpoint + 6, &st) < 0)
+                return errno == EACCES ? -EACCES : errno == ENOENT ? -EHOSTUNREACH : 0;
+        return access(endpoint + 6, R_OK | W_OK) < 0 && errno == EACCES ? -EACCES : 0;
 }
 
 static int read_hello(futured *c) {
@@ -251,9 +255,10 @@ int futured_connect(futured **ret, const char *endpoint, double timeout) {
         zmq_setsockopt(c->dealer, ZMQ_LINGER, &zero, sizeof zero);
         zmq_setsockopt(c->dealer, ZMQ_RCVHWM, &zero, sizeof zero);
         zmq_setsockopt(c->dealer, ZMQ_SNDHWM, &zero, sizeof zero);
-        if (ipc_endpoint_absent(c->endpoint) || zmq_connect(c->dealer, c->endpoint) < 0) {
+        r = ipc_endpoint_check(c->endpoint);
+        if (r < 0 || zmq_connect(c->dealer, c->endpoint) < 0) {
                 futured_free(c);
-                return -EHOSTUNREACH;
+                return r < 0 ? r : -EHOSTUNREACH;
         }
         request_begin(c, "hello", 0);
         r = request_finish(c, now_seconds() + (timeout > 0 ? timeout : 5.0));

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "proto.h"
@@ -147,6 +148,8 @@ void proto_pack_str(msgpack_packer *pk, const char *s) {
         proto_pack_strn(pk, s, strlen(s));
 }
 
+#define PROTO_SYSTEM_ENDPOINT "ipc:///run/futured/futured.sock"
+
 char *proto_default_endpoint(void) {
         const char *runtime = getenv("XDG_RUNTIME_DIR");
         char *s;
@@ -156,7 +159,17 @@ char *proto_default_endpoint(void) {
                         return NULL;
                 return s;
         }
-        return strdup("ipc:///run/futured/futured.sock");
+        return strdup(PROTO_SYSTEM_ENDPOINT);
+}
+
+char *proto_client_endpoint(void) {
+        char *s = proto_default_endpoint();
+        struct stat st;
+
+        if (!s || strcmp(s, PROTO_SYSTEM_ENDPOINT) == 0 || stat(s + 6, &st) == 0)
+                return s;
+        free(s);
+        return strdup(PROTO_SYSTEM_ENDPOINT);
 }
 
 uint8_t *proto_sbuffer_take(msgpack_sbuffer *sbuf) {

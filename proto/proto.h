@@ -162,3 +162,8 @@ void proto_pack_strn(msgpack_packer *pk, const char *s, size_t len);
  * ipc://$XDG_RUNTIME_DIR/futured/futured.sock for a user with a runtime directory, else
  * ipc:///run/futured/futured.sock. Returns a new string (caller frees) or NULL on ENOMEM. */
 char *proto_default_endpoint(void);
+
+/* Where a client looks when told nothing: the per-user socket of proto_default_endpoint() if it
+ * exists, else the system service's /run/futured/futured.sock (a user in group futured with
+ * XDG_RUNTIME_DIR set reaches the system service). Returns a malloc'ed string or NULL. */
+char *proto_client_endpoint(void);

@@ -52,6 +52,27 @@ int download_global_init(const char *dir) {
         return 0;
 }
 
+int download_set_dir(const char *dir) {
+        int fd;
+
+        if (!dir)
+                return download_dir_fd < 0 ? 0 : -EBUSY;
+        fd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        if (download_dir_fd < 0) {
+                download_dir_fd = fd;
+                return 0;
+        }
+        if (dup3(fd, download_dir_fd, O_CLOEXEC) < 0) {
+                int r = -errno;
+                close(fd);
+                return r;
+        }
+        close(fd);
+        return 0;
+}
+
 void download_global_cleanup(void) {
         if (share)
                 curl_share_cleanup(share);

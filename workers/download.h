@@ -19,5 +19,11 @@ extern const JobKind download_kind;
  * refused) is the download directory, opened here once. Returns 0 or -errno. */
 int download_global_init(const char *dir);
 
+/* Points file downloads at `dir` (borrowed) from now on (reload; loop thread). The directory's
+ * fd number stays the same (dup3), so a check or a transfer that uses it meanwhile sees the old
+ * directory or the new one, never a closed fd. Returns 0, or -errno when `dir` cannot be opened,
+ * or -EBUSY for NULL once a directory was set (unsetting takes a restart). */
+int download_set_dir(const char *dir);
+
 /* Releases what download_global_init() made; no transfer may be running. */
 void download_global_cleanup(void);

@@ -405,3 +405,7 @@ uint64_t procpool_started(const ProcPool *p) {
 uint64_t procpool_died(const ProcPool *p) {
         return p->died;
 }
+
+void procpool_set_max_tasks(ProcPool *p, unsigned max_tasks) {
+        p->max_tasks = max_tasks;
+}

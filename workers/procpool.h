@@ -66,6 +66,8 @@ void procpool_kill(ProcPool *p, Worker *w);
 
 /* Counters for stats. */
 unsigned procpool_size(const ProcPool *p);
+/* Changes the jobs per worker before it is replaced (reload; 0: no limit). */
+void procpool_set_max_tasks(ProcPool *p, unsigned max_tasks);
 unsigned procpool_alive(const ProcPool *p);
 uint64_t procpool_started(const ProcPool *p);
 uint64_t procpool_died(const ProcPool *p);

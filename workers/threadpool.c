@@ -27,7 +27,7 @@ struct ThreadPool {
         bool stopping;
 
         Completion *done; /* borrowed: where finished items go */
-        uint64_t spin_ns;
+        uint64_t spin_ns; /* guarded by lock: a reload may change it */
         unsigned n_threads;
         pthread_t threads[];
 };
@@ -42,10 +42,10 @@ static void *thread_main(void *userdata) {
 
                 while (!p->queue.head && !p->stopping) {
                         if (!spun && p->spin_ns > 0) {
-                                uint64_t end;
+                                uint64_t end, spin_ns = p->spin_ns;
                                 p->n_spinning++;
                                 pthread_mutex_unlock(&p->lock);
-                                end = now_ns() + p->spin_ns;
+                                end = now_ns() + spin_ns;
                                 while (!atomic_load_explicit(&p->has_items, memory_order_relaxed) &&
                                        now_ns() < end)
                                         sched_yield();
@@ -153,4 +153,10 @@ void threadpool_flush(ThreadPool *p) {
 
 unsigned threadpool_size(ThreadPool *p) {
         return p->n_threads;
+}
+
+void threadpool_set_spin(ThreadPool *p, unsigned spin_us) {
+        pthread_mutex_lock(&p->lock);
+        p->spin_ns = (uint64_t) spin_us * 1000u;
+        pthread_mutex_unlock(&p->lock);
 }

@@ -34,3 +34,6 @@ void threadpool_flush(ThreadPool *p);
 
 /* Number of threads. */
 unsigned threadpool_size(ThreadPool *p);
+
+/* Changes how long an idle thread looks for work before it sleeps (reload). Loop thread. */
+void threadpool_set_spin(ThreadPool *p, unsigned spin_us);

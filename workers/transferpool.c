@@ -24,6 +24,7 @@ struct TransferPool {
         WorkList inbox;
         atomic_bool check_cancels;
         atomic_bool stopping;
+        atomic_uint_fast64_t pinged, acked; /* the watchdog's ping: see transferpool_ping() */
 
         /* Transfer thread only, once it runs. */
         Completion *done; /* borrowed: where finished items go */
@@ -36,6 +37,9 @@ struct TransferPool {
         pthread_t thread;
         bool thread_started;
 };
+
+/* The process's transfer pool, for the watchdog's ping (the daemon runs one). Loop thread. */
+static TransferPool *the_pool;
 
 /* CURLMOPT_SOCKETFUNCTION: keeps the epoll set equal to what libcurl waits for. */
 static int on_socket(CURL *h, curl_socket_t s, int what, void *userdata, void *socketp) {
@@ -187,6 +191,8 @@ static void *thread_main(void *userdata) {
                         curl_multi_socket_action(p->multi, CURL_SOCKET_TIMEOUT, 0, &running);
                 }
                 read_done(p);
+                /* A turn of this loop is what the watchdog wants to see. */
+                atomic_store(&p->acked, atomic_load(&p->pinged));
                 if (atomic_load(&p->stopping)) {
                         take_inbox(p);
                         end_cancelled(p, true);
@@ -235,6 +241,7 @@ int transferpool_new(TransferPool **ret, Completion *done) {
         if (r < 0)
                 goto fail;
         p->thread_started = true;
+        the_pool = p;
         *ret = p;
         return 0;
 fail:
@@ -245,6 +252,8 @@ fail:
 TransferPool *transferpool_free(TransferPool *p) {
         if (!p)
                 return NULL;
+        if (the_pool == p)
+                the_pool = NULL;
         if (p->thread_started) {
                 transferpool_flush(p);
                 atomic_store(&p->stopping, true);
@@ -282,4 +291,17 @@ void transferpool_wake(TransferPool *p) {
 
         atomic_store(&p->check_cancels, true);
         (void) !write(p->wake_fd, &one, sizeof one);
+}
+
+bool transferpool_ping(void) {
+        TransferPool *p = the_pool;
+        uint64_t one = 1;
+        bool answered;
+
+        if (!p)
+                return true;
+        answered = atomic_load(&p->acked) == atomic_load(&p->pinged);
+        atomic_fetch_add(&p->pinged, 1);
+        (void) !write(p->wake_fd, &one, sizeof one);
+        return answered;
 }

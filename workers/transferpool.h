@@ -17,6 +17,7 @@
 #pragma once
 
 #include <stdatomic.h>
+#include <stdbool.h>
 
 #include "completion.h"
 #include "work.h"
@@ -59,3 +60,9 @@ void transferpool_flush(TransferPool *p);
 
 /* Tells the transfer thread to look at the cancel flags of its running transfers. */
 void transferpool_wake(TransferPool *p);
+
+/* The watchdog's ping of the process's transfer pool: returns true when the transfer thread has
+ * finished a turn of its loop since the previous call (or no pool runs), and wakes it for the
+ * next. A transfer thread stuck in a job's start() or finish() stops answering; one merely
+ * waiting on its sockets answers at once. */
+bool transferpool_ping(void);

@@ -7,6 +7,7 @@
  * checks. It links only the jobs library, with a table of the kinds it may run: no libcurl, no
  * pools. Single-threaded. */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -151,6 +152,18 @@ int main(int argc, char **argv) {
         (void) prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (arg_parent > 0 && getppid() != arg_parent)
                 return 0;
+        /* The daemon decides when a job ends: a stop of the service signals the whole cgroup
+         * (without KillMode=mixed) or a terminal's Ctrl-C reaches the process group, and either
+         * would kill a job the daemon's --grace lets finish. A cancel is SIGKILL. */
+        signal(SIGTERM, SIG_IGN);
+        signal(SIGINT, SIG_IGN);
+        /* Under memory pressure the kernel should kill a runaway job, not the daemon. Raising
+         * one's own score needs no privilege; failing (no /proc) changes nothing else. */
+        int oom = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+        if (oom >= 0) {
+                (void) !write(oom, "500", 3);
+                close(oom);
+        }
 
         buf = malloc(FRAME_MAX + 1);
         if (!buf || send_hello() < 0)

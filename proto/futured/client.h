@@ -12,6 +12,7 @@
  *
  * Errors: every call returns 0 (or a count) on success and a negative errno value on failure:
  *   -EHOSTUNREACH  the daemon did not answer (not running, wrong endpoint)
+ *   -EACCES        futured_connect(): the ipc:// socket exists but this user may not open it
  *   -EPROTO        the daemon answered with an error reply; futured_error_code() and
  *                  futured_error_message() tell which (e.g. "bad_args", "too_many")
  *   -ETIMEDOUT     a wait ran out of time (wait, result, as_completed)

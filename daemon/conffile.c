@@ -1,0 +1,145 @@
+/* conffile: see conffile.h. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <ini.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "conffile.h"
+#include "log.h"
+#include "macro.h"
+
+typedef struct Parse {
+        const struct option *options;
+        ConffileSetFn set;
+        DaemonConfig *cfg;
+        bool listen_seen;    /* the file's first `listen` replaces the default list */
+        int error;           /* the first error: 0, -EINVAL or -ENOMEM */
+        char key[64];        /* ... its key */
+        char why[256];       /* ... and what was expected */
+} Parse;
+
+static void parse_fail(Parse *p, int error, const char *key, const char *why, const char *value) {
+        if (p->error)
+                return;
+        p->error = error;
+        snprintf(p->key, sizeof(p->key), "%s", key);
+        if (value)
+                snprintf(p->why, sizeof(p->why), "%s, not '%s'", why, value);
+        else
+                snprintf(p->why, sizeof(p->why), "%s", why);
+}
+
+/* inih's handler: returns 0 to have ini_parse() report this line as its first error. */
+static int on_key(void *userdata, const char *section, const char *name, const char *value) {
+        Parse *p = userdata;
+        const char *why = NULL;
+        int r;
+
+        if (p->error)
+                return 1; /* the first error is the one reported */
+        if (strcmp(section, "futured") != 0) {
+                parse_fail(p, -EINVAL, name, "expected the one section [futured]", NULL);
+                return 0;
+        }
+        for (const struct option *o = p->options; o->name; o++) {
+                if (strcmp(o->name, name) != 0 || o->has_arg != required_argument ||
+                    strcmp(name, "config") == 0)
+                        continue;
+                if (strcmp(name, "listen") == 0 && !p->listen_seen) {
+                        p->listen_seen = true;
+                        for (size_t i = 0; i < p->cfg->n_listen; i++)
+                                free(p->cfg->listen[i]);
+                        p->cfg->n_listen = 0;
+                }
+                r = p->set(o->val, value, p->cfg, &why);
+                if (r < 0) {
+                        parse_fail(p, r, name, why ? why : strerror(-r), value);
+                        return 0;
+                }
+                return 1;
+        }
+        parse_fail(p, -EINVAL, name,
+                   "expected one of futured's long options (see futured.conf(5))", NULL);
+        return 0;
+}
+
+int conffile_load(const char *path, bool must_exist, const struct option *options, ConffileSetFn set,
+                DaemonConfig *cfg) {
+        Parse p = { .options = options, .set = set, .cfg = cfg };
+        int line;
+
+        if (!must_exist && access(path, F_OK) < 0 && errno == ENOENT)
+                return 0;
+        line = ini_parse(path, on_key, &p);
+        if (line < 0) {
+                log_error("cannot read %s: %s", path, line == -1 ? strerror(errno) : "out of memory");
+                return line == -1 ? (errno ? -errno : -EIO) : -ENOMEM;
+        }
+        if (line == 0 && !p.error)
+                return 0;
+        if (!p.error) /* a line that is neither a section, a key = value nor a comment */
+                log_error("%s:%d: expected 'key = value', '[futured]' or a comment", path, line);
+        else
+                log_error("%s:%d: %s: %s", path, line, p.key, p.why);
+        return p.error == -ENOMEM ? -ENOMEM : -EINVAL;
+}
+
+void conffile_dump(const DaemonConfig *cfg, FILE *f) {
+        fprintf(f, "[futured]\n");
+        for (size_t i = 0; i < cfg->n_listen; i++)
+                fprintf(f, "listen = %s\n", cfg->listen[i]);
+        fprintf(f, "events = %s\n", cfg->events ? cfg->events : "");
+        fprintf(f, "threads = %u\n", cfg->threads);
+        fprintf(f, "prefetch = %u\n", cfg->prefetch);
+        fprintf(f, "spin-us = %u\n", cfg->spin_us);
+        fprintf(f, "transfers = %u\n", cfg->transfers);
+        fprintf(f, "processes = %u\n", cfg->processes);
+        fprintf(f, "max-tasks-per-worker = %u\n", cfg->max_tasks);
+        fprintf(f, "retain = %g\n", cfg->retain);
+        fprintf(f, "grace = %g\n", cfg->grace);
+        fprintf(f, "worker = %s\n", cfg->worker_path ? cfg->worker_path : "");
+        fprintf(f, "download-dir = %s\n", cfg->download_dir ? cfg->download_dir : "");
+        fprintf(f, "store = %s\n", cfg->store == STORE_SQLITE ? "sqlite" : "memory");
+        fprintf(f, "state-dir = %s\n", cfg->state_dir ? cfg->state_dir : "");
+        fprintf(f, "sync = %s\n", cfg->sync == STORE_SYNC_FULL ? "full" : "normal");
+        fprintf(f, "log-level = %s\n", log_level_to_string(cfg->log_level));
+}
+
+static bool str_differ(const char *a, const char *b) {
+        return (a == NULL) != (b == NULL) || (a && strcmp(a, b) != 0);
+}
+
+void conffile_warn_restart_only(const DaemonConfig *old, const DaemonConfig *cfg) {
+        bool listen = old->n_listen != cfg->n_listen;
+
+        for (size_t i = 0; !listen && i < cfg->n_listen; i++)
+                listen = strcmp(old->listen[i], cfg->listen[i]) != 0;
+        if (listen)
+                log_warning("reload: 'listen' changed; it takes effect at the next restart");
+        if (str_differ(old->events, cfg->events))
+                log_warning("reload: 'events' changed; it takes effect at the next restart");
+        if (old->threads != cfg->threads)
+                log_warning("reload: 'threads' changed; it takes effect at the next restart");
+        if (old->processes != cfg->processes)
+                log_warning("reload: 'processes' changed; it takes effect at the next restart");
+        if (str_differ(old->worker_path, cfg->worker_path))
+                log_warning("reload: 'worker' changed; it takes effect at the next restart");
+        if (old->store != cfg->store)
+                log_warning("reload: 'store' changed; it takes effect at the next restart");
+        if (str_differ(old->state_dir, cfg->state_dir))
+                log_warning("reload: 'state-dir' changed; it takes effect at the next restart");
+        if (old->sync != cfg->sync)
+                log_warning("reload: 'sync' changed; it takes effect at the next restart");
+}
+
+int conffile_check_paths(const DaemonConfig *cfg) {
+        if (cfg->download_dir && access(cfg->download_dir, W_OK) < 0) {
+                log_error("download-dir %s is not writable: %m (under systemd, list it in "
+                          "ReadWritePaths= of futured.service)",
+                          cfg->download_dir);
+                return -EINVAL;
+        }
+        return 0;
+}
