@@ -12,7 +12,7 @@
 See docs/PYTHON.md in the futured source tree.
 """
 
-from . import kinds
+from . import aio, kinds
 from ._errors import (BadArgs, BadMessage, BadRequest, BadUrl, BadVersion, Expired, FuturedError,
                       JobFailed, NotDone, OutOfMemory, QueueFull, ShuttingDown, TooLarge, TooMany,
                       TooManyDeferred, UnknownField, UnknownFuture, UnknownKind, UnknownOp,
@@ -24,7 +24,7 @@ from .executor import Executor, Future
 __version__ = "0.1.0"
 
 __all__ = [
-    "Client", "Executor", "Future", "Job", "Kind", "kinds", "default_endpoint",
+    "Client", "Executor", "Future", "Job", "Kind", "kinds", "aio", "default_endpoint",
     "PROTOCOL_VERSION", "FuturedError", "BadMessage", "BadRequest", "BadVersion", "UnknownOp",
     "UnknownField", "UnknownKind", "BadArgs", "BadUrl", "TooLarge", "TooMany", "QueueFull",
     "TooManyDeferred", "NotDone", "ShuttingDown", "OutOfMemory", "Unreachable", "JobFailed",

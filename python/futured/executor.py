@@ -80,9 +80,11 @@ class Future(concurrent.futures.Future):  # type: ignore[type-arg]
         """The daemon's future ID. Waits until the dispatcher has it (a submit is sent within
         moments); None if the submit was rejected (see exception())."""
         if self._id is None:
-            with self._condition:
-                self._condition.wait_for(lambda: self._id is not None or
-                                         self._state != _base.PENDING)
+            # Not on self._condition: a notify there wakes result() and wait(), which would
+            # take it for the end of the future.
+            cond = self._futured_executor._id_cond
+            with cond:
+                cond.wait_for(lambda: self._id is not None or self._state != _base.PENDING)
         return self._id
 
     def cancel(self) -> bool:
@@ -97,11 +99,6 @@ class Future(concurrent.futures.Future):  # type: ignore[type-arg]
         return f"{r[:-1]} id={self._id}>" if self._id is not None else r
 
     # Completion, by the executor (any thread); each is a no-op on a future already finished.
-
-    def _set_id(self, fid: int) -> None:
-        with self._condition:
-            self._id = fid
-            self._condition.notify_all()
 
     def _finish(self, result: Any = None, exc: Optional[BaseException] = None) -> None:
         with self._condition:
@@ -150,6 +147,7 @@ class Executor(concurrent.futures.Executor):
         self._reconcile_interval = reconcile_interval
         # Shared with the submitting threads, under _lock:
         self._lock = threading.Lock()
+        self._id_cond = threading.Condition()          # Future.id waits on it
         self._outbox: List[_Entry] = []
         self._woken = False
         self._futures: Dict[int, Future] = {}          # by ID: sent, not finished
@@ -297,7 +295,7 @@ class Executor(concurrent.futures.Executor):
 
         def results() -> Iterator[Any]:
             got: Dict[int, List[Dict[str, Any]]] = {}
-            k = j = 0
+            returned = 0
             try:
                 for k, chunk in enumerate(ids):
                     while k not in got:
@@ -311,17 +309,16 @@ class Executor(concurrent.futures.Executor):
                         if not reply.get("ok"):
                             raise error_from_reply(reply.get("error") or {})
                         got[reply["id"] - base] = reply["results"]
-                    outs = got.pop(k)
-                    for j, out in enumerate(outs):
-                        exc = outcome_exception(chunk[j], out)
+                    for fid, out in zip(chunk, got.pop(k)):
+                        exc = outcome_exception(fid, out)
                         if exc is not None:
                             raise exc
+                        returned += 1
                         yield out["result"]
-                k, j = len(ids), 0
             finally:
                 sock.close(0)
-                if k < len(ids):
-                    rest = ids[k][j + 1:] + [i for c in ids[k + 1:] for i in c]
+                rest = [i for c in ids for i in c][returned:]
+                if rest:
                     self._cancel_quietly(rest)
 
         return results()
@@ -518,8 +515,10 @@ class Executor(concurrent.futures.Executor):
                         self._fetch.append(fid)
                 else:
                     finished.append((fut, e[0], e[1]))
-        for (fut, _w), fid in zip(batch, ids):
-            fut._set_id(fid)
+        with self._id_cond:
+            for (fut, _w), fid in zip(batch, ids):
+                fut._id = fid
+            self._id_cond.notify_all()
         for fut, state, failure in finished:
             self._complete_event(fut, state, failure)
 
@@ -530,16 +529,16 @@ class Executor(concurrent.futures.Executor):
             bad = batch[err.index]
             rest = batch[:err.index] + batch[err.index + 1:]
             bad[0]._finish(exc=err)
+            with self._id_cond:
+                self._id_cond.notify_all()  # Future.id: None
             with self._lock:
                 self._outbox[:0] = rest
             self._send_outbox()
             return
         for fut, _w in batch:
             fut._finish(exc=err)
-        # wake waiters on Future.id
-        for fut, _w in batch:
-            with fut._condition:
-                fut._condition.notify_all()
+        with self._id_cond:
+            self._id_cond.notify_all()  # Future.id: None
 
     def _read_events(self) -> bool:
         """Reads every event queued now; finishes failed and cancelled futures and queues done
