@@ -26,6 +26,7 @@ import futured  # noqa: E402
 
 BUILD = fixtures.BUILD
 DATA = fixtures.DATA
+TOP = TOP
 wait_for = fixtures.wait_for
 load_primes = fixtures.load_primes
 
