@@ -30,7 +30,7 @@ static const char *const stmt_sql[_STMT_MAX] = {
         [STMT_ADD] = "INSERT INTO jobs (id, kind, args, grp, group_limit, priority, timeout_ms, "
                      "retries, attempt, state, idempotency_key) "
                      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-        [STMT_START] = "UPDATE jobs SET state = 1, attempt = ?2 WHERE id = ?1",
+        [STMT_START] = "UPDATE jobs SET state = 1, attempt = ?2, owner = ?3 WHERE id = ?1",
         [STMT_FINISH] = "UPDATE jobs SET state = ?2, outcome = ?3, finished_at = ?4, args = NULL "
                         "WHERE id = ?1",
         [STMT_REQUEUE] = "UPDATE jobs SET state = 0, attempt = ?2 WHERE id = ?1",
@@ -59,11 +59,13 @@ static const char schema_v1[] =
         " state INTEGER NOT NULL,"
         " outcome BLOB,"
         " finished_at INTEGER,"
-        " idempotency_key TEXT);"
+        " idempotency_key TEXT,"
+        " owner TEXT);"
         "PRAGMA user_version = 1;";
 
 struct SqliteStore {
         sqlite3 *db;
+        char owner[300];   /* "HOST:PID": who runs the jobs it starts (a cluster fences on it) */
         char *path;
         char *wal_path;
         int lock_fd;
@@ -175,6 +177,11 @@ int sqlitestore_open(SqliteStore **ret, const char *path, bool full_sync, uint64
         if (!s)
                 return -ENOMEM;
         s->lock_fd = -1;
+        {
+                char host[256] = "localhost";
+                (void) gethostname(host, sizeof(host) - 1);
+                snprintf(s->owner, sizeof(s->owner), "%s:%d", host, (int) getpid());
+        }
         s->path = strdup(path);
         if (!s->path || asprintf(&s->wal_path, "%s-wal", path) < 0) {
                 s->wal_path = NULL;
@@ -331,6 +338,8 @@ static int apply(SqliteStore *s, const StoreBatch *b, const StoreOp *op) {
                 st = s->stmt[op->type == STORE_OP_START ? STMT_START : STMT_REQUEUE];
                 sqlite3_bind_int64(st, 1, (int64_t) op->id);
                 sqlite3_bind_int(st, 2, op->attempt);
+                if (op->type == STORE_OP_START)
+                        sqlite3_bind_text(st, 3, s->owner, -1, SQLITE_STATIC);
                 return step(st);
         case STORE_OP_FINISH:
                 st = s->stmt[STMT_FINISH];

@@ -14,6 +14,8 @@
  * meanwhile wait for the next (group commit).
  *
  * IDs come from the store: store_next_id() is one past the highest ID ever issued, never reused.
+ * A running job carries its attempt number and its owner (the node that started it, "HOST:PID":
+ * a shared store fences on owner and attempt).
  *
  * Threads: every function is the loop thread's; the backend's commit runs on the store thread,
  * which sees only batches (copies), never a Future. */
