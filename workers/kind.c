@@ -82,7 +82,9 @@ int kind_validate(const JobKind *kind, const msgpack_object *args, ProtoError *e
                                                    "argument names must be strings");
                         return proto_error(e, PROTO_E_BAD_ARGS, "args",
                                            "kind '%s' has no argument '%.*s'", kind->name,
-                                           (int) MIN(kv->key.via.str.size, 64u),
+                                           (int) proto_utf8_prefix(kv->key.via.str.ptr,
+                                                                   kv->key.via.str.size,
+                                                                   PROTO_MAX_QUOTE),
                                            kv->key.via.str.ptr);
                 }
                 if (!param_type_ok(p->type, &kv->val))
