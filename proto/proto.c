@@ -90,15 +90,27 @@ bool proto_is_text(const msgpack_object *o) {
         return o && o->type == MSGPACK_OBJECT_STR && proto_utf8_valid(o->via.str.ptr, o->via.str.size);
 }
 
-/* Replaces each byte of the NUL-terminated `s` that is not part of a valid UTF-8 character. */
-static void utf8_sanitize(char *s) {
-        size_t len = strlen(s);
+void proto_utf8_repair(char *buf, size_t size, int n) {
+        size_t len;
 
-        for (size_t i = 0, n; i < len; i += n) {
-                n = utf8_char_len((const uint8_t *) s + i, len - i);
-                if (n == 0) {
-                        s[i] = '?';
-                        n = 1;
+        if (n < 0) {
+                buf[0] = 0;
+                return;
+        }
+        if ((size_t) n >= size) {
+                /* Cut short: drop a character the cut split, rather than turn it into '?'s. */
+                size_t end = size - 1, lead = end;
+                while (lead > 0 && end - lead < 3 && ((uint8_t) buf[lead - 1] & 0xc0) == 0x80)
+                        lead--;
+                if (lead > 0 && utf8_char_len((const uint8_t *) buf + lead - 1, end - lead + 1) == 0)
+                        buf[lead - 1] = 0;
+        }
+        len = strlen(buf);
+        for (size_t i = 0, k; i < len; i += k) {
+                k = utf8_char_len((const uint8_t *) buf + i, len - i);
+                if (k == 0) {
+                        buf[i] = '?';
+                        k = 1;
                 }
         }
 }
@@ -112,18 +124,7 @@ int proto_error(ProtoError *e, const char *code, const char *field, const char *
         va_start(ap, fmt);
         n = vsnprintf(e->message, sizeof(e->message), fmt, ap);
         va_end(ap);
-        if (n < 0)
-                n = 0;
-        if ((size_t) n >= sizeof(e->message)) {
-                /* Cut short: drop a character the cut split, rather than turn it into '?'s. */
-                size_t end = sizeof(e->message) - 1, lead = end;
-                while (lead > 0 && end - lead < 3 && ((uint8_t) e->message[lead - 1] & 0xc0) == 0x80)
-                        lead--;
-                if (lead > 0 && utf8_char_len((const uint8_t *) e->message + lead - 1,
-                                              end - lead + 1) == 0)
-                        e->message[lead - 1] = 0;
-        }
-        utf8_sanitize(e->message);
+        proto_utf8_repair(e->message, sizeof(e->message), n);
         return -EINVAL;
 }
 

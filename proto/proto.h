@@ -144,6 +144,12 @@ bool proto_utf8_valid(const char *s, size_t len);
  * `max` bytes and ends on a character boundary: how much of client text a message may quote. */
 size_t proto_utf8_prefix(const char *s, size_t len, size_t max);
 
+/* Makes the NUL-terminated text that vsnprintf(buf, size, ...) just wrote (returning `n`) valid
+ * UTF-8: when it was cut short, a character the cut split is dropped; any other byte that is not
+ * part of a valid character becomes '?'. For messages that quote text from outside (a client, an
+ * HTTP server) and go out as a msgpack str. */
+void proto_utf8_repair(char *buf, size_t size, int n);
+
 /* True if `o` is a str holding valid UTF-8: "text" in docs/PROTOCOL.md. */
 bool proto_is_text(const msgpack_object *o);
 

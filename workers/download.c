@@ -289,9 +289,11 @@ static int on_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow, cur
         return atomic_load(t->ctx->cancel) ? 1 : 0;
 }
 
+/* Packs `key` and `value`, or nil for a NULL value or one that is not UTF-8 (a server's
+ * Content-Type may hold any bytes; a reply's str must be text). */
 static void pack_kv_str(msgpack_packer *pk, const char *key, const char *value) {
         proto_pack_str(pk, key);
-        if (value)
+        if (value && proto_utf8_valid(value, strlen(value)))
                 proto_pack_str(pk, value);
         else
                 msgpack_pack_nil(pk);

@@ -101,10 +101,13 @@ int kind_validate(const JobKind *kind, const msgpack_object *args, ProtoError *e
 
 int job_failure(JobFailure *f, const char *code, const char *fmt, ...) {
         va_list ap;
+        int n;
 
         f->code = code;
         va_start(ap, fmt);
-        vsnprintf(f->message, sizeof f->message, fmt, ap);
+        n = vsnprintf(f->message, sizeof f->message, fmt, ap);
         va_end(ap);
+        /* Messages quote servers (an HTTP reason phrase) and paths: they go out as a str. */
+        proto_utf8_repair(f->message, sizeof f->message, n);
         return -EIO;
 }

@@ -5,7 +5,9 @@ size and shape before they are decoded, so that no declared length makes the dae
 than the frame holds (asserted on the daemon's peak memory, VmHWM, not on time); client text is
 UTF-8; and the small rules docs/PROTOCOL.md states about odd requests hold.
 """
+import socket
 import struct
+import threading
 
 import msgpack
 import pytest
@@ -302,3 +304,54 @@ def test_download_path_in_a_missing_directory_says_so(daemon):
                                      "args": {"url": "http://127.0.0.1:9/", "path": "no/such.gif"}}])
     assert_error(r, "bad_args", field="path", index=0)
     assert "does not exist" in r["error"]["message"], r
+
+
+class RawHTTP:
+    """A misbehaving HTTP server: answers every connection with the same raw bytes."""
+
+    def __init__(self, response):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/"
+        self.response = response
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                conn.sendall(self.response)
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.mark.parametrize("response,check", [
+    (b"HTTP/1.1 418 I'm a \xff\xfe teap\xc3\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+     lambda r: r["state"] == "failed" and r["failure"]["code"] == "http_error" and
+     r["failure"]["message"].startswith("HTTP error 418 - I'm a ?? teap")),
+    (b"HTTP/1.1 200 OK\r\nContent-Type: text/\xff\xc3\r\nContent-Length: 2\r\nConnection: close"
+     b"\r\n\r\nhi",
+     lambda r: r["state"] == "done" and r["result"]["content_type"] is None and
+     r["result"]["body"] == b"hi"),
+], ids=["reason-phrase", "content-type"])
+def test_server_text_that_is_not_utf8_does_not_break_the_reply(daemon, response, check):
+    """What an HTTP server sends reaches a reply as text only when it is UTF-8: a reason phrase is
+    repaired ('?' for each bad byte), a Content-Type that is not text becomes nil."""
+    server = RawHTTP(response)
+    try:
+        c = daemon.client()
+        r = c.rq("submit", jobs=[{"kind": "download", "args": {"url": server.url}}])
+        assert r["ok"], r
+        c.sock.send(pack({"v": 1, "id": 99, "op": "result", "future": r["ids"][0],
+                          "timeout": 10}))
+        assert c.sock.poll(15000)
+        res = msgpack.unpackb(c.sock.recv(), raw=False, strict_map_key=False)
+        assert check(res), res
+    finally:
+        server.close()
