@@ -210,7 +210,7 @@ static void op_hello(Request *req, ProtoError *e) {
 
 /* The checks of a job's `args` that the kind's own do not make: at most PROTO_MAX_ARGS entries,
  * each name given once, names and str values UTF-8 text (before kind_validate(), whose messages
- * may quote them). The `field` of a bad value is its name, borrowed from the request. Returns 0 or
+ * may quote them). The `field` of a bad value is its name (a copy in e->field_buf). Returns 0 or
  * -EINVAL with `e` filled (bad_args). */
 static int check_args_text(const msgpack_object *args, ProtoError *e) {
         if (args->type != MSGPACK_OBJECT_MAP)

@@ -81,7 +81,7 @@ typedef struct ProtoError {
         const char *code;
         const char *field;
         int64_t index;
-        char field_buf[PROTO_MAX_GROUP + 1]; /* holds a field name copied out of a request */
+        char field_buf[PROTO_MAX_QUOTE + 1]; /* holds a field name copied out of a request */
         char message[200];
 } ProtoError;
 
