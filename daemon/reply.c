@@ -58,6 +58,10 @@ void reply_pack_error(Reply *r, bool has_id, uint64_t req_id, const ProtoError *
 void reply_pack_wait(Reply *r, const Table *t, uint64_t req_id, const uint64_t *ids, uint32_t n) {
         uint32_t n_done = 0;
 
+        /* Two passes read each state twice, and the array counts must match what is packed.
+         * They do: pool threads change only whether a visible state reads pending or running
+         * (future_visible_state), never whether it is final; only this thread makes a future
+         * final. A split on anything a pool thread writes must take each state once (op_list). */
         for (uint32_t i = 0; i < n; i++)
                 n_done += proto_state_final(table_state_of(t, ids[i]));
         reply_begin(r, true, req_id, true, 2);

@@ -1,6 +1,8 @@
 /* request: see request.h. Each operation is one op_* function in the table of request_handle();
- * request_handle() itself checks only the envelope (decoding, size, version, id, op, fields), and
- * a submit is split into check (every job), create (the executor, all or nothing) and reply. */
+ * request_handle() itself checks only the frame (size, then the msgpack pre-scan, before anything
+ * is decoded) and the envelope (version, id, op, fields), and a submit is split into check (every
+ * job), create (the executor, all or nothing) and reply. Client text is UTF-8-checked where it is
+ * read, before any message quotes it. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <inttypes.h>
@@ -52,8 +54,19 @@ static void reply_error(Request *req, const ProtoError *e) {
         send_reply(req);
 }
 
+static bool same_str(const msgpack_object *a, const msgpack_object *b) {
+        return a->type == MSGPACK_OBJECT_STR && b->type == MSGPACK_OBJECT_STR &&
+               a->via.str.size == b->via.str.size &&
+               memcmp(a->via.str.ptr, b->via.str.ptr, a->via.str.size) == 0;
+}
+
+static int out_of_memory(ProtoError *e) {
+        return proto_error(e, PROTO_E_OUT_OF_MEMORY, NULL,
+                           "futured is out of memory; nothing was done");
+}
+
 static void reply_out_of_memory(Request *req, ProtoError *e) {
-        proto_error(e, PROTO_E_OUT_OF_MEMORY, NULL, "futured is out of memory; nothing was done");
+        out_of_memory(e);
         reply_error(req, e);
 }
 
@@ -71,43 +84,73 @@ static int get_seconds(const msgpack_object *o, double max, double def, double *
         return 0;
 }
 
+static int cmp_u64(const void *a, const void *b) {
+        uint64_t x = *(const uint64_t *) a, y = *(const uint64_t *) b;
+
+        return x < y ? -1 : x > y;
+}
+
+/* Removes the later copies of repeated IDs from ids[0..*n), keeping the first of each in request
+ * order, in O(n log n): a sorted copy without repeats, and one "kept" flag per distinct ID found
+ * by binary search. Returns 0 or -ENOMEM (ids untouched). */
+static int dedup_ids(uint64_t *ids, uint32_t *n) {
+        _cleanup_free_ uint64_t *sorted = malloc(MAX(*n, 1u) * sizeof(*sorted));
+        _cleanup_free_ bool *kept = NULL;
+        uint32_t n_sorted = 0, out = 0;
+
+        if (!sorted)
+                return -ENOMEM;
+        memcpy(sorted, ids, *n * sizeof(*ids));
+        qsort(sorted, *n, sizeof(*sorted), cmp_u64);
+        for (uint32_t i = 0; i < *n; i++)
+                if (n_sorted == 0 || sorted[n_sorted - 1] != sorted[i])
+                        sorted[n_sorted++] = sorted[i];
+        if (n_sorted == *n)
+                return 0;
+        kept = calloc(n_sorted, sizeof(*kept));
+        if (!kept)
+                return -ENOMEM;
+        for (uint32_t i = 0; i < *n; i++) {
+                const uint64_t *at = bsearch(&ids[i], sorted, n_sorted, sizeof(*sorted), cmp_u64);
+                size_t k = (size_t) (at - sorted);
+                if (!kept[k]) {
+                        kept[k] = true;
+                        ids[out++] = ids[i];
+                }
+        }
+        *n = out;
+        return 0;
+}
+
 /* Reads the `ids` array: 1 (or 0 when `allow_empty`) to PROTO_MAX_IDS uints, into a malloc'ed
- * array with duplicates kept or removed. */
+ * array with duplicates kept or removed (docs/PROTOCOL.md: wait and results remove them, in
+ * request order; status, cancel and release answer each position). */
 static int get_ids(const msgpack_object *body, bool allow_empty, bool dedup, uint64_t **ret,
                    uint32_t *ret_n, ProtoError *e) {
         const msgpack_object *o = proto_map_get(body, "ids");
-        uint64_t *ids;
-        uint32_t n = 0;
+        _cleanup_free_ uint64_t *ids = NULL;
+        uint32_t n;
 
         if (!o)
                 return proto_error(e, PROTO_E_BAD_REQUEST, "ids", "missing field 'ids'");
         if (o->type != MSGPACK_OBJECT_ARRAY)
                 return proto_error(e, PROTO_E_BAD_REQUEST, "ids", "'ids' must be an array");
-        if (o->via.array.size > PROTO_MAX_IDS)
-                return proto_error(e, PROTO_E_TOO_MANY, "ids", "%u IDs, at most %u allowed",
-                                   o->via.array.size, PROTO_MAX_IDS);
-        if (o->via.array.size == 0 && !allow_empty)
+        n = o->via.array.size;
+        if (n > PROTO_MAX_IDS)
+                return proto_error(e, PROTO_E_TOO_MANY, "ids", "%u IDs, at most %u allowed", n,
+                                   PROTO_MAX_IDS);
+        if (n == 0 && !allow_empty)
                 return proto_error(e, PROTO_E_BAD_REQUEST, "ids", "'ids' must not be empty");
-        ids = malloc(MAX(o->via.array.size, 1u) * sizeof(*ids));
+        ids = malloc(MAX(n, 1u) * sizeof(*ids));
         if (!ids)
-                return -ENOMEM;
-        for (uint32_t i = 0; i < o->via.array.size; i++) {
-                uint64_t id;
-                bool dup = false;
-                if (proto_get_uint(&o->via.array.ptr[i], &id) < 0) {
-                        free(ids);
+                return out_of_memory(e);
+        for (uint32_t i = 0; i < n; i++)
+                if (proto_get_uint(&o->via.array.ptr[i], &ids[i]) < 0)
                         return proto_error(e, PROTO_E_BAD_REQUEST, "ids",
                                            "'ids' must hold unsigned integers");
-                }
-                /* Duplicates are rare and lists are short; a scan of the few IDs kept so far is
-                 * only quadratic for hostile input bounded by PROTO_MAX_IDS. */
-                if (dedup)
-                        for (uint32_t j = n; j > 0 && !dup; j--)
-                                dup = ids[j - 1] == id;
-                if (!dup)
-                        ids[n++] = id;
-        }
-        *ret = ids;
+        if (dedup && dedup_ids(ids, &n) < 0)
+                return out_of_memory(e);
+        *ret = TAKE_PTR(ids);
         *ret_n = n;
         return 0;
 }
@@ -180,6 +223,46 @@ static void op_hello(Request *req, ProtoError *e) {
         send_reply(req);
 }
 
+/* The checks of a job's `args` that the kind's own do not make: at most PROTO_MAX_ARGS entries,
+ * each name given once, names and str values UTF-8 text (before kind_validate(), whose messages
+ * may quote them). The `field` of a bad value is its name (a copy in e->field_buf). Returns 0 or
+ * -EINVAL with `e` filled (bad_args). */
+static int check_args_text(const msgpack_object *args, ProtoError *e) {
+        if (args->type != MSGPACK_OBJECT_MAP)
+                return 0; /* kind_validate() refuses it */
+        if (args->via.map.size > PROTO_MAX_ARGS)
+                return proto_error(e, PROTO_E_BAD_ARGS, "args", "at most %u arguments",
+                                   PROTO_MAX_ARGS);
+        for (uint32_t i = 0; i < args->via.map.size; i++) {
+                const msgpack_object *key = &args->via.map.ptr[i].key;
+                const msgpack_object *val = &args->via.map.ptr[i].val;
+
+                if (key->type != MSGPACK_OBJECT_STR)
+                        continue; /* kind_validate() refuses it */
+                if (!proto_is_text(key) || memchr(key->via.str.ptr, 0, key->via.str.size))
+                        return proto_error(e, PROTO_E_BAD_ARGS, "args",
+                                           "argument names must be UTF-8 text");
+                /* Quadratic, but over at most PROTO_MAX_ARGS names. */
+                for (uint32_t j = 0; j < i; j++)
+                        if (same_str(&args->via.map.ptr[j].key, key))
+                                return proto_error(e, PROTO_E_BAD_ARGS, "args",
+                                                   "argument '%.*s' is given twice",
+                                                   (int) proto_utf8_prefix(key->via.str.ptr,
+                                                                           key->via.str.size,
+                                                                           PROTO_MAX_QUOTE),
+                                                   key->via.str.ptr);
+                if (val->type == MSGPACK_OBJECT_STR && !proto_is_text(val)) {
+                        size_t n = proto_utf8_prefix(key->via.str.ptr, key->via.str.size,
+                                                     PROTO_MAX_QUOTE);
+                        memcpy(e->field_buf, key->via.str.ptr, n);
+                        e->field_buf[n] = 0;
+                        return proto_error(e, PROTO_E_BAD_ARGS, e->field_buf,
+                                           "argument '%s' must be UTF-8 text", e->field_buf);
+                }
+        }
+        return 0;
+}
+
 /* Checks one job of a submit into `spec`; its group name, if any, is copied to `group` (which
  * spec->group then points at). Returns 0 or -EINVAL with `e` filled. */
 static int check_job(const msgpack_object *job, JobSpec *spec, char group[PROTO_MAX_GROUP + 1],
@@ -200,13 +283,19 @@ static int check_job(const msgpack_object *job, JobSpec *spec, char group[PROTO_
         if (r < 0)
                 return r;
         o = proto_map_get(job, "kind");
-        if (!o || o->type != MSGPACK_OBJECT_STR)
-                return proto_error(e, PROTO_E_BAD_REQUEST, "kind", "a job needs a 'kind' string");
+        if (!proto_is_text(o))
+                return proto_error(e, PROTO_E_BAD_REQUEST, "kind",
+                                   "a job needs a 'kind' string of UTF-8 text");
         spec->kind = kind_find(o->via.str.ptr, o->via.str.size);
         if (!spec->kind)
                 return proto_error(e, PROTO_E_UNKNOWN_KIND, "kind", "no job kind '%.*s'",
-                                   (int) MIN(o->via.str.size, 64u), o->via.str.ptr);
+                                   (int) proto_utf8_prefix(o->via.str.ptr, o->via.str.size,
+                                                           PROTO_MAX_QUOTE),
+                                   o->via.str.ptr);
         spec->args = proto_map_get(job, "args") ?: &no_args;
+        r = check_args_text(spec->args, e);
+        if (r < 0)
+                return r;
         r = kind_validate(spec->kind, spec->args, e);
         if (r < 0)
                 return r;
@@ -221,10 +310,10 @@ static int check_job(const msgpack_object *job, JobSpec *spec, char group[PROTO_
                                    "'timeout' must be a number of seconds from 0 to 4e6");
         spec->timeout_ms = (uint32_t) ceil(t * 1000.0);
         if ((o = proto_map_get(job, "group"))) {
-                if (o->type != MSGPACK_OBJECT_STR || o->via.str.size == 0 ||
+                if (!proto_is_text(o) || o->via.str.size == 0 ||
                     o->via.str.size > PROTO_MAX_GROUP || memchr(o->via.str.ptr, 0, o->via.str.size))
                         return proto_error(e, PROTO_E_BAD_REQUEST, "group",
-                                           "'group' must be a string of 1 to %u bytes",
+                                           "'group' must be UTF-8 text of 1 to %u bytes, no NUL",
                                            PROTO_MAX_GROUP);
                 memcpy(group, o->via.str.ptr, o->via.str.size);
                 group[o->via.str.size] = 0;
@@ -245,10 +334,10 @@ static int check_job(const msgpack_object *job, JobSpec *spec, char group[PROTO_
                                    "'retries' must be an integer from 0 to %u", PROTO_MAX_RETRIES);
         spec->retries = (uint8_t) (o ? u : 0);
         if ((o = proto_map_get(job, "idempotency_key"))) {
-                if (o->type != MSGPACK_OBJECT_STR || o->via.str.size == 0 ||
-                    o->via.str.size > PROTO_MAX_KEY || memchr(o->via.str.ptr, 0, o->via.str.size))
+                if (!proto_is_text(o) || o->via.str.size == 0 || o->via.str.size > PROTO_MAX_KEY ||
+                    memchr(o->via.str.ptr, 0, o->via.str.size))
                         return proto_error(e, PROTO_E_BAD_REQUEST, "idempotency_key",
-                                           "'idempotency_key' must be a string of 1 to %u bytes",
+                                           "'idempotency_key' must be UTF-8 text of 1 to %u bytes",
                                            PROTO_MAX_KEY);
                 spec->key = o->via.str.ptr;
                 spec->key_len = o->via.str.size;
@@ -602,10 +691,13 @@ static void op_list(Request *req, ProtoError *e) {
         bool more = false;
 
         if ((o = proto_map_get(req->body, "state"))) {
-                if (o->type != MSGPACK_OBJECT_STR ||
-                    (state = proto_state_from_name(o->via.str.ptr, o->via.str.size)) < 0) {
+                /* The daemon holds futures in these states only: an expired or unknown future
+                 * has left the table, so asking for one is a mistake, not an empty list. */
+                if (!proto_is_text(o) ||
+                    (state = proto_state_from_name(o->via.str.ptr, o->via.str.size)) < 0 ||
+                    state == STATE_EXPIRED || state == STATE_UNKNOWN) {
                         proto_error(e, PROTO_E_BAD_REQUEST, "state",
-                                    "'state' must be a state name");
+                                    "'state' must be pending, running, done, failed or cancelled");
                         return reply_error(req, e);
                 }
         }
@@ -707,10 +799,9 @@ static void op_stats(Request *req, ProtoError *e) {
 static void op_probe(Request *req, ProtoError *e) {
         const msgpack_object *o = proto_map_get(req->body, "token");
 
-        if (!o || o->type != MSGPACK_OBJECT_STR || o->via.str.size == 0 ||
-            o->via.str.size > PROTO_MAX_TOKEN) {
+        if (!proto_is_text(o) || o->via.str.size == 0 || o->via.str.size > PROTO_MAX_TOKEN) {
                 proto_error(e, PROTO_E_BAD_REQUEST, "token",
-                            "'token' must be a string of 1 to %u bytes", PROTO_MAX_TOKEN);
+                            "'token' must be UTF-8 text of 1 to %u bytes", PROTO_MAX_TOKEN);
                 return reply_error(req, e);
         }
         events_probe(req->rq->events, o->via.str.ptr, o->via.str.size);
@@ -738,9 +829,41 @@ static const Op ops[] = {
         { "probe", op_probe, { "token" } },
 };
 
-/* The envelope checks: decoding, size, id (first, so that every later error can echo it),
- * version, op and the op's fields. Returns the op, or NULL with `e` filled. */
-static const Op *check_envelope(Request *req, bool decoded, size_t body_len, ProtoError *e) {
+/* How far into an oversized frame request_handle() looks for the id to echo: the id comes early
+ * in a request, and the frame as a whole is never decoded. */
+#define PEEK_ID_BYTES 4096u
+
+/* The checks before decoding: the size (an oversized frame is not decoded at all: its id, if any,
+ * is found by a bounded scan of its first bytes) and the pre-scan, which refuses bytes that
+ * would make msgpack-c allocate more than the frame's size warrants (proto_msgpack_check). Returns
+ * 0 when `body` is one msgpack value safe to decode, else -EINVAL with `e` filled. */
+static int check_frame(Request *req, const uint8_t *body, size_t body_len, ProtoError *e) {
+        size_t end;
+        int r;
+
+        if (body_len > PROTO_MAX_MESSAGE) {
+                req->has_id = proto_msgpack_peek_uint(body, MIN(body_len, PEEK_ID_BYTES), "id",
+                                                      &req->id) == 0;
+                return proto_error(e, PROTO_E_TOO_LARGE, NULL,
+                                   "request of %zu bytes; the limit is %u", body_len,
+                                   PROTO_MAX_MESSAGE);
+        }
+        r = proto_msgpack_check(body, body_len, PROTO_MAX_DEPTH, &end);
+        if (r == -ELOOP)
+                return proto_error(e, PROTO_E_BAD_MESSAGE, NULL,
+                                   "the request nests more than %u levels deep", PROTO_MAX_DEPTH);
+        if (r < 0)
+                return proto_error(e, PROTO_E_BAD_MESSAGE, NULL,
+                                   "the request is not one well-formed msgpack value");
+        if (end != body_len)
+                return proto_error(e, PROTO_E_BAD_MESSAGE, NULL,
+                                   "the request is not exactly one msgpack value");
+        return 0;
+}
+
+/* The envelope checks of the decoded request: id (first, so that every later error can echo
+ * it), version, op and the op's fields. Returns the op, or NULL with `e` filled. */
+static const Op *check_envelope(Request *req, ProtoError *e) {
         static const char *const common[] = { "v", "id", "op" };
         const char *allowed[ELEMENTSOF(common) + ELEMENTSOF(ops[0].fields) + 1] = {};
         const msgpack_object *o;
@@ -748,20 +871,6 @@ static const Op *check_envelope(Request *req, bool decoded, size_t body_len, Pro
         size_t n = 0;
         uint64_t v;
 
-        if (body_len > PROTO_MAX_MESSAGE) {
-                /* Still echo the id if the oversized request has one (ZeroMQ caps the size at
-                 * PROTO_HARD_MAX_MESSAGE, so decoding it is bounded). */
-                if (decoded && proto_get_uint(proto_map_get(req->body, "id"), &req->id) == 0)
-                        req->has_id = true;
-                proto_error(e, PROTO_E_TOO_LARGE, NULL, "request of %zu bytes; the limit is %u",
-                            body_len, PROTO_MAX_MESSAGE);
-                return NULL;
-        }
-        if (!decoded) {
-                proto_error(e, PROTO_E_BAD_MESSAGE, NULL,
-                            "the request is not exactly one msgpack value");
-                return NULL;
-        }
         if (req->body->type != MSGPACK_OBJECT_MAP) {
                 proto_error(e, PROTO_E_BAD_REQUEST, NULL, "the request must be a msgpack map");
                 return NULL;
@@ -785,8 +894,8 @@ static const Op *check_envelope(Request *req, bool decoded, size_t body_len, Pro
                 return NULL;
         }
         o = proto_map_get(req->body, "op");
-        if (!o || o->type != MSGPACK_OBJECT_STR) {
-                proto_error(e, PROTO_E_BAD_REQUEST, "op", "missing or non-string field 'op'");
+        if (!proto_is_text(o)) {
+                proto_error(e, PROTO_E_BAD_REQUEST, "op", "missing field 'op', or not UTF-8 text");
                 return NULL;
         }
         for (size_t i = 0; i < ELEMENTSOF(ops) && !op; i++)
@@ -794,7 +903,9 @@ static const Op *check_envelope(Request *req, bool decoded, size_t body_len, Pro
                         op = &ops[i];
         if (!op) {
                 proto_error(e, PROTO_E_UNKNOWN_OP, "op", "unknown operation '%.*s'",
-                            (int) MIN(o->via.str.size, 64u), o->via.str.ptr);
+                            (int) proto_utf8_prefix(o->via.str.ptr, o->via.str.size,
+                                                    PROTO_MAX_QUOTE),
+                            o->via.str.ptr);
                 return NULL;
         }
         for (size_t i = 0; i < ELEMENTSOF(common); i++)
@@ -806,21 +917,35 @@ static const Op *check_envelope(Request *req, bool decoded, size_t body_len, Pro
         return op;
 }
 
+/* The checks of check_frame(), the decoding into `msg`, and those of check_envelope(). Returns the
+ * op, or NULL with `e` filled. */
+static const Op *decode(Request *req, msgpack_unpacked *msg, const uint8_t *body, size_t body_len,
+                        ProtoError *e) {
+        size_t off = 0;
+
+        if (check_frame(req, body, body_len, e) < 0)
+                return NULL;
+        if (msgpack_unpack_next(msg, (const char *) body, body_len, &off) != MSGPACK_UNPACK_SUCCESS ||
+            off != body_len) {
+                /* The pre-scan passed: msgpack-c ran out of memory, or refused what the pre-scan
+                 * allows (its own nesting limit). */
+                proto_error(e, PROTO_E_BAD_MESSAGE, NULL, "the request could not be decoded");
+                return NULL;
+        }
+        return check_envelope(req, e);
+}
+
 void request_handle(Requests *rq, const Peer *from, const uint8_t *body, size_t body_len) {
         Request req = { .rq = rq, .from = *from };
         ProtoError e = { .index = -1 };
         msgpack_unpacked msg;
-        size_t off = 0;
         const Op *op;
 
         reply_init(&req.reply);
         req.pk = &req.reply.pk;
         msgpack_unpacked_init(&msg);
-        bool decoded = msgpack_unpack_next(&msg, (const char *) body, body_len, &off) ==
-                               MSGPACK_UNPACK_SUCCESS &&
-                       off == body_len;
         req.body = &msg.data;
-        op = check_envelope(&req, decoded, body_len, &e);
+        op = decode(&req, &msg, body, body_len, &e);
         if (op)
                 op->run(&req, &e);
         else

@@ -21,6 +21,9 @@
 #define PROTO_MAX_LIST 10000u
 #define PROTO_MAX_PRIORITY 1000
 #define PROTO_MAX_RETRIES 100u
+#define PROTO_MAX_DEPTH 32u           /* msgpack containers nested deeper are bad_message */
+#define PROTO_MAX_ARGS 32u            /* entries in a job's `args` map */
+#define PROTO_MAX_QUOTE 64u           /* bytes of client text an error message quotes */
 
 typedef enum FutureState {
         STATE_PENDING,
@@ -82,11 +85,14 @@ typedef struct ProtoError {
         const char *code;
         const char *field;
         int64_t index;
-        char field_buf[PROTO_MAX_GROUP + 1]; /* holds a field name copied out of a request */
+        char field_buf[PROTO_MAX_QUOTE + 1]; /* holds a field name copied out of a request */
         char message[200];
 } ProtoError;
 
-/* Fills `e` and returns -EINVAL, so that decoders can `return proto_error(e, ...)`. */
+/* Fills `e` and returns -EINVAL, so that decoders can `return proto_error(e, ...)`. The message
+ * is always valid UTF-8, since replies carry it as a str: a formatted message cut short by the
+ * buffer is cut back to a character boundary, and any byte that is not part of valid UTF-8 (a
+ * caller that quoted unchecked client text: a bug) becomes '?'. */
 int proto_error(ProtoError *e, const char *code, const char *field, const char *fmt, ...)
         __attribute__((format(printf, 4, 5)));
 
@@ -108,10 +114,48 @@ int proto_get_bool(const msgpack_object *o, bool *ret);
  * is not a str, is longer than `max`, or holds a NUL byte. */
 char *proto_strdup(const msgpack_object *o, size_t max);
 
-/* Checks that every key of the map `map` is one of the NULL-terminated `allowed` names; on a
- * stray key returns -EINVAL and fills `e` with `unknown_field` (or `bad_request` for a non-str
- * key). */
+/* Checks that every key of the map `map` is one of the NULL-terminated `allowed` names (at most
+ * 32 of them), each at most once; on a stray key returns -EINVAL and fills `e` with
+ * `unknown_field` (or `bad_request` for a key that is not text, and for a key given twice). */
 int proto_check_fields(const msgpack_object *map, const char *const *allowed, ProtoError *e);
+
+/* The checks that run on untrusted msgpack bytes before msgpack_unpack_next() sees them.
+ *
+ * msgpack-c allocates a container's declared length before it reads the elements, so a 5-byte
+ * frame declaring an array of 2^32 elements asks for 64+ GiB. proto_msgpack_check() walks one
+ * value at the start of `buf` without allocating and refuses it (-EBADMSG) when it is cut short,
+ * holds the never-used byte 0xc1, declares a str, bin or ext longer than the bytes left, or
+ * declares containers whose elements, counted together with every element still owed by the
+ * enclosing containers, outnumber the bytes left (each element needs at least one byte); and
+ * (-ELOOP) when containers nest deeper than `max_depth`. Only then is the value safe to decode:
+ * msgpack-c then allocates at most one object per byte of input. On success *ret_end (may be
+ * NULL) is the offset just past the value: a frame is exactly one value when it equals `len`.
+ * Returns 0, -EBADMSG or -ELOOP. Pure: any thread. */
+int proto_msgpack_check(const void *buf, size_t len, unsigned max_depth, size_t *ret_end);
+
+/* Looks for the uint stored under the str key `key` in the map that starts `buf`, reading at most
+ * the first `len` bytes (callers pass a small prefix of a frame they will not decode). Allocates
+ * nothing. Returns 0 and sets *ret, or -ENOENT when the bytes are not such a map or the key is not
+ * found (or not a uint) within them. */
+int proto_msgpack_peek_uint(const void *buf, size_t len, const char *key, uint64_t *ret);
+
+/* UTF-8 (RFC 3629): true if the `len` bytes at `s` are valid UTF-8: no stray continuation byte,
+ * no truncated sequence, no overlong form, no surrogate, nothing above U+10FFFF. NUL is valid
+ * UTF-8; callers that cannot carry it refuse it themselves. The one validator of the project. */
+bool proto_utf8_valid(const char *s, size_t len);
+
+/* The length of the longest prefix of the valid UTF-8 text `s` (`len` bytes) that is at most
+ * `max` bytes and ends on a character boundary: how much of client text a message may quote. */
+size_t proto_utf8_prefix(const char *s, size_t len, size_t max);
+
+/* Makes the NUL-terminated text that vsnprintf(buf, size, ...) just wrote (returning `n`) valid
+ * UTF-8: when it was cut short, a character the cut split is dropped; any other byte that is not
+ * part of a valid character becomes '?'. For messages that quote text from outside (a client, an
+ * HTTP server) and go out as a msgpack str. */
+void proto_utf8_repair(char *buf, size_t size, int n);
+
+/* True if `o` is a str holding valid UTF-8: "text" in docs/PROTOCOL.md. */
+bool proto_is_text(const msgpack_object *o);
 
 /* Returns a malloc'd copy of the `sbuf`'s bytes, exactly sized, and destroys `sbuf`; NULL on
  * ENOMEM (sbuf destroyed all the same). msgpack buffers grow from 8 KiB: what is kept for long

@@ -1,5 +1,6 @@
 /* Unit test of the worker frames: what one side packs the other parses, and malformed frames
  * (truncated, trailing bytes, wrong types) are refused. */
+#include <errno.h>
 #include <string.h>
 
 #include "frame.h"
@@ -49,5 +50,10 @@ int main(void) {
 
         msgpack_sbuffer_destroy(&sbuf);
         msgpack_sbuffer_destroy(&args);
+        /* Declared lengths the frame does not hold are refused before msgpack-c allocates by
+         * them: a header, then a map claiming 2^32 - 1 pairs in 5 bytes. */
+        CHECK(frame_parse((const uint8_t *) "\x81\xa3job\x01\xdf\xff\xff\xff\xff", 11, &h) ==
+              -EBADMSG);
+        CHECK(frame_parse((const uint8_t *) "\x81\xa3job\x01\x80", 7, &h) == 0 && h.job == 1);
         return test_end();
 }

@@ -31,6 +31,9 @@
 #define DEFAULT_MAX_REDIRECTS 5
 #define URL_MAX 8192
 #define PATH_MAX_LEN 4096
+/* The temporary file is ".NAME.PID.COUNTER.part" in the target's directory: NAME may take what
+ * NAME_MAX (255) leaves after the 1 + 1 + 10 + 1 + 20 + 5 bytes around it. */
+#define FILE_NAME_MAX (255 - 38)
 
 /* Only the transfer thread uses it: it needs no lock callbacks. */
 static CURLSH *share;
@@ -130,11 +133,20 @@ static int check_path(const msgpack_object *o, ProtoError *e) {
                 if (n == 0 || (n == 1 && c[0] == '.') || (n == 2 && c[0] == '.' && c[1] == '.'))
                         return proto_error(e, PROTO_E_BAD_ARGS, "path",
                                            "'path' must not have empty, '.' or '..' components");
+                /* Checked here, not when the transfer creates its temporary file. */
+                if (n > (end ? 255u : (size_t) FILE_NAME_MAX))
+                        return proto_error(e, PROTO_E_BAD_ARGS, "path",
+                                           "a directory name in 'path' may have 255 bytes, the "
+                                           "file name %d", FILE_NAME_MAX);
         }
         if (download_dir_fd < 0)
                 return proto_error(e, PROTO_E_BAD_ARGS, "path",
                                    "futured has no download directory (--download-dir)");
         fd = open_parent(path, &base);
+        if (fd == -ENOENT)
+                return proto_error(e, PROTO_E_BAD_ARGS, "path",
+                                   "the directory of 'path' does not exist in the download "
+                                   "directory (futured creates no directories)");
         if (fd < 0)
                 return proto_error(e, PROTO_E_BAD_ARGS, "path",
                                    "the directory of 'path' is not inside the download directory: %s",
@@ -159,7 +171,8 @@ static int check_url(const msgpack_object *o, ProtoError *e) {
         if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
             curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
             curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK)
-                r = proto_error(e, PROTO_E_BAD_URL, "url", "'%.100s' is not a valid URL", url);
+                r = proto_error(e, PROTO_E_BAD_URL, "url", "'%.*s' is not a valid URL",
+                                (int) proto_utf8_prefix(url, o->via.str.size, 100), url);
         else if (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0)
                 r = proto_error(e, PROTO_E_BAD_URL, "url",
                                 "only http and https URLs are allowed, not %.20s:", scheme);
@@ -297,9 +310,11 @@ static int on_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow, cur
         return atomic_load(t->ctx->cancel) ? 1 : 0;
 }
 
+/* Packs `key` and `value`, or nil for a NULL value or one that is not UTF-8 (a server's
+ * Content-Type may hold any bytes; a reply's str must be text). */
 static void pack_kv_str(msgpack_packer *pk, const char *key, const char *value) {
         proto_pack_str(pk, key);
-        if (value)
+        if (value && proto_utf8_valid(value, strlen(value)))
                 proto_pack_str(pk, value);
         else
                 msgpack_pack_nil(pk);

@@ -50,10 +50,16 @@ void frame_pack_failure(msgpack_packer *pk, const JobFailure *f) {
 int frame_parse(const uint8_t *buf, size_t len, FrameHeader *ret) {
         msgpack_unpacked head, body;
         const msgpack_object *o;
-        size_t off = 0, payload_off;
+        size_t off = 0, payload_off, head_len, body_len;
         int r = -EBADMSG;
 
         if (len == 0 || len > FRAME_MAX)
+                return -EBADMSG;
+        /* A worker is another process, and may be broken: the pre-scan keeps msgpack-c from
+         * allocating by lengths the frame declares but does not hold. */
+        if (proto_msgpack_check(buf, len, PROTO_MAX_DEPTH, &head_len) < 0 ||
+            proto_msgpack_check(buf + head_len, len - head_len, PROTO_MAX_DEPTH, &body_len) < 0 ||
+            head_len + body_len != len)
                 return -EBADMSG;
         msgpack_unpacked_init(&head);
         msgpack_unpacked_init(&body);

@@ -82,7 +82,9 @@ int kind_validate(const JobKind *kind, const msgpack_object *args, ProtoError *e
                                                    "argument names must be strings");
                         return proto_error(e, PROTO_E_BAD_ARGS, "args",
                                            "kind '%s' has no argument '%.*s'", kind->name,
-                                           (int) MIN(kv->key.via.str.size, 64u),
+                                           (int) proto_utf8_prefix(kv->key.via.str.ptr,
+                                                                   kv->key.via.str.size,
+                                                                   PROTO_MAX_QUOTE),
                                            kv->key.via.str.ptr);
                 }
                 if (!param_type_ok(p->type, &kv->val))
@@ -99,10 +101,13 @@ int kind_validate(const JobKind *kind, const msgpack_object *args, ProtoError *e
 
 int job_failure(JobFailure *f, const char *code, const char *fmt, ...) {
         va_list ap;
+        int n;
 
         f->code = code;
         va_start(ap, fmt);
-        vsnprintf(f->message, sizeof f->message, fmt, ap);
+        n = vsnprintf(f->message, sizeof f->message, fmt, ap);
         va_end(ap);
+        /* Messages quote servers (an HTTP reason phrase) and paths: they go out as a str. */
+        proto_utf8_repair(f->message, sizeof f->message, n);
         return -EIO;
 }

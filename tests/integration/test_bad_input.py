@@ -306,7 +306,7 @@ def test_unknown_job_kind(daemon, kind):
     ({}, "n"),                    # missing
     ({"n": 7, "method": "guess"}, "method"),
     ({"n": 7, "method": 1}, "method"),
-    # The field of an unknown argument: the spec does not say; futured names `args`.
+    # The field of an unknown argument is `args` (PROTOCOL.md, Job kinds); the message names it.
     ({"n": 7, "bogus": 1}, "args"),
 ], ids=["minus-1", "abc", "1e30", "1.5", "7.0", "bool", "nil", "bin", "ext", "missing",
         "bad-method", "method-int", "unknown-arg"])
