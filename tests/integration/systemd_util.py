@@ -69,6 +69,8 @@ class ServiceDaemon:
         self.log = open(self.tmp / "futured.log", "w+")
         self.ctx = zmq.Context()
         full_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env}
+        if "--state-dir" not in args:  # never the machine's default store
+            args = [*args, "--state-dir", str(self.tmp / "state")]
         self.proc = subprocess.Popen([str(FUTURED), *args], env=full_env, stdout=self.log,
                                      stderr=subprocess.STDOUT)
         self.clients = []

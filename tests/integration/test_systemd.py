@@ -136,7 +136,8 @@ def test_socket_activation_answers_the_first_request(tmp_path):
     log = open(tmp_path / "futured.log", "w+")
     proc = subprocess.Popen([tool, "-l", str(a), "-l", str(e), str(FUTURED), "--listen",
                              f"ipc://{a}", "--events", f"ipc://{e}", "--processes", "1",
-                             "--threads", "2"], stdout=log, stderr=subprocess.STDOUT)
+                             "--threads", "2", "--state-dir", str(tmp_path / "state")],
+                            stdout=log, stderr=subprocess.STDOUT)
     ctx = zmq.Context()
     try:
         wait_for(lambda: a.exists() and e.exists(), 10, "the listening sockets")
@@ -175,7 +176,8 @@ def test_passed_socket_matching_no_endpoint_is_a_config_error(tmp_path):
     tool = shutil.which("systemd-socket-activate")
     other = tmp_path / "other.sock"
     proc = subprocess.Popen([tool, "-l", str(other), str(FUTURED), "--listen",
-                             f"ipc://{tmp_path}/futured.sock", "--processes", "1"],
+                             f"ipc://{tmp_path}/futured.sock", "--processes", "1",
+                             "--state-dir", str(tmp_path / "state")],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     ctx = zmq.Context()
     try:
