@@ -74,7 +74,8 @@ int conffile_load(const char *path, bool must_exist, const struct option *option
                 return 0;
         line = ini_parse(path, on_key, &p);
         if (line < 0) {
-                log_error("cannot read %s: %s", path, line == -1 ? strerror(errno) : "out of memory");
+                log_error("cannot read %s: %s", path,
+                          line == -1 ? strerror(errno) : "out of memory");
                 return line == -1 ? (errno ? -errno : -EIO) : -ENOMEM;
         }
         if (line == 0 && !p.error)

@@ -66,8 +66,8 @@ typedef struct Daemon {
         bool stopping;
 } Daemon;
 
-/* The signals the daemon reads through its signalfd: SIGTERM, SIGINT, SIGCHLD, SIGHUP. main() blocks
- * them before any thread exists, so that every thread inherits the mask. */
+/* The signals the daemon reads through its signalfd: SIGTERM, SIGINT, SIGCHLD, SIGHUP. main()
+ * blocks them before any thread exists, so that every thread inherits the mask. */
 void daemon_signals(sigset_t *ret);
 
 /* Frees the strings of `cfg` (not `cfg` itself). */

@@ -55,8 +55,8 @@ typedef struct Future {
 /* A deadly job is not run again after it killed this many workers, whatever its retries say. */
 #define FUTURE_MAX_DEATHS 3
 
-/* Allocates a future, in state `unknown` until the executor queues it, that takes ownership of `args` (malloc'ed, `args_len` bytes) on
- * success. Returns 0 or -ENOMEM. */
+/* Allocates a future, in state `unknown` until the executor queues it, that takes ownership of
+ * `args` (malloc'ed, `args_len` bytes) on success. Returns 0 or -ENOMEM. */
 int future_new(Future **ret, const JobKind *kind, uint8_t *args, uint32_t args_len);
 
 /* Frees the future and what it owns; the group reference and the timeout's timer slot must

@@ -41,11 +41,13 @@ int notify_take_environment(void) {
                 watchdog_usec = 0;
         r = sd_listen_fds(1);
         if (r < 0) {
-                log_error("cannot take the sockets passed by the service manager: %s", strerror(-r));
+                log_error("cannot take the sockets passed by the service manager: %s",
+                          strerror(-r));
                 return r;
         }
         if (r > MAX_PASSED_FDS) {
-                log_error("%d sockets passed; at most %d endpoints can use them", r, MAX_PASSED_FDS);
+                log_error("%d sockets passed; at most %d endpoints can use them", r,
+                          MAX_PASSED_FDS);
                 return -EINVAL;
         }
         n_passed = r;

@@ -925,7 +925,8 @@ static const Op *decode(Request *req, msgpack_unpacked *msg, const uint8_t *body
 
         if (check_frame(req, body, body_len, e) < 0)
                 return NULL;
-        if (msgpack_unpack_next(msg, (const char *) body, body_len, &off) != MSGPACK_UNPACK_SUCCESS ||
+        if (msgpack_unpack_next(msg, (const char *) body, body_len, &off) !=
+                    MSGPACK_UNPACK_SUCCESS ||
             off != body_len) {
                 /* The pre-scan passed: msgpack-c ran out of memory, or refused what the pre-scan
                  * allows (its own nesting limit). */

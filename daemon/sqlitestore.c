@@ -27,12 +27,12 @@ enum {
 };
 
 static const char *const stmt_sql[_STMT_MAX] = {
-        [STMT_ADD] = "INSERT INTO jobs (id, kind, args, grp, group_limit, priority, timeout_ms, "
-                     "retries, attempt, state, idempotency_key) "
-                     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        [STMT_ADD] = ("INSERT INTO jobs (id, kind, args, grp, group_limit, priority, timeout_ms, "
+                      "retries, attempt, state, idempotency_key) "
+                      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
         [STMT_START] = "UPDATE jobs SET state = 1, attempt = ?2, owner = ?3 WHERE id = ?1",
-        [STMT_FINISH] = "UPDATE jobs SET state = ?2, outcome = ?3, finished_at = ?4, args = NULL "
-                        "WHERE id = ?1",
+        [STMT_FINISH] = ("UPDATE jobs SET state = ?2, outcome = ?3, finished_at = ?4, args = NULL "
+                         "WHERE id = ?1"),
         [STMT_REQUEUE] = "UPDATE jobs SET state = 0, attempt = ?2 WHERE id = ?1",
         [STMT_REMOVE] = "DELETE FROM jobs WHERE id = ?1",
         [STMT_NEXT_ID] = "UPDATE settings SET value = ?1 WHERE key = 'next_id' AND value < ?1",
@@ -252,9 +252,10 @@ SqliteStore *sqlitestore_close(SqliteStore *s) {
 
 /* A column as a byte pointer and length (NULL for SQL NULL). */
 static const uint8_t *blob(sqlite3_stmt *st, int col, uint32_t *ret_len) {
-        const uint8_t *p = sqlite3_column_type(st, col) == SQLITE_NULL ? NULL :
-                                                                          sqlite3_column_blob(st, col);
+        const uint8_t *p = NULL;
 
+        if (sqlite3_column_type(st, col) != SQLITE_NULL)
+                p = sqlite3_column_blob(st, col);
         *ret_len = p ? (uint32_t) sqlite3_column_bytes(st, col) : 0;
         return p;
 }
@@ -319,7 +320,8 @@ static int apply(SqliteStore *s, const StoreBatch *b, const StoreOp *op) {
                 st = s->stmt[STMT_ADD];
                 sqlite3_bind_int64(st, 1, (int64_t) op->id);
                 sqlite3_bind_text(st, 2, (const char *) b->bytes + op->kind_off, -1, SQLITE_STATIC);
-                sqlite3_bind_blob(st, 3, b->bytes + op->args_off, (int) op->args_len, SQLITE_STATIC);
+                sqlite3_bind_blob(st, 3, b->bytes + op->args_off, (int) op->args_len,
+                                  SQLITE_STATIC);
                 if (op->group_off != STORE_NONE)
                         sqlite3_bind_text(st, 4, (const char *) b->bytes + op->group_off, -1,
                                           SQLITE_STATIC);

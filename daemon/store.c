@@ -384,7 +384,8 @@ int store_add(Store *s, const StoreJob *job) {
             (r = batch_bytes(b, job->args, job->args_len, false, &op->args_off)) < 0 ||
             (job->group &&
              (r = batch_bytes(b, job->group, strlen(job->group), true, &op->group_off)) < 0) ||
-            (job->key && (r = batch_bytes(b, job->key, strlen(job->key), true, &op->key_off)) < 0)) {
+            (job->key &&
+             (r = batch_bytes(b, job->key, strlen(job->key), true, &op->key_off)) < 0)) {
                 b->n_ops--;
                 return r;
         }

@@ -17,7 +17,8 @@ static TimerHeap timers;
 static WaiterSet set;
 
 static const Peer alice = { .identity = (const uint8_t *) "alice", .identity_len = 5 };
-static const Peer bob = { .identity = (const uint8_t *) "bob", .identity_len = 3, .envelope = true };
+static const Peer bob = { .identity = (const uint8_t *) "bob", .identity_len = 3,
+                          .envelope = true };
 
 static uint64_t add_pending(void) {
         Future *f = NULL;

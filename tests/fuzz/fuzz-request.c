@@ -52,6 +52,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
                 .events_endpoint = "inproc://events",
                 .threads = 1,
                 .transfers = 1,
+                .store = "memory",
         };
         if (!rq.router)
                 abort();
