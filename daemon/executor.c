@@ -922,7 +922,8 @@ static int recover(Executor *x) {
         r = store_recover(x->store, recover_job, &rec);
         x->recovering = false;
         if (r >= 0) {
-                qsort(rec.retained, rec.n_retained, sizeof(*rec.retained), retained_cmp);
+                if (rec.n_retained > 0)
+                        qsort(rec.retained, rec.n_retained, sizeof(*rec.retained), retained_cmp);
                 for (size_t i = 0; i < rec.n_retained && r >= 0; i++)
                         r = retention_add_at(&x->retention, rec.retained[i].id,
                                              rec.retained[i].deadline);
@@ -1082,8 +1083,9 @@ Executor *executor_free(Executor *x) {
         retention_deinit(&x->retention);
         free(x->held);
         tdestroy(x->keys, free_nothing);
-        table_deinit(&x->table);
+        /* The heaps tell their futures they left (setpos): before the table frees them. */
         scheduler_deinit(&x->sched);
+        table_deinit(&x->table);
         free(x);
         return NULL;
 }
