@@ -516,7 +516,10 @@ int main(int argc, char **argv) {
                 /* EINVAL: the configuration is wrong; a store that must not be used
                  * (damaged, newer, taken) too: exit 2, which a service manager does not
                  * restart. */
-                return r == -EINVAL || r == -EBADMSG || r == -EPROTO || r == -EBUSY ? 2 : 1;
+                return r == -EINVAL || r == -EBADMSG || r == -EPROTO || r == -EBUSY ||
+                                       r == -EACCES
+                               ? 2
+                               : 1;
         d->reload = reload_config;
         log_info("%s: listening on %s, events on %s, %u threads, %u transfers, %u processes",
                  FUTURED_VERSION, d->cfg.listen[0], d->cfg.events, d->cfg.threads,

@@ -191,7 +191,8 @@ int sqlitestore_open(SqliteStore **ret, const char *path, bool full_sync, uint64
         /* Lock first: a second futured must not even open the file. */
         s->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
         if (s->lock_fd < 0) {
-                r = refuse(path, -errno, strerror(errno));
+                /* Not a file futured may read and write: the operator's to fix. */
+                r = refuse(path, errno == ENOMEM ? -ENOMEM : -EACCES, strerror(errno));
                 goto fail;
         }
         if (flock(s->lock_fd, LOCK_EX | LOCK_NB) < 0) {

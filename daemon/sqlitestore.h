@@ -22,8 +22,8 @@ typedef struct SqliteStore SqliteStore;
 /* Opens (or creates) the database at `path` (borrowed), with synchronous=FULL when `full_sync`,
  * else NORMAL. Puts the next ID to issue. Logs why when it fails, naming the file: -EBUSY (locked
  * by another futured), -EBADMSG (not a futured database, or damaged), -EPROTO (written by a newer
- * futured), or another -errno (cannot create or read it). The file is never modified when opening
- * fails. Returns 0 or -errno. */
+ * futured), -EACCES (it cannot be opened for reading and writing), or another -errno. The file
+ * is never modified when opening fails. Returns 0 or -errno. */
 int sqlitestore_open(SqliteStore **ret, const char *path, bool full_sync, uint64_t *ret_next_id);
 
 SqliteStore *sqlitestore_close(SqliteStore *db);

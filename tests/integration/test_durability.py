@@ -186,6 +186,14 @@ def digest(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def test_an_unreadable_store_is_refused(tmp_path):
+    (tmp_path / "state" / "futured.db").mkdir(parents=True)  # no file futured can open
+    code, err = damaged_start(tmp_path)
+    assert code == 2, err
+    assert str(tmp_path / "state" / "futured.db") in err, err
+    assert (tmp_path / "state" / "futured.db").is_dir()
+
+
 @pytest.mark.parametrize("case", ["not_a_database", "newer_schema", "foreign_database",
                                   "truncated"])
 def test_a_damaged_store_is_refused_and_left_untouched(tmp_path, case):
