@@ -17,7 +17,6 @@ Usage: bench/python_executor.py [--connect ENDPOINT] [--jobs N] [--rounds R] [--
 """
 
 import argparse
-import math
 import os
 import sys
 import time
@@ -27,26 +26,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, 'python'))
 
 import futured  # noqa: E402
+from primes_pool import is_prime  # noqa: E402  (the classic function, one copy)
 
 PRIMES_TSV = os.path.join(ROOT, 'tests', 'data', 'primes.tsv')
 
 
 def noop(_=None):
     return None
-
-
-def is_prime(n: int) -> bool:
-    if n < 2:
-        return False
-    if n == 2:
-        return True
-    if n % 2 == 0:
-        return False
-    root = math.isqrt(n)
-    for i in range(3, root + 1, 2):
-        if n % i == 0:
-            return False
-    return True
 
 
 def noop_job(_):
