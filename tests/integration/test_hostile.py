@@ -59,6 +59,7 @@ def test_list_replies_decode_while_20000_thread_jobs_start(daemon):
         seen.add(r["id"])
     assert seen == set(range(400))
     for _ in range(2):
+        assert submitter.sock.poll(60000), "no submit reply"
         assert msgpack.unpackb(submitter.sock.recv(), strict_map_key=False)["ok"]
     wait_for(lambda: daemon.c.rq("stats")["stats"]["finished"] == 20000, timeout=60,
              what="the 20000 sleeps to finish")
