@@ -226,7 +226,8 @@ int proto_check_fields(const msgpack_object *map, const char *const *allowed, Pr
                         continue;
                 }
                 size_t n = proto_utf8_prefix(key->via.str.ptr, key->via.str.size, PROTO_MAX_QUOTE);
-                memcpy(e->field_buf, key->via.str.ptr, n);
+                if (n > 0) /* an empty key's pointer is NULL: memcpy must not see it */
+                        memcpy(e->field_buf, key->via.str.ptr, n);
                 e->field_buf[n] = 0;
                 return proto_error(e, PROTO_E_UNKNOWN_FIELD, e->field_buf, "unknown field '%s'",
                                    e->field_buf);
