@@ -358,7 +358,7 @@ static int get_reply_mode(const msgpack_object *body, bool *ret, ProtoError *e) 
 
 /* The check step of a submit: every job, before anything is queued. Returns 0 or -errno with `e`
  * filled (and e->index naming the job at fault). */
-static int check_submit(Request *req, const msgpack_object *jobs, JobSpec *specs,
+static int check_submit(const msgpack_object *jobs, JobSpec *specs,
                         char (*groups)[PROTO_MAX_GROUP + 1], ProtoError *e) {
         for (uint32_t i = 0; i < jobs->via.array.size; i++)
                 if (check_job(&jobs->via.array.ptr[i], &specs[i], groups[i], e) < 0) {
@@ -520,7 +520,7 @@ static void op_submit(Request *req, ProtoError *e) {
         ids = malloc(n * sizeof(*ids));
         if (!specs || !groups || !ids)
                 return reply_out_of_memory(req, e);
-        if (check_submit(req, jobs, specs, groups, e) < 0)
+        if (check_submit(jobs, specs, groups, e) < 0)
                 return reply_error(req, e);
 
         r = executor_submit(req->rq->executor, specs, n, ids, &seq);
