@@ -12,10 +12,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zmq.h>
 
 #include "config.h"
 #include "futurectl.h"
 #include "json.h"
+#include "keyfile.h"
 #include "macro.h"
 #include "now.h"
 #include "proto.h"
@@ -38,11 +40,17 @@ static const char main_usage[] =
         "  map KIND ARGS...          one job per ARGS, results in input order\n"
         "  primes [N...]             the classic prime checker, through the daemon\n"
         "  flags [CC...]             the classic flag downloader, through the daemon\n"
+        "  keygen [--out PREFIX]     make a CURVE key pair: PREFIX.key and PREFIX.pub, or\n"
+        "                            print it\n"
         "\n"
         "Options:\n"
         "  -c, --connect ENDPOINT    the daemon's endpoint (default $FUTURED_ENDPOINT, else\n"
         "                            ipc://$XDG_RUNTIME_DIR/futured/futured.sock, or\n"
         "                            ipc:///run/futured/futured.sock as root)\n"
+        "      --server-key KEY|FILE the daemon's CURVE public key, for tcp:// (default\n"
+        "                            $FUTURED_SERVER_KEY)\n"
+        "      --client-key FILE     this client's CURVE key pair, written by keygen\n"
+        "                            (default $FUTURED_CLIENT_KEY)\n"
         "      --json                machine-readable output\n"
         "  -h, --help                this help; COMMAND --help for a command's\n"
         "      --version             the version\n"
@@ -77,12 +85,28 @@ bool ctl_interrupted(void) {
         return interrupted;
 }
 
+/* Whether CURVE keys were given. */
+static bool ctl_curve(const Ctl *ctl) {
+        return ctl->server_key || getenv("FUTURED_SERVER_KEY");
+}
+
 int ctl_connect(Ctl *ctl) {
         int r;
 
         if (ctl->c)
                 return 0;
-        r = futured_connect(&ctl->c, ctl->endpoint, 5.0);
+        r = futured_connect_curve(&ctl->c, ctl->endpoint, 5.0,
+                                  ctl->server_key ?: getenv("FUTURED_SERVER_KEY"),
+                                  ctl->client_key ?: getenv("FUTURED_CLIENT_KEY"));
+        if (r == -EPERM || r == -ENOKEY || r == -EBADMSG || r == -ENOENT || r == -EINVAL) {
+                fprintf(stderr, "futurectl: cannot use the CURVE keys: %s\n",
+                        r == -EINVAL    ? "--server-key and --client-key go together"
+                        : r == -EPERM   ? "the client key file is readable by others (chmod 600)"
+                        : r == -ENOKEY  ? "a key file lacks its 'public' or 'secret' line"
+                        : r == -EBADMSG ? "a key file has a line that is not 'public|secret KEY'"
+                                        : strerror(-r));
+                return EXIT_USAGE;
+        }
         if (r == -EACCES) {
                 _cleanup_free_ char *def = ctl->endpoint ? NULL : futured_endpoint_default();
                 const char *e = ctl->endpoint ?: def ?: "";
@@ -94,8 +118,10 @@ int ctl_connect(Ctl *ctl) {
                 _cleanup_free_ char *def = ctl->endpoint ? NULL : futured_endpoint_default();
                 fprintf(stderr, "futurectl: cannot reach futured at %s: %s\n",
                         ctl->endpoint ?: def ?: "(default)",
-                        r == -EHOSTUNREACH ? "no daemon answers (is futured running?)"
-                                           : strerror(-r));
+                        r != -EHOSTUNREACH ? strerror(-r)
+                        : ctl_curve(ctl)   ? "no answer (is futured running, and is this "
+                                             "client's public key on its allow list?)"
+                                           : "no daemon answers (is futured running?)");
                 return EXIT_UNREACHABLE;
         }
         return 0;
@@ -185,6 +211,12 @@ bool ctl_common_option(Ctl *ctl, int c, const char *help) {
                 return true;
         case 'C':
                 ctl->endpoint = optarg;
+                return true;
+        case 'S':
+                ctl->server_key = optarg;
+                return true;
+        case 'K':
+                ctl->client_key = optarg;
                 return true;
         }
         return false;
@@ -919,6 +951,48 @@ static int cmd_map(Ctl *ctl, int argc, char **argv) {
         return r ? r : status;
 }
 
+static const char keygen_usage[] =
+        "Usage: futurectl keygen [--out PREFIX]\n"
+        "Makes a CURVE key pair. With --out: PREFIX.key (both keys, mode 0600) and PREFIX.pub\n"
+        "(the public key, for the daemon's allow list or a client's --server-key); without:\n"
+        "prints both lines on standard output.\n";
+
+/* keygen: a new key pair from libzmq (libsodium's random source). */
+static int cmd_keygen(Ctl *ctl, int argc, char **argv) {
+        static const struct option options[] = {
+                CTL_COMMON_OPTIONS,
+                { "out", required_argument, NULL, 'o' },
+                {},
+        };
+        char public_key[KEYFILE_KEY_LEN + 1], secret_key[KEYFILE_KEY_LEN + 1];
+        const char *out = NULL;
+        int c, r;
+
+        while ((c = ctl_next_option(ctl, argc, argv, "+ho:", options, keygen_usage)) >= 0) {
+                if (c != 'o')
+                        return ctl_bad_option(keygen_usage, argv);
+                out = optarg;
+        }
+        if (optind < argc)
+                return ctl_usage_error(keygen_usage, "unexpected argument '%s'", argv[optind]);
+        if (zmq_curve_keypair(public_key, secret_key) < 0) {
+                fprintf(stderr, "futurectl keygen: %s (libzmq without CURVE?)\n",
+                        zmq_strerror(zmq_errno()));
+                return EXIT_SOFTWARE;
+        }
+        if (!out) {
+                printf("public %s\nsecret %s\n", public_key, secret_key);
+                return EXIT_SUCCESS;
+        }
+        r = keyfile_write(out, public_key, secret_key);
+        if (r < 0) {
+                fprintf(stderr, "futurectl keygen: cannot write %s.key and %s.pub: %s\n", out, out,
+                        strerror(-r));
+                return r == -EEXIST ? EXIT_USAGE : EXIT_JOB_FAILED;
+        }
+        return EXIT_SUCCESS;
+}
+
 /* The other commands; the ID commands are the rows of ids_commands. */
 static const struct {
         const char *name;
@@ -926,7 +1000,7 @@ static const struct {
 } commands[] = {
         { "submit", cmd_submit }, { "result", cmd_result }, { "list", cmd_list },
         { "stats", cmd_stats },   { "watch", cmd_watch },   { "map", cmd_map },
-        { "primes", cmd_primes }, { "flags", cmd_flags },
+        { "primes", cmd_primes }, { "flags", cmd_flags },   { "keygen", cmd_keygen },
 };
 
 /* Runs the command named argv[0] on its own argv; returns its exit status. */

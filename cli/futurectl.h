@@ -20,6 +20,8 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(futured_as_completed *, futured_as_completed_free);
 
 typedef struct Ctl {
         const char *endpoint; /* borrowed from argv or the environment; NULL: the default */
+        const char *server_key; /* CURVE, for tcp://: --server-key, else $FUTURED_SERVER_KEY */
+        const char *client_key; /* ... --client-key, else $FUTURED_CLIENT_KEY */
         bool json;
         futured *c; /* owned; NULL until ctl_connect() */
 } Ctl;
@@ -62,7 +64,9 @@ int ctl_next_option(Ctl *ctl, int argc, char **argv, const char *shortopts,
 /* The long options every command accepts; getopt codes for them. */
 #define CTL_COMMON_OPTIONS                                          \
         { "help", no_argument, NULL, 'h' }, { "json", no_argument, NULL, 'J' }, \
-                { "connect", required_argument, NULL, 'C' }
+                { "connect", required_argument, NULL, 'C' },              \
+                { "server-key", required_argument, NULL, 'S' },           \
+                { "client-key", required_argument, NULL, 'K' }
 
 int cmd_primes(Ctl *ctl, int argc, char **argv);
 int cmd_flags(Ctl *ctl, int argc, char **argv);

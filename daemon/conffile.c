@@ -106,6 +106,10 @@ void conffile_dump(const DaemonConfig *cfg, FILE *f) {
         fprintf(f, "state-dir = %s\n", cfg->state_dir ? cfg->state_dir : "");
         fprintf(f, "sync = %s\n", cfg->sync == STORE_SYNC_FULL ? "full" : "normal");
         fprintf(f, "log-level = %s\n", log_level_to_string(cfg->log_level));
+        fprintf(f, "socket-mode = %04o\n", cfg->socket_mode);
+        fprintf(f, "socket-group = %s\n", cfg->socket_group ? cfg->socket_group : "");
+        fprintf(f, "curve-secret-key = %s\n", cfg->curve_secret_key ? cfg->curve_secret_key : "");
+        fprintf(f, "curve-allow = %s\n", cfg->curve_allow ? cfg->curve_allow : "");
 }
 
 static bool str_differ(const char *a, const char *b) {
@@ -131,6 +135,13 @@ void conffile_warn_restart_only(const DaemonConfig *old, const DaemonConfig *cfg
                 log_warning("reload: 'store' changed; it takes effect at the next restart");
         if (str_differ(old->state_dir, cfg->state_dir))
                 log_warning("reload: 'state-dir' changed; it takes effect at the next restart");
+        if (old->socket_mode != cfg->socket_mode ||
+            str_differ(old->socket_group, cfg->socket_group))
+                log_warning("reload: 'socket-mode' or 'socket-group' changed; it takes effect at "
+                            "the next restart");
+        if (str_differ(old->curve_secret_key, cfg->curve_secret_key))
+                log_warning("reload: 'curve-secret-key' changed; it takes effect at the next "
+                            "restart");
         if (old->sync != cfg->sync)
                 log_warning("reload: 'sync' changed; it takes effect at the next restart");
 }

@@ -91,6 +91,12 @@ static void reload(Daemon *d) {
                 d->cfg.grace = cfg.grace;
                 d->cfg.log_level = cfg.log_level;
                 log_set_max_level(cfg.log_level);
+                /* A list that cannot be read keeps the one in effect (zap_reload logged it). */
+                if (zap_reload(&d->zap, cfg.curve_allow) >= 0) {
+                        char *allow = cfg.curve_allow;
+                        cfg.curve_allow = d->cfg.curve_allow;
+                        d->cfg.curve_allow = allow;
+                }
                 loop_set_spin(d->loop, (uint64_t) cfg.spin_us * 1000u);
                 log_info("reloaded: retain %g s, grace %g s, %u transfers, log level %s",
                          cfg.retain, cfg.grace, cfg.transfers, log_level_to_string(cfg.log_level));
@@ -186,8 +192,15 @@ static bool before_sleep(void *userdata) {
         return more || router_readable(d);
 }
 
-static int bind_endpoint(void *socket, const char *endpoint) {
+static int bind_endpoint(Daemon *d, void *socket, const char *endpoint) {
         int fd = notify_listen_fd(endpoint), none = -1;
+        int sr = endpoint_secure(socket, endpoint, &d->keys);
+
+        if (sr < 0) {
+                fprintf(stderr, "futured: cannot set up %s: %s\n", endpoint,
+                        zmq_strerror(-sr));
+                return sr;
+        }
 
         /* Socket activation: ZeroMQ takes the passed socket instead of making one. ZMQ_USE_FD
          * holds for every later bind of this socket, so it is cleared after this one. */
@@ -212,6 +225,8 @@ static int bind_endpoint(void *socket, const char *endpoint) {
                         *slash = 0;
                         (void) mkdir(dir, 0755);
                 }
+                return endpoint_bind_ipc(socket, endpoint, d->cfg.socket_mode,
+                                         d->cfg.socket_group);
         }
         if (zmq_bind(socket, endpoint) < 0) {
                 int r = -zmq_errno();
@@ -241,12 +256,23 @@ static int open_sockets(Daemon *d) {
         zmq_setsockopt(d->router, ZMQ_LINGER, &zero, sizeof(zero));
         zmq_setsockopt(d->pub, ZMQ_SNDHWM, &hwm, sizeof(hwm));
         zmq_setsockopt(d->pub, ZMQ_LINGER, &zero, sizeof(zero));
-        for (size_t i = 0; i < d->cfg.n_listen; i++) {
-                r = bind_endpoint(d->router, d->cfg.listen[i]);
-                if (r < 0)
-                        return r;
-        }
-        r = bind_endpoint(d->pub, d->cfg.events);
+        /* The ZAP handler first: a CURVE endpoint bound without one would admit every client
+         * that knows the server's public key. */
+        r = endpoint_keys_load(&d->keys, d->cfg.curve_secret_key);
+        if (r >= 0)
+                r = zap_init(&d->zap, d->zmq, d->loop, d->cfg.curve_allow);
+        if (r < 0)
+                return r == -ENOENT || r == -EACCES || r == -EBADMSG || r == -E2BIG ? -EINVAL : r;
+        /* Local endpoints first, then network ones (see endpoint_secure). */
+        for (int network = 0; network < 2; network++)
+                for (size_t i = 0; i < d->cfg.n_listen; i++) {
+                        if (endpoint_is_network(d->cfg.listen[i]) != network)
+                                continue;
+                        r = bind_endpoint(d, d->router, d->cfg.listen[i]);
+                        if (r < 0)
+                                return r;
+                }
+        r = bind_endpoint(d, d->pub, d->cfg.events);
         if (r < 0)
                 return r;
         return notify_listen_check_all_used();
@@ -274,6 +300,9 @@ void daemon_config_free(DaemonConfig *cfg) {
         free(cfg->worker_path);
         free(cfg->download_dir);
         free(cfg->state_dir);
+        free(cfg->socket_group);
+        free(cfg->curve_secret_key);
+        free(cfg->curve_allow);
 }
 
 int daemon_new(Daemon **ret, DaemonConfig *cfg) {
@@ -377,6 +406,7 @@ Daemon *daemon_free(Daemon *d) {
         }
         if (d->pub)
                 zmq_close(d->pub);
+        zap_deinit(&d->zap);
         events_deinit(&d->events);
         if (d->zmq)
                 zmq_ctx_term(d->zmq);

@@ -18,7 +18,9 @@
 #include "executor.h"
 #include "loop.h"
 #include "notify.h"
+#include "endpoint.h"
 #include "request.h"
+#include "zap.h"
 
 #define DEFAULT_TRANSFERS 1024
 #define MAX_TRANSFERS 65536
@@ -43,6 +45,10 @@ typedef struct DaemonConfig {
         double retain;        /* seconds a finished future is kept */
         double grace;         /* seconds running jobs get at shutdown */
         int log_level;        /* LOG_ERR .. LOG_DEBUG */
+        unsigned socket_mode; /* of the ipc:// socket files futured makes (ENDPOINT_DEFAULT_MODE) */
+        char *socket_group;   /* ... and their group, or NULL: the daemon's own */
+        char *curve_secret_key; /* the key file of the daemon's CURVE key pair, or NULL */
+        char *curve_allow;    /* the allow list of client public keys, or NULL: no one */
 } DaemonConfig;
 
 /* Reads the configuration again (file, then command line) into `ret` for a reload; `old` is the
@@ -62,6 +68,8 @@ typedef struct Daemon {
         Requests requests;
         Timer grace;          /* armed at SIGTERM: running jobs get this long */
         Notify notify;        /* STATUS= and the watchdog */
+        EndpointKeys keys;    /* the CURVE key pair, when a network endpoint is served */
+        Zap zap;              /* the ZAP handler: who may connect over CURVE */
         DaemonReloadFn reload; /* set by main(); NULL: SIGHUP changes nothing */
         bool stopping;
 } Daemon;

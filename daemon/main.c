@@ -60,6 +60,13 @@ static void help(void) {
                "                              $XDG_STATE_HOME/futured or ~/.local/state/futured)\n"
                "  --sync normal|full          normal: a commit survives a crash of futured;\n"
                "                              full: also a power loss (slower)\n"
+               "  --socket-mode MODE          octal mode of the ipc:// socket files futured makes\n"
+               "                              (default 0660), whatever the umask\n"
+               "  --socket-group GROUP        their group (default: futured's own)\n"
+               "  --curve-secret-key FILE     the daemon's CURVE key pair (futurectl keygen);\n"
+               "                              required to serve tcp:// endpoints\n"
+               "  --curve-allow FILE          client public keys admitted over CURVE, one a line\n"
+               "                              (reread at SIGHUP; default: none)\n"
                "  --log-level LEVEL           err, warning, notice, info (default) or debug\n"
                "  --config PATH               the configuration file (default\n"
                "                              " FUTURED_SYSCONFDIR "/futured/futured.conf)\n"
@@ -153,6 +160,10 @@ enum {
         ARG_LOG_LEVEL,
         ARG_CONFIG,
         ARG_CHECK_CONFIG,
+        ARG_SOCKET_MODE,
+        ARG_SOCKET_GROUP,
+        ARG_CURVE_SECRET_KEY,
+        ARG_CURVE_ALLOW,
 };
 
 /* The options; those with an argument, but --config, are also the keys of the config file. */
@@ -173,6 +184,10 @@ static const struct option options[] = {
         { "state-dir", required_argument, NULL, ARG_STATE_DIR },
         { "sync", required_argument, NULL, ARG_SYNC },
         { "log-level", required_argument, NULL, ARG_LOG_LEVEL },
+        { "socket-mode", required_argument, NULL, ARG_SOCKET_MODE },
+        { "socket-group", required_argument, NULL, ARG_SOCKET_GROUP },
+        { "curve-secret-key", required_argument, NULL, ARG_CURVE_SECRET_KEY },
+        { "curve-allow", required_argument, NULL, ARG_CURVE_ALLOW },
         { "config", required_argument, NULL, ARG_CONFIG },
         { "check-config", no_argument, NULL, ARG_CHECK_CONFIG },
         { "help", no_argument, NULL, 'h' },
@@ -201,6 +216,7 @@ static void config_defaults(DaemonConfig *cfg) {
         cfg->store = STORE_SQLITE;
         cfg->sync = STORE_SYNC_NORMAL;
         cfg->log_level = LOG_INFO;
+        cfg->socket_mode = ENDPOINT_DEFAULT_MODE;
 }
 
 /* The state directory when --state-dir is not given: systemd's $STATE_DIRECTORY (its first
@@ -251,6 +267,15 @@ static int set_string(char **slot, const char *value) {
         return 0;
 }
 
+/* set_string(), or unset for an empty `value`. */
+static int set_optional(char **slot, const char *value) {
+        if (!value[0]) {
+                *slot = mfree(*slot);
+                return 0;
+        }
+        return set_string(slot, value);
+}
+
 /* Applies one option `c` with `arg` to `cfg`: a ConffileSetFn. Returns 0; -EINVAL with *ret_why
  * saying what the value should be; or -ENOMEM. */
 static int parse_option(int c, const char *arg, DaemonConfig *cfg, const char **ret_why) {
@@ -276,6 +301,24 @@ static int parse_option(int c, const char *arg, DaemonConfig *cfg, const char **
                 return set_string(&cfg->download_dir, arg);
         case ARG_STATE_DIR:
                 return set_string(&cfg->state_dir, arg);
+        /* These three may be empty (as --check-config prints them unset): not given. */
+        case ARG_SOCKET_GROUP:
+                return set_optional(&cfg->socket_group, arg);
+        case ARG_CURVE_SECRET_KEY:
+                return set_optional(&cfg->curve_secret_key, arg);
+        case ARG_CURVE_ALLOW:
+                return set_optional(&cfg->curve_allow, arg);
+        case ARG_SOCKET_MODE: {
+                char *end;
+                unsigned long v;
+                errno = 0;
+                v = strtoul(arg, &end, 8);
+                if (errno || end == arg || *end || arg[0] == '-' || v > 0777)
+                        bad = "--socket-mode takes an octal mode from 0 to 0777";
+                else
+                        cfg->socket_mode = (unsigned) v;
+                break;
+        }
         case ARG_STORE:
                 if (strcmp(arg, "sqlite") == 0)
                         cfg->store = STORE_SQLITE;
@@ -354,6 +397,11 @@ static int config_complete(DaemonConfig *cfg) {
                                         "required\n");
                 return -errno;
         }
+        const char *endpoints[] = { cfg->events };
+        if (endpoint_check_keys((const char *const *) cfg->listen, cfg->n_listen,
+                                cfg->curve_secret_key) < 0 ||
+            endpoint_check_keys(endpoints, 1, cfg->curve_secret_key) < 0)
+                return -EINVAL;
         if (!cfg->worker_path && !(cfg->worker_path = default_worker()))
                 return -ENOMEM;
         if (!cfg->prefetch_set)

@@ -13,6 +13,7 @@
 #include <zmq.h>
 
 #include "futured/client.h"
+#include "keyfile.h"
 #include "macro.h"
 #include "now.h"
 #include "proto.h"
@@ -38,6 +39,10 @@ struct futured {
         msgpack_unpacked hello; /* kept for the kinds table */
         char error_code[32];
         char error_message[256];
+        /* CURVE, for network endpoints (keyfile.h): empty strings when not used. */
+        char server_key[KEYFILE_KEY_LEN + 1];
+        char public_key[KEYFILE_KEY_LEN + 1];
+        char secret_key[KEYFILE_KEY_LEN + 1];
 };
 
 struct futured_as_completed {
@@ -229,7 +234,43 @@ static int read_hello(futured *c) {
         return 0;
 }
 
+/* Sets the CURVE client options of `socket` for `endpoint` when it is a network one (anything
+ * but ipc:// and inproc://) and the handle has keys. Returns 0 or -errno. */
+static int curve_setup(futured *c, void *socket, const char *endpoint) {
+        if (!c->server_key[0] || strncmp(endpoint, "ipc://", 6) == 0 ||
+            strncmp(endpoint, "inproc://", 9) == 0)
+                return 0;
+        if (zmq_setsockopt(socket, ZMQ_CURVE_SERVERKEY, c->server_key, KEYFILE_KEY_LEN) < 0 ||
+            zmq_setsockopt(socket, ZMQ_CURVE_PUBLICKEY, c->public_key, KEYFILE_KEY_LEN) < 0 ||
+            zmq_setsockopt(socket, ZMQ_CURVE_SECRETKEY, c->secret_key, KEYFILE_KEY_LEN) < 0)
+                return -errno;
+        return 0;
+}
+
+/* Takes the server's public key (a key or a key file) and the client's key pair (a key file).
+ * Returns 0, or keyfile's errors; -EINVAL when only one of them is given. */
+static int curve_keys(futured *c, const char *server_key, const char *client_key) {
+        int r;
+
+        if (!server_key && !client_key)
+                return 0;
+        if (!server_key || !client_key)
+                return -EINVAL;
+        r = keyfile_public(server_key, c->server_key);
+        if (r >= 0)
+                r = keyfile_read(client_key, c->public_key, c->secret_key);
+        if (r < 0)
+                c->server_key[0] = c->public_key[0] = c->secret_key[0] = 0;
+        return r;
+}
+
 int futured_connect(futured **ret, const char *endpoint, double timeout) {
+        return futured_connect_curve(ret, endpoint, timeout, getenv("FUTURED_SERVER_KEY"),
+                                     getenv("FUTURED_CLIENT_KEY"));
+}
+
+int futured_connect_curve(futured **ret, const char *endpoint, double timeout,
+                          const char *server_key, const char *client_key) {
         futured *c;
         int r, zero = 0;
 
@@ -255,7 +296,11 @@ int futured_connect(futured **ret, const char *endpoint, double timeout) {
         zmq_setsockopt(c->dealer, ZMQ_LINGER, &zero, sizeof zero);
         zmq_setsockopt(c->dealer, ZMQ_RCVHWM, &zero, sizeof zero);
         zmq_setsockopt(c->dealer, ZMQ_SNDHWM, &zero, sizeof zero);
-        r = ipc_endpoint_check(c->endpoint);
+        r = curve_keys(c, server_key, client_key);
+        if (r >= 0)
+                r = curve_setup(c, c->dealer, c->endpoint);
+        if (r >= 0)
+                r = ipc_endpoint_check(c->endpoint);
         if (r < 0 || zmq_connect(c->dealer, c->endpoint) < 0) {
                 futured_free(c);
                 return r < 0 ? r : -EHOSTUNREACH;
@@ -749,7 +794,7 @@ static int sub_open(futured *c) {
                 return set_error(c, -ENOMEM, "internal", "cannot make a SUB socket");
         zmq_setsockopt(c->sub, ZMQ_LINGER, &zero, sizeof zero);
         zmq_setsockopt(c->sub, ZMQ_RCVHWM, &zero, sizeof zero);
-        if (zmq_connect(c->sub, c->events) < 0) {
+        if (curve_setup(c, c->sub, c->events) < 0 || zmq_connect(c->sub, c->events) < 0) {
                 int r = -errno;
                 zmq_close(c->sub);
                 c->sub = NULL;

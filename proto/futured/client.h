@@ -13,6 +13,8 @@
  * Errors: every call returns 0 (or a count) on success and a negative errno value on failure:
  *   -EHOSTUNREACH  the daemon did not answer (not running, wrong endpoint)
  *   -EACCES        futured_connect(): the ipc:// socket exists but this user may not open it
+ *   -EPERM, -ENOKEY futured_connect_curve(): a client key file readable by others, or lacking
+ *                  a key (docs/SECURITY.md has the format)
  *   -EPROTO        the daemon answered with an error reply; futured_error_code() and
  *                  futured_error_message() tell which (e.g. "bad_args", "too_many")
  *   -ETIMEDOUT     a wait ran out of time (wait, result, as_completed)
@@ -84,6 +86,16 @@ char *futured_endpoint_default(void);
  * to wait for the daemon to answer (seconds; <= 0: 5). Returns 0 and a handle in *ret, or
  * -EHOSTUNREACH when the daemon does not answer. */
 int futured_connect(futured **ret, const char *endpoint, double timeout);
+
+/* futured_connect() with CurveZMQ for a network endpoint (tcp://; ipc:// ignores the keys):
+ * `server_key` is the daemon's public key, as its 40 Z85 characters or a key file holding it
+ * (`futurectl keygen` writes PREFIX.pub); `client_key` is the client's key file (PREFIX.key,
+ * mode 0600) whose public key must be on the daemon's allow list. Both NULL: no CURVE, as
+ * futured_connect(); one alone: -EINVAL. futured_connect() itself takes them from
+ * $FUTURED_SERVER_KEY and $FUTURED_CLIENT_KEY. A client the daemon does not admit gets no
+ * answer: -EHOSTUNREACH after `timeout`. Since FUTURED_0.2. */
+int futured_connect_curve(futured **ret, const char *endpoint, double timeout,
+                          const char *server_key, const char *client_key);
 
 /* Closes the handle; drops replies still in flight. Accepts NULL. */
 void futured_free(futured *c);

@@ -25,6 +25,7 @@ import zmq.asyncio
 
 from ._errors import Unreachable, error_from_reply, outcome_exception
 from ._job import Job, JobSpec, as_job
+from ._keys import load_keys, secure
 from .client import PROTOCOL_VERSION, WAIT_MODES, default_endpoint, pack, unpack
 
 __all__ = ["Client", "Future"]
@@ -45,14 +46,17 @@ class Client:
     `await Client.connect(...)` or `async with Client(...)` says hello (kept in `info`)."""
 
     def __init__(self, endpoint: Optional[str] = None, *,
-                 reply_timeout: Optional[float] = 30.0) -> None:
+                 reply_timeout: Optional[float] = 30.0, server_key: Optional[str] = None,
+                 client_key: Optional[str] = None) -> None:
         self.endpoint = endpoint or default_endpoint()
         if self.endpoint.startswith("ipc://") and not os.path.exists(self.endpoint[6:]):
             raise Unreachable("unreachable", f"no futured socket at {self.endpoint}")
         self.reply_timeout = reply_timeout
+        self.curve_keys = load_keys(server_key, client_key)  # as futured.Client's
         self.context = zmq.asyncio.Context()
         self._sock = self.context.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 0)
+        secure(self._sock, self.endpoint, self.curve_keys)
         self._sock.connect(self.endpoint)
         self._ids = itertools.count(1)
         self._waiting: Dict[int, asyncio.Future] = {}  # type: ignore[type-arg]
@@ -242,6 +246,7 @@ class Client:
             token = f"aio{os.getpid()}-{id(sub):x}-{time.monotonic_ns()}"
             topic = f"probe/{token}".encode()
             sub.setsockopt(zmq.SUBSCRIBE, topic)
+            secure(sub, str(self.info["events"]), self.curve_keys)
             sub.connect(str(self.info["events"]))
             while True:
                 await self.probe(token)

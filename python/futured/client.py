@@ -28,6 +28,7 @@ import zmq
 
 from ._errors import UnknownKind, Unreachable, error_from_reply, outcome_exception
 from ._job import Job, JobSpec, as_job
+from ._keys import CurveKeys, load_keys, secure
 
 __all__ = ["Client", "default_endpoint", "PROTOCOL_VERSION", "WAIT_MODES"]
 
@@ -58,11 +59,12 @@ def default_endpoint() -> str:
 class _Conn:
     """One thread's DEALER socket and request-id counter."""
 
-    def __init__(self, ctx: zmq.Context, endpoint: str) -> None:
+    def __init__(self, ctx: zmq.Context, endpoint: str, keys: Optional[CurveKeys]) -> None:
         self.sock = ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.RCVHWM, 0)
         self.sock.setsockopt(zmq.SNDHWM, 0)
+        secure(self.sock, endpoint, keys)
         self.sock.connect(endpoint)
         self.ids = itertools.count(1)
 
@@ -91,12 +93,19 @@ class Client:
     The constructor says hello (waiting at most `connect_timeout` seconds) and keeps the reply in
     `info`: the server string, pool sizes, limits and kinds. An ipc:// endpoint whose socket file
     does not exist, or a daemon that does not answer, raises Unreachable. Use it as a context
-    manager, or call close()."""
+    manager, or call close().
+
+    A tcp:// endpoint needs CurveZMQ keys (docs/SECURITY.md): `server_key`, the daemon's public
+    key (the key or a key file), and `client_key`, this client's key file from `futurectl
+    keygen`, whose public key is on the daemon's allow list; by default $FUTURED_SERVER_KEY and
+    $FUTURED_CLIENT_KEY. A client the daemon does not admit gets no answer: Unreachable."""
 
     def __init__(self, endpoint: Optional[str] = None, *, reply_timeout: Optional[float] = 30.0,
-                 connect_timeout: float = 5.0, context: Optional[zmq.Context] = None) -> None:
+                 connect_timeout: float = 5.0, context: Optional[zmq.Context] = None,
+                 server_key: Optional[str] = None, client_key: Optional[str] = None) -> None:
         self.endpoint: str = endpoint or default_endpoint()
         self.reply_timeout = reply_timeout
+        self.curve_keys: Optional[CurveKeys] = load_keys(server_key, client_key)
         if self.endpoint.startswith("ipc://") and not os.path.exists(self.endpoint[6:]):
             raise Unreachable("unreachable", f"no futured socket at {self.endpoint}")
         self._own_context = context is None
@@ -132,7 +141,7 @@ class Client:
         if c is None:
             if self._closed:
                 raise Unreachable("unreachable", "the client is closed")
-            c = _Conn(self.context, self.endpoint)
+            c = _Conn(self.context, self.endpoint, self.curve_keys)
             self._local.conn = c
             with self._lock:
                 self._conns.add(c)
@@ -140,10 +149,16 @@ class Client:
 
     def socket(self, kind: int) -> zmq.Socket:
         """A new ZeroMQ socket of this client's context (for SUB sockets and private DEALERs);
-        the caller owns it and closes it."""
+        the caller owns it and closes it, and connects it with connect()."""
         s = self.context.socket(kind)
         s.setsockopt(zmq.LINGER, 0)
         return s
+
+    def connect(self, sock: zmq.Socket, endpoint: str) -> None:
+        """Connects `sock` to `endpoint` (this client's, or its events endpoint) with this
+        client's CURVE keys when the endpoint needs them."""
+        secure(sock, endpoint, self.curve_keys)
+        sock.connect(endpoint)
 
     def close(self) -> None:
         """Closes every thread's socket (and the context, if this client made it). Call it when

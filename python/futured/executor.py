@@ -137,10 +137,12 @@ class Executor(concurrent.futures.Executor):
     shutdown()). Thread-safe: any number of threads may submit, map and cancel at once."""
 
     def __init__(self, endpoint: Optional[str] = None, *, client: Optional[Client] = None,
-                 reconcile_interval: float = 1.0, connect_timeout: float = 5.0) -> None:
+                 reconcile_interval: float = 1.0, connect_timeout: float = 5.0,
+                 server_key: Optional[str] = None, client_key: Optional[str] = None) -> None:
         self._own_client = client is None
         self.client: Client = client if client is not None else Client(
-            endpoint, connect_timeout=connect_timeout)
+            endpoint, connect_timeout=connect_timeout, server_key=server_key,
+            client_key=client_key)
         limits = self.client.limits
         self._max_batch = min(limits["max_batch"], limits["max_ids"])
         self._max_message = limits["max_message"]
@@ -166,11 +168,11 @@ class Executor(concurrent.futures.Executor):
         try:
             self._dealer.setsockopt(zmq.RCVHWM, 0)
             self._dealer.setsockopt(zmq.SNDHWM, 0)
-            self._dealer.connect(self.client.endpoint)
+            self.client.connect(self._dealer, self.client.endpoint)
             self._sub.setsockopt(zmq.RCVHWM, 0)
             for t in _TOPICS:
                 self._sub.setsockopt(zmq.SUBSCRIBE, t)
-            self._sub.connect(self.client.events_endpoint)
+            self.client.connect(self._sub, self.client.events_endpoint)
             self._prove_subscription(connect_timeout)
         except BaseException:
             self._close_resources()
@@ -240,7 +242,7 @@ class Executor(concurrent.futures.Executor):
         sock = self.client.socket(zmq.DEALER)
         sock.setsockopt(zmq.RCVHWM, 0)
         sock.setsockopt(zmq.SNDHWM, 0)
-        sock.connect(self.client.endpoint)
+        self.client.connect(sock, self.client.endpoint)
         try:
             ids = self._map_submit(sock, wire, chunksize, limits["max_message"])
         except BaseException:
