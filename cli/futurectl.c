@@ -139,6 +139,10 @@ int ctl_error(Ctl *ctl, int r, const char *what) {
         if (r == -EPROTO || (r == -EINVAL && ctl->c && *futured_error_message(ctl->c))) {
                 fprintf(stderr, "futurectl: %s: %s (%s)\n", what, futured_error_message(ctl->c),
                         code);
+                if (strcmp(code, "quota_exceeded") == 0)
+                        fprintf(stderr, "futurectl: your jobs and results (all of this user's, or "
+                                        "of this CURVE key) are at a quota of futured: release "
+                                        "results or let jobs finish, then submit again\n");
                 for (size_t i = 0; usage_codes[i]; i++)
                         if (strncmp(code, usage_codes[i], strlen(usage_codes[i])) == 0)
                                 return EXIT_USAGE;

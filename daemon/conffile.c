@@ -110,6 +110,10 @@ void conffile_dump(const DaemonConfig *cfg, FILE *f) {
         fprintf(f, "socket-group = %s\n", cfg->socket_group ? cfg->socket_group : "");
         fprintf(f, "curve-secret-key = %s\n", cfg->curve_secret_key ? cfg->curve_secret_key : "");
         fprintf(f, "curve-allow = %s\n", cfg->curve_allow ? cfg->curve_allow : "");
+        fprintf(f, "quota-pending = %u\n", cfg->quota_pending);
+        fprintf(f, "quota-running = %u\n", cfg->quota_running);
+        fprintf(f, "quota-retained = %u\n", cfg->quota_retained);
+        fprintf(f, "quota-deferred = %u\n", cfg->quota_deferred);
 }
 
 static bool str_differ(const char *a, const char *b) {

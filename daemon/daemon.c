@@ -12,6 +12,7 @@
 #include "daemon.h"
 #include "log.h"
 #include "macro.h"
+#include "principal.h"
 
 /* How many requests one loop turn reads before it lets the executor start work. */
 #define ROUTER_BATCH 256
@@ -57,6 +58,9 @@ static ExecutorConfig executor_config(const DaemonConfig *cfg) {
                 .processes = cfg->processes,
                 .max_tasks = cfg->max_tasks,
                 .retain = cfg->retain,
+                .quota_pending = cfg->quota_pending,
+                .quota_running = cfg->quota_running,
+                .quota_retained = cfg->quota_retained,
         };
 }
 
@@ -91,6 +95,10 @@ static void reload(Daemon *d) {
                 d->cfg.grace = cfg.grace;
                 d->cfg.log_level = cfg.log_level;
                 log_set_max_level(cfg.log_level);
+                d->cfg.quota_pending = d->requests.quota_pending = cfg.quota_pending;
+                d->cfg.quota_running = d->requests.quota_running = cfg.quota_running;
+                d->cfg.quota_retained = d->requests.quota_retained = cfg.quota_retained;
+                d->cfg.quota_deferred = d->requests.quota_deferred = cfg.quota_deferred;
                 /* A list that cannot be read keeps the one in effect (zap_reload logged it). */
                 if (zap_reload(&d->zap, cfg.curve_allow) >= 0) {
                         char *allow = cfg.curve_allow;
@@ -161,9 +169,13 @@ static bool read_requests(Daemon *d) {
                         n++;
                 }
                 int kept = MIN(n, 3);
+                char principal[PRINCIPAL_MAX_NAME];
+                if (n > 0)
+                        principal_of_message(&parts[kept - 1], principal);
                 Peer from = { .identity = n > 0 ? zmq_msg_data(&parts[0]) : NULL,
                               .identity_len = n > 0 ? zmq_msg_size(&parts[0]) : 0,
-                              .envelope = n == 3 };
+                              .envelope = n == 3,
+                              .principal = n > 0 ? principal : NULL };
                 if (n == 2 || (n == 3 && zmq_msg_size(&parts[1]) == 0))
                         request_handle(&d->requests, &from, zmq_msg_data(&parts[kept - 1]),
                                        zmq_msg_size(&parts[kept - 1]));
@@ -365,6 +377,10 @@ int daemon_new(Daemon **ret, DaemonConfig *cfg) {
                 .processes = d->cfg.processes,
                 .store = d->cfg.store == STORE_SQLITE ? "sqlite" : "memory",
                 .started_ns = timer_now(),
+                .quota_pending = d->cfg.quota_pending,
+                .quota_running = d->cfg.quota_running,
+                .quota_retained = d->cfg.quota_retained,
+                .quota_deferred = d->cfg.quota_deferred,
         };
 
         if (zmq_getsockopt(d->router, ZMQ_FD, &router_fd, &len) < 0)

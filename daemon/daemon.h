@@ -25,6 +25,10 @@
 #define DEFAULT_TRANSFERS 1024
 #define MAX_TRANSFERS 65536
 #define DEFAULT_SPIN_US 200
+#define DEFAULT_QUOTA_PENDING 250000u  /* a quarter of PROTO_MAX_PENDING */
+#define DEFAULT_QUOTA_RUNNING 0u       /* fair share interleaves; no cap by default */
+#define DEFAULT_QUOTA_RETAINED 500000u
+#define DEFAULT_QUOTA_DEFERRED 4000u   /* four clients' worth of PROTO_MAX_DEFERRED */
 
 typedef struct DaemonConfig {
         char **listen;        /* ZeroMQ endpoints for the ROUTER socket */
@@ -49,6 +53,8 @@ typedef struct DaemonConfig {
         char *socket_group;   /* ... and their group, or NULL: the daemon's own */
         char *curve_secret_key; /* the key file of the daemon's CURVE key pair, or NULL */
         char *curve_allow;    /* the allow list of client public keys, or NULL: no one */
+        /* Per-principal quotas (docs/PROTOCOL.md, Quotas); 0: none. */
+        unsigned quota_pending, quota_running, quota_retained, quota_deferred;
 } DaemonConfig;
 
 /* Reads the configuration again (file, then command line) into `ret` for a reload; `old` is the

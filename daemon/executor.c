@@ -112,6 +112,7 @@ static void store_change(Executor *x, Future *f, FutureState from) {
                         .attempt = f->attempt,
                         .state = STATE_PENDING,
                         .key = f->key,
+                        .principal = f->principal ? f->principal->name : NULL,
                 };
                 r = store_add(x->store, &job);
         } else if (to == STATE_RUNNING)
@@ -135,6 +136,12 @@ static void set_state(Executor *x, Future *f, FutureState to) {
 
         if (from != STATE_UNKNOWN)
                 x->n_state[from]--;
+        if (f->principal) {
+                if (from != STATE_UNKNOWN)
+                        f->principal->n_state[from]--;
+                if (to != STATE_EXPIRED)
+                        f->principal->n_state[to]++;
+        }
         if (to == STATE_PENDING && from == STATE_UNKNOWN)
                 x->submitted++;
         if (to != STATE_EXPIRED && proto_state_final(to))
@@ -272,6 +279,8 @@ static void expire(Executor *x, Future *f) {
         set_state(x, f, STATE_EXPIRED);
         scheduler_group_unref(&x->sched, f->group);
         f->group = NULL;
+        scheduler_principal_unref(&x->sched, f->principal);
+        f->principal = NULL;
         future_free(f);
 }
 
@@ -548,7 +557,9 @@ static int make_future(Executor *x, const JobSpec *spec, Future **ret) {
                 memcpy(f->key, spec->key, spec->key_len);
                 f->key[spec->key_len] = 0;
         }
-        if ((spec->group &&
+        if ((r = scheduler_principal_ref(&x->sched, spec->principal ?: PRINCIPAL_UNKNOWN,
+                                         &f->principal)) < 0 ||
+            (spec->group &&
              (r = scheduler_group_ref(&x->sched, spec->group, &f->group)) < 0) ||
             (spec->timeout_ms && !(f->timeout = alloc_calloc(1, sizeof(*f->timeout))))) {
                 *ret = f;
@@ -573,6 +584,8 @@ static void discard(Executor *x, Future *f) {
                 return;
         scheduler_group_unref(&x->sched, f->group);
         f->group = NULL;
+        scheduler_principal_unref(&x->sched, f->principal);
+        f->principal = NULL;
         if (f->timeout)
                 timer_deinit(x->timers, &f->timeout->timer);
         future_free(f);
@@ -603,6 +616,21 @@ static void held_push(Executor *x, uint64_t id, uint64_t seq) {
         x->held[(x->held_head + x->held_len++) % x->held_cap] = (Held){ .id = id, .seq = seq };
 }
 
+/* The quotas of principal `p` (NULL: none) with `n_new` more futures. Returns 0,
+ * EXECUTOR_QUOTA_PENDING or EXECUTOR_QUOTA_RETAINED. */
+static int check_quotas(const Executor *x, const Principal *p, uint32_t n_new) {
+        uint64_t unfinished;
+
+        if (!p)
+                return 0;
+        unfinished = (uint64_t) principal_unfinished(p) + n_new;
+        if (x->cfg.quota_pending && unfinished > x->cfg.quota_pending)
+                return EXECUTOR_QUOTA_PENDING;
+        if (x->cfg.quota_retained && principal_retained(p) + unfinished > x->cfg.quota_retained)
+                return EXECUTOR_QUOTA_RETAINED;
+        return 0;
+}
+
 int executor_submit(Executor *x, const JobSpec *specs, uint32_t n, uint64_t *ids,
                     uint64_t *ret_seq) {
         bool durable = store_durable(x->store);
@@ -610,6 +638,7 @@ int executor_submit(Executor *x, const JobSpec *specs, uint32_t n, uint64_t *ids
         _cleanup_free_ Future **made = NULL;
         _cleanup_free_ uint32_t *same = NULL; /* same[i]: the job of this batch i repeats, + 1 */
         void *batch_keys = NULL;
+        Principal *principal = NULL; /* of the batch, once a future is made */
         int r = 0;
 
         if (x->stopping)
@@ -636,19 +665,23 @@ int executor_submit(Executor *x, const JobSpec *specs, uint32_t n, uint64_t *ids
                         continue;
                 }
                 r = make_future(x, &specs[i], &made[i]);
+                if (made[i])
+                        principal = made[i]->principal;
                 per_lane[scheduler_lane(specs[i].kind)]++;
                 n_new++;
                 if (r >= 0 && made[i]->key && !tsearch(made[i], &batch_keys, key_cmp))
                         r = -ENOMEM;
         }
         tdestroy(batch_keys, free_nothing);
-        for (unsigned lane = 0; lane < _LANE_MAX && r >= 0; lane++)
-                r = scheduler_reserve(&x->sched, lane, per_lane[lane]);
         if (r >= 0)
+                r = check_quotas(x, principal, n_new);
+        for (unsigned lane = 0; lane < _LANE_MAX && r == 0; lane++)
+                r = scheduler_reserve(&x->sched, principal, lane, per_lane[lane]);
+        if (r == 0)
                 r = table_reserve(&x->table, n_new);
-        if (r >= 0 && durable)
+        if (r == 0 && durable)
                 r = held_reserve(x, n_new);
-        if (r < 0) {
+        if (r != 0) {
                 for (uint32_t i = 0; i < n; i++)
                         discard(x, made[i]);
                 return r;
@@ -847,7 +880,9 @@ static int recover_job(void *userdata, const StoreJob *job) {
         f->timeout_ms = job->timeout_ms;
         f->retries = job->retries;
         f->attempt = job->attempt;
-        r = job->group ? scheduler_group_ref(&x->sched, job->group, &f->group) : 0;
+        r = scheduler_principal_ref(&x->sched, job->principal ?: PRINCIPAL_UNKNOWN, &f->principal);
+        if (r >= 0 && job->group)
+                r = scheduler_group_ref(&x->sched, job->group, &f->group);
         if (r >= 0 && f->group && job->group_limit)
                 scheduler_group_limit(&x->sched, f->group, job->group_limit);
         if (r >= 0 && job->timeout_ms && !proto_state_final(job->state)) {
@@ -975,6 +1010,7 @@ int executor_new(Executor **ret, Loop *loop, Events *events, const ExecutorConfi
         loop_file_init(&x->done_file);
         table_init(&x->table, 1);
         scheduler_init(&x->sched);
+        scheduler_set_max_running(&x->sched, cfg->quota_running);
         waiter_set_init(&x->waiters, &x->table, x->timers);
         r = retention_init(&x->retention, x->timers, (uint64_t) (cfg->retain * 1e9), on_retention,
                            x);
@@ -1039,6 +1075,10 @@ int executor_reconfigure(Executor *x, const ExecutorConfig *cfg) {
         x->cfg.spin_us = cfg->spin_us;
         threadpool_set_spin(x->tpool, cfg->spin_us);
         x->cfg.max_tasks = cfg->max_tasks;
+        x->cfg.quota_pending = cfg->quota_pending;
+        x->cfg.quota_retained = cfg->quota_retained;
+        x->cfg.quota_running = cfg->quota_running;
+        scheduler_set_max_running(&x->sched, cfg->quota_running);
         procpool_set_max_tasks(x->ppool, cfg->max_tasks);
         return 0;
 }

@@ -36,6 +36,10 @@ typedef struct ExecutorConfig {
         unsigned processes;
         unsigned max_tasks;       /* per worker process, 0: unlimited */
         double retain;            /* seconds a finished future is kept */
+        /* Per-principal quotas (principal.h; docs/PROTOCOL.md, Quotas); 0: none. */
+        unsigned quota_pending;   /* unfinished futures (pending and running) */
+        unsigned quota_running;   /* jobs running at once: more wait, as behind a group limit */
+        unsigned quota_retained;  /* finished futures retained, and unfinished ones to come */
         StoreConfig store;        /* its path borrowed for executor_new() */
 } ExecutorConfig;
 
@@ -50,6 +54,8 @@ typedef struct JobSpec {
         uint8_t retries;
         const char *key;              /* idempotency key: NULL, or 1..PROTO_MAX_KEY bytes */
         uint32_t key_len;
+        const char *principal;        /* who submits it (principal.h); NULL: "unknown". The jobs
+                                       * of one executor_submit() have the same. */
 } JobSpec;
 
 /* executor_submit()'s and executor_commit_result()'s expected outcomes. */
@@ -59,6 +65,8 @@ enum {
         EXECUTOR_UNCOMMITTED,    /* the store has not committed the batch yet */
         EXECUTOR_STORE_FULL,     /* the store could not commit it: the disk is full */
         EXECUTOR_STORE_FAILED,   /* the store could not commit it: another error */
+        EXECUTOR_QUOTA_PENDING,  /* the principal's unfinished futures would pass its quota */
+        EXECUTOR_QUOTA_RETAINED, /* the principal's retained results would pass its quota */
 };
 
 typedef struct ExecutorStats {
@@ -79,7 +87,7 @@ typedef struct ExecutorStats {
 int executor_new(Executor **ret, Loop *loop, Events *events, const ExecutorConfig *cfg);
 
 /* Applies the live settings of `cfg` (reload): retain (also for the finished futures kept now),
- * transfers, prefetch, spin_us, max_tasks and download_dir; the others take a restart and are
+ * transfers, prefetch, spin_us, max_tasks, the quotas and download_dir; the others take a restart and are
  * ignored. Returns 0, or -errno when the new download directory cannot be opened (nothing is
  * changed then). */
 int executor_reconfigure(Executor *x, const ExecutorConfig *cfg);
@@ -95,9 +103,11 @@ static inline void executor_freep(Executor **x) {
  * caller's array). A job whose idempotency key names a future still retained is not queued
  * again: its ID is that future's (also when the key came earlier in the same batch). All or
  * nothing: on any refusal or failure nothing is left behind (no future, no ID issued, no
- * counter moved). With a durable store the jobs start, and the submit may be acknowledged, only
+ * counter moved). The quotas of the jobs' principal are checked for the jobs that are new. With a
+ * durable store the jobs start, and the submit may be acknowledged, only
  * once the store has committed batch *ret_seq (see executor_commit_result()); *ret_seq is 0 when
- * there is nothing to wait for. Returns 0, EXECUTOR_QUEUE_FULL, EXECUTOR_STOPPING, or -ENOMEM. */
+ * there is nothing to wait for. Returns 0, EXECUTOR_QUEUE_FULL, EXECUTOR_STOPPING,
+ * EXECUTOR_QUOTA_PENDING, EXECUTOR_QUOTA_RETAINED, or -ENOMEM. */
 int executor_submit(Executor *x, const JobSpec *specs, uint32_t n, uint64_t *ids,
                     uint64_t *ret_seq);
 

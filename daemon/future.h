@@ -14,6 +14,7 @@
 #include "timer.h"
 
 typedef struct Group Group;
+typedef struct Principal Principal;
 typedef struct WaitRef WaitRef;
 typedef struct PoolJob PoolJob;
 typedef struct Worker Worker;
@@ -30,6 +31,7 @@ typedef struct Future {
         uint64_t id;
         const JobKind *kind;
         Group *group;      /* NULL, or a counted reference to the job's group */
+        Principal *principal; /* a counted reference to who submitted it (NULL in unit tests) */
         uint8_t *args;     /* msgpack map of the job's arguments; freed once the job is finished */
         uint8_t *outcome;  /* finished: the result map (done) or the failure map (failed) */
         uint32_t args_len;

@@ -67,6 +67,14 @@ static void help(void) {
                "                              required to serve tcp:// endpoints\n"
                "  --curve-allow FILE          client public keys admitted over CURVE, one a line\n"
                "                              (reread at SIGHUP; default: none)\n"
+               "  --quota-pending N           unfinished jobs one principal (a uid on ipc://, a\n"
+               "                              CURVE key on tcp://) may have (default 250000)\n"
+               "  --quota-running N           its jobs running at once; more wait (default 0:\n"
+               "                              no cap, principals take turns anyway)\n"
+               "  --quota-retained N          its finished results retained plus unfinished jobs\n"
+               "                              (default 500000)\n"
+               "  --quota-deferred N          its deferred replies, all its clients together\n"
+               "                              (default 4000); 0 for any quota: none\n"
                "  --log-level LEVEL           err, warning, notice, info (default) or debug\n"
                "  --config PATH               the configuration file (default\n"
                "                              " FUTURED_SYSCONFDIR "/futured/futured.conf)\n"
@@ -164,6 +172,10 @@ enum {
         ARG_SOCKET_GROUP,
         ARG_CURVE_SECRET_KEY,
         ARG_CURVE_ALLOW,
+        ARG_QUOTA_PENDING,
+        ARG_QUOTA_RUNNING,
+        ARG_QUOTA_RETAINED,
+        ARG_QUOTA_DEFERRED,
 };
 
 /* The options; those with an argument, but --config, are also the keys of the config file. */
@@ -188,6 +200,10 @@ static const struct option options[] = {
         { "socket-group", required_argument, NULL, ARG_SOCKET_GROUP },
         { "curve-secret-key", required_argument, NULL, ARG_CURVE_SECRET_KEY },
         { "curve-allow", required_argument, NULL, ARG_CURVE_ALLOW },
+        { "quota-pending", required_argument, NULL, ARG_QUOTA_PENDING },
+        { "quota-running", required_argument, NULL, ARG_QUOTA_RUNNING },
+        { "quota-retained", required_argument, NULL, ARG_QUOTA_RETAINED },
+        { "quota-deferred", required_argument, NULL, ARG_QUOTA_DEFERRED },
         { "config", required_argument, NULL, ARG_CONFIG },
         { "check-config", no_argument, NULL, ARG_CHECK_CONFIG },
         { "help", no_argument, NULL, 'h' },
@@ -217,6 +233,10 @@ static void config_defaults(DaemonConfig *cfg) {
         cfg->sync = STORE_SYNC_NORMAL;
         cfg->log_level = LOG_INFO;
         cfg->socket_mode = ENDPOINT_DEFAULT_MODE;
+        cfg->quota_pending = DEFAULT_QUOTA_PENDING;
+        cfg->quota_running = DEFAULT_QUOTA_RUNNING;
+        cfg->quota_retained = DEFAULT_QUOTA_RETAINED;
+        cfg->quota_deferred = DEFAULT_QUOTA_DEFERRED;
 }
 
 /* The state directory when --state-dir is not given: systemd's $STATE_DIRECTORY (its first
@@ -308,6 +328,18 @@ static int parse_option(int c, const char *arg, DaemonConfig *cfg, const char **
                 return set_optional(&cfg->curve_secret_key, arg);
         case ARG_CURVE_ALLOW:
                 return set_optional(&cfg->curve_allow, arg);
+        case ARG_QUOTA_PENDING:
+        case ARG_QUOTA_RUNNING:
+        case ARG_QUOTA_RETAINED:
+        case ARG_QUOTA_DEFERRED: {
+                unsigned *slot = c == ARG_QUOTA_PENDING    ? &cfg->quota_pending
+                                 : c == ARG_QUOTA_RUNNING  ? &cfg->quota_running
+                                 : c == ARG_QUOTA_RETAINED ? &cfg->quota_retained
+                                                           : &cfg->quota_deferred;
+                if (parse_uint(arg, PROTO_MAX_PENDING, slot) < 0)
+                        bad = "a quota is a number from 0 (none) to 1000000";
+                break;
+        }
         case ARG_SOCKET_MODE: {
                 char *end;
                 unsigned long v;

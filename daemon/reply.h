@@ -20,6 +20,7 @@ typedef struct Peer {
         const uint8_t *identity; /* borrowed */
         size_t identity_len;
         bool envelope;
+        const char *principal; /* who sent it (principal.h), borrowed; NULL: "unknown" */
 } Peer;
 
 typedef struct Reply {

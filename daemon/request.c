@@ -162,7 +162,19 @@ static void op_hello(Request *req, ProtoError *e) {
 
         while (kinds[n_kinds])
                 n_kinds++;
-        reply_ok(req, 9);
+        reply_ok(req, 11);
+        proto_pack_str(pk, "principal");
+        proto_pack_str(pk, req->from.principal ? req->from.principal : PRINCIPAL_UNKNOWN);
+        proto_pack_str(pk, "quotas");
+        msgpack_pack_map(pk, 4);
+        proto_pack_str(pk, "pending");
+        msgpack_pack_uint32(pk, req->rq->quota_pending);
+        proto_pack_str(pk, "running");
+        msgpack_pack_uint32(pk, req->rq->quota_running);
+        proto_pack_str(pk, "retained");
+        msgpack_pack_uint32(pk, req->rq->quota_retained);
+        proto_pack_str(pk, "deferred");
+        msgpack_pack_uint32(pk, req->rq->quota_deferred);
         proto_pack_str(pk, "version");
         msgpack_pack_uint8(pk, PROTO_VERSION);
         proto_pack_str(pk, "server");
@@ -522,6 +534,8 @@ static void op_submit(Request *req, ProtoError *e) {
                 return reply_out_of_memory(req, e);
         if (check_submit(jobs, specs, groups, e) < 0)
                 return reply_error(req, e);
+        for (uint32_t i = 0; i < n; i++)
+                specs[i].principal = req->from.principal;
 
         r = executor_submit(req->rq->executor, specs, n, ids, &seq);
         if (r == EXECUTOR_STOPPING) {
@@ -531,6 +545,15 @@ static void op_submit(Request *req, ProtoError *e) {
         if (r == EXECUTOR_QUEUE_FULL) {
                 proto_error(e, PROTO_E_QUEUE_FULL, NULL, "%u unfinished futures is the limit",
                             PROTO_MAX_PENDING);
+                return reply_error(req, e);
+        }
+        if (r == EXECUTOR_QUOTA_PENDING || r == EXECUTOR_QUOTA_RETAINED) {
+                bool pending = r == EXECUTOR_QUOTA_PENDING;
+                proto_error(e, PROTO_E_QUOTA_EXCEEDED, NULL,
+                            "%s: %u %s futures is the quota of each principal",
+                            req->from.principal ? req->from.principal : PRINCIPAL_UNKNOWN,
+                            pending ? req->rq->quota_pending : req->rq->quota_retained,
+                            pending ? "unfinished" : "retained and unfinished");
                 return reply_error(req, e);
         }
         if (r < 0)

@@ -23,6 +23,8 @@ typedef struct Requests {
         unsigned threads, transfers, processes;
         const char *store;        /* the store backend's name, for `hello` */
         uint64_t started_ns;      /* for `stats` uptime */
+        /* Per-principal quotas, for hello and the quota_exceeded messages (0: none). */
+        unsigned quota_pending, quota_running, quota_retained, quota_deferred;
         /* Submit replies waiting for their store batch to be committed, oldest first. */
         HeldReply *held, *held_tail;
 } Requests;

@@ -1,12 +1,19 @@
 /* scheduler: decides which pending future runs next.
  *
  * Each lane (one per pool: thread, process, transfer; and the inline lane of kinds the executor
- * runs on the loop itself) has a ready heap ordered by priority (higher first), then by ID (older
- * first). A job may belong to a Group with a concurrency limit: when the best ready
+ * runs on the loop itself) is shared fairly between principals (principal.h). Each principal has
+ * a ready heap per lane, ordered by priority (higher first), then by ID (older first); the lane
+ * has a heap of the principals with ready futures, ordered by the priority of their best future,
+ * then by the turn at which they last had a job started (longest ago first). So within one
+ * priority the principals take turns (round-robin), and a principal's million queued jobs delay
+ * another's single job by one job per other principal, not by a million; a higher priority
+ * still goes first, whoever submitted it. A principal at its running quota (`max_running`)
+ * leaves the lane heaps until one of its jobs stops. A job may belong to a Group with a concurrency limit: when the best ready
  * future's group is at its limit, the future is parked in the group's own heap and comes back to
  * the ready heap when one of the group's jobs stops running. Every operation is O(log n). Groups
- * are kept in a tree by name and live while a future refers to them. The scheduler borrows the
- * Futures it holds. Loop thread only. */
+ * are kept in a tree by name and live while a future refers to them; principals likewise. A future
+ * without a principal (unit tests) counts as the scheduler's own `anonymous` one. The scheduler
+ * borrows the Futures it holds. Loop thread only. */
 #pragma once
 
 #include <stdint.h>
@@ -14,6 +21,7 @@
 #include "future.h"
 #include "heap.h"
 #include "kind.h"
+#include "principal.h"
 
 /* The ready queues: one per pool, and one for inline kinds (JobKind.inline_run). */
 typedef enum SchedLane {
@@ -37,9 +45,15 @@ struct Group {
 };
 
 typedef struct Scheduler {
-        Heap ready[_LANE_MAX]; /* indexed by SchedLane */
+        Heap lanes[_LANE_MAX]; /* of Principals with ready futures, indexed by SchedLane */
+        uint64_t turns[_LANE_MAX]; /* jobs started so far in each lane */
+        uint32_t n_ready[_LANE_MAX]; /* futures in the principals' ready heaps */
         void *groups;        /* tsearch() tree of Group*, by name */
         uint32_t n_groups;
+        void *principals;    /* tsearch() tree of Principal*, by name */
+        uint32_t n_principals;
+        uint32_t max_running; /* jobs one principal may have running at once; 0: no limit */
+        Principal anonymous; /* for futures without a principal */
 } Scheduler;
 
 void scheduler_init(Scheduler *s);
@@ -56,9 +70,19 @@ void scheduler_group_limit(Scheduler *s, Group *g, uint32_t limit);
 /* Drops a reference taken with scheduler_group_ref(); frees the group with the last one. */
 void scheduler_group_unref(Scheduler *s, Group *g);
 
-/* Makes room for `n` more futures in `lane`'s ready queue, so that as many scheduler_push() calls
- * cannot fail. Returns 0 or -ENOMEM. */
-int scheduler_reserve(Scheduler *s, SchedLane lane, uint32_t n);
+/* Returns a counted reference to the principal `name`, created if needed. Returns 0 or -ENOMEM. */
+int scheduler_principal_ref(Scheduler *s, const char *name, Principal **ret);
+
+/* Drops a reference taken with scheduler_principal_ref(); frees the principal with the last one
+ * (it has no ready future then). Accepts NULL. */
+void scheduler_principal_unref(Scheduler *s, Principal *p);
+
+/* Sets the running quota of every principal (0: none); blocked principals under it come back. */
+void scheduler_set_max_running(Scheduler *s, uint32_t max_running);
+
+/* Makes room for `n` more futures of principal `p` (NULL: anonymous) in `lane`'s ready queue, so
+ * that as many scheduler_push() calls cannot fail. Returns 0 or -ENOMEM. */
+int scheduler_reserve(Scheduler *s, Principal *p, SchedLane lane, uint32_t n);
 
 /* Queues the pending future `f`. Returns 0 or -ENOMEM (never within a reserve). */
 int scheduler_push(Scheduler *s, Future *f);
@@ -70,9 +94,10 @@ void scheduler_remove(Scheduler *s, Future *f);
  * in its group, or NULL when none may start. */
 Future *scheduler_pop(Scheduler *s, SchedLane lane);
 
-/* Futures waiting in `lane`'s ready queue (not those parked behind a group limit). */
+/* Non-zero when `lane` has a future that may start now: the number of principals with ready
+ * futures there that are not at their running quota. */
 static inline uint32_t scheduler_ready(const Scheduler *s, SchedLane lane) {
-        return heap_size(&s->ready[lane]);
+        return heap_size(&s->lanes[lane]);
 }
 
 /* `f` stopped running (finished, cancelled, or requeued): frees its group slot. */

@@ -1,6 +1,7 @@
 /* sqlitestore: see sqlitestore.h. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -28,8 +29,8 @@ enum {
 
 static const char *const stmt_sql[_STMT_MAX] = {
         [STMT_ADD] = ("INSERT INTO jobs (id, kind, args, grp, group_limit, priority, timeout_ms, "
-                      "retries, attempt, state, idempotency_key) "
-                      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
+                      "retries, attempt, state, idempotency_key, principal) "
+                      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
         [STMT_START] = "UPDATE jobs SET state = 1, attempt = ?2, owner = ?3 WHERE id = ?1",
         [STMT_FINISH] = ("UPDATE jobs SET state = ?2, outcome = ?3, finished_at = ?4, args = NULL "
                          "WHERE id = ?1"),
@@ -62,6 +63,11 @@ static const char schema_v1[] =
         " idempotency_key TEXT,"
         " owner TEXT);"
         "PRAGMA user_version = 1;";
+
+/* Version 2: who submitted each job (principal.h). Jobs of version 1 have none (NULL), which
+ * recovery reads as the principal "unknown". */
+static const char migrate_v1_v2[] = "ALTER TABLE jobs ADD COLUMN principal TEXT;"
+                                    "PRAGMA user_version = 2;";
 
 struct SqliteStore {
         sqlite3 *db;
@@ -130,12 +136,17 @@ static int query_int(SqliteStore *s, const char *sql, int64_t *ret) {
         return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? -ENOENT : errno_of(rc);
 }
 
-/* Brings a file of an older schema up to this one, in one transaction. There is only version
- * 1 so far: a later version adds `if (version == 1) { ALTER ...; version = 2; }` here. */
+/* Brings a file of an older schema up to this one, in one transaction: a new file gets version
+ * 1, then each step takes it to the next version. A later version adds its step at the end and
+ * never changes an earlier one. */
 static int migrate(SqliteStore *s, int64_t version) {
-        if (version == 0)
-                return exec(s, schema_v1);
-        return 0;
+        int r = 0;
+
+        if (version == 0 && (r = exec(s, schema_v1)) >= 0)
+                version = 1;
+        if (r >= 0 && version == 1 && (r = exec(s, migrate_v1_v2)) >= 0)
+                version = 2;
+        return r;
 }
 
 /* Checks and, for a new file, creates the schema. */
@@ -157,16 +168,22 @@ static int setup_schema(SqliteStore *s) {
         if (version == SQLITESTORE_VERSION)
                 return 0;
         /* A new file: auto_vacuum only takes effect before the first table. */
-        if ((r = exec(s, "PRAGMA auto_vacuum = INCREMENTAL")) < 0 ||
+        if ((version == 0 && (r = exec(s, "PRAGMA auto_vacuum = INCREMENTAL")) < 0) ||
             (r = exec(s, "BEGIN IMMEDIATE")) < 0)
                 return refuse(s->path, r, "cannot write to it");
         r = migrate(s, version);
         if (r < 0) {
                 (void) exec(s, "ROLLBACK");
-                return refuse(s->path, r, "cannot create its tables");
+                return refuse(s->path, r, version == 0 ? "cannot create its tables"
+                                                       : "cannot migrate it to this version");
         }
         r = exec(s, "COMMIT");
-        return r < 0 ? refuse(s->path, r, "cannot create its tables") : 0;
+        if (r < 0)
+                return refuse(s->path, r, "cannot create or migrate its tables");
+        if (version > 0)
+                fprintf(stderr, "futured: %s: migrated from schema version %" PRId64 " to "
+                                STRINGIFY(SQLITESTORE_VERSION) "\n", s->path, version);
+        return 0;
 }
 
 int sqlitestore_open(SqliteStore **ret, const char *path, bool full_sync, uint64_t *ret_next_id) {
@@ -263,8 +280,8 @@ static const uint8_t *blob(sqlite3_stmt *st, int col, uint32_t *ret_len) {
 
 int sqlitestore_recover(SqliteStore *s, StoreRecoverFn fn, void *userdata) {
         static const char sql[] = "SELECT id, kind, args, grp, group_limit, priority, timeout_ms, "
-                                  "retries, attempt, state, outcome, finished_at, idempotency_key "
-                                  "FROM jobs "
+                                  "retries, attempt, state, outcome, finished_at, idempotency_key, "
+                                  "principal FROM jobs "
                                   "ORDER BY id";
         sqlite3_stmt *st;
         int rc, r = 0;
@@ -285,6 +302,7 @@ int sqlitestore_recover(SqliteStore *s, StoreRecoverFn fn, void *userdata) {
                         .state = (uint8_t) sqlite3_column_int(st, 9),
                         .finished_at_ms = sqlite3_column_int64(st, 11),
                         .key = (const char *) sqlite3_column_text(st, 12),
+                        .principal = (const char *) sqlite3_column_text(st, 13),
                 };
                 job.args = blob(st, 2, &job.args_len);
                 job.outcome = blob(st, 10, &job.outcome_len);
@@ -334,6 +352,9 @@ static int apply(SqliteStore *s, const StoreBatch *b, const StoreOp *op) {
                 sqlite3_bind_int(st, 10, op->state);
                 if (op->key_off != STORE_NONE)
                         sqlite3_bind_text(st, 11, (const char *) b->bytes + op->key_off, -1,
+                                          SQLITE_STATIC);
+                if (op->principal_off != STORE_NONE)
+                        sqlite3_bind_text(st, 12, (const char *) b->bytes + op->principal_off, -1,
                                           SQLITE_STATIC);
                 return step(st);
         case STORE_OP_START:

@@ -17,7 +17,7 @@
 typedef struct SqliteStore SqliteStore;
 
 /* The schema this futured writes. */
-#define SQLITESTORE_VERSION 1
+#define SQLITESTORE_VERSION 2
 
 /* Opens (or creates) the database at `path` (borrowed), with synchronous=FULL when `full_sync`,
  * else NORMAL. Puts the next ID to issue. Logs why when it fails, naming the file: -EBUSY (locked

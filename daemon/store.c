@@ -111,7 +111,11 @@ static StoreOp *batch_op(StoreBatch *b, StoreOpType type, uint64_t id) {
                 b->cap_ops = cap;
         }
         op = &b->ops[b->n_ops++];
-        *op = (StoreOp){ .type = type, .id = id, .group_off = STORE_NONE, .key_off = STORE_NONE };
+        *op = (StoreOp){ .type = type,
+                         .id = id,
+                         .group_off = STORE_NONE,
+                         .key_off = STORE_NONE,
+                         .principal_off = STORE_NONE };
         return op;
 }
 
@@ -173,6 +177,8 @@ static int carry_over(Store *s, StoreBatch *failed) {
                         op->group_off += base;
                 if (op->key_off != STORE_NONE)
                         op->key_off += base;
+                if (op->principal_off != STORE_NONE)
+                        op->principal_off += base;
         }
         if (r < 0) {
                 fprintf(stderr, "futured: out of memory: %zu changes to the store are lost\n", n);
@@ -380,7 +386,9 @@ int store_add(Store *s, const StoreJob *job) {
             (job->group &&
              (r = batch_bytes(b, job->group, strlen(job->group), true, &op->group_off)) < 0) ||
             (job->key &&
-             (r = batch_bytes(b, job->key, strlen(job->key), true, &op->key_off)) < 0)) {
+             (r = batch_bytes(b, job->key, strlen(job->key), true, &op->key_off)) < 0) ||
+            (job->principal && (r = batch_bytes(b, job->principal, strlen(job->principal), true,
+                                                &op->principal_off)) < 0)) {
                 b->n_ops--;
                 return r;
         }

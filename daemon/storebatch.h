@@ -24,6 +24,7 @@ typedef struct StoreJob {
         uint32_t outcome_len;
         int64_t finished_at_ms; /* wall clock (CLOCK_REALTIME) when it finished, for retention */
         const char *key;        /* the idempotency key, or NULL */
+        const char *principal;  /* who submitted it (principal.h), or NULL (schema 1) */
 } StoreJob;
 
 /* Recovery calls this for every job kept, in ID order; `job` is borrowed for the call. Returns
@@ -49,6 +50,7 @@ typedef struct StoreOp {
         uint32_t args_off, args_len; /* ADD */
         uint32_t group_off;       /* ADD, STORE_NONE: no group */
         uint32_t key_off;         /* ADD, STORE_NONE: no idempotency key */
+        uint32_t principal_off;   /* ADD, STORE_NONE: none */
         uint32_t group_limit;     /* ADD */
         uint32_t timeout_ms;      /* ADD */
         uint32_t outcome_off, outcome_len; /* FINISH */

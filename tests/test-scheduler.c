@@ -1,5 +1,6 @@
-/* Unit test of the scheduler: priority then FIFO order, removal of cancelled jobs, and group
- * concurrency limits that park and release jobs. */
+/* Unit test of the scheduler: priority then FIFO order, removal of cancelled jobs, group
+ * concurrency limits that park and release jobs, and principals taking turns under a running
+ * quota. */
 #include "scheduler.h"
 #include "test.h"
 
@@ -90,6 +91,50 @@ int main(void) {
                 future_free(f[i]);
         }
         CHECK(s.n_groups == 0);
+
+        /* Principals take turns within a priority: a's three jobs, then b's one, queued after
+         * them, goes second; a higher priority still goes first, whoever it is. */
+        Principal *a, *b;
+        REQUIRE(scheduler_principal_ref(&s, "uid:1", &a) == 0);
+        REQUIRE(scheduler_principal_ref(&s, "uid:2", &b) == 0);
+        for (int i = 0; i < 5; i++) {
+                f[i] = mk((uint64_t) (40 + i), &thread_kind, i == 4 ? 7 : 0);
+                f[i]->principal = i == 3 ? b : a;
+                REQUIRE(scheduler_principal_ref(&s, f[i]->principal->name, &f[i]->principal) ==
+                        0);
+        }
+        REQUIRE(scheduler_reserve(&s, a, LANE_THREAD, 4) == 0);
+        for (int i = 0; i < 4; i++)
+                REQUIRE(scheduler_push(&s, f[i]) == 0);
+        CHECK(scheduler_pop(&s, LANE_THREAD) == f[0]);
+        REQUIRE(scheduler_push(&s, f[4]) == 0);         /* a's priority 7 */
+        CHECK(scheduler_pop(&s, LANE_THREAD) == f[4]);
+        CHECK(scheduler_pop(&s, LANE_THREAD) == f[3]);  /* b's turn: a had two */
+        CHECK(scheduler_pop(&s, LANE_THREAD) == f[1]);
+        /* A running quota of 1: a has three running, so b's next job goes before a's last. */
+        scheduler_set_max_running(&s, 1);
+        CHECK(a->blocked && scheduler_ready(&s, LANE_THREAD) == 0);
+        CHECK(scheduler_pop(&s, LANE_THREAD) == NULL);
+        f[5] = mk(50, &thread_kind, 0);
+        REQUIRE(scheduler_principal_ref(&s, "uid:2", &f[5]->principal) == 0);
+        scheduler_stopped(&s, f[3]); /* b is under its quota again */
+        REQUIRE(scheduler_push(&s, f[5]) == 0);
+        CHECK(scheduler_pop(&s, LANE_THREAD) == f[5]);
+        CHECK(scheduler_pop(&s, LANE_THREAD) == NULL); /* both at the quota */
+        scheduler_stopped(&s, f[0]);
+        scheduler_stopped(&s, f[4]);
+        CHECK(scheduler_pop(&s, LANE_THREAD) == NULL); /* a still has one running */
+        scheduler_stopped(&s, f[1]);
+        CHECK(!a->blocked && scheduler_pop(&s, LANE_THREAD) == f[2]);
+        scheduler_stopped(&s, f[2]);
+        scheduler_stopped(&s, f[5]);
+        for (int i = 0; i < 6; i++) {
+                scheduler_principal_unref(&s, f[i]->principal);
+                future_free(f[i]);
+        }
+        scheduler_principal_unref(&s, a);
+        scheduler_principal_unref(&s, b);
+        CHECK(s.n_principals == 0);
         scheduler_deinit(&s);
         return test_end();
 }

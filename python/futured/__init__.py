@@ -14,9 +14,9 @@ See docs/PYTHON.md in the futured source tree.
 
 from . import aio, kinds
 from ._errors import (BadArgs, BadMessage, BadRequest, BadUrl, BadVersion, Expired, FuturedError,
-                      JobFailed, NotDone, OutOfMemory, QueueFull, ShuttingDown, TooLarge, TooMany,
-                      TooManyDeferred, UnknownField, UnknownFuture, UnknownKind, UnknownOp,
-                      Unreachable)
+                      JobFailed, NotDone, OutOfMemory, QueueFull, QuotaExceeded, ShuttingDown,
+                      TooLarge, TooMany, TooManyDeferred, UnknownField, UnknownFuture,
+                      UnknownKind, UnknownOp, Unreachable)
 from ._job import Job, Kind
 from .client import PROTOCOL_VERSION, Client, default_endpoint
 from .executor import Executor, Future
@@ -27,6 +27,6 @@ __all__ = [
     "Client", "Executor", "Future", "Job", "Kind", "kinds", "aio", "default_endpoint",
     "PROTOCOL_VERSION", "FuturedError", "BadMessage", "BadRequest", "BadVersion", "UnknownOp",
     "UnknownField", "UnknownKind", "BadArgs", "BadUrl", "TooLarge", "TooMany", "QueueFull",
-    "TooManyDeferred", "NotDone", "ShuttingDown", "OutOfMemory", "Unreachable", "JobFailed",
+    "QuotaExceeded", "TooManyDeferred", "NotDone", "ShuttingDown", "OutOfMemory", "Unreachable", "JobFailed",
     "Expired", "UnknownFuture",
 ]

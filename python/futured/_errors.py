@@ -16,8 +16,8 @@ from typing import Any, Dict, Mapping, Optional, Type
 
 __all__ = [
     "FuturedError", "BadMessage", "BadRequest", "BadVersion", "UnknownOp", "UnknownField",
-    "UnknownKind", "BadArgs", "BadUrl", "TooLarge", "TooMany", "QueueFull", "TooManyDeferred",
-    "NotDone", "ShuttingDown", "OutOfMemory", "Unreachable", "JobFailed", "Expired",
+    "UnknownKind", "BadArgs", "BadUrl", "TooLarge", "TooMany", "QueueFull", "QuotaExceeded",
+    "TooManyDeferred", "NotDone", "ShuttingDown", "OutOfMemory", "Unreachable", "JobFailed", "Expired",
     "UnknownFuture", "error_from_reply", "outcome_exception",
 ]
 
@@ -82,6 +82,12 @@ class QueueFull(FuturedError):
     """`queue_full`: the daemon holds `max_pending` unfinished futures already."""
 
 
+class QuotaExceeded(FuturedError):
+    """`quota_exceeded`: this client's principal (its uid on ipc://, its CURVE key on tcp://)
+    is at one of its quotas (hello's `quotas`): unfinished futures, retained results or deferred
+    replies. Release results, or wait for jobs to finish, and submit again."""
+
+
 class TooManyDeferred(FuturedError):
     """`too_many_deferred`: this connection has `max_deferred` wait/result replies outstanding."""
 
@@ -142,6 +148,7 @@ ERRORS: Dict[str, Type[FuturedError]] = {
     "too_large": TooLarge,
     "too_many": TooMany,
     "queue_full": QueueFull,
+    "quota_exceeded": QuotaExceeded,
     "too_many_deferred": TooManyDeferred,
     "not_done": NotDone,
     "shutting_down": ShuttingDown,

@@ -136,7 +136,9 @@ def test_error_replies_are_named_after_their_codes(client):
         raise futured._errors.error_from_reply(reply["error"])
     for code, cls in [("queue_full", futured.QueueFull), ("too_many_deferred",
                       futured.TooManyDeferred), ("out_of_memory", futured.OutOfMemory),
-                      ("shutting_down", futured.ShuttingDown), ("new_code", futured.FuturedError)]:
+                      ("shutting_down", futured.ShuttingDown),
+                      ("quota_exceeded", futured.QuotaExceeded),
+                      ("new_code", futured.FuturedError)]:
         err = futured._errors.error_from_reply({"code": code, "message": "m"})
         assert type(err) is cls and err.code == code and isinstance(err, futured.FuturedError)
 
