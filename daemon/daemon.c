@@ -99,6 +99,7 @@ static void reload(Daemon *d) {
                 d->cfg.quota_running = d->requests.quota_running = cfg.quota_running;
                 d->cfg.quota_retained = d->requests.quota_retained = cfg.quota_retained;
                 d->cfg.quota_deferred = d->requests.quota_deferred = cfg.quota_deferred;
+                executor_waiters(d->executor)->principal_quota = cfg.quota_deferred;
                 /* A list that cannot be read keeps the one in effect (zap_reload logged it). */
                 if (zap_reload(&d->zap, cfg.curve_allow) >= 0) {
                         char *allow = cfg.curve_allow;
@@ -382,6 +383,7 @@ int daemon_new(Daemon **ret, DaemonConfig *cfg) {
                 .quota_retained = d->cfg.quota_retained,
                 .quota_deferred = d->cfg.quota_deferred,
         };
+        executor_waiters(d->executor)->principal_quota = d->cfg.quota_deferred;
 
         if (zmq_getsockopt(d->router, ZMQ_FD, &router_fd, &len) < 0)
                 return -zmq_errno();

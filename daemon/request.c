@@ -495,6 +495,24 @@ void request_deinit(Requests *rq) {
         rq->held_tail = NULL;
 }
 
+/* Answers a request whose reply may not be deferred (`r`: waiter_defer_check()'s WAITER_QUOTA or
+ * WAITER_PRINCIPAL_QUOTA) with its error. Returns true if it did. */
+static bool defer_refused(Request *req, int r, ProtoError *e) {
+        if (r == WAITER_QUOTA)
+                proto_error(e, PROTO_E_TOO_MANY_DEFERRED, NULL,
+                            "%u outstanding deferred replies is the limit per client",
+                            PROTO_MAX_DEFERRED);
+        else if (r == WAITER_PRINCIPAL_QUOTA)
+                proto_error(e, PROTO_E_QUOTA_EXCEEDED, NULL,
+                            "%s: %u outstanding deferred replies is the quota of each principal",
+                            req->from.principal ? req->from.principal : PRINCIPAL_UNKNOWN,
+                            req->rq->quota_deferred);
+        else
+                return false;
+        reply_error(req, e);
+        return true;
+}
+
 static void op_submit(Request *req, ProtoError *e) {
         const msgpack_object *jobs = proto_map_get(req->body, "jobs");
         _cleanup_free_ JobSpec *specs = NULL;
@@ -511,12 +529,10 @@ static void op_submit(Request *req, ProtoError *e) {
         }
         if (get_reply_mode(req->body, &want_results, e) < 0)
                 return reply_error(req, e);
-        if (want_results && !waiter_can_defer(executor_waiters(req->rq->executor), &req->from)) {
-                proto_error(e, PROTO_E_TOO_MANY_DEFERRED, NULL,
-                            "%u outstanding deferred replies is the limit per client",
-                            PROTO_MAX_DEFERRED);
-                return reply_error(req, e);
-        }
+        if (want_results &&
+            defer_refused(req, waiter_defer_check(executor_waiters(req->rq->executor), &req->from),
+                          e))
+                return;
         n = jobs->via.array.size;
         if (n == 0) {
                 proto_error(e, PROTO_E_BAD_REQUEST, "jobs", "'jobs' must not be empty");
@@ -614,11 +630,7 @@ static void start_waiter(Request *req, WaitMode mode, const uint64_t *ids, uint3
         if (r == WAITER_READY) {
                 pack_wait_reply(&req->reply, executor_table(x), mode, req->id, ids, n);
                 send_reply(req);
-        } else if (r == WAITER_QUOTA) {
-                proto_error(e, PROTO_E_TOO_MANY_DEFERRED, NULL,
-                            "%u outstanding wait/result replies is the limit per client",
-                            PROTO_MAX_DEFERRED);
-                reply_error(req, e);
+        } else if (defer_refused(req, r, e)) {
         } else if (r < 0)
                 reply_out_of_memory(req, e);
 }

@@ -2,11 +2,13 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <search.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "alloc.h"
 #include "macro.h"
+#include "principal.h"
 #include "waiter.h"
 
 #define IDENTITY_MAX 255
@@ -17,6 +19,42 @@ struct WaiterClient {
         uint8_t len;
         uint8_t identity[IDENTITY_MAX];
 };
+
+/* A principal with deferred replies, known by its name (principal.h). */
+struct WaiterPrincipal {
+        uint32_t n_deferred;
+        char name[PRINCIPAL_MAX_NAME];
+};
+
+static int principal_cmp(const void *a, const void *b) {
+        return strcmp(((const WaiterPrincipal *) a)->name, ((const WaiterPrincipal *) b)->name);
+}
+
+static WaiterPrincipal *principal_get(WaiterSet *s, const Peer *peer, bool create) {
+        WaiterPrincipal key = {}, *p, **found;
+
+        snprintf(key.name, sizeof(key.name), "%s",
+                 peer->principal ? peer->principal : PRINCIPAL_UNKNOWN);
+        found = tfind(&key, &s->principals, principal_cmp);
+        if (found || !create)
+                return found ? *found : NULL;
+        p = alloc_calloc(1, sizeof(*p));
+        if (!p)
+                return NULL;
+        *p = key;
+        if (!tsearch(p, &s->principals, principal_cmp)) {
+                free(p);
+                return NULL;
+        }
+        return p;
+}
+
+static void principal_unref(WaiterSet *s, WaiterPrincipal *p) {
+        if (--p->n_deferred > 0)
+                return;
+        tdelete(p, &s->principals, principal_cmp);
+        free(p);
+}
 
 static int client_cmp(const void *a, const void *b) {
         const WaiterClient *x = a, *y = b;
@@ -103,6 +141,7 @@ void waiter_free(WaiterSet *s, Waiter *w) {
                 LIST_REMOVE(s->waiting, w, prev, next);
         s->n_deferred--;
         client_unref(s, w->client);
+        principal_unref(s, w->principal);
         free(w->ids);
         free(w);
 }
@@ -128,22 +167,29 @@ static void on_timeout(Timer *t, uint64_t now) {
         make_due(w->set, w);
 }
 
-bool waiter_can_defer(WaiterSet *s, const Peer *peer) {
+int waiter_defer_check(WaiterSet *s, const Peer *peer) {
         WaiterClient *c = client_get(s, peer, false);
+        WaiterPrincipal *p;
 
-        return !c || c->n_deferred < PROTO_MAX_DEFERRED;
+        if (c && c->n_deferred >= PROTO_MAX_DEFERRED)
+                return WAITER_QUOTA;
+        p = s->principal_quota ? principal_get(s, peer, false) : NULL;
+        return p && p->n_deferred >= s->principal_quota ? WAITER_PRINCIPAL_QUOTA : 0;
 }
 
 int waiter_start(WaiterSet *s, const Peer *peer, uint64_t req_id, WaitMode mode,
                  const uint64_t *ids, uint32_t n, int64_t timeout_ns) {
         uint32_t n_open = 0;
-        WaiterClient *c;
+        WaiterClient *c = NULL;
+        WaiterPrincipal *p;
         Waiter *w;
+        int refused;
 
         if (timeout_ns == 0 || waiter_condition(s->table, mode, ids, n))
                 return WAITER_READY;
-        if (!waiter_can_defer(s, peer))
-                return WAITER_QUOTA;
+        refused = waiter_defer_check(s, peer);
+        if (refused)
+                return refused;
 
         for (uint32_t i = 0; i < n; i++)
                 n_open += !proto_state_final(table_state_of(s->table, ids[i]));
@@ -152,7 +198,11 @@ int waiter_start(WaiterSet *s, const Peer *peer, uint64_t req_id, WaitMode mode,
                 return -ENOMEM;
         w->ids = alloc_malloc(n * sizeof(*ids));
         if (!w->ids || (timeout_ns > 0 && timer_init(s->timers, &w->timer, on_timeout) < 0) ||
-            !(c = client_get(s, peer, true))) {
+            !(c = client_get(s, peer, true)) || !(p = principal_get(s, peer, true))) {
+                if (c && c->n_deferred == 0) { /* made just now: nothing refers to it */
+                        tdelete(c, &s->clients, client_cmp);
+                        free(c);
+                }
                 timer_deinit(s->timers, &w->timer);
                 free(w->ids);
                 free(w);
@@ -163,6 +213,8 @@ int waiter_start(WaiterSet *s, const Peer *peer, uint64_t req_id, WaitMode mode,
         w->n_ids = n;
         w->client = c;
         c->n_deferred++;
+        w->principal = p;
+        p->n_deferred++;
         w->req_id = req_id;
         w->mode = mode;
         w->envelope = peer->envelope;

@@ -6,8 +6,9 @@
  * its owner takes the due waiters (waiter_take_due), packs and sends their replies, and frees
  * them (dbus-broker's reply slots keep books the same way).
  *
- * Each client may have at most PROTO_MAX_DEFERRED waiters; a client that went away simply loses
- * the reply when it comes due. Loop thread only. */
+ * Each client may have at most PROTO_MAX_DEFERRED waiters, and each principal (all its clients
+ * together: principal.h) at most the set's `principal_quota`; a client that went away simply
+ * loses the reply when it comes due. Loop thread only. */
 #pragma once
 
 #include <stdbool.h>
@@ -30,10 +31,12 @@ typedef enum WaitMode {
 enum {
         WAITER_READY = 1, /* the condition holds already (or the timeout is 0): reply now */
         WAITER_QUOTA,     /* the client has PROTO_MAX_DEFERRED deferred replies already */
+        WAITER_PRINCIPAL_QUOTA, /* its principal has `principal_quota` of them already */
 };
 
 typedef struct Waiter Waiter;
 typedef struct WaiterClient WaiterClient;
+typedef struct WaiterPrincipal WaiterPrincipal;
 typedef struct WaiterSet WaiterSet;
 
 struct WaitRef {
@@ -46,6 +49,7 @@ struct Waiter {
         Timer timer;          /* reserved only when the waiter has a timeout */
         WaiterSet *set;
         WaiterClient *client;
+        WaiterPrincipal *principal;
         Waiter *prev, *next;  /* in set->waiting, or set->due once it fired */
         uint64_t req_id;
         WaitMode mode;
@@ -62,6 +66,8 @@ struct WaiterSet {
         const Table *table;   /* borrowed: where states are read */
         TimerHeap *timers;    /* borrowed */
         void *clients;        /* tsearch() tree of WaiterClient*, those with deferred replies */
+        void *principals;     /* tsearch() tree of WaiterPrincipal*, likewise */
+        uint32_t principal_quota; /* deferred replies per principal; 0: no limit */
         Waiter *waiting;      /* doubly linked */
         Waiter *due, *due_tail; /* fired, oldest first, until taken */
         uint64_t n_deferred;  /* waiting and due */
@@ -76,12 +82,14 @@ void waiter_set_deinit(WaiterSet *s);
 /* Defers the reply to a wait/result/results request for `ids` (borrowed; unique) from `peer`
  * (copied), unless its condition holds already or `timeout_ns` is 0. `timeout_ns` < 0: no
  * timeout. Returns 0 (deferred: the reply comes through waiter_take_due()), WAITER_READY (the
- * caller replies now; nothing was kept), WAITER_QUOTA (nothing was kept), or -ENOMEM. */
+ * caller replies now; nothing was kept), WAITER_QUOTA or WAITER_PRINCIPAL_QUOTA (nothing was
+ * kept), or -ENOMEM. */
 int waiter_start(WaiterSet *s, const Peer *peer, uint64_t req_id, WaitMode mode,
                  const uint64_t *ids, uint32_t n, int64_t timeout_ns);
 
-/* True if the client `peer` may have one more deferred reply. */
-bool waiter_can_defer(WaiterSet *s, const Peer *peer);
+/* Whether the client `peer` may have one more deferred reply: 0, WAITER_QUOTA or
+ * WAITER_PRINCIPAL_QUOTA. */
+int waiter_defer_check(WaiterSet *s, const Peer *peer);
 
 /* `f` just finished: moves the waiters it satisfies to the due list. */
 void waiter_future_finished(WaiterSet *s, Future *f);

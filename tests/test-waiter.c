@@ -20,6 +20,9 @@ static const Peer alice = { .identity = (const uint8_t *) "alice", .identity_len
 static const Peer bob = { .identity = (const uint8_t *) "bob", .identity_len = 3,
                           .envelope = true };
 
+static const Peer carol = { .identity = (const uint8_t *) "carol", .identity_len = 5,
+                            .principal = "uid:7" };
+
 static uint64_t add_pending(void) {
         Future *f = NULL;
 
@@ -125,7 +128,8 @@ int main(void) {
         /* The quota: PROTO_MAX_DEFERRED per client, others unaffected. */
         for (unsigned i = 0; i < PROTO_MAX_DEFERRED; i++)
                 REQUIRE(waiter_start(&set, &alice, 100 + i, WAIT_ALL, &open, 1, -1) == 0);
-        CHECK(!waiter_can_defer(&set, &alice) && waiter_can_defer(&set, &bob));
+        CHECK(waiter_defer_check(&set, &alice) == WAITER_QUOTA);
+        CHECK(waiter_defer_check(&set, &bob) == 0);
         CHECK(waiter_start(&set, &alice, 99, WAIT_ALL, &open, 1, -1) == WAITER_QUOTA);
         CHECK(waiter_start(&set, &bob, 98, WAIT_ALL, &open, 1, 5000) == 0);
         CHECK(set.n_deferred == PROTO_MAX_DEFERRED + 1);
@@ -146,15 +150,23 @@ int main(void) {
                 CHECK(set.n_deferred == before && timers.n_reserved == reserved);
         }
 
+        /* Per principal: alice and bob have none ("unknown"), so they share one quota; carol is
+         * another principal. */
+        set.principal_quota = (uint32_t) set.n_deferred;
+        CHECK(waiter_defer_check(&set, &bob) == WAITER_PRINCIPAL_QUOTA);
+        CHECK(waiter_start(&set, &bob, 96, WAIT_ALL, &open, 1, -1) == WAITER_PRINCIPAL_QUOTA);
+        CHECK(waiter_start(&set, &carol, 95, WAIT_ALL, &open, 1, -1) == 0);
+        set.principal_quota = 0;
+
         /* One finish makes every waiter on it due, oldest first. */
         finish(open, STATE_DONE);
         {
                 unsigned n = 0;
                 for (Waiter *w; (w = waiter_take_due(&set)); n++)
                         waiter_free(&set, w);
-                CHECK(n == PROTO_MAX_DEFERRED + 2);
+                CHECK(n == PROTO_MAX_DEFERRED + 3);
         }
-        CHECK(set.n_deferred == 0 && set.clients == NULL);
+        CHECK(set.n_deferred == 0 && set.clients == NULL && set.principals == NULL);
         CHECK(timers.n_reserved == 0);
 
         waiter_set_deinit(&set);

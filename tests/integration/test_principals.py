@@ -185,3 +185,22 @@ def test_a_version_1_store_is_migrated_and_principals_are_stored(tmp_path, start
     finally:
         ro.close()
     assert rows[1] is None and rows[fid] == f"uid:{os.getuid()}", rows
+
+
+def test_deferred_replies_are_counted_per_principal(start_daemon, open_dir):
+    d, sock = start_shared(start_daemon, open_dir, "--store", "memory", "--threads", "1",
+                           "--quota-deferred", "2", "--grace", "0")
+    (blocker,) = d.c.rq("submit", jobs=[sleep_job(60)])["ids"]
+    # Two clients (connections) of one principal: the quota is theirs together.
+    waiting = [d.client(), d.client()]
+    for w in waiting:
+        w.send(op="wait", ids=[blocker])
+    wait_for(lambda: d.c.rq("stats")["stats"]["clients_deferred"] == 2, 10, "two deferred")
+    r = d.client().rq("wait", ids=[blocker])
+    assert r["error"]["code"] == "quota_exceeded" and "deferred" in r["error"]["message"], r
+    # Another principal is not held back: its wait is deferred, then times out.
+    (w,) = as_nobody(open_dir, sock, {"op": "wait", "ids": [blocker], "timeout": 0.2})
+    assert w["ok"] and w["not_done"] == [blocker], w
+    d.c.rq("cancel", ids=[blocker])
+    for w in waiting:
+        assert w.recv()["done"] == [blocker]
