@@ -87,8 +87,8 @@ typedef struct ExecutorStats {
 int executor_new(Executor **ret, Loop *loop, Events *events, const ExecutorConfig *cfg);
 
 /* Applies the live settings of `cfg` (reload): retain (also for the finished futures kept now),
- * transfers, prefetch, spin_us, max_tasks, the quotas and download_dir; the others take a restart and are
- * ignored. Returns 0, or -errno when the new download directory cannot be opened (nothing is
+ * transfers, prefetch, spin_us, max_tasks, the quotas and download_dir; the others take a restart
+ * and are ignored. Returns 0, or -errno when the new download directory cannot be opened (nothing is
  * changed then). */
 int executor_reconfigure(Executor *x, const ExecutorConfig *cfg);
 

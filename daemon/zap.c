@@ -16,52 +16,45 @@ static int key_cmp(const void *a, const void *b) {
         return strcmp(a, b);
 }
 
+/* The allow list being read. */
+typedef struct List {
+        ZapKey *keys;
+        size_t n, cap;
+} List;
+
+static int add_key(void *userdata, const char *name, const char *key) {
+        List *l = userdata;
+
+        if (strcmp(name, "public") != 0)
+                return -EBADMSG; /* a secret key has no place in an allow list */
+        if (l->n == ZAP_MAX_KEYS)
+                return -E2BIG;
+        if (l->n == l->cap) {
+                size_t cap = l->cap ? l->cap * 2 : 16;
+                ZapKey *k = reallocarray(l->keys, cap, sizeof(ZapKey));
+                if (!k)
+                        return -ENOMEM;
+                l->keys = k;
+                l->cap = cap;
+        }
+        memcpy(l->keys[l->n++], key, sizeof(ZapKey));
+        return 0;
+}
+
 /* Reads the allow list at `path` into a sorted array. Returns 0 or -errno (-EBADMSG with the
  * line in `*ret_line`). */
 static int read_list(const char *path, ZapKey **ret, size_t *ret_n, unsigned *ret_line) {
-        _cleanup_free_ ZapKey *keys = NULL;
-        _cleanup_free_ char *line = NULL;
-        size_t n = 0, cap = 0, size = 0;
-        unsigned lineno = 0;
-        const char *name;
-        ZapKey key;
-        FILE *f;
-        int r = 0;
+        List l = {};
+        int r = keyfile_foreach(path, add_key, &l, ret_line, NULL);
 
-        f = fopen(path, "re");
-        if (!f)
-                return -errno;
-        while (getline(&line, &size, f) >= 0) {
-                lineno++;
-                line[strcspn(line, "\n")] = 0;
-                r = keyfile_parse_line(line, &name, key);
-                if (r > 0)
-                        continue;
-                if (r == 0 && strcmp(name, "public") != 0)
-                        r = -EBADMSG; /* a secret key has no place in an allow list */
-                if (r == 0 && n == ZAP_MAX_KEYS)
-                        r = -E2BIG;
-                if (r < 0)
-                        break;
-                if (n == cap) {
-                        ZapKey *k = reallocarray(keys, cap ? cap * 2 : 16, sizeof(ZapKey));
-                        if (!k) {
-                                r = -ENOMEM;
-                                break;
-                        }
-                        keys = k;
-                        cap = cap ? cap * 2 : 16;
-                }
-                memcpy(keys[n++], key, sizeof(key));
-        }
-        fclose(f);
-        *ret_line = lineno;
-        if (r < 0)
+        if (r < 0) {
+                free(l.keys);
                 return r;
-        if (n > 0)
-                qsort(keys, n, sizeof(ZapKey), key_cmp);
-        *ret = TAKE_PTR(keys);
-        *ret_n = n;
+        }
+        if (l.n > 0)
+                qsort(l.keys, l.n, sizeof(ZapKey), key_cmp);
+        *ret = l.keys;
+        *ret_n = l.n;
         return 0;
 }
 

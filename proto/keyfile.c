@@ -49,9 +49,11 @@ int keyfile_parse_line(const char *line, const char **ret_name, char ret_key[KEY
         return 0;
 }
 
-int keyfile_read(const char *path, char *ret_public, char *ret_secret) {
-        char pub[KEYFILE_KEY_LEN + 1] = "", sec[KEYFILE_KEY_LEN + 1] = "", key[KEYFILE_KEY_LEN + 1];
+int keyfile_foreach(const char *path, KeyfileLineFn fn, void *userdata, unsigned *ret_line,
+                    mode_t *ret_mode) {
         _cleanup_free_ char *line = NULL;
+        char key[KEYFILE_KEY_LEN + 1];
+        unsigned lineno = 0;
         size_t size = 0;
         struct stat st;
         const char *name;
@@ -62,12 +64,10 @@ int keyfile_read(const char *path, char *ret_public, char *ret_secret) {
         f = fopen(path, "re");
         if (!f)
                 return -errno;
-        if (fstat(fileno(f), &st) < 0) {
+        if (fstat(fileno(f), &st) < 0)
                 r = -errno;
-                fclose(f);
-                return r;
-        }
         while (r >= 0 && (n = getline(&line, &size, f)) >= 0) {
+                lineno++;
                 if (n > KEYFILE_MAX_LINE) {
                         r = -EBADMSG;
                         break;
@@ -75,22 +75,46 @@ int keyfile_read(const char *path, char *ret_public, char *ret_secret) {
                 line[strcspn(line, "\n")] = 0;
                 r = keyfile_parse_line(line, &name, key);
                 if (r == 0)
-                        strcpy(strcmp(name, "secret") == 0 ? sec : pub, key);
+                        r = fn(userdata, name, key);
         }
         if (r >= 0 && ferror(f))
                 r = -EIO;
         fclose(f);
+        if (ret_line)
+                *ret_line = lineno;
+        if (ret_mode)
+                *ret_mode = st.st_mode;
+        return r < 0 ? r : 0;
+}
+
+typedef struct KeyPair {
+        char public_key[KEYFILE_KEY_LEN + 1];
+        char secret_key[KEYFILE_KEY_LEN + 1];
+} KeyPair;
+
+static int take_key(void *userdata, const char *name, const char *key) {
+        KeyPair *kp = userdata;
+
+        strcpy(strcmp(name, "secret") == 0 ? kp->secret_key : kp->public_key, key);
+        return 0;
+}
+
+int keyfile_read(const char *path, char *ret_public, char *ret_secret) {
+        KeyPair kp = {};
+        mode_t mode = 0;
+        int r = keyfile_foreach(path, take_key, &kp, NULL, &mode);
+
         if (r < 0)
                 return r;
         /* A secret readable by others is a secret no more: refuse it, as ssh does. */
-        if (sec[0] && (st.st_mode & 077))
+        if (kp.secret_key[0] && (mode & 077))
                 return -EPERM;
-        if ((ret_public && !pub[0]) || (ret_secret && !sec[0]))
+        if ((ret_public && !kp.public_key[0]) || (ret_secret && !kp.secret_key[0]))
                 return -ENOKEY;
         if (ret_public)
-                strcpy(ret_public, pub);
+                strcpy(ret_public, kp.public_key);
         if (ret_secret)
-                strcpy(ret_secret, sec);
+                strcpy(ret_secret, kp.secret_key);
         return 0;
 }
 

@@ -14,6 +14,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 #define KEYFILE_KEY_LEN 40
 
@@ -24,6 +25,16 @@ bool keyfile_key_valid(const char *s, size_t len);
  * Returns 0 with `*ret_name` "public" or "secret" (a bare key is "public") and the key copied
  * into `ret_key` (41 bytes), 1 for a blank or comment line, -EBADMSG for anything else. */
 int keyfile_parse_line(const char *line, const char **ret_name, char ret_key[KEYFILE_KEY_LEN + 1]);
+
+/* Called for each key line of a file, in order: `name` "public" or "secret", `key` its 40
+ * characters (both borrowed for the call). Returns 0, or a negative errno that stops the read. */
+typedef int (*KeyfileLineFn)(void *userdata, const char *name, const char *key);
+
+/* Reads `path` line by line (keyfile_parse_line), calling `fn` for each key. Returns 0, -errno
+ * from open/read, -EBADMSG for a malformed line, or what `fn` returned; `*ret_line` is the
+ * number of the last line read and `*ret_mode` the file's mode (either may be NULL). */
+int keyfile_foreach(const char *path, KeyfileLineFn fn, void *userdata, unsigned *ret_line,
+                    mode_t *ret_mode);
 
 /* Reads the key file `path`. `ret_public` and `ret_secret` (41 bytes each, either NULL when
  * not wanted) receive the keys. A file with a secret line must not be readable or writable by

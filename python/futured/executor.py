@@ -133,8 +133,9 @@ class Executor(concurrent.futures.Executor):
     """An executor whose jobs are the daemon's kinds: `submit(futured.kinds.prime, 7)` or
     `submit("prime", 7)` returns a futured.Future whose result is the kind's result map.
 
-    `endpoint` as for Client; or pass a `client` to share (it is then not closed by
-    shutdown()). Thread-safe: any number of threads may submit, map and cancel at once."""
+    `endpoint`, `server_key` and `client_key` as for Client; or pass a `client` to share (it is
+    then not closed by shutdown()). Thread-safe: any number of threads may submit, map and
+    cancel at once."""
 
     def __init__(self, endpoint: Optional[str] = None, *, client: Optional[Client] = None,
                  reconcile_interval: float = 1.0, connect_timeout: float = 5.0,
