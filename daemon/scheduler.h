@@ -9,11 +9,12 @@
  * another's single job by one job per other principal, not by a million; a higher priority
  * still goes first, whoever submitted it. A principal at its running quota (`max_running`)
  * leaves the lane heaps until one of its jobs stops. A job may belong to a Group with a
- * concurrency limit: when the best ready future's group is at its limit, the future is parked in the group's own heap and comes back to
- * the ready heap when one of the group's jobs stops running. Every operation is O(log n). Groups
- * are kept in a tree by name and live while a future refers to them; principals likewise. A future
- * without a principal (unit tests) counts as the scheduler's own `anonymous` one. The scheduler
- * borrows the Futures it holds. Loop thread only. */
+ * concurrency limit: when the best ready future's group is at its limit, the future is parked in
+ * the group's own heap and comes back to the ready heap when one of the group's jobs stops
+ * running. Every operation is O(log n). Groups are kept in a tree by name and live while a future
+ * refers to them; principals likewise. A future without a principal (unit tests) counts as the
+ * scheduler's own `anonymous` one. The scheduler borrows the Futures it holds. Loop thread
+ * only. */
 #pragma once
 
 #include <stdint.h>
