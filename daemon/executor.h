@@ -88,8 +88,8 @@ int executor_new(Executor **ret, Loop *loop, Events *events, const ExecutorConfi
 
 /* Applies the live settings of `cfg` (reload): retain (also for the finished futures kept now),
  * transfers, prefetch, spin_us, max_tasks, the quotas and download_dir; the others take a restart
- * and are ignored. Returns 0, or -errno when the new download directory cannot be opened (nothing is
- * changed then). */
+ * and are ignored. Returns 0, or -errno when the new download directory cannot be opened
+ * (nothing is changed then). */
 int executor_reconfigure(Executor *x, const ExecutorConfig *cfg);
 
 /* Stops the pools (waiting for every item to come back), frees every future and waiter. Accepts

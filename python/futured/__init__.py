@@ -27,6 +27,6 @@ __all__ = [
     "Client", "Executor", "Future", "Job", "Kind", "kinds", "aio", "default_endpoint",
     "PROTOCOL_VERSION", "FuturedError", "BadMessage", "BadRequest", "BadVersion", "UnknownOp",
     "UnknownField", "UnknownKind", "BadArgs", "BadUrl", "TooLarge", "TooMany", "QueueFull",
-    "QuotaExceeded", "TooManyDeferred", "NotDone", "ShuttingDown", "OutOfMemory", "Unreachable", "JobFailed",
-    "Expired", "UnknownFuture",
+    "QuotaExceeded", "TooManyDeferred", "NotDone", "ShuttingDown", "OutOfMemory", "Unreachable",
+    "JobFailed", "Expired", "UnknownFuture",
 ]

@@ -17,8 +17,8 @@ from typing import Any, Dict, Mapping, Optional, Type
 __all__ = [
     "FuturedError", "BadMessage", "BadRequest", "BadVersion", "UnknownOp", "UnknownField",
     "UnknownKind", "BadArgs", "BadUrl", "TooLarge", "TooMany", "QueueFull", "QuotaExceeded",
-    "TooManyDeferred", "NotDone", "ShuttingDown", "OutOfMemory", "Unreachable", "JobFailed", "Expired",
-    "UnknownFuture", "error_from_reply", "outcome_exception",
+    "TooManyDeferred", "NotDone", "ShuttingDown", "OutOfMemory", "Unreachable", "JobFailed",
+    "Expired", "UnknownFuture", "error_from_reply", "outcome_exception",
 ]
 
 
