@@ -207,3 +207,29 @@ def test_the_allow_list_is_read_again_at_sighup(tmp_path, start_daemon):
     cs.d.proc.send_signal(signal.SIGHUP)
     wait_for(lambda: "allow:1: expected a Z85 public key" in cs.d.output(), 10, "the error")
     assert cs.raw_hello(cs.client_key)["ok"]
+
+
+def test_events_over_curve_for_the_executor_and_asyncio(tmp_path, start_daemon):
+    """tcp:// events too: futured.Executor completes its futures from events (a SUB socket over
+    CURVE), and futured.aio's as_completed likewise."""
+    import asyncio
+
+    server_key, server_pub = keygen(tmp_path / "server")
+    client_key, client_pub = keygen(tmp_path / "client")
+    allow = tmp_path / "allow"
+    allow.write_text(client_pub.read_text())
+    tcp, events = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    start_daemon("--listen", tcp, "--events", events, "--store", "memory",
+                 "--curve-secret-key", str(server_key), "--curve-allow", str(allow))
+    keys = {"server_key": str(server_pub), "client_key": str(client_key)}
+    with futured.Executor(tcp, **keys) as ex:
+        assert ex.client.events_endpoint == events
+        assert ex.submit(futured.kinds.prime, 91).result(timeout=30)["is_prime"] is False
+
+    async def run():
+        async with futured.aio.Client(tcp, **keys) as c:
+            ids = [await c.submit(futured.kinds.noop) for _ in range(3)]
+            done = [f.id async for f in c.as_completed(ids, timeout=30)]
+            assert sorted(done) == sorted(ids)
+
+    asyncio.run(run())
