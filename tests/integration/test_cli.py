@@ -103,10 +103,11 @@ def test_help_on_every_command(daemon):
 
 
 def test_submit_wait_result_status(daemon):
-    fid = int(ctl(daemon, "submit", "sleep", "0.2", check=0).stdout)
+    # Long enough to be unfinished at the next command: an ASan futurectl takes 0.25 s a run.
+    fid = int(ctl(daemon, "submit", "sleep", "2", check=0).stdout)
     assert ctl(daemon, "status", str(fid), check=0).stdout.split()[1] in ("pending", "running")
     out = json.loads(ctl(daemon, "--json", "result", str(fid), check=0).stdout)
-    assert out == {"id": fid, "state": "done", "result": {"seconds": 0.2}}
+    assert out == {"id": fid, "state": "done", "result": {"seconds": 2}}
     assert ctl(daemon, "status", str(fid), "999999", check=0).stdout.splitlines() == [
         f"{fid} done", "999999 unknown"]
     p = ctl(daemon, "submit", "prime", "n=12", "--wait", "--json", check=0)
