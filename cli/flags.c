@@ -64,6 +64,8 @@ static const char help[] =
         "      --dest DIR     where the files go (default downloaded/)\n"
         "      --json         one machine-readable summary\n"
         "\n"
+        "The daemon downloads: a server on its own machine (the localhost ones) needs\n"
+        "futured --download-allow 127.0.0.0/8, or every flag fails with download_denied.\n"
         "Ctrl-C cancels the downloads still outstanding and prints the report so far.\n"
         "Exit status: 0 all downloaded or not found, 1 some failed or interrupted.\n";
 

@@ -119,10 +119,11 @@ def test_help_on_every_command(daemon):
 
 
 def test_submit_wait_result_status(daemon):
-    fid = int(ctl(daemon, "submit", "sleep", "0.2", check=0).stdout)
+    # Long enough to outlast a second futurectl under ASan on a loaded machine (0.2 s did not).
+    fid = int(ctl(daemon, "submit", "sleep", "1.5", check=0).stdout)
     assert ctl(daemon, "status", str(fid), check=0).stdout.split()[1] in ("pending", "running")
     out = json.loads(ctl(daemon, "--json", "result", str(fid), check=0).stdout)
-    assert out == {"id": fid, "state": "done", "result": {"seconds": 0.2}}
+    assert out == {"id": fid, "state": "done", "result": {"seconds": 1.5}}
     assert ctl(daemon, "status", str(fid), "999999", check=0).stdout.splitlines() == [
         f"{fid} done", "999999 unknown"]
     p = ctl(daemon, "submit", "prime", "n=12", "--wait", "--json", check=0)
@@ -135,7 +136,9 @@ def test_failed_job_exits_1(daemon):
 
 
 def test_wait_modes_and_timeout(daemon):
-    slow = ctl(daemon, "submit", "sleep", "3", check=0).stdout.strip()
+    # `slow` must outlast six futurectl runs (0.3-0.5 s each under ASan and load); it is
+    # cancelled at the end, so its length costs nothing.
+    slow = ctl(daemon, "submit", "sleep", "60", check=0).stdout.strip()
     fast = ctl(daemon, "submit", "sleep", "0.05", check=0).stdout.strip()
     out = json.loads(ctl(daemon, "--json", "wait", slow, fast, "--any", check=0).stdout)
     assert out == {"done": [int(fast)], "not_done": [int(slow)]}
