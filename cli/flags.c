@@ -64,6 +64,8 @@ static const char help[] =
         "      --dest DIR     where the files go (default downloaded/)\n"
         "      --json         one machine-readable summary\n"
         "\n"
+        "The daemon downloads: a server on its own machine (the localhost ones) needs\n"
+        "futured --download-allow 127.0.0.0/8, or every flag fails with download_denied.\n"
         "Ctrl-C cancels the downloads still outstanding and prints the report so far.\n"
         "Exit status: 0 all downloaded or not found, 1 some failed or interrupted.\n";
 
@@ -537,34 +539,54 @@ static int report(Ctl *ctl, FlagsRun *run) {
         return run->stopped || run->count[OUTCOME_ERROR] ? EXIT_JOB_FAILED : EXIT_SUCCESS;
 }
 
-int cmd_flags(Ctl *ctl, int argc, char **argv) {
-        _cleanup_(flags_run_clear) FlagsRun run = {
+static int parse_flags(Ctl *ctl, const CtlCommand *cmd, int argc, char **argv, void *args) {
+        FlagsRun *run = args;
+        int r;
+
+        *run = (FlagsRun){
                 .label = "LOCAL",
                 .dest = "downloaded",
                 .limit = N_CODES,
                 .max_req = DEFAULT_CONCUR_REQ,
                 .dest_fd = -1,
         };
+        r = parse_options(ctl, argc, argv, run);
+        if (r == 0 && !ctl->stop)
+                r = pick_flags(ctl, argc, argv, run);
+        if (r || ctl->stop)
+                return r;
+        pick_server(run);
+        return 0;
+}
+
+static int run_flags(Ctl *ctl, const CtlCommand *cmd, void *args) {
+        FlagsRun *run = args;
         int r;
 
-        r = parse_options(ctl, argc, argv, &run);
-        if (r == 0)
-                r = pick_flags(ctl, argc, argv, &run);
-        if (r)
-                return r;
-        pick_server(&run);
-        r = open_dest(&run);
+        r = open_dest(run);
         if (r == 0)
                 r = ctl_connect(ctl);
         if (r)
                 return r;
         if (!ctl->json)
-                print_header(&run);
+                print_header(run);
         ctl_catch_interrupts();
-        r = submit_flags(ctl, &run);
+        r = submit_flags(ctl, run);
         if (r == 0)
-                r = collect_flags(ctl, &run);
+                r = collect_flags(ctl, run);
         if (r < 0)
                 return ctl_error(ctl, r, "flags");
-        return report(ctl, &run);
+        return report(ctl, run);
 }
+
+static void flags_clear_args(void *args) {
+        flags_run_clear(args);
+}
+
+const CtlCommand flags_command = {
+        .name = "flags",
+        .args_size = sizeof(FlagsRun),
+        .parse = parse_flags,
+        .run = run_flags,
+        .clear = flags_clear_args,
+};

@@ -1,6 +1,6 @@
-/* futurectl: the command-line client of futured. Global options, the command table, and the
- * commands that map one-to-one onto protocol operations; `primes` and `flags` have files of
- * their own. */
+/* futurectl: the command-line client of futured. Global options, the command table, parsing and
+ * running a command line, and the commands that map one-to-one onto protocol operations;
+ * `primes` and `flags` have files of their own, main() is in main.c. */
 #define _GNU_SOURCE
 #include <assert.h>
 #include <errno.h>
@@ -209,7 +209,8 @@ bool ctl_common_option(Ctl *ctl, int c, const char *help) {
         switch (c) {
         case 'h':
                 fputs(help, stdout);
-                exit(EXIT_SUCCESS);
+                ctl->stop = true;
+                return true;
         case 'J':
                 ctl->json = true;
                 return true;
@@ -235,6 +236,8 @@ int ctl_next_option(Ctl *ctl, int argc, char **argv, const char *shortopts,
                         c = 'C';
                 if (!ctl_common_option(ctl, c, help))
                         break;
+                if (ctl->stop)
+                        return -1;
         }
         return c;
 }
@@ -281,22 +284,31 @@ static int print_outcome(Ctl *ctl, futured_id id, const futured_outcome *o) {
         return o->state == FUTURED_DONE ? EXIT_SUCCESS : EXIT_JOB_FAILED;
 }
 
-static int cmd_submit(Ctl *ctl, int argc, char **argv) {
-        static const char help[] =
-                "Usage: futurectl submit KIND [ARG...] [--wait] [--priority N] [--timeout S]\n"
-                "                        [--group NAME [--group-limit N]] [--retries N]\n"
-                "                        [--key KEY]\n"
-                "\n"
-                "Submits one job and prints its future ID, or with --wait its result.\n"
-                "ARG is NAME=VALUE or a bare value in the kind's parameter order.\n"
-                "  --wait            wait for the job and print its result\n"
-                "  --priority N      -1000..1000, higher runs first (default 0)\n"
-                "  --timeout S       seconds the job may run before it is stopped\n"
-                "  --group NAME      a group of jobs limited together\n"
-                "  --group-limit N   at most N jobs of the group run at once\n"
-                "  --retries N       reruns after the job's worker process died\n"
-                "  --key KEY         an idempotency key: while a future submitted with KEY is\n"
-                "                    kept, submitting again prints its ID and queues nothing\n";
+typedef struct SubmitArgs {
+        futured_job job; /* without args: they are packed at run time, by the kind's parameters */
+        bool wait;
+        char **args;     /* borrowed from argv: the job's ARGs */
+        size_t n_args;
+} SubmitArgs;
+
+static const char submit_help[] =
+        "Usage: futurectl submit KIND [ARG...] [--wait] [--priority N] [--timeout S]\n"
+        "                        [--group NAME [--group-limit N]] [--retries N]\n"
+        "                        [--key KEY]\n"
+        "\n"
+        "Submits one job and prints its future ID, or with --wait its result.\n"
+        "ARG is NAME=VALUE or a bare value in the kind's parameter order.\n"
+        "  --wait            wait for the job and print its result\n"
+        "  --priority N      -1000..1000, higher runs first (default 0)\n"
+        "  --timeout S       seconds the job may run before it is stopped\n"
+        "  --group NAME      a group of jobs limited together\n"
+        "  --group-limit N   at most N jobs of the group run at once\n"
+        "  --retries N       reruns after the job's worker process died\n"
+        "  --key KEY         an idempotency key: while a future submitted with KEY is\n"
+        "                    kept, submitting again prints its ID and queues nothing\n";
+
+static int parse_submit(Ctl *ctl, const CtlCommand *cmd, int argc, char **argv, void *args) {
+        const char *help = submit_help;
         static const struct option options[] = {
                 CTL_COMMON_OPTIONS,
                 { "wait", no_argument, NULL, 'w' },
@@ -308,34 +320,34 @@ static int cmd_submit(Ctl *ctl, int argc, char **argv) {
                 { "key", required_argument, NULL, 'k' },
                 {},
         };
-        futured_job job = {};
-        _cleanup_free_ void *args = NULL;
-        futured_outcome out;
-        futured_id id;
-        bool wait = false;
+        SubmitArgs *a = args;
+        futured_job *job = &a->job;
         char *end;
-        int c, r;
+        int c;
 
         while ((c = ctl_next_option(ctl, argc, argv, "hc:", options, help)) >= 0) {
                 errno = 0;
                 switch (c) {
                 case 'w':
-                        wait = true;
+                        a->wait = true;
                         break;
-                case 'p':
-                        job.priority = (int) strtol(optarg, &end, 10);
-                        if (*end || !*optarg || errno || abs(job.priority) > 1000)
+                case 'p': {
+                        /* Checked as a long: 4294967297 must not wrap to 1 in an int. */
+                        long v = strtol(optarg, &end, 10);
+                        if (*end || !*optarg || errno || v < -1000 || v > 1000)
                                 return ctl_usage_error(help, "--priority takes -1000..1000");
+                        job->priority = (int) v;
                         break;
+                }
                 case 't':
-                        if (ctl_parse_seconds(optarg, &job.timeout) < 0)
+                        if (ctl_parse_seconds(optarg, &job->timeout) < 0)
                                 return ctl_usage_error(help, "--timeout takes seconds");
                         break;
                 case 'k':
-                        job.idempotency_key = optarg;
+                        job->idempotency_key = optarg;
                         break;
                 case 'g':
-                        job.group = optarg;
+                        job->group = optarg;
                         break;
                 case 'G':
                 case 'r': {
@@ -343,28 +355,41 @@ static int cmd_submit(Ctl *ctl, int argc, char **argv) {
                         if (*end || !*optarg || errno || *optarg == '-' || v > 1000000)
                                 return ctl_usage_error(help, "%s takes a count",
                                                        c == 'G' ? "--group-limit" : "--retries");
-                        *(c == 'G' ? &job.group_limit : &job.retries) = (unsigned) v;
+                        *(c == 'G' ? &job->group_limit : &job->retries) = (unsigned) v;
                         break;
                 }
                 default:
                         return ctl_bad_option(help, argv);
                 }
         }
+        if (ctl->stop)
+                return 0;
         if (optind >= argc)
                 return ctl_usage_error(help, "no job kind given");
-        job.kind = argv[optind];
+        job->kind = argv[optind];
+        a->args = argv + optind + 1;
+        a->n_args = (size_t) (argc - optind - 1);
+        return 0;
+}
+
+static int run_submit(Ctl *ctl, const CtlCommand *cmd, void *args) {
+        SubmitArgs *a = args;
+        _cleanup_free_ void *packed = NULL;
+        futured_outcome out;
+        futured_id id;
+        int r;
+
         r = ctl_connect(ctl);
         if (r)
                 return r;
-        r = futured_args_pack(ctl->c, job.kind, argv + optind + 1, (size_t) (argc - optind - 1),
-                              &args, &job.args_len);
+        r = futured_args_pack(ctl->c, a->job.kind, a->args, a->n_args, &packed, &a->job.args_len);
         if (r < 0)
-                return ctl_usage_error(help, "%s", futured_error_message(ctl->c));
-        job.args = args;
-        r = futured_submit(ctl->c, &job, 1, &id);
+                return ctl_usage_error(cmd->data, "%s", futured_error_message(ctl->c));
+        a->job.args = packed;
+        r = futured_submit(ctl->c, &a->job, 1, &id);
         if (r < 0)
                 return ctl_error(ctl, r, "submit");
-        if (!wait) {
+        if (!a->wait) {
                 if (ctl->json)
                         printf("{\"id\":%llu}\n", (unsigned long long) id);
                 else
@@ -379,7 +404,12 @@ static int cmd_submit(Ctl *ctl, int argc, char **argv) {
         return r;
 }
 
-static int cmd_result(Ctl *ctl, int argc, char **argv) {
+typedef struct ResultArgs {
+        futured_id id;
+        double timeout; /* < 0: none */
+} ResultArgs;
+
+static int parse_result(Ctl *ctl, const CtlCommand *cmd, int argc, char **argv, void *args) {
         static const char help[] =
                 "Usage: futurectl result ID [--timeout S]\n"
                 "\n"
@@ -390,33 +420,42 @@ static int cmd_result(Ctl *ctl, int argc, char **argv) {
                 { "timeout", required_argument, NULL, 't' },
                 {},
         };
-        futured_outcome out;
-        futured_id id;
-        double timeout = -1;
-        int c, r;
+        ResultArgs *a = args;
+        int c;
 
+        a->timeout = -1;
         while ((c = ctl_next_option(ctl, argc, argv, "hc:", options, help)) >= 0) {
                 if (c != 't')
                         return ctl_bad_option(help, argv);
-                if (ctl_parse_seconds(optarg, &timeout) < 0)
+                if (ctl_parse_seconds(optarg, &a->timeout) < 0)
                         return ctl_usage_error(help, "--timeout takes seconds");
         }
+        if (ctl->stop)
+                return 0;
         if (optind != argc - 1)
                 return ctl_usage_error(help, "give exactly one future ID");
-        if (ctl_parse_id(argv[optind], &id) < 0)
+        if (ctl_parse_id(argv[optind], &a->id) < 0)
                 return ctl_usage_error(help, "'%s' is not a future ID", argv[optind]);
+        return 0;
+}
+
+static int run_result(Ctl *ctl, const CtlCommand *cmd, void *args) {
+        const ResultArgs *a = args;
+        futured_outcome out;
+        int r;
+
         r = ctl_connect(ctl);
         if (r)
                 return r;
-        r = futured_result(ctl->c, id, timeout, &out);
+        r = futured_result(ctl->c, a->id, a->timeout, &out);
         if (r == -ETIMEDOUT) {
                 fprintf(stderr, "futurectl: result: future %llu has not finished\n",
-                        (unsigned long long) id);
+                        (unsigned long long) a->id);
                 return EXIT_JOB_FAILED;
         }
         if (r < 0)
                 return ctl_error(ctl, r, "result");
-        r = print_outcome(ctl, id, &out);
+        r = print_outcome(ctl, a->id, &out);
         futured_outcome_clear(&out);
         return r;
 }
@@ -454,14 +493,16 @@ struct IdsCommand {
         const char *verb; /* cancel, release: what a future the call changed became */
 };
 
-static void ids_request_clear(IdsRequest *q) {
+static void ids_request_clear(void *args) {
+        IdsRequest *q = args;
+
         free(q->ids);
         free(q->answers);
 }
 
 /* Parses argv[optind..argc) as future IDs into q->ids. Returns 0, or an exit status after
  * printing why. */
-static int parse_ids(Ctl *ctl, int argc, char **argv, IdsRequest *q) {
+static int parse_id_list(Ctl *ctl, int argc, char **argv, IdsRequest *q) {
         if (optind >= argc)
                 return ctl_usage_error(q->cmd->help, "no future IDs given");
         q->n = (size_t) (argc - optind);
@@ -646,34 +687,39 @@ static const IdsCommand ids_commands[] = {
         },
 };
 
-/* The skeleton of every ID command: options, IDs, connect, call, print. */
-static int run_ids_command(Ctl *ctl, const IdsCommand *cmd, int argc, char **argv) {
-        _cleanup_(ids_request_clear) IdsRequest q = {
-                .cmd = cmd,
-                .mode = FUTURED_ALL_COMPLETED,
-                .timeout = -1,
-        };
+/* The skeleton of every ID command: options and IDs, then connect, call, print. */
+static int parse_ids(Ctl *ctl, const CtlCommand *command, int argc, char **argv, void *args) {
+        const IdsCommand *cmd = command->data;
+        IdsRequest *q = args;
         int c, r;
 
+        *q = (IdsRequest){ .cmd = cmd, .mode = FUTURED_ALL_COMPLETED, .timeout = -1 };
         while ((c = ctl_next_option(ctl, argc, argv, "hc:", cmd->options, cmd->help)) >= 0) {
-                r = c == '?' || !cmd->option ? ctl_bad_option(cmd->help, argv) : cmd->option(&q, c);
+                r = c == '?' || !cmd->option ? ctl_bad_option(cmd->help, argv) : cmd->option(q, c);
                 if (r)
                         return r;
         }
-        r = parse_ids(ctl, argc, argv, &q);
-        if (r)
-                return r;
-        q.answers = calloc(q.n, cmd->answer_size);
-        if (!q.answers)
+        if (ctl->stop)
+                return 0;
+        return parse_id_list(ctl, argc, argv, q);
+}
+
+static int run_ids(Ctl *ctl, const CtlCommand *command, void *args) {
+        const IdsCommand *cmd = command->data;
+        IdsRequest *q = args;
+        int r;
+
+        q->answers = calloc(q->n, cmd->answer_size);
+        if (!q->answers)
                 return ctl_error(ctl, -ENOMEM, cmd->name);
         r = ctl_connect(ctl);
         if (r)
                 return r;
-        r = cmd->call(ctl->c, &q);
+        r = cmd->call(ctl->c, q);
         if (r < 0)
                 return ctl_error(ctl, r, cmd->name);
-        q.count = r;
-        return cmd->print(ctl, &q);
+        q->count = r;
+        return cmd->print(ctl, q);
 }
 /* Sends `op` with `fields` and prints the reply's `key` as JSON. */
 static int print_call(Ctl *ctl, const char *op, const msgpack_sbuffer *fields, const char *key) {
@@ -711,18 +757,27 @@ static int print_call(Ctl *ctl, const char *op, const msgpack_sbuffer *fields, c
         return EXIT_SUCCESS;
 }
 
-static int cmd_stats(Ctl *ctl, int argc, char **argv) {
+static int parse_stats(Ctl *ctl, const CtlCommand *cmd, int argc, char **argv, void *args) {
         static const char help[] = "Usage: futurectl stats\n\nPrints the daemon's counters.\n";
         int r = parse_common_only(ctl, argc, argv, help);
 
-        if (r)
+        if (r || ctl->stop)
                 return r;
         if (optind != argc)
                 return ctl_usage_error(help, "stats takes no arguments");
+        return 0;
+}
+
+static int run_stats(Ctl *ctl, const CtlCommand *cmd, void *args) {
         return print_call(ctl, "stats", NULL, "stats");
 }
 
-static int cmd_list(Ctl *ctl, int argc, char **argv) {
+typedef struct ListArgs {
+        const char *state; /* borrowed from argv; NULL: every state */
+        futured_id after, limit;
+} ListArgs;
+
+static int parse_list(Ctl *ctl, const CtlCommand *cmd, int argc, char **argv, void *args) {
         static const char help[] =
                 "Usage: futurectl list [--state STATE] [--after ID] [--limit N]\n"
                 "\n"
@@ -735,29 +790,38 @@ static int cmd_list(Ctl *ctl, int argc, char **argv) {
                 { "limit", required_argument, NULL, 'l' },
                 {},
         };
-        msgpack_sbuffer sb;
-        msgpack_packer pk;
-        const char *state = NULL;
-        futured_id after = 0, limit = 100;
-        _cleanup_free_ void *reply = NULL;
-        msgpack_unpacked u;
-        size_t len;
-        int c, r;
+        ListArgs *a = args;
+        int c;
 
+        a->limit = 100;
         while ((c = ctl_next_option(ctl, argc, argv, "hc:", options, help)) >= 0) {
                 if (c == 's')
-                        state = optarg;
-                else if (c == 'a' && ctl_parse_id(optarg, &after) == 0)
+                        a->state = optarg;
+                else if (c == 'a' && ctl_parse_id(optarg, &a->after) == 0)
                         continue;
-                else if (c == 'l' && ctl_parse_id(optarg, &limit) == 0 && limit <= 10000)
+                else if (c == 'l' && ctl_parse_id(optarg, &a->limit) == 0 && a->limit <= 10000)
                         continue;
                 else if (c == 'a' || c == 'l')
-                        return ctl_usage_error(help, "--%s takes a number", c == 'a' ? "after" : "limit");
+                        return ctl_usage_error(help, "--%s takes a number",
+                                               c == 'a' ? "after" : "limit");
                 else
                         return ctl_bad_option(help, argv);
         }
-        if (optind != argc)
+        if (!ctl->stop && optind != argc)
                 return ctl_usage_error(help, "list takes no arguments");
+        return 0;
+}
+
+static int run_list(Ctl *ctl, const CtlCommand *cmd, void *args) {
+        const ListArgs *a = args;
+        const char *state = a->state;
+        msgpack_sbuffer sb;
+        msgpack_packer pk;
+        _cleanup_free_ void *reply = NULL;
+        msgpack_unpacked u;
+        size_t len;
+        int r;
+
         r = ctl_connect(ctl);
         if (r)
                 return r;
@@ -765,9 +829,9 @@ static int cmd_list(Ctl *ctl, int argc, char **argv) {
         msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
         msgpack_pack_map(&pk, 2 + !!state);
         proto_pack_str(&pk, "after");
-        msgpack_pack_uint64(&pk, after);
+        msgpack_pack_uint64(&pk, a->after);
         proto_pack_str(&pk, "limit");
-        msgpack_pack_uint64(&pk, limit);
+        msgpack_pack_uint64(&pk, a->limit);
         if (state) {
                 proto_pack_str(&pk, "state");
                 proto_pack_str(&pk, state);
@@ -804,24 +868,39 @@ static int cmd_list(Ctl *ctl, int argc, char **argv) {
         return EXIT_SUCCESS;
 }
 
-static int cmd_watch(Ctl *ctl, int argc, char **argv) {
+typedef struct WatchArgs {
+        char **topics; /* borrowed from argv */
+        size_t n_topics;
+} WatchArgs;
+
+static int parse_watch(Ctl *ctl, const CtlCommand *cmd, int argc, char **argv, void *args) {
         static const char help[] =
                 "Usage: futurectl watch [TOPIC...]\n"
                 "\n"
                 "Prints events as they happen, one line each: the topic and the event as JSON.\n"
                 "TOPIC is a prefix such as done/ (every completion), failed/, done/GROUP or\n"
                 "progress/; the default is every event. Stops at Ctrl-C.\n";
-        char topic[256];
+        WatchArgs *a = args;
         int r;
 
         r = parse_common_only(ctl, argc, argv, help);
-        if (r)
+        if (r || ctl->stop)
                 return r;
+        a->topics = argv + optind;
+        a->n_topics = (size_t) (argc - optind);
+        return 0;
+}
+
+static int run_watch(Ctl *ctl, const CtlCommand *cmd, void *args) {
+        const WatchArgs *a = args;
+        char topic[256];
+        int r;
+
         r = ctl_connect(ctl);
         if (r)
                 return r;
-        for (int i = optind; i < argc || (i == optind && optind == argc); i++) {
-                r = futured_subscribe(ctl->c, i < argc ? argv[i] : "");
+        for (size_t i = 0; i < MAX(a->n_topics, (size_t) 1); i++) {
+                r = futured_subscribe(ctl->c, i < a->n_topics ? a->topics[i] : "");
                 if (r < 0)
                         return ctl_error(ctl, r, "watch");
         }
@@ -852,51 +931,97 @@ static int cmd_watch(Ctl *ctl, int argc, char **argv) {
         return EXIT_SUCCESS;
 }
 
-/* Splits "a,b,c" in place into argv-style pointers; returns the count. */
-static size_t split_commas(char *s, char **out, size_t max) {
-        size_t n = 0;
+/* One job of `map`: its ARGS split at the commas. */
+typedef struct MapJob {
+        char *text;       /* owned: a copy of the ARGS, cut into parts */
+        char *parts[64];  /* into text */
+        size_t n_parts;
+} MapJob;
 
+typedef struct MapArgs {
+        const char *kind; /* borrowed from argv */
+        double timeout;
+        MapJob *jobs;     /* owned, n of them */
+        size_t n;
+} MapArgs;
+
+static void map_args_clear(void *args) {
+        MapArgs *a = args;
+
+        for (size_t i = 0; a->jobs && i < a->n; i++)
+                free(a->jobs[i].text);
+        free(a->jobs);
+}
+
+/* Splits a copy of "a,b,c" into j's parts. Returns 0, -ENOMEM, or -E2BIG past 64 parts. */
+static int split_commas(const char *s, MapJob *j) {
+        j->text = strdup(s);
+        if (!j->text)
+                return -ENOMEM;
         if (!*s)
                 return 0;
-        for (char *tok = s; tok && n < max; n++) {
+        for (char *tok = j->text; tok; j->n_parts++) {
                 char *comma = strchr(tok, ',');
-                out[n] = tok;
+                if (j->n_parts == ELEMENTSOF(j->parts))
+                        return -E2BIG;
+                j->parts[j->n_parts] = tok;
                 if (comma)
                         *comma++ = '\0';
                 tok = comma;
         }
-        return n;
+        return 0;
 }
 
-static int cmd_map(Ctl *ctl, int argc, char **argv) {
-        static const char help[] =
-                "Usage: futurectl map KIND ARGS... [--timeout S]\n"
-                "\n"
-                "Submits one job per ARGS in one batch and prints the results in input order,\n"
-                "as Executor.map. ARGS holds a job's arguments separated by commas, e.g.\n"
-                "  futurectl map prime 97 98 n=99,method=miller-rabin\n"
-                "Stops at the first failure (exit 1) and cancels the rest, as map() raises.\n";
+static const char map_help[] =
+        "Usage: futurectl map KIND ARGS... [--timeout S]\n"
+        "\n"
+        "Submits one job per ARGS in one batch and prints the results in input order,\n"
+        "as Executor.map. ARGS holds a job's arguments separated by commas (at most 64), e.g.\n"
+        "  futurectl map prime 97 98 n=99,method=miller-rabin\n"
+        "Stops at the first failure (exit 1) and cancels the rest, as map() raises.\n";
+
+static int parse_map(Ctl *ctl, const CtlCommand *cmd, int argc, char **argv, void *args) {
         static const struct option options[] = {
                 CTL_COMMON_OPTIONS,
                 { "timeout", required_argument, NULL, 't' },
                 {},
         };
+        MapArgs *a = args;
+        int c, r;
+
+        while ((c = ctl_next_option(ctl, argc, argv, "hc:", options, map_help)) >= 0) {
+                if (c != 't')
+                        return ctl_bad_option(map_help, argv);
+                if (ctl_parse_seconds(optarg, &a->timeout) < 0)
+                        return ctl_usage_error(map_help, "--timeout takes seconds");
+        }
+        if (ctl->stop)
+                return 0;
+        if (argc - optind < 2)
+                return ctl_usage_error(map_help, "give a kind and at least one job's arguments");
+        a->kind = argv[optind];
+        a->jobs = calloc((size_t) (argc - optind - 1), sizeof *a->jobs);
+        if (!a->jobs)
+                return ctl_error(ctl, -ENOMEM, "map");
+        for (int i = optind + 1; i < argc; i++) {
+                r = split_commas(argv[i], &a->jobs[a->n++]);
+                if (r == -E2BIG)
+                        return ctl_usage_error(map_help, "a job takes at most %zu arguments",
+                                               ELEMENTSOF(a->jobs[0].parts));
+                if (r < 0)
+                        return ctl_error(ctl, r, "map");
+        }
+        return 0;
+}
+
+static int run_map(Ctl *ctl, const CtlCommand *cmd, void *margs) {
+        const MapArgs *a = margs;
         _cleanup_free_ futured_job *jobs = NULL;
         _cleanup_free_ futured_id *ids = NULL;
         void **args = NULL;
-        double timeout = 0;
-        size_t n;
-        int c, r, status = EXIT_SUCCESS;
+        size_t n = a->n;
+        int r, status = EXIT_SUCCESS;
 
-        while ((c = ctl_next_option(ctl, argc, argv, "hc:", options, help)) >= 0) {
-                if (c != 't')
-                        return ctl_bad_option(help, argv);
-                if (ctl_parse_seconds(optarg, &timeout) < 0)
-                        return ctl_usage_error(help, "--timeout takes seconds");
-        }
-        if (argc - optind < 2)
-                return ctl_usage_error(help, "give a kind and at least one job's arguments");
-        n = (size_t) (argc - optind - 1);
         jobs = calloc(n, sizeof *jobs);
         ids = calloc(n, sizeof *ids);
         args = calloc(n, sizeof *args);
@@ -906,14 +1031,13 @@ static int cmd_map(Ctl *ctl, int argc, char **argv) {
         }
         r = ctl_connect(ctl);
         for (size_t i = 0; r == 0 && i < n; i++) {
-                char *parts[64];
-                size_t k = split_commas(argv[optind + 1 + i], parts, ELEMENTSOF(parts));
+                const MapJob *j = &a->jobs[i];
 
-                jobs[i].kind = argv[optind];
-                jobs[i].timeout = timeout;
-                if (futured_args_pack(ctl->c, jobs[i].kind, parts, k, &args[i], &jobs[i].args_len) <
-                    0)
-                        r = ctl_usage_error(help, "%s", futured_error_message(ctl->c));
+                jobs[i].kind = a->kind;
+                jobs[i].timeout = a->timeout;
+                if (futured_args_pack(ctl->c, jobs[i].kind, (char **) j->parts, j->n_parts,
+                                      &args[i], &jobs[i].args_len) < 0)
+                        r = ctl_usage_error(map_help, "%s", futured_error_message(ctl->c));
                 jobs[i].args = args[i];
         }
         if (r == 0 && (r = futured_submit(ctl->c, jobs, n, ids)) < 0)
@@ -955,73 +1079,90 @@ static int cmd_map(Ctl *ctl, int argc, char **argv) {
         return r ? r : status;
 }
 
-static const char keygen_usage[] =
-        "Usage: futurectl keygen [--out PREFIX]\n"
-        "Makes a CURVE key pair. With --out: PREFIX.key (both keys, mode 0600) and PREFIX.pub\n"
-        "(the public key, for the daemon's allow list or a client's --server-key); without:\n"
-        "prints both lines on standard output.\n";
+typedef struct KeygenArgs {
+        const char *out; /* borrowed from argv; NULL: print both keys */
+} KeygenArgs;
 
-/* keygen: a new key pair from libzmq (libsodium's random source). */
-static int cmd_keygen(Ctl *ctl, int argc, char **argv) {
+static int parse_keygen(Ctl *ctl, const CtlCommand *cmd, int argc, char **argv, void *args) {
+        static const char help[] =
+                "Usage: futurectl keygen [--out PREFIX]\n"
+                "Makes a CURVE key pair. With --out: PREFIX.key (both keys, mode 0600) and\n"
+                "PREFIX.pub (the public key, for the daemon's allow list or a client's\n"
+                "--server-key); without: prints both lines on standard output.\n";
         static const struct option options[] = {
                 CTL_COMMON_OPTIONS,
                 { "out", required_argument, NULL, 'o' },
                 {},
         };
-        char public_key[KEYFILE_KEY_LEN + 1], secret_key[KEYFILE_KEY_LEN + 1];
-        const char *out = NULL;
-        int c, r;
+        KeygenArgs *a = args;
+        int c;
 
-        while ((c = ctl_next_option(ctl, argc, argv, "+ho:", options, keygen_usage)) >= 0) {
+        while ((c = ctl_next_option(ctl, argc, argv, "hc:o:", options, help)) >= 0) {
                 if (c != 'o')
-                        return ctl_bad_option(keygen_usage, argv);
-                out = optarg;
+                        return ctl_bad_option(help, argv);
+                a->out = optarg;
         }
+        if (ctl->stop)
+                return 0;
         if (optind < argc)
-                return ctl_usage_error(keygen_usage, "unexpected argument '%s'", argv[optind]);
+                return ctl_usage_error(help, "unexpected argument '%s'", argv[optind]);
+        return 0;
+}
+
+/* keygen: a new key pair from libzmq (libsodium's random source); no daemon. */
+static int run_keygen(Ctl *ctl, const CtlCommand *cmd, void *args) {
+        char public_key[KEYFILE_KEY_LEN + 1], secret_key[KEYFILE_KEY_LEN + 1];
+        const KeygenArgs *a = args;
+        int r;
+
         if (zmq_curve_keypair(public_key, secret_key) < 0) {
                 fprintf(stderr, "futurectl keygen: %s (libzmq without CURVE?)\n",
                         zmq_strerror(zmq_errno()));
                 return EXIT_SOFTWARE;
         }
-        if (!out) {
+        if (!a->out) {
                 printf("public %s\nsecret %s\n", public_key, secret_key);
                 return EXIT_SUCCESS;
         }
-        r = keyfile_write(out, public_key, secret_key);
+        r = keyfile_write(a->out, public_key, secret_key);
         if (r < 0) {
-                fprintf(stderr, "futurectl keygen: cannot write %s.key and %s.pub: %s\n", out, out,
-                        strerror(-r));
+                fprintf(stderr, "futurectl keygen: cannot write %s.key and %s.pub: %s\n", a->out,
+                        a->out, strerror(-r));
                 return r == -EEXIST ? EXIT_USAGE : EXIT_JOB_FAILED;
         }
         return EXIT_SUCCESS;
 }
 
-/* The other commands; the ID commands are the rows of ids_commands. */
-static const struct {
-        const char *name;
-        int (*run)(Ctl *ctl, int argc, char **argv);
-} commands[] = {
-        { "submit", cmd_submit }, { "result", cmd_result }, { "list", cmd_list },
-        { "stats", cmd_stats },   { "watch", cmd_watch },   { "map", cmd_map },
-        { "primes", cmd_primes }, { "flags", cmd_flags },   { "keygen", cmd_keygen },
+/* Every command. */
+static const CtlCommand commands[] = {
+        { "submit", sizeof(SubmitArgs), parse_submit, run_submit, NULL, submit_help },
+        { "result", sizeof(ResultArgs), parse_result, run_result, NULL, NULL },
+        { "list", sizeof(ListArgs), parse_list, run_list, NULL, NULL },
+        { "stats", 0, parse_stats, run_stats, NULL, NULL },
+        { "watch", sizeof(WatchArgs), parse_watch, run_watch, NULL, NULL },
+        { "map", sizeof(MapArgs), parse_map, run_map, map_args_clear, NULL },
+        { "keygen", sizeof(KeygenArgs), parse_keygen, run_keygen, NULL, NULL },
+        { "status", sizeof(IdsRequest), parse_ids, run_ids, ids_request_clear, &ids_commands[0] },
+        { "wait", sizeof(IdsRequest), parse_ids, run_ids, ids_request_clear, &ids_commands[1] },
+        { "cancel", sizeof(IdsRequest), parse_ids, run_ids, ids_request_clear, &ids_commands[2] },
+        { "release", sizeof(IdsRequest), parse_ids, run_ids, ids_request_clear, &ids_commands[3] },
 };
 
-/* Runs the command named argv[0] on its own argv; returns its exit status. */
-static int run_command(Ctl *ctl, int argc, char **argv) {
+static const CtlCommand *find_command(const char *name) {
+        if (strcmp(name, primes_command.name) == 0)
+                return &primes_command;
+        if (strcmp(name, flags_command.name) == 0)
+                return &flags_command;
         for (size_t i = 0; i < ELEMENTSOF(commands); i++)
-                if (strcmp(argv[0], commands[i].name) == 0)
-                        return commands[i].run(ctl, argc, argv);
-        for (size_t i = 0; i < ELEMENTSOF(ids_commands); i++)
-                if (strcmp(argv[0], ids_commands[i].name) == 0)
-                        return run_ids_command(ctl, &ids_commands[i], argc, argv);
-        return ctl_usage_error(main_usage, "unknown command '%s'", argv[0]);
+                if (strcmp(name, commands[i].name) == 0)
+                        return &commands[i];
+        return NULL;
 }
 
 /* Parses the global options before COMMAND (getopt stops at the first non-option, "+"), which
- * ctl_next_option() handles but --version; --help and --version print and exit. Returns 0 with
- * optind at COMMAND, or an exit status after printing why. */
-static int parse_argv(Ctl *ctl, int argc, char **argv) {
+ * ctl_next_option() handles but --version; --help and --version print and set ctl->stop. Returns
+ * 0 with optind at COMMAND, or an exit status after printing why. */
+static int parse_global(Ctl *ctl, int argc, char **argv) {
         static const struct option options[] = {
                 CTL_COMMON_OPTIONS,
                 { "version", no_argument, NULL, 'V' },
@@ -1030,31 +1171,58 @@ static int parse_argv(Ctl *ctl, int argc, char **argv) {
         int c;
 
         opterr = 0; /* our own messages, with the usage line */
+        optind = 0; /* a fresh getopt: this may not be the first command line parsed */
         c = ctl_next_option(ctl, argc, argv, "+hc:", options, main_usage);
         if (c == 'V') {
                 printf("futurectl %s\n", FUTURED_VERSION);
-                exit(EXIT_SUCCESS);
+                ctl->stop = true;
+                return 0;
         }
         if (c >= 0)
                 return ctl_bad_option(main_usage, argv);
+        if (ctl->stop)
+                return 0;
         if (optind >= argc)
                 return ctl_usage_error(main_usage, "no command given");
         return 0;
 }
 
-int main(int argc, char **argv) {
-        Ctl ctl = { .endpoint = NULL };
+int ctl_parse(CtlInvocation *inv, int argc, char **argv) {
+        const CtlCommand *cmd;
         int r;
 
-        r = parse_argv(&ctl, argc, argv);
-        if (r)
+        *inv = (CtlInvocation){};
+        r = parse_global(&inv->ctl, argc, argv);
+        if (r || inv->ctl.stop)
                 return r;
         argc -= optind;
         argv += optind;
+        cmd = find_command(argv[0]);
+        if (!cmd)
+                return ctl_usage_error(main_usage, "unknown command '%s'", argv[0]);
+        inv->args = calloc(1, MAX(cmd->args_size, (size_t) 1));
+        if (!inv->args)
+                return ctl_error(&inv->ctl, -ENOMEM, cmd->name);
+        inv->cmd = cmd;
         optind = 0; /* restart getopt for the command's options */
-        r = run_command(&ctl, argc, argv);
-        futured_free(ctl.c);
+        return cmd->parse(&inv->ctl, cmd, argc, argv, inv->args);
+}
+
+int ctl_run(CtlInvocation *inv) {
+        int r;
+
+        if (inv->ctl.stop || !inv->cmd)
+                return EXIT_SUCCESS;
+        r = inv->cmd->run(&inv->ctl, inv->cmd, inv->args);
         /* Every command returns an exit status, never a negative errno (see futurectl.h). */
         assert(r >= 0 && r <= EXIT_OSERR);
         return r;
+}
+
+void ctl_invocation_clear(CtlInvocation *inv) {
+        if (inv->cmd && inv->cmd->clear)
+                inv->cmd->clear(inv->args);
+        free(inv->args);
+        futured_free(inv->ctl.c);
+        *inv = (CtlInvocation){};
 }

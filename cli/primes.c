@@ -229,22 +229,38 @@ static int report(Ctl *ctl, const Primes *p, int r, bool all_ok) {
         return status;
 }
 
-int cmd_primes(Ctl *ctl, int argc, char **argv) {
-        _cleanup_(primes_clear) Primes p = {};
+static int parse_primes(Ctl *ctl, const CtlCommand *cmd, int argc, char **argv, void *args) {
+        int r = parse_options(ctl, argc, argv, args);
+
+        if (r || ctl->stop)
+                return r;
+        return parse_numbers(ctl, argc, argv, args);
+}
+
+static int run_primes(Ctl *ctl, const CtlCommand *cmd, void *args) {
+        Primes *p = args;
         bool all_ok = true;
         int r;
 
-        r = parse_options(ctl, argc, argv, &p);
-        if (r == 0)
-                r = parse_numbers(ctl, argc, argv, &p);
-        if (r == 0)
-                r = ctl_connect(ctl);
+        r = ctl_connect(ctl);
         if (r)
                 return r;
-        pack_jobs(&p);
+        pack_jobs(p);
         ctl_catch_interrupts();
-        r = submit_checks(ctl, &p);
+        r = submit_checks(ctl, p);
         if (r == 0)
-                r = collect_checks(ctl, &p, &all_ok);
-        return report(ctl, &p, r, all_ok);
+                r = collect_checks(ctl, p, &all_ok);
+        return report(ctl, p, r, all_ok);
 }
+
+static void primes_clear_args(void *args) {
+        primes_clear(args);
+}
+
+const CtlCommand primes_command = {
+        .name = "primes",
+        .args_size = sizeof(Primes),
+        .parse = parse_primes,
+        .run = run_primes,
+        .clear = primes_clear_args,
+};

@@ -102,6 +102,10 @@ void conffile_dump(const DaemonConfig *cfg, FILE *f) {
         fprintf(f, "grace = %g\n", cfg->grace);
         fprintf(f, "worker = %s\n", cfg->worker_path ? cfg->worker_path : "");
         fprintf(f, "download-dir = %s\n", cfg->download_dir ? cfg->download_dir : "");
+        for (size_t i = 0; i < cfg->download_net.n_rules; i++) {
+                const NetRule *rule = &cfg->download_net.rules[i];
+                fprintf(f, "download-%s = %s\n", rule->allow ? "allow" : "deny", rule->text);
+        }
         fprintf(f, "store = %s\n", cfg->store == STORE_SQLITE ? "sqlite" : "memory");
         fprintf(f, "state-dir = %s\n", cfg->state_dir ? cfg->state_dir : "");
         fprintf(f, "sync = %s\n", cfg->sync == STORE_SYNC_FULL ? "full" : "normal");

@@ -51,6 +51,7 @@ static ExecutorConfig executor_config(const DaemonConfig *cfg) {
         return (ExecutorConfig){
                 .worker_path = cfg->worker_path,
                 .download_dir = cfg->download_dir,
+                .download_net = &cfg->download_net,
                 .threads = cfg->threads,
                 .prefetch = cfg->prefetch,
                 .spin_us = cfg->spin_us,
@@ -85,8 +86,15 @@ static void reload(Daemon *d) {
         }
         if (r >= 0 && d->reload) {
                 char *dir = cfg.download_dir;
+                NetPolicy net = cfg.download_net;
+                if (!netpolicy_equal(&net, &d->cfg.download_net))
+                        log_info("reloaded: %zu download-allow/download-deny rules for downloads "
+                                 "that start from now on",
+                                 net.n_rules);
                 cfg.download_dir = d->cfg.download_dir;
                 d->cfg.download_dir = dir;
+                cfg.download_net = d->cfg.download_net;
+                d->cfg.download_net = net;
                 d->cfg.prefetch = cfg.prefetch;
                 d->cfg.spin_us = cfg.spin_us;
                 d->cfg.transfers = d->requests.transfers = cfg.transfers;
@@ -316,6 +324,7 @@ void daemon_config_free(DaemonConfig *cfg) {
         free(cfg->socket_group);
         free(cfg->curve_secret_key);
         free(cfg->curve_allow);
+        netpolicy_deinit(&cfg->download_net);
 }
 
 int daemon_new(Daemon **ret, DaemonConfig *cfg) {

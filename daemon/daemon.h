@@ -36,6 +36,7 @@ typedef struct DaemonConfig {
         char *events;         /* the PUB endpoint */
         char *worker_path;    /* futured-worker */
         char *download_dir;   /* where `download` jobs with a `path` write, or NULL */
+        NetPolicy download_net; /* --download-allow/--download-deny, beyond the built-in rules */
         char *state_dir;      /* where the store's file lives (sqlite) */
         StoreKind store;
         StoreSync sync;

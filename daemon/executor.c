@@ -1035,6 +1035,8 @@ int executor_new(Executor **ret, Loop *loop, Events *events, const ExecutorConfi
                 return r;
         }
         x->curl_ready = true;
+        if (cfg->download_net && download_set_policy(cfg->download_net) < 0)
+                return -ENOMEM;
         r = completion_new(&x->done);
         if (r >= 0)
                 r = loop_add(loop, &x->done_file, completion_fd(x->done), EPOLLIN, on_done);
@@ -1066,6 +1068,8 @@ int executor_new(Executor **ret, Loop *loop, Events *events, const ExecutorConfi
 int executor_reconfigure(Executor *x, const ExecutorConfig *cfg) {
         int r = download_set_dir(cfg->download_dir);
 
+        if (r >= 0 && cfg->download_net)
+                r = download_set_policy(cfg->download_net);
         if (r < 0)
                 return r;
         x->cfg.retain = cfg->retain;

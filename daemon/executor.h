@@ -20,6 +20,7 @@
 
 #include "events.h"
 #include "loop.h"
+#include "netpolicy.h"
 #include "store.h"
 #include "table.h"
 #include "waiter.h"
@@ -29,6 +30,7 @@ typedef struct Executor Executor;
 typedef struct ExecutorConfig {
         const char *worker_path;  /* futured-worker; borrowed for the call */
         const char *download_dir; /* where downloads with a `path` write, or NULL; borrowed */
+        const NetPolicy *download_net; /* where downloads may connect; borrowed for the call */
         unsigned threads;
         unsigned prefetch;        /* thread jobs handed to the pool beyond its thread count */
         unsigned spin_us;
@@ -87,9 +89,9 @@ typedef struct ExecutorStats {
 int executor_new(Executor **ret, Loop *loop, Events *events, const ExecutorConfig *cfg);
 
 /* Applies the live settings of `cfg` (reload): retain (also for the finished futures kept now),
- * transfers, prefetch, spin_us, max_tasks, the quotas and download_dir; the others take a restart
- * and are ignored. Returns 0, or -errno when the new download directory cannot be opened
- * (nothing is changed then). */
+ * transfers, prefetch, spin_us, max_tasks, the quotas, download_dir and download_net (for
+ * downloads that start afterwards); the others take a restart and are ignored. Returns 0, or
+ * -errno when the new download directory cannot be opened (nothing is changed then) or -ENOMEM. */
 int executor_reconfigure(Executor *x, const ExecutorConfig *cfg);
 
 /* Stops the pools (waiting for every item to come back), frees every future and waiter. Accepts

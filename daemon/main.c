@@ -52,6 +52,11 @@ static void help(void) {
                "  --worker PATH               the futured-worker executable\n"
                "  --download-dir DIR          where download jobs with a 'path' write (default:\n"
                "                              none; such jobs are refused)\n"
+               "  --download-allow CIDR       downloads may connect to this network (repeatable;\n"
+               "                              lifts a built-in denial, e.g. 127.0.0.0/8)\n"
+               "  --download-deny CIDR        downloads may not connect to it (repeatable; built\n"
+               "                              in: loopback, link-local, unspecified; the longest\n"
+               "                              prefix decides)\n"
                "  --store sqlite|memory       keep every job in an SQLite file in the state\n"
                "                              directory, across restarts (default), or in memory\n"
                "                              only\n"
@@ -161,6 +166,8 @@ enum {
         ARG_GRACE,
         ARG_WORKER,
         ARG_DOWNLOAD_DIR,
+        ARG_DOWNLOAD_ALLOW,
+        ARG_DOWNLOAD_DENY,
         ARG_STORE,
         ARG_STATE_DIR,
         ARG_SYNC,
@@ -192,6 +199,8 @@ static const struct option options[] = {
         { "grace", required_argument, NULL, ARG_GRACE },
         { "worker", required_argument, NULL, ARG_WORKER },
         { "download-dir", required_argument, NULL, ARG_DOWNLOAD_DIR },
+        { "download-allow", required_argument, NULL, ARG_DOWNLOAD_ALLOW },
+        { "download-deny", required_argument, NULL, ARG_DOWNLOAD_DENY },
         { "store", required_argument, NULL, ARG_STORE },
         { "state-dir", required_argument, NULL, ARG_STATE_DIR },
         { "sync", required_argument, NULL, ARG_SYNC },
@@ -319,6 +328,9 @@ static int parse_option(int c, const char *arg, DaemonConfig *cfg, const char **
                 return set_string(&cfg->worker_path, arg);
         case ARG_DOWNLOAD_DIR:
                 return set_string(&cfg->download_dir, arg);
+        case ARG_DOWNLOAD_ALLOW:
+        case ARG_DOWNLOAD_DENY:
+                return netpolicy_add(&cfg->download_net, arg, c == ARG_DOWNLOAD_ALLOW, ret_why);
         case ARG_STATE_DIR:
                 return set_string(&cfg->state_dir, arg);
         /* These three may be empty (as --check-config prints them unset): not given. */

@@ -78,6 +78,7 @@ static inline bool proto_state_final(FutureState s) {
 #define PROTO_F_IO "io"
 #define PROTO_F_INTERRUPTED "interrupted"
 #define PROTO_F_STORE_FULL "store_full"
+#define PROTO_F_DOWNLOAD_DENIED "download_denied"
 
 /* A request-level error: a static code, an optional field name (static or borrowed from the
  * request, valid while the request is) and a message. `index` is -1 unless one job of a batch is

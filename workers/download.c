@@ -9,12 +9,20 @@
  * with openat2(RESOLVE_BENEATH) under the download directory: an absolute path, `..`, or a
  * symlink that leaves the directory fails.
  *
+ * Every address a transfer connects to passes the daemon's network policy (netpolicy.h) first:
+ * libcurl's open-socket callback sees the resolved address of each connection it makes (each DNS
+ * answer it tries, each redirect, a proxy), and refuses a denied one before the socket exists;
+ * a connection reused from the multi handle's cache is checked again before each request (the
+ * pre-request callback), so a policy narrowed at reload applies to it too. A transfer that
+ * could connect nowhere else fails with `download_denied`, naming the address and the rule.
+ *
  * Ownership: a Download belongs to whoever holds the pointer download_start() returned through
  * ret_state, until download_finish() frees it. */
 #define _GNU_SOURCE
 #include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <arpa/inet.h>
 #include <linux/openat2.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +32,7 @@
 
 #include "download.h"
 #include "macro.h"
+#include "netpolicy.h"
 #include "now.h"
 
 #define DEFAULT_TIMEOUT 3.1
@@ -38,6 +47,57 @@
 /* Only the transfer thread uses it: it needs no lock callbacks. */
 static CURLSH *share;
 static int download_dir_fd = -1;
+
+/* A network policy shared by the transfers started under it. */
+typedef struct Policy {
+        NetPolicy rules;
+        unsigned refs; /* transfer thread only, once handed over */
+} Policy;
+
+/* The built-in rules alone: the policy until download_set_policy() says otherwise. */
+static Policy builtin_policy = { .refs = 1 };
+/* The transfer thread's current policy; each Download holds a reference to the one it began
+ * with. */
+static Policy *policy = &builtin_policy;
+/* A new policy from the loop thread (download_set_policy), taken by the transfer thread at its
+ * next download_start(): the hand-over needs no lock, and a policy is freed only by the thread
+ * that uses it. */
+static _Atomic(Policy *) policy_next;
+
+static void policy_unref(Policy *p) {
+        if (p && p != &builtin_policy && --p->refs == 0) {
+                netpolicy_deinit(&p->rules);
+                free(p);
+        }
+}
+
+int download_set_policy(const NetPolicy *rules) {
+        Policy *p = calloc(1, sizeof(*p)), *old;
+
+        if (!p)
+                return -ENOMEM;
+        if (netpolicy_copy(&p->rules, rules) < 0) {
+                free(p);
+                return -ENOMEM;
+        }
+        p->refs = 1;
+        /* One the transfer thread has not taken yet was never seen by it: ours to free. */
+        old = atomic_exchange(&policy_next, p);
+        policy_unref(old);
+        return 0;
+}
+
+/* Transfer thread: the policy a transfer starting now uses, with a reference for it. */
+static Policy *policy_take(void) {
+        Policy *next = atomic_exchange(&policy_next, NULL);
+
+        if (next) {
+                policy_unref(policy);
+                policy = next;
+        }
+        policy->refs++;
+        return policy;
+}
 
 int download_global_init(const char *dir) {
         if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
@@ -77,6 +137,9 @@ int download_set_dir(const char *dir) {
 }
 
 void download_global_cleanup(void) {
+        policy_unref(atomic_exchange(&policy_next, NULL));
+        policy_unref(policy);
+        policy = &builtin_policy;
         if (share)
                 curl_share_cleanup(share);
         share = NULL;
@@ -232,6 +295,9 @@ typedef struct Download {
         char *body;          /* inline target */
         size_t body_cap;
         char reason[128];    /* reason phrase of the last status line */
+        Policy *policy;      /* a reference */
+        const NetRule *denied; /* the first rule that refused a connection (in policy), or NULL */
+        char denied_addr[NETPOLICY_TEXT_MAX];
         char errbuf[CURL_ERROR_SIZE];
 } Download;
 
@@ -320,6 +386,53 @@ static void pack_kv_str(msgpack_packer *pk, const char *key, const char *value) 
                 msgpack_pack_nil(pk);
 }
 
+/* Whether the policy lets `t` connect to `a`; notes the transfer's first denial, for its
+ * failure. Transfer thread. */
+static bool check_address(Download *t, const struct sockaddr *a, size_t len) {
+        char addr[NETPOLICY_TEXT_MAX];
+        const NetRule *rule = netpolicy_match(&t->policy->rules, a, len, addr);
+
+        if (!rule || rule->allow)
+                return true;
+        if (!t->denied) {
+                t->denied = rule;
+                memcpy(t->denied_addr, addr, sizeof(addr));
+        }
+        return false;
+}
+
+/* CURLOPT_OPENSOCKETFUNCTION: every new connection, to each address libcurl tries. A refused one
+ * fails that attempt (CURLE_COULDNT_CONNECT once no address is left). The socket is close-on-exec:
+ * the daemon starts worker processes. */
+static curl_socket_t on_open_socket(void *userdata, curlsocktype purpose,
+                                    struct curl_sockaddr *a) {
+        Download *t = userdata;
+
+        (void) purpose;
+        if (!check_address(t, &a->addr, a->addrlen))
+                return CURL_SOCKET_BAD;
+        return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+}
+
+/* CURLOPT_PREREQFUNCTION: before each request, on a new or a reused connection (whose socket a
+ * policy in effect earlier may have let through). */
+static int on_prereq(void *userdata, char *ip, char *local_ip, int port, int local_port) {
+        Download *t = userdata;
+        struct sockaddr_in6 a6 = { .sin6_family = AF_INET6 };
+        struct sockaddr_in a4 = { .sin_family = AF_INET };
+
+        (void) local_ip, (void) port, (void) local_port;
+        if (inet_pton(AF_INET, ip, &a4.sin_addr) == 1)
+                return check_address(t, (struct sockaddr *) &a4, sizeof(a4))
+                               ? CURL_PREREQFUNC_OK
+                               : CURL_PREREQFUNC_ABORT;
+        if (inet_pton(AF_INET6, ip, &a6.sin6_addr) == 1)
+                return check_address(t, (struct sockaddr *) &a6, sizeof(a6))
+                               ? CURL_PREREQFUNC_OK
+                               : CURL_PREREQFUNC_ABORT;
+        return CURL_PREREQFUNC_OK; /* not an IP address: checked when its socket was opened */
+}
+
 static Download *download_free(Download *t) {
         if (t->fd >= 0)
                 close(t->fd);
@@ -332,6 +445,7 @@ static Download *download_free(Download *t) {
         free(t->body);
         free(t->url);
         free(t->path);
+        policy_unref(t->policy);
         free(t);
         return NULL;
 }
@@ -347,6 +461,7 @@ static void *download_start(const msgpack_object *args, const JobContext *ctx, v
         }
         t->ctx = ctx;
         t->fd = t->parent_fd = -1;
+        t->policy = policy_take();
         t->start = now_seconds();
         t->timeout = DEFAULT_TIMEOUT;
         t->max_redirects = DEFAULT_MAX_REDIRECTS;
@@ -405,13 +520,29 @@ static void *download_start(const msgpack_object *args, const JobContext *ctx, v
         curl_easy_setopt(t->h, CURLOPT_NOPROGRESS, 0L);
         curl_easy_setopt(t->h, CURLOPT_XFERINFOFUNCTION, on_progress);
         curl_easy_setopt(t->h, CURLOPT_XFERINFODATA, t);
+        curl_easy_setopt(t->h, CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
+        curl_easy_setopt(t->h, CURLOPT_OPENSOCKETDATA, t);
+        curl_easy_setopt(t->h, CURLOPT_PREREQFUNCTION, on_prereq);
+        curl_easy_setopt(t->h, CURLOPT_PREREQDATA, t);
         *ret_state = t;
         return t->h;
 }
 
 /* Classifies a finished transfer into `failure`; returns 0 when it is a result (2xx or 404). */
 static int classify(Download *t, int rc, long http, JobFailure *failure) {
-        if (rc < 0 || rc == CURLE_ABORTED_BY_CALLBACK)
+        if (rc < 0 || (rc == CURLE_ABORTED_BY_CALLBACK && atomic_load(t->ctx->cancel)))
+                return job_failure(failure, PROTO_F_CANCELLED, "the download was cancelled");
+        /* Refused on every address it tried (or aborted by on_prereq). */
+        if (t->denied && (rc == CURLE_COULDNT_CONNECT || rc == CURLE_ABORTED_BY_CALLBACK)) {
+                snprintf(failure->rule, sizeof(failure->rule), "%s", t->denied->text);
+                snprintf(failure->address, sizeof(failure->address), "%s", t->denied_addr);
+                return job_failure(failure, PROTO_F_DOWNLOAD_DENIED,
+                                   "connecting to %s is denied by %s %s%s", t->denied_addr,
+                                   t->denied->builtin ? "the built-in rule" : "--download-deny",
+                                   t->denied->text,
+                                   t->denied->builtin ? " (lift it with --download-allow)" : "");
+        }
+        if (rc == CURLE_ABORTED_BY_CALLBACK)
                 return job_failure(failure, PROTO_F_CANCELLED, "the download was cancelled");
         if (t->too_large || rc == CURLE_FILESIZE_EXCEEDED)
                 return job_failure(failure, PROTO_F_TOO_LARGE, "the body is larger than %llu bytes",

@@ -9,6 +9,7 @@
 #pragma once
 
 #include "kind.h"
+#include "netpolicy.h"
 
 /* Largest body returned inline in a result. */
 #define DOWNLOAD_INLINE_MAX (8u << 20)
@@ -24,6 +25,11 @@ int download_global_init(const char *dir);
  * directory or the new one, never a closed fd. Returns 0, or -errno when `dir` cannot be opened,
  * or -EBUSY for NULL once a directory was set (unsetting takes a restart). */
 int download_set_dir(const char *dir);
+
+/* Makes `rules` (borrowed; copied) the network policy of downloads that start from now on
+ * (netpolicy.h; without a call, the built-in rules alone). Loop thread, at start and at reload;
+ * transfers already running keep the policy they started with. Returns 0 or -ENOMEM. */
+int download_set_policy(const NetPolicy *rules);
 
 /* Releases what download_global_init() made; no transfer may be running. */
 void download_global_cleanup(void);

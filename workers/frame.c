@@ -37,7 +37,8 @@ static void pack_int_field(msgpack_packer *pk, const char *key, int v) {
 }
 
 void frame_pack_failure(msgpack_packer *pk, const JobFailure *f) {
-        msgpack_pack_map(pk, 2 + (f->signal != 0) + (f->exit_status != 0) + (f->http_status != 0));
+        msgpack_pack_map(pk, 2 + (f->signal != 0) + (f->exit_status != 0) + (f->http_status != 0) +
+                                     2 * (f->rule[0] != 0));
         proto_pack_str(pk, "code");
         proto_pack_str(pk, f->code ? f->code : PROTO_F_INTERNAL);
         proto_pack_str(pk, "message");
@@ -45,6 +46,12 @@ void frame_pack_failure(msgpack_packer *pk, const JobFailure *f) {
         pack_int_field(pk, "signal", f->signal);
         pack_int_field(pk, "exit_status", f->exit_status);
         pack_int_field(pk, "http_status", f->http_status);
+        if (f->rule[0]) {
+                proto_pack_str(pk, "rule");
+                proto_pack_str(pk, f->rule);
+                proto_pack_str(pk, "address");
+                proto_pack_str(pk, f->address);
+        }
 }
 
 int frame_parse(const uint8_t *buf, size_t len, FrameHeader *ret) {

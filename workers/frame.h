@@ -41,7 +41,8 @@ void frame_pack_job(msgpack_sbuffer *sbuf, uint64_t job, const char *kind, const
 void frame_pack_reply_header(msgpack_packer *pk, uint64_t job, bool ok);
 
 /* Packs a failure map {code, message} plus signal, exit_status and http_status where they are
- * non-zero (docs/PROTOCOL.md, `failure`). A NULL code packs `internal`. */
+ * non-zero, and rule and address where rule is not empty (docs/PROTOCOL.md, `failure`). A NULL
+ * code packs `internal`. */
 void frame_pack_failure(msgpack_packer *pk, const JobFailure *f);
 
 /* Parses `buf` (borrowed; `ret->payload` points into it). Returns 0, or -EBADMSG when the frame

@@ -45,6 +45,8 @@ typedef struct JobFailure {
         int signal;      /* worker_died: the signal, or 0 */
         int exit_status; /* worker_died: the exit status when no signal */
         int http_status; /* http_error: the status */
+        char rule[52];   /* download_denied: the network rule that refused, or "" */
+        char address[52]; /* download_denied: the address it refused, or "" */
 } JobFailure;
 
 /* What a running job may consult. Owned by whoever runs the job (thread pool item or worker);

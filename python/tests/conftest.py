@@ -36,8 +36,9 @@ def start_daemon(tmp_path):
     """Starts futured with extra options; every daemon started is stopped and must exit 0."""
     started = []
 
-    def start(*args):
-        d = fixtures.Daemon(tmp_path, *args)
+    def start(*args, **kwargs):
+        # fixtures.Daemon allows downloads from loopback (the test HTTP server) explicitly.
+        d = fixtures.Daemon(tmp_path, *args, **kwargs)
         started.append(d)
         return d
 

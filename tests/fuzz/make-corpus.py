@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """Writes the seed corpora of the fuzz targets: a few valid requests of every operation (and a few
-classic malformed ones) for `request` and `proto`, and worker frames of each kind for `frame`.
+classic malformed ones) for `request` and `proto`, worker frames of each kind for `frame`, and
+futurectl command lines (arguments after the program name, each ended by a NUL) for `argv`.
 Run it from anywhere; it rewrites tests/fuzz/corpus/."""
 import hashlib
 import pathlib
@@ -58,6 +59,35 @@ FRAMES = [
 ]
 
 
+COMMAND_LINES = [
+    ["--help"],
+    ["--version"],
+    ["--json", "-c", "ipc:///tmp/x.sock", "stats"],
+    ["submit", "prime", "97", "method=miller-rabin", "--wait", "--priority", "-5", "--timeout",
+     "1.5", "--group", "g", "--group-limit", "2", "--retries", "1", "--key", "k"],
+    ["submit", "--priority=1000", "sleep", "seconds=0.1"],
+    ["result", "1", "--timeout", "0"],
+    ["status", "1", "2", "3"],
+    ["wait", "1", "2", "--any", "--timeout", "2.5"],
+    ["wait", "--first-error", "7"],
+    ["cancel", "1"],
+    ["release", "1", "2"],
+    ["list", "--state", "pending", "--after", "10", "--limit", "50"],
+    ["watch", "done/", "failed/g"],
+    ["map", "prime", "97", "98", "n=99,method=miller-rabin", "--timeout", "3"],
+    ["primes", "--as-completed", "--method", "trial", "2", "18446744073709551557"],
+    ["primes", "--json"],
+    ["keygen", "--out", "/nonexistent/k"],
+    ["--server-key", "x.pub", "--client-key", "c.key", "stats"],
+    ["flags", "-e", "-m", "100", "--limit", "5", "--server", "delay", "-v"],
+    ["flags", "--base-url", "http://127.0.0.1:8000/flags", "--dest", "/tmp/x", "br", "CN", "A"],
+    ["flags", "-a", "-l", "3"],
+    ["submit", "--help"],
+    ["bogus"],
+    [],
+]
+
+
 def write(name, items):
     d = CORPUS / name
     shutil.rmtree(d, ignore_errors=True)
@@ -69,3 +99,4 @@ def write(name, items):
 write("request", REQUESTS)
 write("proto", REQUESTS)
 write("frame", FRAMES)
+write("argv", [b"".join(a.encode() + b"\0" for a in line) for line in COMMAND_LINES])

@@ -79,8 +79,14 @@ class Client:
         self.sock.close(0)
 
 
+# The test HTTP server listens on 127.0.0.1, which futured's downloads may not reach by default
+# (docs/DOWNLOADS.md, "Which addresses"): every test daemon allows loopback explicitly, unless a
+# test asks for the defaults (allow_loopback=False).
+ALLOW_LOOPBACK = ("--download-allow", "127.0.0.0/8", "--download-allow", "::1/128")
+
+
 class Daemon:
-    def __init__(self, tmp, *args):
+    def __init__(self, tmp, *args, allow_loopback=True):
         self.tmp = tmp
         self.endpoint = f"ipc://{tmp}/futured.sock"
         self.events = f"ipc://{tmp}/events.sock"
@@ -92,7 +98,7 @@ class Daemon:
         self.proc = subprocess.Popen(
             [str(FUTURED), "--listen", self.endpoint, "--events", self.events,
              "--download-dir", str(self.download_dir), "--state-dir", str(tmp / "state"),
-             *args],
+             *(ALLOW_LOOPBACK if allow_loopback else ()), *args],
             stdout=self.log, stderr=subprocess.STDOUT)
         c = self.client()
         deadline = time.monotonic() + 10
@@ -151,8 +157,8 @@ def start_daemon(tmp_path):
     """Starts futured with extra options; every daemon started is stopped and must exit 0."""
     started = []
 
-    def start(*args):
-        d = Daemon(tmp_path, *args)
+    def start(*args, **kwargs):
+        d = Daemon(tmp_path, *args, **kwargs)
         started.append(d)
         return d
 

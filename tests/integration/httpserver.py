@@ -37,7 +37,7 @@ class TestHTTP:
         prefix = "listening on "
         assert line.startswith(prefix), f"unexpected first line {line!r}: {self.output()}"
         self.url = line[len(prefix):].strip()
-        assert self.url.startswith("http://127.0.0.1:"), self.url
+        assert self.url.startswith("http://"), self.url
 
     def explain_line(self, path):
         """What the server does for a GET of `path`, by its own --explain: the status ('200',

@@ -234,12 +234,37 @@ def test_ids_of_the_wrong_type_are_bad_request(daemon, op, ids):
     ("submit", {"jobs": []}, "jobs"),
     ("submit", {"jobs": {"kind": "noop"}}, "jobs"),
     ("submit", {}, "jobs"),
+    ("submit", {"jobs": [{"kind": "noop"}], "reply": "all"}, "reply"),
+    # The 4e6 s cap of every timeout (PROTOCOL.md, bad_request); 4e6 itself is accepted below.
+    ("wait", {"ids": [1], "timeout": 4e6 + 1}, "timeout"),
+    ("result", {"future": 1, "timeout": 4000001}, "timeout"),
+    ("results", {"ids": [1], "timeout": 4e6 + 1}, "timeout"),
+    ("results", {"ids": []}, "ids"),
+    ("cancel", {"ids": []}, "ids"),
+    ("release", {"ids": []}, "ids"),
 ])
 def test_operation_field_of_the_wrong_type_or_range(daemon, op, fields, bad):
     before = submitted(daemon)
     r = daemon.c.rq(op, **fields)
     assert_error(r, "bad_request", field=bad)
     assert_serving_and_nothing_queued(daemon, before)
+
+
+def test_the_edges_of_the_documented_ranges_are_accepted(daemon):
+    c = daemon.c
+    r = c.rq("submit", jobs=[{"kind": "noop", "timeout": 4e6, "priority": 1000, "retries": 100,
+                              "group": "g" * 64, "group_limit": 2**32 - 1,
+                              "idempotency_key": "k" * 128},
+                             {"kind": "noop", "priority": -1000, "timeout": 0}])
+    assert r["ok"], r
+    a, b = r["ids"]
+    assert c.rq("result", future=a, timeout=4e6)["state"] == "done"
+    assert c.rq("wait", ids=[a, b], timeout=4e6)["not_done"] == []
+    assert [x["state"] for x in c.rq("results", ids=[a, b], timeout=4e6)["results"]] == \
+        ["done", "done"]
+    assert c.rq("list", limit=10000)["ok"] and c.rq("list", limit=1)["ok"]
+    assert c.rq("status", ids=[])["states"] == []
+    assert c.rq("probe", token="t" * 64)["ok"]
 
 
 @pytest.mark.parametrize("job,bad", [
@@ -255,6 +280,11 @@ def test_operation_field_of_the_wrong_type_or_range(daemon, op, fields, bad):
     ({"kind": "noop", "group": "g", "group_limit": -1}, "group_limit"),
     ({"kind": "noop", "retries": 101}, "retries"),
     ({"kind": "noop", "retries": "1"}, "retries"),
+    ({"kind": "noop", "timeout": 4e6 + 1}, "timeout"),
+    ({"kind": "noop", "timeout": 2**40}, "timeout"),
+    ({"kind": "noop", "group": "g", "group_limit": 2**32}, "group_limit"),
+    ({"kind": "noop", "idempotency_key": ""}, "idempotency_key"),
+    ({"kind": "noop", "idempotency_key": "k" * 129}, "idempotency_key"),
     ({"kind": 7}, "kind"),
     ({"args": {}}, "kind"),
 ])

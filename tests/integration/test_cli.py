@@ -87,11 +87,27 @@ def test_usage_errors_exit_2(daemon):
     for args in (["bogus"], [], ["status"], ["status", "abc"], ["wait", "1", "--timeout", "x"],
                  ["submit", "prime", "abc"], ["submit", "prime", "-1"], ["submit", "nosuch", "1"],
                  ["submit", "prime", "n=18446744073709551616"], ["result", "1", "2"],
-                 ["primes", "-5"], ["submit", "--priority", "5000", "noop"]):
+                 ["primes", "-5"], ["submit", "--priority", "5000", "noop"],
+                 ["submit", "--priority", "4294967297", "noop"],  # once read as 1
+                 ["map", "noop", ",".join(["x=1"] * 65)]):  # the 65th was once dropped
         p = ctl(daemon, *args)
         assert p.returncode == 2, (args, p.stdout, p.stderr)
         assert p.stderr.startswith("futurectl: "), (args, p.stderr)
         assert "Usage:" in p.stderr or "(" in p.stderr, (args, p.stderr)
+
+
+def test_the_command_line_is_parsed_before_connecting(tmp_path):
+    # No daemon: a usage error is still exit 2 (parsing comes first), a good command line 69.
+    env = dict(os.environ, FUTURED_ENDPOINT=f"ipc://{tmp_path}/nobody.sock")
+    for args, rc in ((["result", "1", "2"], 2), (["list", "--limit", "0"], 2),
+                     (["flags", "--server", "nowhere"], 2), (["map", "noop"], 2),
+                     (["wait", "1", "--help"], 0), (["--version"], 0), (["result", "1"], 69),
+                     (["flags", "-l", "1", "--dest", str(tmp_path / "d")], 69)):
+        p = subprocess.run([str(FUTURECTL), *args], capture_output=True, text=True, env=env,
+                           timeout=30)
+        assert p.returncode == rc, (args, p.stdout, p.stderr)
+    # The last got past parsing into running: that is where `flags` makes its destination.
+    assert (tmp_path / "d").is_dir()
 
 
 def test_help_on_every_command(daemon):
@@ -120,7 +136,9 @@ def test_failed_job_exits_1(daemon):
 
 
 def test_wait_modes_and_timeout(daemon):
-    slow = ctl(daemon, "submit", "sleep", "3", check=0).stdout.strip()
+    # `slow` must outlast six futurectl runs (0.3-0.5 s each under ASan and load); it is
+    # cancelled at the end, so its length costs nothing.
+    slow = ctl(daemon, "submit", "sleep", "60", check=0).stdout.strip()
     fast = ctl(daemon, "submit", "sleep", "0.05", check=0).stdout.strip()
     out = json.loads(ctl(daemon, "--json", "wait", slow, fast, "--any", check=0).stdout)
     assert out == {"done": [int(fast)], "not_done": [int(slow)]}

@@ -248,6 +248,9 @@ def test_cancel_pending(start_daemon):
     (noop,) = submit(c, {"kind": "noop"})
     assert c.rq("cancel", ids=[running])["cancelled"] == [True]
     assert result(c, noop)["state"] == "done"
+    # A running thread job (sleep) is cancelled too, not left to finish: PROTOCOL.md, cancel.
+    assert states(c, running) == ["cancelled"]
+    assert result(c, running)["state"] == "cancelled"
     (done,) = submit(c, {"kind": "noop"})
     assert result(c, done)["state"] == "done"
     assert c.rq("cancel", ids=[done])["cancelled"] == [False]

@@ -248,12 +248,10 @@ FUTURECTL_PATH = FUTURED.parent.parent / "cli" / "futurectl"
 
 def test_workers_ignore_sigterm_and_offer_themselves_to_the_oom_killer(daemon):
     kids = wait_for(lambda: [p for p in ServiceDaemon.children(daemon) if p], 10, "workers")
-    # A worker sets its score first thing after exec, but a forked child is listed before that
-    # (and an ASan build's exec takes a while): wait for it, then check every worker has it.
+    # A worker sets its score itself once exec'd: under ASan that may be after it is first seen.
     for pid in kids:
-        wait_for(lambda: open(f"/proc/{pid}/oom_score_adj").read().strip() != "0", 10,
-                 f"worker {pid} to set its oom_score_adj")
-        assert open(f"/proc/{pid}/oom_score_adj").read().strip() == "500"
+        wait_for(lambda: open(f"/proc/{pid}/oom_score_adj").read().strip() == "500", 10,
+                 f"worker {pid}'s OOM score")
     # A prime of a few seconds survives SIGTERM sent to its worker.
     n = 2305843009213693951  # prime: takes a while
     fid = daemon.c.rq("submit", jobs=[{"kind": "prime", "args": {"n": n}}])["ids"][0]

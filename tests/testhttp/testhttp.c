@@ -134,6 +134,7 @@ static void help(void) {
                "                              chunked=1: no Content-Length, chunked encoding\n"
                "  /misbehave/loop             302 to itself\n"
                "  /misbehave/tofile           302 to file:///etc/passwd\n"
+               "  /misbehave/redirect?to=URL  302 to URL\n"
                "  /misbehave/reset            headers and 1000 of 100000 bytes, then a TCP reset\n"
                "  /misbehave/status?code=N    status N (200..599); 418 is \"I'm a Teapot\"\n"
                "  /misbehave/slow-headers[?seconds=S]  nothing for S seconds (default 30), "
@@ -723,6 +724,12 @@ static enum MHD_Result misbehave(struct MHD_Connection *c, bool head, const char
                 return reply_redirect(c, MISBEHAVE "loop");
         if (strcmp(what, "tofile") == 0)
                 return reply_redirect(c, "file:///etc/passwd");
+        if (strcmp(what, "redirect") == 0) {
+                const char *to = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "to");
+                if (!to || !to[0])
+                        return reply_text(c, head, MHD_HTTP_BAD_REQUEST, "to=URL required");
+                return reply_redirect(c, to);
+        }
         if (strcmp(what, "reset") == 0) {
                 const union MHD_ConnectionInfo *info =
                         MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
