@@ -41,9 +41,9 @@ static void begin_shutdown(Daemon *d) {
         d->stopping = true;
         notify_stopping();
         executor_stop(d->executor, &running, &pending);
-        fprintf(stderr, "futured: shutting down; %" PRIu64 " jobs running, %" PRIu64
-                        " pending are cancelled\n",
-                running, pending);
+        log_info("shutting down; %" PRIu64 " jobs running, %" PRIu64
+                 " pending are cancelled",
+                 running, pending);
         timer_start(loop_timers(d->loop), &d->grace, timer_now() + (uint64_t) (d->cfg.grace * 1e9));
 }
 
@@ -251,7 +251,7 @@ static int bind_endpoint(Daemon *d, void *socket, const char *endpoint) {
         }
         if (zmq_bind(socket, endpoint) < 0) {
                 int r = -zmq_errno();
-                fprintf(stderr, "futured: cannot bind %s: %s\n", endpoint, zmq_strerror(-r));
+                log_error("cannot bind %s: %s", endpoint, zmq_strerror(-r));
                 return r;
         }
         return 0;
@@ -266,8 +266,8 @@ static int open_sockets(Daemon *d) {
         d->router = d->zmq ? zmq_socket(d->zmq, ZMQ_ROUTER) : NULL;
         d->pub = d->zmq ? zmq_socket(d->zmq, ZMQ_PUB) : NULL;
         if (!d->router || !d->pub) {
-                fprintf(stderr, "futured: cannot create ZeroMQ sockets: %s\n",
-                        zmq_strerror(zmq_errno()));
+                log_error("cannot create ZeroMQ sockets: %s",
+                          zmq_strerror(zmq_errno()));
                 return -ENOMEM;
         }
         zmq_setsockopt(d->router, ZMQ_ROUTER_MANDATORY, &one, sizeof(one));
@@ -299,18 +299,19 @@ static int open_sockets(Daemon *d) {
         return notify_listen_check_all_used();
 }
 
-/* STATUS=: the counters an operator looks at first. */
+/* STATUS=: the counters an operator looks at first; the running jobs by pool, each against its
+ * size ("threads 2/4": two of four threads run a job). */
 static void status_line(void *userdata, char *buf, size_t size) {
         Daemon *d = userdata;
         ExecutorStats st;
 
         executor_stats(d->executor, &st);
         snprintf(buf, size,
-                 "pending %" PRIu64 ", running %" PRIu64 " (threads %u, transfers %u/%u, "
+                 "pending %" PRIu64 ", running %" PRIu64 " (threads %u/%u, transfers %u/%u, "
                  "processes %u/%u), done %" PRIu64 ", failed %" PRIu64,
-                 st.n_state[STATE_PENDING], st.n_state[STATE_RUNNING], d->cfg.threads,
-                 st.transfers_running, d->cfg.transfers, st.processes_alive, d->cfg.processes,
-                 st.n_state[STATE_DONE], st.n_state[STATE_FAILED]);
+                 st.n_state[STATE_PENDING], st.n_state[STATE_RUNNING], st.threads_running,
+                 d->cfg.threads, st.transfers_running, d->cfg.transfers, st.processes_running,
+                 d->cfg.processes, st.n_state[STATE_DONE], st.n_state[STATE_FAILED]);
 }
 
 void daemon_config_free(DaemonConfig *cfg) {
@@ -345,7 +346,7 @@ int daemon_new(Daemon **ret, DaemonConfig *cfg) {
         if (r >= 0)
                 r = timer_init(loop_timers(d->loop), &d->grace, on_grace);
         if (r < 0) {
-                fprintf(stderr, "futured: cannot create the event loop: %s\n", strerror(-r));
+                log_error("cannot create the event loop: %s", strerror(-r));
                 return r;
         }
         daemon_signals(&mask);
@@ -355,7 +356,7 @@ int daemon_new(Daemon **ret, DaemonConfig *cfg) {
                 r = signal_fd < 0 ? -errno : r;
                 if (signal_fd >= 0)
                         close(signal_fd);
-                fprintf(stderr, "futured: cannot read signals: %s\n", strerror(-r));
+                log_error("cannot read signals: %s", strerror(-r));
                 return r;
         }
 

@@ -21,6 +21,7 @@
 #include "download.h"
 #include "executor.h"
 #include "frame.h"
+#include "log.h"
 #include "macro.h"
 #include "pooljob.h"
 #include "procpool.h"
@@ -124,8 +125,9 @@ static void store_change(Executor *x, Future *f, FutureState from) {
         else if (proto_state_final(to))
                 r = store_finish(x->store, f->id, to, f->outcome, f->outcome_len, wall_ms());
         if (r < 0)
-                fprintf(stderr, "futured: future %" PRIu64 ": its change to %s is not stored: %s\n",
-                        f->id, proto_state_name(to), strerror(-r));
+                log_fields(LOG_ERR, &(LogFields){ .future_id = f->id, .job_kind = f->kind->name },
+                           "future %" PRIu64 ": its change to %s is not stored: %s", f->id,
+                           proto_state_name(to), strerror(-r));
 }
 
 /* THE door: every change of a future's state, and of the counters, is made here, and the store
@@ -151,6 +153,10 @@ static void set_state(Executor *x, Future *f, FutureState to) {
         if (to == STATE_RUNNING)
                 f->attempt++;
         f->state = to;
+        if (from != STATE_UNKNOWN) /* its submission is not a change */
+                log_fields(LOG_DEBUG, &(LogFields){ .future_id = f->id, .job_kind = f->kind->name },
+                           "future %" PRIu64 " (%s): %s -> %s", f->id, f->kind->name,
+                           proto_state_name(from), proto_state_name(to));
         store_change(x, f, from);
 }
 
@@ -240,6 +246,8 @@ static bool stop(Executor *x, Future *f, FutureState state, const char *code) {
                          f->timeout_ms / 1000.0);
         else
                 snprintf(message, sizeof(message), "futured stopped before the job finished");
+        log_fields(LOG_NOTICE, &(LogFields){ .future_id = f->id, .job_kind = f->kind->name },
+                   "future %" PRIu64 " (%s) failed: %s", f->id, f->kind->name, message);
         fail(x, f, code, message, 0, 0);
         return true;
 }
@@ -460,13 +468,23 @@ static void on_worker_result(void *userdata, uint64_t job, bool ok, const uint8_
         finish(x, f, ok ? STATE_DONE : STATE_FAILED, outcome, (uint32_t) payload_len);
 }
 
-static void on_worker_died(void *userdata, uint64_t job, int signal, int exit_status) {
+static void on_worker_died(void *userdata, uint64_t job, int pid, int signal, int exit_status) {
         Executor *x = userdata;
         Future *f = table_get(&x->table, job);
         char message[160];
 
         if (!f || f->state != STATE_RUNNING)
                 return;
+        if (signal)
+                snprintf(message, sizeof(message), "the worker process died of signal %d (%s)",
+                         signal, strsignal(signal));
+        else
+                snprintf(message, sizeof(message), "the worker process exited with status %d",
+                         exit_status);
+        log_fields(LOG_WARNING,
+                   &(LogFields){ .future_id = f->id, .job_kind = f->kind->name, .worker_pid = pid,
+                                 .signal = signal },
+                   "future %" PRIu64 " (%s): worker %d: %s", f->id, f->kind->name, pid, message);
         f->deaths++;
         if (f->retries > 0 && f->deaths < FUTURE_MAX_DEATHS && !x->stopping) {
                 /* Run it again on another worker. */
@@ -482,12 +500,6 @@ static void on_worker_died(void *userdata, uint64_t job, int signal, int exit_st
                 }
                 /* No memory to queue it again: it fails below, from pending. */
         }
-        if (signal)
-                snprintf(message, sizeof(message), "the worker process died of signal %d (%s)",
-                         signal, strsignal(signal));
-        else
-                snprintf(message, sizeof(message), "the worker process exited with status %d",
-                         exit_status);
         fail(x, f, PROTO_F_WORKER_DIED, message, signal, exit_status);
 }
 
@@ -778,12 +790,16 @@ WaiterSet *executor_waiters(Executor *x) {
 }
 
 void executor_stats(const Executor *x, ExecutorStats *ret) {
-        unsigned queued = queued_in_pools(x);
+        unsigned queued = queued_in_pools(x), threads = 0;
 
+        for (PoolJob *j = x->jobs; j; j = j->next)
+                threads += j->kind->pool != POOL_TRANSFER && pooljob_started(j);
         *ret = (ExecutorStats){
                 .submitted = x->submitted,
                 .finished = x->finished,
+                .threads_running = threads,
                 .transfers_running = x->transfers_busy,
+                .processes_running = procpool_busy(x->ppool),
                 .processes_alive = procpool_alive(x->ppool),
                 .workers_started = procpool_started(x->ppool),
                 .workers_died = procpool_died(x->ppool),
@@ -855,8 +871,9 @@ static int recover_job(void *userdata, const StoreJob *job) {
         int r;
 
         if (!spec.kind) {
-                fprintf(stderr, "futured: the store's job %" PRIu64 " is of an unknown kind '%s': "
-                                "it is dropped\n", job->id, job->kind);
+                log_fields(LOG_WARNING, &(LogFields){ .future_id = job->id, .job_kind = job->kind },
+                           "the store's job %" PRIu64 " is of an unknown kind '%s': it is dropped",
+                           job->id, job->kind);
                 return 0;
         }
         if (job->args_len && !(args = alloc_malloc(job->args_len)))
@@ -965,7 +982,7 @@ static int recover(Executor *x) {
         }
         free(rec.retained);
         if (r < 0) {
-                fprintf(stderr, "futured: cannot recover the store's futures: %s\n", strerror(-r));
+                log_error("cannot recover the store's futures: %s", strerror(-r));
                 return r;
         }
         /* Jobs that were running when futured stopped and have no retries left. */
@@ -980,19 +997,18 @@ static int recover(Executor *x) {
         }
         r = table_set_next_id(&x->table, store_next_id(x->store));
         if (r < 0) {
-                fprintf(stderr, "futured: the store's next ID %" PRIu64 " is below its jobs'\n",
-                        store_next_id(x->store));
+                log_error("the store's next ID %" PRIu64 " is below its jobs'",
+                          store_next_id(x->store));
                 return -EBADMSG;
         }
         if (store_durable(x->store))
-                fprintf(stderr,
-                        "futured: recovered %" PRIu64 " pending, %" PRIu64 " running (%" PRIu64
-                        " to run again, %" PRIu64 " interrupted), %" PRIu64 " done, %" PRIu64
-                        " failed, %" PRIu64 " cancelled futures in %.3f s; next ID %" PRIu64 "\n",
-                        rec.n_state[STATE_PENDING], rec.n_state[STATE_RUNNING], rec.retried,
-                        rec.interrupted, rec.n_state[STATE_DONE], rec.n_state[STATE_FAILED],
-                        rec.n_state[STATE_CANCELLED], (double) (timer_now() - t0) / 1e9,
-                        store_next_id(x->store));
+                log_info("recovered %" PRIu64 " pending, %" PRIu64 " running (%" PRIu64
+                         " to run again, %" PRIu64 " interrupted), %" PRIu64 " done, %" PRIu64
+                         " failed, %" PRIu64 " cancelled futures in %.3f s; next ID %" PRIu64,
+                         rec.n_state[STATE_PENDING], rec.n_state[STATE_RUNNING], rec.retried,
+                         rec.interrupted, rec.n_state[STATE_DONE], rec.n_state[STATE_FAILED],
+                         rec.n_state[STATE_CANCELLED], (double) (timer_now() - t0) / 1e9,
+                         store_next_id(x->store));
         return 0;
 }
 
@@ -1029,9 +1045,9 @@ int executor_new(Executor **ret, Loop *loop, Events *events, const ExecutorConfi
         /* libcurl's global state must exist before any thread that may use it. */
         r = download_global_init(cfg->download_dir);
         if (r < 0) {
-                fprintf(stderr, "futured: cannot set up downloads (%s): %s\n",
-                        cfg->download_dir ? cfg->download_dir : "no download directory",
-                        strerror(-r));
+                log_error("cannot set up downloads (%s): %s",
+                          cfg->download_dir ? cfg->download_dir : "no download directory",
+                          strerror(-r));
                 return r;
         }
         x->curl_ready = true;
@@ -1041,24 +1057,24 @@ int executor_new(Executor **ret, Loop *loop, Events *events, const ExecutorConfi
         if (r >= 0)
                 r = loop_add(loop, &x->done_file, completion_fd(x->done), EPOLLIN, on_done);
         if (r < 0) {
-                fprintf(stderr, "futured: cannot make the completion queue: %s\n", strerror(-r));
+                log_error("cannot make the completion queue: %s", strerror(-r));
                 return r;
         }
         r = threadpool_new(&x->tpool, cfg->threads, cfg->spin_us, x->done);
         if (r < 0) {
-                fprintf(stderr, "futured: cannot start the thread pool: %s\n", strerror(-r));
+                log_error("cannot start the thread pool: %s", strerror(-r));
                 return r;
         }
         r = transferpool_new(&x->xpool, x->done);
         if (r < 0) {
-                fprintf(stderr, "futured: cannot start the transfer thread: %s\n", strerror(-r));
+                log_error("cannot start the transfer thread: %s", strerror(-r));
                 return r;
         }
         r = procpool_new(&x->ppool, loop, cfg->worker_path, cfg->processes, cfg->max_tasks,
                          &procpool_callbacks, x);
         if (r < 0) {
-                fprintf(stderr, "futured: cannot start the process pool with %s: %s\n",
-                        cfg->worker_path, strerror(-r));
+                log_error("cannot start the process pool with %s: %s",
+                          cfg->worker_path, strerror(-r));
                 return r;
         }
         *ret = TAKE_PTR(x);

@@ -74,7 +74,9 @@ enum {
 typedef struct ExecutorStats {
         uint64_t n_state[_STATE_MAX]; /* as clients see them: queued thread jobs are pending */
         uint64_t submitted, finished;
+        unsigned threads_running;     /* jobs a pool thread has taken (not the prefetched) */
         unsigned transfers_running;
+        unsigned processes_running;   /* workers running a job */
         unsigned processes_alive;
         uint64_t workers_started, workers_died;
         uint64_t deferred;

@@ -31,8 +31,9 @@ void log_open(void) {
         unsigned long long dev, ino;
         struct stat st;
 
-        to_journal = e && sscanf(e, "%llu:%llu", &dev, &ino) == 2 && fstat(STDERR_FILENO, &st) == 0 &&
-                     (unsigned long long) st.st_dev == dev && (unsigned long long) st.st_ino == ino;
+        to_journal = e && sscanf(e, "%llu:%llu", &dev, &ino) == 2 &&
+                     fstat(STDERR_FILENO, &st) == 0 && (unsigned long long) st.st_dev == dev &&
+                     (unsigned long long) st.st_ino == ino;
 }
 
 void log_set_max_level(int level) {

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "log.h"
 #include "macro.h"
 #include "sqlitestore.h"
 
@@ -113,7 +114,7 @@ static int refuse(const char *path, int r, const char *why) {
                 todo = "; it was left untouched: run the futured that wrote it, or a newer one";
         else if (r == -EBUSY)
                 todo = "; stop the other futured, or give this one another --state-dir";
-        fprintf(stderr, "futured: cannot use the store %s: %s%s\n", path, why, todo);
+        log_error("cannot use the store %s: %s%s", path, why, todo);
         return r;
 }
 

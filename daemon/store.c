@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "alloc.h"
+#include "log.h"
 #include "macro.h"
 #include "now.h"
 #include "sqlitestore.h"
@@ -181,7 +182,7 @@ static int carry_over(Store *s, StoreBatch *failed) {
                         op->principal_off += base;
         }
         if (r < 0) {
-                fprintf(stderr, "futured: out of memory: %zu changes to the store are lost\n", n);
+                log_error("out of memory: %zu changes to the store are lost", n);
                 return r;
         }
         failed->seq = open->seq;
@@ -216,13 +217,13 @@ static void on_done(LoopFile *lf, uint32_t events) {
         if (error < 0) {
                 /* Logged once per outage, not once per batch. */
                 if (!s->failing)
-                        fprintf(stderr, "futured: cannot commit to the store: %s; new jobs are "
-                                        "refused until it works again\n",
-                                strerror(-error));
+                        log_error("cannot commit to the store: %s; new jobs are "
+                                  "refused until it works again",
+                                  strerror(-error));
                 s->failing = true;
                 (void) carry_over(s, b);
         } else if (s->failing) {
-                fprintf(stderr, "futured: the store works again\n");
+                log_notice("the store works again");
                 s->failing = false;
         }
         s->on_commit(s->userdata, seq, error);

@@ -36,7 +36,7 @@ static void on_result(void *u, uint64_t job, bool ok, const uint8_t *payload, si
         msgpack_unpacked_destroy(&m);
 }
 
-static void on_died(void *u, uint64_t job, int sig, int status) {
+static void on_died(void *u, uint64_t job, int pid, int sig, int status) {
         died_job = job;
         died_signal = sig;
 }

@@ -331,6 +331,7 @@ void procpool_reap(ProcPool *p) {
                  * hung up (DYING) by the time SIGCHLD is read, and must still back off. */
                 bool before_hello = !w->said_hello;
                 uint64_t job = w->job;
+                int pid = (int) w->pid;
                 int sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
                 int code = WIFEXITED(status) ? WEXITSTATUS(status) : 0;
 
@@ -341,7 +342,7 @@ void procpool_reap(ProcPool *p) {
                         p->start_failures++;
                 slot_reset(w, SLOT_EMPTY, 0);
                 if (job)
-                        p->cb->on_died(p->userdata, job, sig, code);
+                        p->cb->on_died(p->userdata, job, pid, sig, code);
                 refill(p, w);
         }
 }
@@ -395,6 +396,14 @@ unsigned procpool_alive(const ProcPool *p) {
 
         for (unsigned i = 0; i < p->size; i++)
                 n += p->workers[i].state == SLOT_IDLE || p->workers[i].state == SLOT_BUSY;
+        return n;
+}
+
+unsigned procpool_busy(const ProcPool *p) {
+        unsigned n = 0;
+
+        for (unsigned i = 0; i < p->size; i++)
+                n += p->workers[i].state == SLOT_BUSY;
         return n;
 }
 

@@ -30,9 +30,9 @@ typedef struct ProcPoolCallbacks {
          * it reached max_tasks and is being replaced. */
         void (*on_result)(void *userdata, uint64_t job, bool ok, const uint8_t *payload,
                           size_t payload_len);
-        /* The worker running `job` (0: none, or one detached by procpool_kill) died by `signal`
-         * (0 if it exited) or exited with `exit_status`. */
-        void (*on_died)(void *userdata, uint64_t job, int signal, int exit_status);
+        /* The worker `pid` running `job` (0: none, or one detached by procpool_kill) died by
+         * `signal` (0 if it exited) or exited with `exit_status`. */
+        void (*on_died)(void *userdata, uint64_t job, int pid, int signal, int exit_status);
 } ProcPoolCallbacks;
 
 /* Creates the pool on `loop` and starts `size` workers from `worker_path` (borrowed; copied). A
@@ -69,5 +69,7 @@ unsigned procpool_size(const ProcPool *p);
 /* Changes the jobs per worker before it is replaced (reload; 0: no limit). */
 void procpool_set_max_tasks(ProcPool *p, unsigned max_tasks);
 unsigned procpool_alive(const ProcPool *p);
+/* Workers running a job now. */
+unsigned procpool_busy(const ProcPool *p);
 uint64_t procpool_started(const ProcPool *p);
 uint64_t procpool_died(const ProcPool *p);

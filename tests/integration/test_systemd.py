@@ -2,6 +2,7 @@
 systemd-socket-activate, SIGHUP reloads, and the configuration file."""
 import os
 import pathlib
+import re
 import shutil
 import signal
 import subprocess
@@ -98,6 +99,32 @@ def test_ready_status_watchdog_reload_stopping(notified):
     t_term = time.monotonic()
     assert d.stop() == 0, d.output()
     assert n.times_of("STOPPING", "1", since=t_term)
+
+
+STATUS_LINE = re.compile(r"pending \d+, running \d+ \(threads \d+/2, transfers \d+/\d+, "
+                         r"processes \d+/1\), done \d+, failed \d+")
+
+
+def test_status_counts_running_jobs_by_pool(notified):
+    """STATUS=pending N, running N (threads a/T, transfers b/X, processes c/P), done N, failed N:
+    a, b and c are the jobs each pool runs now, T, X and P the pools' sizes."""
+    d, n = notified
+    n.wait("READY", "1")
+    c = d.client()
+    transfers = c.rq("stats")["stats"]["transfers"]
+    sleeps = [{"kind": "sleep", "args": {"seconds": 60}} for _ in range(3)]
+    prime = {"kind": "prime", "args": {"n": 18446744073709551557}}  # seconds of trial division
+    ids = c.rq("submit", jobs=sleeps + [prime])["ids"]
+    busy = (f"pending 1, running 3 (threads 2/2, transfers 0/{transfers}, processes 1/1), "
+            "done 0, failed 0")
+    wait_for(lambda: any(m.get("STATUS") == busy for _, m in n.all()), 10, busy)
+    c.rq("cancel", ids=ids)
+    idle = (f"pending 0, running 0 (threads 0/2, transfers 0/{transfers}, processes 0/1), "
+            "done 0, failed 0")
+    wait_for(lambda: any(m.get("STATUS") == idle for _, m in n.all()), 10, idle)
+    statuses = [m["STATUS"] for _, m in n.all() if "STATUS" in m]
+    assert all(STATUS_LINE.fullmatch(s) for s in statuses), statuses
+    assert d.stop() == 0
 
 
 def test_restart_only_setting_warns(notified):
@@ -290,3 +317,32 @@ def test_client_default_endpoint_falls_back_to_the_system_socket():
                        env=env, timeout=30)
     shutil.rmtree(runtime)
     assert r.returncode == 69 and f"{runtime}/futured/futured.sock" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("level", ["debug", "info", "warning"])
+def test_log_levels_of_deaths_timeouts_and_state_changes(start_daemon, level):
+    """Worker deaths are warnings, job timeouts notices, state changes debug lines (the journal
+    fields of the same lines are checked in a booted container by packaging/test-deb)."""
+    d = start_daemon("--log-level", level, "--processes", "1", "--threads", "1")
+    c = d.c
+    prime, sleeper = c.rq("submit", jobs=[
+        {"kind": "prime", "args": {"n": 18446744073709551557}},
+        {"kind": "sleep", "args": {"seconds": 30}, "timeout": 0.2}])["ids"]
+    wait_for(lambda: c.rq("status", ids=[prime])["states"] == ["running"], 10, "the prime to run")
+    def children():
+        kids = []
+        for path in pathlib.Path(f"/proc/{d.proc.pid}/task").glob("*/children"):
+            kids += [int(p) for p in path.read_text().split()]
+        return kids
+    (worker,) = wait_for(children, what="the worker process")
+    os.kill(worker, signal.SIGKILL)
+    wait_for(lambda: c.rq("status", ids=[prime, sleeper])["states"] == ["failed", "failed"], 10,
+             "both jobs to fail")
+    out = d.output()
+    death = f"futured: future {prime} (prime): worker {worker}: the worker process died of signal 9"
+    timeout = (f"futured: future {sleeper} (sleep) failed: "
+               "the job ran longer than its 0.200 s timeout")
+    change = f"futured: future {prime} (prime): pending -> running"
+    assert death in out, out
+    assert (timeout in out) == (level != "warning"), out
+    assert (change in out) == (level == "debug"), out
