@@ -106,6 +106,7 @@ void conffile_dump(const DaemonConfig *cfg, FILE *f) {
         fprintf(f, "state-dir = %s\n", cfg->state_dir ? cfg->state_dir : "");
         fprintf(f, "sync = %s\n", cfg->sync == STORE_SYNC_FULL ? "full" : "normal");
         fprintf(f, "log-level = %s\n", log_level_to_string(cfg->log_level));
+        fprintf(f, "metrics = %s\n", cfg->metrics ? cfg->metrics : "");
 }
 
 static bool str_differ(const char *a, const char *b) {
@@ -131,6 +132,8 @@ void conffile_warn_restart_only(const DaemonConfig *old, const DaemonConfig *cfg
                 log_warning("reload: 'store' changed; it takes effect at the next restart");
         if (str_differ(old->state_dir, cfg->state_dir))
                 log_warning("reload: 'state-dir' changed; it takes effect at the next restart");
+        if (str_differ(old->metrics, cfg->metrics))
+                log_warning("reload: 'metrics' changed; it takes effect at the next restart");
         if (old->sync != cfg->sync)
                 log_warning("reload: 'sync' changed; it takes effect at the next restart");
 }

@@ -17,6 +17,7 @@
 #include "events.h"
 #include "executor.h"
 #include "loop.h"
+#include "metrics.h"
 #include "notify.h"
 #include "request.h"
 
@@ -43,6 +44,7 @@ typedef struct DaemonConfig {
         double retain;        /* seconds a finished future is kept */
         double grace;         /* seconds running jobs get at shutdown */
         int log_level;        /* LOG_ERR .. LOG_DEBUG */
+        char *metrics;        /* --metrics ADDRESS:PORT, or NULL: no metrics endpoint */
 } DaemonConfig;
 
 /* Reads the configuration again (file, then command line) into `ret` for a reload; `old` is the
@@ -62,6 +64,7 @@ typedef struct Daemon {
         Requests requests;
         Timer grace;          /* armed at SIGTERM: running jobs get this long */
         Notify notify;        /* STATUS= and the watchdog */
+        Metrics *metrics;     /* the Prometheus endpoint, or NULL */
         DaemonReloadFn reload; /* set by main(); NULL: SIGHUP changes nothing */
         bool stopping;
 } Daemon;

@@ -60,6 +60,10 @@ static void help(void) {
                "                              $XDG_STATE_HOME/futured or ~/.local/state/futured)\n"
                "  --sync normal|full          normal: a commit survives a crash of futured;\n"
                "                              full: also a power loss (slower)\n"
+               "  --metrics [ADDRESS:]PORT    serve Prometheus metrics at\n"
+               "                              http://ADDRESS:PORT/metrics (default: none;\n"
+               "                              ADDRESS 127.0.0.1 unless given: an IPv4\n"
+               "                              address or [IPv6])\n"
                "  --log-level LEVEL           err, warning, notice, info (default) or debug\n"
                "  --config PATH               the configuration file (default\n"
                "                              " FUTURED_SYSCONFDIR "/futured/futured.conf)\n"
@@ -153,6 +157,7 @@ enum {
         ARG_LOG_LEVEL,
         ARG_CONFIG,
         ARG_CHECK_CONFIG,
+        ARG_METRICS,
 };
 
 /* The options; those with an argument, but --config, are also the keys of the config file. */
@@ -173,6 +178,7 @@ static const struct option options[] = {
         { "state-dir", required_argument, NULL, ARG_STATE_DIR },
         { "sync", required_argument, NULL, ARG_SYNC },
         { "log-level", required_argument, NULL, ARG_LOG_LEVEL },
+        { "metrics", required_argument, NULL, ARG_METRICS },
         { "config", required_argument, NULL, ARG_CONFIG },
         { "check-config", no_argument, NULL, ARG_CHECK_CONFIG },
         { "help", no_argument, NULL, 'h' },
@@ -325,6 +331,20 @@ static int parse_option(int c, const char *arg, DaemonConfig *cfg, const char **
                 if (parse_seconds(arg, &cfg->grace) < 0)
                         bad = "--grace takes a number of seconds";
                 break;
+        case ARG_METRICS: {
+                struct sockaddr_storage sa;
+                socklen_t len;
+                if (!*arg) { /* none: an empty value turns off what the file asked for */
+                        cfg->metrics = mfree(cfg->metrics);
+                        return 0;
+                }
+                if (metrics_parse_address(arg, &sa, &len) < 0) {
+                        bad = "--metrics takes PORT or ADDRESS:PORT (ADDRESS: localhost, an IPv4 "
+                              "address or [an IPv6 address]; PORT: 0 to 65535)";
+                        break;
+                }
+                return set_string(&cfg->metrics, arg);
+        }
         case ARG_LOG_LEVEL:
                 level = log_level_from_string(arg);
                 if (level < 0)
