@@ -45,7 +45,7 @@ void counters_change(Counters *c, Future *f, FutureState from, bool recovering) 
         if ((g = gauge(c, to, lane)))
                 (*g)++;
         if (to == STATE_RUNNING)
-                f->started_ns = timer_now();
+                f->started_ns = c->time_runs ? timer_now() : 0;
         if (recovering || k < 0)
                 return;
         if (from == STATE_UNKNOWN && to == STATE_PENDING)
@@ -53,6 +53,6 @@ void counters_change(Counters *c, Future *f, FutureState from, bool recovering) 
         if (to == STATE_EXPIRED || !proto_state_final(to))
                 return;
         c->finished[k][to - STATE_DONE]++;
-        if (from == STATE_RUNNING)
+        if (from == STATE_RUNNING && f->started_ns && c->time_runs)
                 histogram_observe(&c->run_seconds[k], (double) (timer_now() - f->started_ns) / 1e9);
 }

@@ -780,6 +780,10 @@ void executor_counters(const Executor *x, Counters *ret) {
         }
 }
 
+void executor_time_runs(Executor *x) {
+        x->counters.time_runs = true;
+}
+
 uint64_t executor_generation(const Executor *x) {
         /* The sum of what only grows moves the high bits; the deferred replies, which also
          * shrink (to a timeout, without any other change), the low ones. */

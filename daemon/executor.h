@@ -126,6 +126,9 @@ void executor_stats(const Executor *x, ExecutorStats *ret);
  * as executor_stats() counts them. Copies them whole into `ret`. */
 void executor_counters(const Executor *x, Counters *ret);
 
+/* From now on, times the runs of jobs for the counters' histograms (metrics, see counters.h). */
+void executor_time_runs(Executor *x);
+
 /* A number that changes whenever what executor_stats() or executor_counters() report may have
  * changed (but for the store's file size): cheap, for a reader that copies them only then. */
 uint64_t executor_generation(const Executor *x);

@@ -443,6 +443,7 @@ int metrics_new(Metrics **ret, const char *address, Executor *executor, TimerHea
         }
         name_address(m, m->fd);
         m->start_time = process_start_time();
+        executor_time_runs(executor);
         publish(m);
         m->mhd = MHD_start_daemon(
                 MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG |

@@ -1,8 +1,8 @@
 /* Unit test of the counters: the changes set_state() makes move the gauges of the right pool
  * (the inline lane apart from the thread pool), count submits and final states per kind, put
  * every run that ended (also a failed or cancelled one) in its kind's histogram but no future
- * that never ran, and count nothing as submitted or finished while the store is recovered; and
- * every kind of the daemon has room. */
+ * that never ran, and count nothing as submitted or finished while the store is recovered;
+ * without time_runs nothing is timed; and every kind of the daemon has room. */
 #include <string.h>
 #include <time.h>
 
@@ -33,6 +33,7 @@ int main(void) {
         int k_noop, k_sleep, k_prime;
 
         counters_init(&c);
+        c.time_runs = true;
         for (unsigned i = 0; all[i]; i++)
                 CHECK(i < COUNTERS_MAX_KINDS && counters_kind_index(&c, all[i]) == (int) i);
         k_noop = counters_kind_index(&c, noop->kind);
@@ -87,6 +88,22 @@ int main(void) {
         CHECK(c.finished[k_prime][STATE_FAILED - STATE_DONE] == 2);
         CHECK(c.run_seconds[k_prime].count == 1); /* it did not run */
         CHECK(c.changes == 16);
+
+        /* Without time_runs no clock is read and nothing is observed, but all else is counted. */
+        counters_init(&c);
+        change(&c, noop, STATE_PENDING, false);
+        change(&c, noop, STATE_RUNNING, false);
+        CHECK(noop->started_ns == 0);
+        change(&c, noop, STATE_DONE, false);
+        CHECK(c.finished[k_noop][0] == 1 && c.run_seconds[k_noop].count == 0);
+        /* A run stamped before timing began (none in the daemon: metrics start with it) is not
+         * observed when it ends. */
+        c.time_runs = true;
+        change(&c, sleep1, STATE_PENDING, false);
+        change(&c, sleep1, STATE_RUNNING, false);
+        sleep1->started_ns = 0;
+        change(&c, sleep1, STATE_DONE, false);
+        CHECK(c.finished[k_sleep][0] == 1 && c.run_seconds[k_sleep].count == 0);
 
         future_free(noop);
         future_free(sleep1);
