@@ -74,6 +74,11 @@ def agrees_with_stats(addr, c):
     return None
 
 
+def settled(addr, c):
+    """The first scrape that agrees with `stats`, waiting for the snapshot to catch up."""
+    return wait_for(lambda: agrees_with_stats(addr, c), 30, "the scrape to agree with stats")
+
+
 def check_histogram(s, name, **labels):
     """Cumulative buckets that never fall, +Inf equal to _count; returns (count, sum)."""
     buckets = sorted(((float(dict(k)["le"]), v) for (n, k), v in s.items()
@@ -105,7 +110,7 @@ def test_counters_after_known_jobs(metered):
     wait_for(lambda: states(c, *done, *failed, *running) ==
              ["done"] * len(done) + ["failed", "running"], 20, "the jobs to finish")
     c.rq("cancel", ids=running)
-    s = wait_for(lambda: agrees_with_stats(addr, c), what="the scrape to agree with stats")
+    s = settled(addr, c)
 
     assert value(s, "futured_jobs_submitted_total", kind="noop") == 3
     assert value(s, "futured_jobs_submitted_total", kind="sleep") == 4
@@ -138,13 +143,13 @@ def test_a_cancelled_pending_job_finishes_without_a_run(start_daemon):
     d = start_daemon("--threads", "1", "--prefetch", "0", "--metrics", "127.0.0.1:0")
     addr, c = address(d), d.c
     first, second, third = submit(c, sleep_job(30), sleep_job(30), sleep_job(30))
-    wait_for(lambda: states(c, first) == ["running"], what="the first sleep to run")
-    s = wait_for(lambda: agrees_with_stats(addr, c), what="the scrape to agree with stats")
+    wait_for(lambda: states(c, first) == ["running"], 30, "the first sleep to run")
+    s = settled(addr, c)
     assert value(s, "futured_jobs_running", pool="thread") == 1
     assert value(s, "futured_jobs_pending", pool="thread") == 2
     c.rq("cancel", ids=[second])
     c.rq("cancel", ids=[first, third])
-    s = wait_for(lambda: agrees_with_stats(addr, c), what="the scrape to agree with stats")
+    s = settled(addr, c)
     assert value(s, "futured_jobs_finished_total", kind="sleep", state="cancelled") == 3
     # Only the first ran: the other two never started, so they have no run time.
     assert check_histogram(s, "futured_job_duration_seconds", kind="sleep")[0] == 1
@@ -155,11 +160,11 @@ def test_gauges_worker_deaths_and_deferred_replies(start_daemon):
     addr, c = address(d), d.c
     big = prime_job(BIG_PRIME)
     run, queued = submit(c, big, big)
-    wait_for(lambda: states(c, run, queued) == ["running", "pending"], what="one prime to run")
+    wait_for(lambda: states(c, run, queued) == ["running", "pending"], 30, "one prime to run")
     waiter = d.client()
     waiter.send(op="wait", ids=[run], timeout=30)
     s = wait_for(lambda: agrees_with_stats(addr, c) if stats(c)["clients_deferred"] else None,
-                 what="the wait to be deferred")
+                 30, "the wait to be deferred")
     assert value(s, "futured_jobs_running", pool="process") == 1
     assert value(s, "futured_jobs_pending", pool="process") == 1
     assert value(s, "futured_deferred_replies") == 1
@@ -167,9 +172,10 @@ def test_gauges_worker_deaths_and_deferred_replies(start_daemon):
     (victim,) = workers(d)
     os.kill(victim, signal.SIGKILL)
     assert waiter.recv()["ok"]
-    wait_for(lambda: states(c, run, queued) == ["failed", "running"], what="the second to run")
+    wait_for(lambda: states(c, run, queued) == ["failed", "running"], 30,
+             "the second to run on a new worker")
     c.rq("cancel", ids=[queued])  # kills its worker on purpose: not a death
-    s = wait_for(lambda: agrees_with_stats(addr, c), what="the scrape to agree with stats")
+    s = settled(addr, c)
     assert value(s, "futured_worker_deaths_total") == 1
     assert value(s, "futured_deferred_replies") == 0
     assert value(s, "futured_jobs_finished_total", kind="prime", state="failed") == 1
@@ -364,7 +370,7 @@ def test_requests_are_answered_while_a_client_hammers_metrics(metered):
         for t in threads:
             t.join()
     assert results["bad"] == [], results["bad"][:5]
-    s = wait_for(lambda: agrees_with_stats(addr, d.c), what="the scrape to agree with stats")
+    s = settled(addr, d.c)
     assert value(s, "futured_jobs_finished_total", kind="noop", state="done") == 2000
 
 
