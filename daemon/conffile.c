@@ -118,6 +118,7 @@ void conffile_dump(const DaemonConfig *cfg, FILE *f) {
         fprintf(f, "quota-running = %u\n", cfg->quota_running);
         fprintf(f, "quota-retained = %u\n", cfg->quota_retained);
         fprintf(f, "quota-deferred = %u\n", cfg->quota_deferred);
+        fprintf(f, "metrics = %s\n", cfg->metrics ? cfg->metrics : "");
 }
 
 static bool str_differ(const char *a, const char *b) {
@@ -150,6 +151,8 @@ void conffile_warn_restart_only(const DaemonConfig *old, const DaemonConfig *cfg
         if (str_differ(old->curve_secret_key, cfg->curve_secret_key))
                 log_warning("reload: 'curve-secret-key' changed; it takes effect at the next "
                             "restart");
+        if (str_differ(old->metrics, cfg->metrics))
+                log_warning("reload: 'metrics' changed; it takes effect at the next restart");
         if (old->sync != cfg->sync)
                 log_warning("reload: 'sync' changed; it takes effect at the next restart");
 }

@@ -207,6 +207,7 @@ static bool before_sleep(void *userdata) {
 
         more |= executor_before_sleep(d->executor);
         request_answer_due(&d->requests);
+        metrics_turn(d->metrics);
         if (d->stopping && executor_running(d->executor) == 0)
                 loop_quit(d->loop);
         /* This turn's sends may have consumed the edge of ZMQ_FD: look again before sleeping. */
@@ -326,6 +327,7 @@ void daemon_config_free(DaemonConfig *cfg) {
         free(cfg->curve_secret_key);
         free(cfg->curve_allow);
         netpolicy_deinit(&cfg->download_net);
+        free(cfg->metrics);
 }
 
 int daemon_new(Daemon **ret, DaemonConfig *cfg) {
@@ -400,6 +402,10 @@ int daemon_new(Daemon **ret, DaemonConfig *cfg) {
         r = loop_add(d->loop, &d->router_file, router_fd, EPOLLIN | EPOLLET, on_router_fd);
         if (r < 0)
                 return r;
+        /* An address futured cannot serve is a mistake of the configuration (exit 2). */
+        if (d->cfg.metrics &&
+            (r = metrics_new(&d->metrics, d->cfg.metrics, d->executor, loop_timers(d->loop))) < 0)
+                return r == -EADDRINUSE || r == -EADDRNOTAVAIL || r == -EACCES ? -EINVAL : r;
         loop_set_hook(d->loop, before_sleep, d);
         loop_set_spin(d->loop, (uint64_t) d->cfg.spin_us * 1000u);
         r = notify_init(&d->notify, loop_timers(d->loop), status_line, d);
@@ -418,6 +424,7 @@ Daemon *daemon_free(Daemon *d) {
                 return NULL;
         int signal_fd = d->signal_file.fd;
 
+        d->metrics = metrics_free(d->metrics);
         d->executor = executor_free(d->executor);
         request_deinit(&d->requests);
         if (d->loop) {

@@ -17,6 +17,7 @@
 #include "events.h"
 #include "executor.h"
 #include "loop.h"
+#include "metrics.h"
 #include "notify.h"
 #include "endpoint.h"
 #include "request.h"
@@ -56,6 +57,7 @@ typedef struct DaemonConfig {
         char *curve_allow;    /* the allow list of client public keys, or NULL: no one */
         /* Per-principal quotas (docs/PROTOCOL.md, Quotas); 0: none. */
         unsigned quota_pending, quota_running, quota_retained, quota_deferred;
+        char *metrics;        /* --metrics ADDRESS:PORT, or NULL: no metrics endpoint */
 } DaemonConfig;
 
 /* Reads the configuration again (file, then command line) into `ret` for a reload; `old` is the
@@ -77,6 +79,7 @@ typedef struct Daemon {
         Notify notify;        /* STATUS= and the watchdog */
         EndpointKeys keys;    /* the CURVE key pair, when a network endpoint is served */
         Zap zap;              /* the ZAP handler: who may connect over CURVE */
+        Metrics *metrics;     /* the Prometheus endpoint, or NULL */
         DaemonReloadFn reload; /* set by main(); NULL: SIGHUP changes nothing */
         bool stopping;
 } Daemon;

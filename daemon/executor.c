@@ -80,6 +80,7 @@ struct Executor {
 
         uint64_t n_state[_STATE_MAX];
         uint64_t submitted, finished;
+        Counters counters;        /* by kind and pool, for metrics */
         bool stopping;
         bool curl_ready;
 };
@@ -157,13 +158,14 @@ static void set_state(Executor *x, Future *f, FutureState to) {
                 log_fields(LOG_DEBUG, &(LogFields){ .future_id = f->id, .job_kind = f->kind->name },
                            "future %" PRIu64 " (%s): %s -> %s", f->id, f->kind->name,
                            proto_state_name(from), proto_state_name(to));
+        counters_change(&x->counters, f, from, x->recovering);
         store_change(x, f, from);
 }
 
 /* Thread jobs handed to the pool that no thread has taken yet: clients see them pending. Only
  * items whose future still counts as running: a cancelled future's item stays queued until a
  * thread takes and drops it, but is no longer running. */
-static unsigned queued_in_pools(const Executor *x) {
+static unsigned queued_in_pools(const Executor *x, uint64_t per_lane[_LANE_MAX]) {
         unsigned n = 0;
 
         for (PoolJob *j = x->jobs; j; j = j->next) {
@@ -171,7 +173,11 @@ static unsigned queued_in_pools(const Executor *x) {
                 if (pooljob_started(j))
                         continue;
                 f = table_get(&x->table, j->id);
-                n += f && f->state == STATE_RUNNING && f->runner.job == j;
+                if (!f || f->state != STATE_RUNNING || f->runner.job != j)
+                        continue;
+                n++;
+                if (per_lane)
+                        per_lane[scheduler_lane(f->kind)]++;
         }
         return n;
 }
@@ -790,7 +796,7 @@ WaiterSet *executor_waiters(Executor *x) {
 }
 
 void executor_stats(const Executor *x, ExecutorStats *ret) {
-        unsigned queued = queued_in_pools(x), threads = 0;
+        unsigned queued = queued_in_pools(x, NULL), threads = 0;
 
         for (PoolJob *j = x->jobs; j; j = j->next)
                 threads += j->kind->pool != POOL_TRANSFER && pooljob_started(j);
@@ -812,12 +818,34 @@ void executor_stats(const Executor *x, ExecutorStats *ret) {
         ret->n_state[STATE_RUNNING] -= queued;
 }
 
+void executor_counters(const Executor *x, Counters *ret) {
+        uint64_t queued[_LANE_MAX] = {};
+
+        *ret = x->counters;
+        queued_in_pools(x, queued);
+        for (unsigned l = 0; l < _LANE_MAX; l++) {
+                ret->pending[l] += queued[l];
+                ret->running[l] -= queued[l];
+        }
+}
+
+void executor_time_runs(Executor *x) {
+        x->counters.time_runs = true;
+}
+
+uint64_t executor_generation(const Executor *x) {
+        /* The sum of what only grows moves the high bits; the deferred replies, which also
+         * shrink (to a timeout, without any other change), the low ones. */
+        return ((x->counters.changes + store_commits(x->store) + procpool_died(x->ppool)) << 32) +
+               x->waiters.n_deferred;
+}
+
 void executor_reap(Executor *x) {
         procpool_reap(x->ppool);
 }
 
 void executor_stop(Executor *x, uint64_t *ret_running, uint64_t *ret_pending) {
-        unsigned queued = queued_in_pools(x);
+        unsigned queued = queued_in_pools(x, NULL);
 
         *ret_running = x->n_state[STATE_RUNNING] - queued;
         *ret_pending = x->n_state[STATE_PENDING] + queued;
@@ -1027,6 +1055,7 @@ int executor_new(Executor **ret, Loop *loop, Events *events, const ExecutorConfi
         table_init(&x->table, 1);
         scheduler_init(&x->sched);
         scheduler_set_max_running(&x->sched, cfg->quota_running);
+        counters_init(&x->counters);
         waiter_set_init(&x->waiters, &x->table, x->timers);
         r = retention_init(&x->retention, x->timers, (uint64_t) (cfg->retain * 1e9), on_retention,
                            x);

@@ -18,6 +18,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "counters.h"
 #include "events.h"
 #include "loop.h"
 #include "netpolicy.h"
@@ -134,6 +135,17 @@ const Table *executor_table(const Executor *x);
 WaiterSet *executor_waiters(Executor *x);
 
 void executor_stats(const Executor *x, ExecutorStats *ret);
+
+/* The counters by kind and pool (see counters.h), with pending and running as clients see them,
+ * as executor_stats() counts them. Copies them whole into `ret`. */
+void executor_counters(const Executor *x, Counters *ret);
+
+/* From now on, times the runs of jobs for the counters' histograms (metrics, see counters.h). */
+void executor_time_runs(Executor *x);
+
+/* A number that changes whenever what executor_stats() or executor_counters() report may have
+ * changed (but for the store's file size): cheap, for a reader that copies them only then. */
+uint64_t executor_generation(const Executor *x);
 
 /* The loop's before-sleep work: starts pending work, the only place that does. Returns true when
  * inline work is left over for the next turn (the loop must not sleep). */

@@ -42,6 +42,7 @@ typedef struct Future {
                 Worker *worker;    /* process pool */
         } runner;
         JobTimeout *timeout; /* when timeout_ms > 0: armed while running */
+        uint64_t started_ns; /* when it last started running (CLOCK_MONOTONIC; counters.c) */
         char *key;         /* the idempotency key (NUL-terminated), or NULL; the executor's index
                             * of keys points at it */
         uint32_t timeout_ms; /* 0: no timeout */

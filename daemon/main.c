@@ -80,6 +80,10 @@ static void help(void) {
                "                              (default 500000)\n"
                "  --quota-deferred N          its deferred replies, all its clients together\n"
                "                              (default 4000); 0 for any quota: none\n"
+               "  --metrics [ADDRESS:]PORT    serve Prometheus metrics at\n"
+               "                              http://ADDRESS:PORT/metrics (default: none;\n"
+               "                              ADDRESS 127.0.0.1 unless given: an IPv4\n"
+               "                              address or [IPv6])\n"
                "  --log-level LEVEL           err, warning, notice, info (default) or debug\n"
                "  --config PATH               the configuration file (default\n"
                "                              " FUTURED_SYSCONFDIR "/futured/futured.conf)\n"
@@ -183,6 +187,7 @@ enum {
         ARG_QUOTA_RUNNING,
         ARG_QUOTA_RETAINED,
         ARG_QUOTA_DEFERRED,
+        ARG_METRICS,
 };
 
 /* The options; those with an argument, but --config, are also the keys of the config file. */
@@ -213,6 +218,7 @@ static const struct option options[] = {
         { "quota-running", required_argument, NULL, ARG_QUOTA_RUNNING },
         { "quota-retained", required_argument, NULL, ARG_QUOTA_RETAINED },
         { "quota-deferred", required_argument, NULL, ARG_QUOTA_DEFERRED },
+        { "metrics", required_argument, NULL, ARG_METRICS },
         { "config", required_argument, NULL, ARG_CONFIG },
         { "check-config", no_argument, NULL, ARG_CHECK_CONFIG },
         { "help", no_argument, NULL, 'h' },
@@ -412,6 +418,20 @@ static int parse_option(int c, const char *arg, DaemonConfig *cfg, const char **
                 if (parse_seconds(arg, &cfg->grace) < 0)
                         bad = "--grace takes a number of seconds";
                 break;
+        case ARG_METRICS: {
+                struct sockaddr_storage sa;
+                socklen_t len;
+                if (!*arg) { /* none: an empty value turns off what the file asked for */
+                        cfg->metrics = mfree(cfg->metrics);
+                        return 0;
+                }
+                if (metrics_parse_address(arg, &sa, &len) < 0) {
+                        bad = "--metrics takes PORT or ADDRESS:PORT (ADDRESS: localhost, an IPv4 "
+                              "address or [an IPv6 address]; PORT: 0 to 65535)";
+                        break;
+                }
+                return set_string(&cfg->metrics, arg);
+        }
         case ARG_LOG_LEVEL:
                 level = log_level_from_string(arg);
                 if (level < 0)

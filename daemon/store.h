@@ -24,6 +24,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "histogram.h"
 #include "loop.h"
 #include "storebatch.h"
 
@@ -99,11 +100,15 @@ uint64_t store_open_seq(Store *s);
 void store_flush(Store *s);
 
 /* For stats: the file's size in bytes (0: none), the last commit's number of changes and its
- * duration in microseconds. */
+ * duration in microseconds; and every commit's duration (metrics). */
 typedef struct StoreStats {
         uint64_t file_bytes;
         uint64_t last_batch;
         uint64_t last_commit_us;
         uint64_t commits;
+        Histogram commit_seconds;
 } StoreStats;
 void store_stats(const Store *s, StoreStats *ret);
+
+/* The number of commits so far: cheap (store_stats() looks at the file). */
+uint64_t store_commits(const Store *s);
