@@ -102,7 +102,8 @@ void conffile_dump(const DaemonConfig *cfg, FILE *f) {
         fprintf(f, "grace = %g\n", cfg->grace);
         fprintf(f, "worker = %s\n", cfg->worker_path ? cfg->worker_path : "");
         fprintf(f, "download-dir = %s\n", cfg->download_dir ? cfg->download_dir : "");
-        fprintf(f, "store = %s\n", cfg->store == STORE_SQLITE ? "sqlite" : "memory");
+        fprintf(f, "store = %s\n", cfg->store == STORE_POSTGRESQL ? cfg->store_uri
+                                                                 : store_kind_to_string(cfg->store));
         fprintf(f, "state-dir = %s\n", cfg->state_dir ? cfg->state_dir : "");
         fprintf(f, "sync = %s\n", cfg->sync == STORE_SYNC_FULL ? "full" : "normal");
         fprintf(f, "log-level = %s\n", log_level_to_string(cfg->log_level));
@@ -127,7 +128,7 @@ void conffile_warn_restart_only(const DaemonConfig *old, const DaemonConfig *cfg
                 log_warning("reload: 'processes' changed; it takes effect at the next restart");
         if (str_differ(old->worker_path, cfg->worker_path))
                 log_warning("reload: 'worker' changed; it takes effect at the next restart");
-        if (old->store != cfg->store)
+        if (old->store != cfg->store || str_differ(old->store_uri, cfg->store_uri))
                 log_warning("reload: 'store' changed; it takes effect at the next restart");
         if (str_differ(old->state_dir, cfg->state_dir))
                 log_warning("reload: 'state-dir' changed; it takes effect at the next restart");

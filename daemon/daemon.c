@@ -274,6 +274,7 @@ void daemon_config_free(DaemonConfig *cfg) {
         free(cfg->worker_path);
         free(cfg->download_dir);
         free(cfg->state_dir);
+        free(cfg->store_uri);
 }
 
 int daemon_new(Daemon **ret, DaemonConfig *cfg) {
@@ -318,10 +319,12 @@ int daemon_new(Daemon **ret, DaemonConfig *cfg) {
             asprintf(&store_path, "%s/futured.db", d->cfg.state_dir) < 0)
                 return -ENOMEM;
         ExecutorConfig xc = executor_config(&d->cfg);
-        xc.store = (StoreConfig){ .kind = d->cfg.store, .path = store_path, .sync = d->cfg.sync };
+        xc.store = (StoreConfig){ .kind = d->cfg.store, .sync = d->cfg.sync,
+                                  .path = d->cfg.store == STORE_POSTGRESQL ? d->cfg.store_uri
+                                                                           : store_path };
         /* Recovering a large store takes seconds (about 3 s per million futures): ask a service
          * manager for time before it starts. READY=1 comes once the endpoints answer. */
-        if (d->cfg.store == STORE_SQLITE)
+        if (d->cfg.store != STORE_MEMORY)
                 notify_extend_timeout(60 * 1000000u);
         r = executor_new(&d->executor, d->loop, &d->events, &xc);
         if (r < 0)
@@ -334,7 +337,7 @@ int daemon_new(Daemon **ret, DaemonConfig *cfg) {
                 .threads = d->cfg.threads,
                 .transfers = d->cfg.transfers,
                 .processes = d->cfg.processes,
-                .store = d->cfg.store == STORE_SQLITE ? "sqlite" : "memory",
+                .store = store_kind_to_string(d->cfg.store),
                 .started_ns = timer_now(),
         };
 

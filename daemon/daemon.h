@@ -32,6 +32,7 @@ typedef struct DaemonConfig {
         char *download_dir;   /* where `download` jobs with a `path` write, or NULL */
         char *state_dir;      /* where the store's file lives (sqlite) */
         StoreKind store;
+        char *store_uri;      /* postgresql: the libpq URI */
         StoreSync sync;
         unsigned threads;
         unsigned prefetch;    /* thread jobs handed to the pool beyond its thread count */

@@ -59,6 +59,7 @@ enum {
         EXECUTOR_UNCOMMITTED,    /* the store has not committed the batch yet */
         EXECUTOR_STORE_FULL,     /* the store could not commit it: the disk is full */
         EXECUTOR_STORE_FAILED,   /* the store could not commit it: another error */
+        EXECUTOR_STORE_UNAVAILABLE, /* the store (a database server) cannot be reached */
 };
 
 typedef struct ExecutorStats {
