@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <libpq-fe.h>
+#include <poll.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -128,12 +129,38 @@ static int errno_of(PGconn *conn, const PGresult *res) {
         return -EIO;
 }
 
+static const char *const connect_keys[] = { "connect_timeout", "fallback_application_name",
+                                            "dbname", NULL };
+
 /* Connects with futured's defaults under the user's URI (which may override them). */
 static PGconn *connect_to(const char *uri) {
-        const char *keys[] = { "connect_timeout", "fallback_application_name", "dbname", NULL };
         const char *values[] = { "5", "futured", uri, NULL };
 
-        return PQconnectdbParams(keys, values, 1);
+        return PQconnectdbParams(connect_keys, values, 1);
+}
+
+/* Connects as connect_to() does, but gives up after `budget_ms`: for the loop thread, which
+ * must not wait the connect_timeout of an unreachable host. NULL when it did not connect. */
+static PGconn *connect_briefly(const char *uri, int budget_ms) {
+        const char *values[] = { "5", "futured", uri, NULL };
+        PGconn *c = PQconnectStartParams(connect_keys, values, 1);
+        uint64_t deadline = now_ns() + (uint64_t) budget_ms * 1000000u;
+        PostgresPollingStatusType st = PGRES_POLLING_WRITING;
+
+        while (c && PQstatus(c) != CONNECTION_BAD && st != PGRES_POLLING_OK &&
+               st != PGRES_POLLING_FAILED) {
+                struct pollfd pfd = { .fd = PQsocket(c),
+                                      .events = st == PGRES_POLLING_READING ? POLLIN : POLLOUT };
+                uint64_t now = now_ns();
+                if (now >= deadline || poll(&pfd, 1, (int) ((deadline - now) / 1000000u) + 1) <= 0)
+                        break;
+                st = PQconnectPoll(c);
+        }
+        if (c && st != PGRES_POLLING_OK) {
+                PQfinish(c);
+                c = NULL;
+        }
+        return c;
 }
 
 /* Runs `sql` (no parameters) on the commit connection; puts the first value of its first row
@@ -248,7 +275,7 @@ static int take_block(PgStore *s) {
                         return -ENOTCONN;
                 s->id_retry_ns = now + 1000000000u;
                 PQfinish(s->id_conn);
-                s->id_conn = connect_to(s->uri);
+                s->id_conn = connect_briefly(s->uri, 200);
                 if (PQstatus(s->id_conn) != CONNECTION_OK)
                         return -ENOTCONN;
         }

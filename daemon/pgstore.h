@@ -49,5 +49,6 @@ int pgstore_recover(PgStore *db, StoreRecoverFn fn, void *userdata);
 int pgstore_commit(PgStore *db, const StoreBatch *b);
 
 /* Issues `n` (at most PGSTORE_ID_BLOCK) consecutive IDs: the first, or 0 when no new block could
- * be had from the database (it cannot be reached: one attempt per second at most). Loop thread. */
+ * be had from the database (it cannot be reached: one reconnection per second at most, given up
+ * after 200 ms, so that the loop never waits longer). Loop thread. */
 uint64_t pgstore_issue_ids(PgStore *db, uint32_t n);

@@ -784,7 +784,7 @@ static void op_stats(Request *req, ProtoError *e) {
         executor_stats(req->rq->executor, &st);
         reply_ok(req, 1);
         proto_pack_str(pk, "stats");
-        msgpack_pack_map(pk, 20);
+        msgpack_pack_map(pk, 21);
         pack_counter(pk, "pending", st.n_state[STATE_PENDING]);
         pack_counter(pk, "running", st.n_state[STATE_RUNNING]);
         pack_counter(pk, "done", st.n_state[STATE_DONE]);
@@ -805,6 +805,7 @@ static void op_stats(Request *req, ProtoError *e) {
         pack_counter(pk, "store_commits", st.store_stats.commits);
         pack_counter(pk, "store_last_batch", st.store_stats.last_batch);
         pack_counter(pk, "store_commit_us", st.store_stats.last_commit_us);
+        pack_counter(pk, "store_failing", st.store_stats.failing);
         send_reply(req);
 }
 

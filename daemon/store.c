@@ -452,5 +452,6 @@ int store_finish(Store *s, uint64_t id, uint8_t state, const uint8_t *outcome, u
 
 void store_stats(const Store *s, StoreStats *ret) {
         *ret = s->stats;
+        ret->failing = s->failing;
         ret->file_bytes = s->db ? sqlitestore_size(s->db) : 0;
 }

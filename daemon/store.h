@@ -105,11 +105,13 @@ uint64_t store_open_seq(Store *s);
 void store_flush(Store *s);
 
 /* For stats: the file's size in bytes (0: none), the last commit's number of changes and its
- * duration in microseconds. */
+ * duration in microseconds, and whether the last commit failed (the disk is full, the database
+ * cannot be reached): 1, else 0. */
 typedef struct StoreStats {
         uint64_t file_bytes;
         uint64_t last_batch;
         uint64_t last_commit_us;
         uint64_t commits;
+        uint64_t failing;
 } StoreStats;
 void store_stats(const Store *s, StoreStats *ret);

@@ -83,6 +83,7 @@ def test_the_database_going_away_and_coming_back(tmp_path, pg_server, pg_databas
         outage = d.c.rq("submit", jobs=[{"kind": "noop"}] * 5, reply_timeout=30)
         assert not outage["ok"] and outage["error"]["code"] == "store_unavailable", outage
         assert d.c.rq("status", ids=kept)["states"] == ["done"] * 10
+        assert d.c.rq("stats")["stats"]["store_failing"] == 1
         # The running jobs finish meanwhile; their results wait for the database.
         assert d.c.rq("wait", ids=running, timeout=30)["not_done"] == []
     finally:
@@ -94,6 +95,7 @@ def test_the_database_going_away_and_coming_back(tmp_path, pg_server, pg_databas
         f"({','.join(map(str, running))})", name, name) == [["3"]],
         timeout=30, what="the results written after the outage")
     assert "reconnected to the store" in d.output()
+    assert d.c.rq("stats")["stats"]["store_failing"] == 0
     d.stop(signal.SIGKILL)
     d = start(tmp_path, uri)
     assert d.c.rq("status", ids=kept + running)["states"] == ["done"] * 13
