@@ -16,10 +16,14 @@
 #include "now.h"
 #include "pgstore.h"
 
-/* Changes sent per pipeline synchronization: their results (some 20 bytes each) must fit the
- * socket buffers while the next ones are written, or client and server would wait on each
+/* Statements sent per pipeline synchronization: their results (some 20 bytes each) must fit
+ * the socket buffers while the next ones are written, or client and server would wait on each
  * other. */
-#define CHUNK 1024
+#define CHUNK 256
+
+/* Changes per statement at most, so that one statement's arrays stay of a sane size (and the
+ * statements of a round are counted against CHUNK). */
+#define RUN_MAX 4096
 
 /* Advisory lock keys: the schema's set-up (per transaction) and the database's owner (per
  * session; dropped once several nodes may share a database). */
@@ -35,20 +39,56 @@ enum {
         _STMT_MAX,
 };
 
+/* Each statement applies a run of consecutive changes of one type, passed as arrays (binary
+ * format, one array per column): one statement per run instead of one per change. */
 static const struct {
         const char *sql;
         int n_params;
 } stmts[_STMT_MAX] = {
         [STMT_ADD] = { "INSERT INTO futured_jobs (id, kind, args, grp, group_limit, priority, "
                        "timeout_ms, retries, attempt, state, idempotency_key) "
-                       "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)", 11 },
-        [STMT_START] = { "UPDATE futured_jobs SET state = 1, attempt = $2, owner = $3 "
-                         "WHERE id = $1", 3 },
-        [STMT_FINISH] = { "UPDATE futured_jobs SET state = $2, outcome = $3, finished_at = $4, "
-                          "args = NULL WHERE id = $1", 4 },
-        [STMT_REQUEUE] = { "UPDATE futured_jobs SET state = 0, attempt = $2 WHERE id = $1", 2 },
-        [STMT_REMOVE] = { "DELETE FROM futured_jobs WHERE id = $1", 1 },
+                       "SELECT * FROM unnest($1::bigint[], $2::text[], $3::bytea[], $4::text[], "
+                       "$5::integer[], $6::smallint[], $7::bigint[], $8::smallint[], "
+                       "$9::smallint[], $10::smallint[], $11::text[])", 11 },
+        [STMT_START] = { "UPDATE futured_jobs j SET state = 1, attempt = u.a, owner = $3 "
+                         "FROM unnest($1::bigint[], $2::smallint[]) u(id, a) WHERE j.id = u.id",
+                         3 },
+        [STMT_FINISH] = { "UPDATE futured_jobs j SET state = u.s, outcome = u.o, "
+                          "finished_at = u.f, args = NULL FROM unnest($1::bigint[], "
+                          "$2::smallint[], $3::bytea[], $4::bigint[]) u(id, s, o, f) "
+                          "WHERE j.id = u.id", 4 },
+        [STMT_REQUEUE] = { "UPDATE futured_jobs j SET state = 0, attempt = u.a "
+                           "FROM unnest($1::bigint[], $2::smallint[]) u(id, a) "
+                           "WHERE j.id = u.id", 2 },
+        [STMT_REMOVE] = { "DELETE FROM futured_jobs WHERE id = ANY($1::bigint[])", 1 },
 };
+
+/* The type OIDs of the array elements (pg_type.h). */
+enum {
+        OID_BYTEA = 17,
+        OID_INT8 = 20,
+        OID_INT2 = 21,
+        OID_INT4 = 23,
+        OID_TEXT = 25,
+};
+
+#define MAX_COLUMNS 11
+
+/* A job's latest change in a round of a commit (see send_round). */
+typedef struct RoundSeen {
+        uint64_t id;
+        uint32_t round;
+        int8_t rank;
+} RoundSeen;
+
+/* One array parameter in PostgreSQL's binary array format: a header (dimensions 1, flags, the
+ * element type, the length, the lower bound 1), then each element as its length and bytes (-1:
+ * NULL). */
+typedef struct Column {
+        uint8_t *p;
+        size_t n, cap;
+        uint32_t count;
+} Column;
 
 /* The schema of version 1. A later version adds its migration from the one before to
  * migrate(), never changes this text. */
@@ -81,6 +121,13 @@ struct PgStore {
         PGconn *conn;
         unsigned backoff_ms;   /* before the next reconnection; 0: none failed */
         bool logged_reconnect;
+
+        Column cols[MAX_COLUMNS]; /* the arrays of the statement being sent */
+        size_t *list[_STMT_MAX];  /* a round's changes (indices into the batch) per statement */
+        size_t list_cap[_STMT_MAX];
+        RoundSeen *seen;          /* a round's jobs: an open-addressing table of seen_cap */
+        size_t seen_cap;
+        uint32_t round;           /* entries of other rounds are free */
 
         /* The loop thread's. */
         PGconn *id_conn;
@@ -186,10 +233,16 @@ static int run(PgStore *s, const char *sql, char **ret, char **ret_error) {
 
 /* Prepares the statements of the commit connection (again after a reconnection). */
 static int prepare(PgStore *s) {
+        /* A generic plan made while the table was nearly empty joins the arrays to it with a
+         * sequential scan, and PostgreSQL keeps that plan as the table grows: each run is planned
+         * for its own arrays and the table's size instead (an index scan per change). */
+        int r = run(s, "SET plan_cache_mode = force_custom_plan", NULL, NULL);
+
+        if (r < 0)
+                return r;
         for (int i = 0; i < _STMT_MAX; i++) {
                 char name[8];
                 PGresult *res;
-                int r = 0;
                 snprintf(name, sizeof(name), "s%d", i);
                 res = PQprepare(s->conn, name, stmts[i].sql, stmts[i].n_params, NULL);
                 if (PQresultStatus(res) != PGRES_COMMAND_OK)
@@ -392,6 +445,11 @@ PgStore *pgstore_close(PgStore *s) {
                 return NULL;
         PQfinish(s->conn);
         PQfinish(s->id_conn);
+        for (int i = 0; i < MAX_COLUMNS; i++)
+                free(s->cols[i].p);
+        for (int i = 0; i < _STMT_MAX; i++)
+                free(s->list[i]);
+        free(s->seen);
         free(s->uri);
         free(s);
         return NULL;
@@ -474,70 +532,216 @@ int pgstore_recover(PgStore *s, StoreRecoverFn fn, void *userdata) {
         return r;
 }
 
-/* Sends one change of the batch into the pipeline. Returns 0 or -ENOTCONN. */
-static int send_op(PgStore *s, const StoreBatch *b, const StoreOp *op) {
-        char num[6][24];
-        const char *v[11] = {};
-        int len[11] = {}, fmt[11] = {};
-        const char *stmt;
-        int n = 0;
+static int col_put(Column *c, const void *data, size_t len) {
+        if (c->n + len > c->cap) {
+                size_t cap = MAX(c->cap * 2, 4096u);
+                uint8_t *p;
+                while (cap < c->n + len)
+                        cap *= 2;
+                if (!(p = realloc(c->p, cap)))
+                        return -ENOMEM;
+                c->p = p;
+                c->cap = cap;
+        }
+        memcpy(c->p + c->n, data, len);
+        c->n += len;
+        return 0;
+}
 
-        snprintf(num[0], sizeof(num[0]), "%" PRIu64, op->id);
-        v[0] = num[0];
+static int col_u32(Column *c, uint32_t v) {
+        v = htobe32(v);
+        return col_put(c, &v, 4);
+}
+
+static int col_begin(Column *c, uint32_t oid) {
+        c->n = 0;
+        c->count = 0;
+        if (col_u32(c, 1) < 0 || col_u32(c, 0) < 0 || col_u32(c, oid) < 0 || col_u32(c, 0) < 0)
+                return -ENOMEM;
+        return col_u32(c, 1);
+}
+
+/* Appends an element: `len` bytes, or NULL when `data` is. */
+static int col_bytes(Column *c, const void *data, uint32_t len) {
+        c->count++;
+        if (!data) {
+                c->p[7] = 1; /* the flags: it has NULLs */
+                return col_u32(c, UINT32_MAX);
+        }
+        return col_u32(c, len) < 0 ? -ENOMEM : col_put(c, data, len);
+}
+
+static int col_str(Column *c, const StoreBatch *b, uint32_t off) {
+        const char *str = off == STORE_NONE ? NULL : (const char *) b->bytes + off;
+
+        return col_bytes(c, str, str ? (uint32_t) strlen(str) : 0);
+}
+
+/* An integer element of `width` bytes (2, 4 or 8), big-endian. */
+static int col_int(Column *c, int64_t v, int width) {
+        uint8_t buf[8];
+
+        for (int i = 0; i < width; i++)
+                buf[i] = (uint8_t) ((uint64_t) v >> (8 * (width - 1 - i)));
+        return col_bytes(c, buf, (uint32_t) width);
+}
+
+/* The element types of each statement's array parameters. */
+static const uint32_t column_oids[_STMT_MAX][MAX_COLUMNS] = {
+        [STMT_ADD] = { OID_INT8, OID_TEXT, OID_BYTEA, OID_TEXT, OID_INT4, OID_INT2, OID_INT8,
+                       OID_INT2, OID_INT2, OID_INT2, OID_TEXT },
+        [STMT_START] = { OID_INT8, OID_INT2 },
+        [STMT_FINISH] = { OID_INT8, OID_INT2, OID_BYTEA, OID_INT8 },
+        [STMT_REQUEUE] = { OID_INT8, OID_INT2 },
+        [STMT_REMOVE] = { OID_INT8 },
+};
+
+/* Appends one change to the run's arrays. */
+static int col_op(PgStore *s, const StoreBatch *b, const StoreOp *op) {
+        Column *c = s->cols;
+        int r = col_int(&c[0], (int64_t) op->id, 8);
+
+        if (r < 0)
+                return r;
         switch (op->type) {
         case STORE_OP_ADD:
-                stmt = "s0";
-                v[1] = (const char *) b->bytes + op->kind_off;
-                v[2] = (const char *) b->bytes + op->args_off;
-                len[2] = (int) op->args_len;
-                fmt[2] = 1;
-                v[3] = op->group_off != STORE_NONE ? (const char *) b->bytes + op->group_off
-                                                   : NULL;
-                snprintf(num[1], sizeof(num[1]), "%" PRIu32, op->group_limit);
-                snprintf(num[2], sizeof(num[2]), "%d", op->priority);
-                snprintf(num[3], sizeof(num[3]), "%" PRIu32, op->timeout_ms);
-                snprintf(num[4], sizeof(num[4]), "%u", op->retries);
-                snprintf(num[5], sizeof(num[5]), "%u|%u", op->attempt, op->state);
-                v[4] = num[1];
-                v[5] = num[2];
-                v[6] = num[3];
-                v[7] = num[4];
-                *strchr(num[5], '|') = 0;
-                v[8] = num[5];
-                v[9] = num[5] + strlen(num[5]) + 1;
-                v[10] = op->key_off != STORE_NONE ? (const char *) b->bytes + op->key_off : NULL;
-                n = 11;
-                break;
+                if ((r = col_str(&c[1], b, op->kind_off)) < 0 ||
+                    (r = col_bytes(&c[2], b->bytes + op->args_off, op->args_len)) < 0 ||
+                    (r = col_str(&c[3], b, op->group_off)) < 0 ||
+                    (r = col_int(&c[4], op->group_limit, 4)) < 0 ||
+                    (r = col_int(&c[5], op->priority, 2)) < 0 ||
+                    (r = col_int(&c[6], op->timeout_ms, 8)) < 0 ||
+                    (r = col_int(&c[7], op->retries, 2)) < 0 ||
+                    (r = col_int(&c[8], op->attempt, 2)) < 0 ||
+                    (r = col_int(&c[9], op->state, 2)) < 0)
+                        return r;
+                return col_str(&c[10], b, op->key_off);
         case STORE_OP_START:
         case STORE_OP_REQUEUE:
-                stmt = op->type == STORE_OP_START ? "s1" : "s3";
-                snprintf(num[1], sizeof(num[1]), "%u", op->attempt);
-                v[1] = num[1];
-                v[2] = s->owner;
-                n = op->type == STORE_OP_START ? 3 : 2;
-                break;
+                return col_int(&c[1], op->attempt, 2);
         case STORE_OP_FINISH:
-                stmt = "s2";
-                snprintf(num[1], sizeof(num[1]), "%u", op->state);
-                v[1] = num[1];
-                if (op->has_outcome) {
-                        /* An empty outcome is not NULL: a non-NULL pointer of length 0. */
-                        v[2] = op->outcome_len ? (const char *) b->bytes + op->outcome_off : "";
-                        len[2] = (int) op->outcome_len;
-                        fmt[2] = 1;
-                }
-                snprintf(num[2], sizeof(num[2]), "%" PRId64, op->finished_at_ms);
-                v[3] = num[2];
-                n = 4;
-                break;
-        case STORE_OP_REMOVE:
-                stmt = "s4";
-                n = 1;
-                break;
+                /* An empty outcome is not NULL. */
+                if ((r = col_int(&c[1], op->state, 2)) < 0 ||
+                    (r = col_bytes(&c[2],
+                                   !op->has_outcome ? NULL
+                                   : op->outcome_len ? b->bytes + op->outcome_off
+                                                     : (const uint8_t *) "",
+                                   op->outcome_len)) < 0)
+                        return r;
+                return col_int(&c[3], op->finished_at_ms, 8);
         default:
-                return -EINVAL;
+                return 0;
         }
-        return PQsendQueryPrepared(s->conn, stmt, n, v, len, fmt, 0) ? 0 : -ENOTCONN;
+}
+
+/* The statement of each change type, and its place in a round (below). */
+static const int stmt_of[] = {
+        [STORE_OP_ADD] = STMT_ADD,         [STORE_OP_START] = STMT_START,
+        [STORE_OP_FINISH] = STMT_FINISH,   [STORE_OP_REQUEUE] = STMT_REQUEUE,
+        [STORE_OP_REMOVE] = STMT_REMOVE,
+};
+static const int stmt_rank[_STMT_MAX] = {
+        [STMT_ADD] = 0, [STMT_START] = 1, [STMT_REQUEUE] = 2, [STMT_FINISH] = 3, [STMT_REMOVE] = 4,
+};
+static const int stmt_by_rank[_STMT_MAX] = { STMT_ADD, STMT_START, STMT_REQUEUE, STMT_FINISH,
+                                             STMT_REMOVE };
+
+/* Sends the changes ops[list[0..n)] (all of statement `stmt`) into the pipeline as one
+ * statement. Returns 0, -ENOMEM or -ENOTCONN. */
+static int send_list(PgStore *s, const StoreBatch *b, int stmt, const size_t *list, size_t n) {
+        int n_params = stmts[stmt].n_params, r;
+        const char *values[MAX_COLUMNS + 1] = {};
+        int lens[MAX_COLUMNS + 1] = {}, fmts[MAX_COLUMNS + 1] = {};
+        char name[8];
+
+        for (int k = 0; k < n_params; k++)
+                if (column_oids[stmt][k] && (r = col_begin(&s->cols[k], column_oids[stmt][k])) < 0)
+                        return r;
+        for (size_t j = 0; j < n; j++)
+                if ((r = col_op(s, b, &b->ops[list[j]])) < 0)
+                        return r;
+        for (int k = 0; k < n_params; k++) {
+                Column *c = &s->cols[k];
+                uint32_t count = htobe32(c->count);
+                if (!column_oids[stmt][k]) {
+                        values[k] = s->owner; /* START's $3: text, not an array */
+                        continue;
+                }
+                memcpy(c->p + 12, &count, 4); /* the length in the header */
+                values[k] = (const char *) c->p;
+                lens[k] = (int) c->n;
+                fmts[k] = 1;
+        }
+        snprintf(name, sizeof(name), "s%d", stmt);
+        return PQsendQueryPrepared(s->conn, name, n_params, values, lens, fmts, 0) ? 0 : -ENOTCONN;
+}
+
+/* Makes room for a batch of `n` changes in the round's lists and ID table. */
+static int round_reserve(PgStore *s, size_t n) {
+        size_t cap = 64;
+
+        while (cap < 2 * n)
+                cap *= 2;
+        if (cap > s->seen_cap) {
+                RoundSeen *seen = calloc(cap, sizeof(*seen));
+                if (!seen)
+                        return -ENOMEM;
+                free(s->seen);
+                s->seen = seen;
+                s->seen_cap = cap;
+                s->round = 0;
+        }
+        for (int k = 0; k < _STMT_MAX; k++) {
+                if (n > s->list_cap[k]) {
+                        size_t *l = realloc(s->list[k], n * sizeof(*l));
+                        if (!l)
+                                return -ENOMEM;
+                        s->list[k] = l;
+                        s->list_cap[k] = n;
+                }
+        }
+        return 0;
+}
+
+/* The round's entry for `id` (a fresh one, rank -1, when the round has none yet). */
+static RoundSeen *round_seen(PgStore *s, uint64_t id) {
+        size_t mask = s->seen_cap - 1, i = (size_t) (id * 0x9E3779B97F4A7C15u) & mask;
+
+        while (s->seen[i].round == s->round && s->seen[i].id != id)
+                i = (i + 1) & mask;
+        if (s->seen[i].round != s->round)
+                s->seen[i] = (RoundSeen){ .id = id, .round = s->round, .rank = -1 };
+        return &s->seen[i];
+}
+
+/* Sends the changes from ops[*i] on as one round: every change is put in its statement's list
+ * until one comes whose job already had a change of the same or a later rank in this round
+ * (a job started again after a requeue): the round ends before it. Changes of different jobs
+ * commute, and one job's changes keep their order, so that the round's statements, sent in rank
+ * order, do what the changes one by one would have done. Puts the index after the round and
+ * the number of statements sent. Returns 0, -ENOMEM or -ENOTCONN. */
+static int send_round(PgStore *s, const StoreBatch *b, size_t *i, size_t *ret_sent) {
+        size_t n[_STMT_MAX] = {}, sent = 0;
+        int r = 0;
+
+        s->round++;
+        for (; *i < b->n_ops; (*i)++) {
+                const StoreOp *op = &b->ops[*i];
+                int stmt = stmt_of[op->type];
+                RoundSeen *seen = round_seen(s, op->id);
+                if (seen->rank >= stmt_rank[stmt])
+                        break;
+                seen->rank = (int8_t) stmt_rank[stmt];
+                s->list[stmt][n[stmt]++] = *i;
+        }
+        for (int k = 0; k < _STMT_MAX && r >= 0; k++) {
+                int stmt = stmt_by_rank[k];
+                for (size_t from = 0; from < n[stmt] && r >= 0; from += RUN_MAX, sent++)
+                        r = send_list(s, b, stmt, s->list[stmt] + from,
+                                      MIN(n[stmt] - from, (size_t) RUN_MAX));
+        }
+        *ret_sent = sent;
+        return r;
 }
 
 /* Reads the results of `n` queries and of the synchronization after them. Returns 0 or the
@@ -613,10 +817,14 @@ int pgstore_commit(PgStore *s, const StoreBatch *b) {
         r = PQsendQueryParams(s->conn, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) ? 0 : -ENOTCONN;
         /* Chunks of changes, each ended by a synchronization whose results are read before the
          * next is sent; the explicit transaction spans them all. */
+        if (r >= 0)
+                r = round_reserve(s, b->n_ops);
         for (size_t sent = 1; r >= 0; sent = 0) {
-                size_t end = MIN(b->n_ops, i + CHUNK);
-                for (; i < end && r >= 0; i++, sent++)
-                        r = send_op(s, b, &b->ops[i]);
+                while (i < b->n_ops && sent < CHUNK && r >= 0) {
+                        size_t n = 0;
+                        r = send_round(s, b, &i, &n);
+                        sent += n;
+                }
                 if (r >= 0 && i == b->n_ops && !PQsendQueryParams(s->conn, "COMMIT", 0, NULL,
                                                                   NULL, NULL, NULL, 0))
                         r = -ENOTCONN;
