@@ -319,8 +319,9 @@ fail:
 
 /* Takes a new block of IDs on the ID connection. Returns 0 or -errno. */
 static int take_block(PgStore *s) {
+        uint64_t deadline;
         PGresult *res;
-        int r = 0;
+        int r = -ENOTCONN;
 
         if (PQstatus(s->id_conn) != CONNECTION_OK) {
                 uint64_t now = now_ns();
@@ -332,14 +333,32 @@ static int take_block(PgStore *s) {
                 if (PQstatus(s->id_conn) != CONNECTION_OK)
                         return -ENOTCONN;
         }
-        res = PQexec(s->id_conn, "SELECT nextval('futured_ids')");
-        if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
-                s->id_next = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
-                s->id_end = s->id_next + PGSTORE_ID_BLOCK;
-        } else
-                r = errno_of(s->id_conn, res);
-        PQclear(res);
+        /* Not PQexec(): a server that does not answer (a network cut without a reset) would hold
+         * the loop until TCP gives up. One second, then the connection is dropped. */
+        if (!PQsendQuery(s->id_conn, "SELECT nextval('futured_ids')"))
+                goto drop;
+        deadline = now_ns() + 1000000000u;
+        while (PQisBusy(s->id_conn)) {
+                struct pollfd pfd = { .fd = PQsocket(s->id_conn), .events = POLLIN };
+                uint64_t now = now_ns();
+                if (now >= deadline || poll(&pfd, 1, (int) ((deadline - now) / 1000000u) + 1) < 0 ||
+                    !PQconsumeInput(s->id_conn))
+                        goto drop;
+        }
+        while ((res = PQgetResult(s->id_conn))) {
+                if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
+                        s->id_next = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+                        s->id_end = s->id_next + PGSTORE_ID_BLOCK;
+                        r = 0;
+                } else if (r < 0)
+                        r = errno_of(s->id_conn, res);
+                PQclear(res);
+        }
         return r;
+drop:
+        PQfinish(s->id_conn);
+        s->id_conn = NULL;
+        return -ENOTCONN;
 }
 
 uint64_t pgstore_issue_ids(PgStore *s, uint32_t n) {

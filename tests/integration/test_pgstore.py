@@ -82,6 +82,10 @@ def test_the_database_going_away_and_coming_back(tmp_path, pg_server, pg_databas
     try:
         outage = d.c.rq("submit", jobs=[{"kind": "noop"}] * 5, reply_timeout=30)
         assert not outage["ok"] and outage["error"]["code"] == "store_unavailable", outage
+        # Batches that need a new block of IDs from the sequence fail at once too.
+        for _ in range(2):
+            big = d.c.rq("submit", jobs=[{"kind": "noop"}] * 10000, reply_timeout=30)
+            assert big["error"]["code"] == "store_unavailable", big
         assert d.c.rq("status", ids=kept)["states"] == ["done"] * 10
         assert d.c.rq("stats")["stats"]["store_failing"] == 1
         # The running jobs finish meanwhile; their results wait for the database.
