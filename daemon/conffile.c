@@ -106,7 +106,8 @@ void conffile_dump(const DaemonConfig *cfg, FILE *f) {
                 const NetRule *rule = &cfg->download_net.rules[i];
                 fprintf(f, "download-%s = %s\n", rule->allow ? "allow" : "deny", rule->text);
         }
-        fprintf(f, "store = %s\n", cfg->store == STORE_SQLITE ? "sqlite" : "memory");
+        fprintf(f, "store = %s\n", cfg->store == STORE_POSTGRESQL ? cfg->store_uri
+                                                                 : store_kind_to_string(cfg->store));
         fprintf(f, "state-dir = %s\n", cfg->state_dir ? cfg->state_dir : "");
         fprintf(f, "sync = %s\n", cfg->sync == STORE_SYNC_FULL ? "full" : "normal");
         fprintf(f, "log-level = %s\n", log_level_to_string(cfg->log_level));
@@ -140,7 +141,7 @@ void conffile_warn_restart_only(const DaemonConfig *old, const DaemonConfig *cfg
                 log_warning("reload: 'processes' changed; it takes effect at the next restart");
         if (str_differ(old->worker_path, cfg->worker_path))
                 log_warning("reload: 'worker' changed; it takes effect at the next restart");
-        if (old->store != cfg->store)
+        if (old->store != cfg->store || str_differ(old->store_uri, cfg->store_uri))
                 log_warning("reload: 'store' changed; it takes effect at the next restart");
         if (str_differ(old->state_dir, cfg->state_dir))
                 log_warning("reload: 'state-dir' changed; it takes effect at the next restart");

@@ -328,6 +328,7 @@ void daemon_config_free(DaemonConfig *cfg) {
         free(cfg->curve_allow);
         netpolicy_deinit(&cfg->download_net);
         free(cfg->metrics);
+        free(cfg->store_uri);
 }
 
 int daemon_new(Daemon **ret, DaemonConfig *cfg) {
@@ -372,10 +373,12 @@ int daemon_new(Daemon **ret, DaemonConfig *cfg) {
             asprintf(&store_path, "%s/futured.db", d->cfg.state_dir) < 0)
                 return -ENOMEM;
         ExecutorConfig xc = executor_config(&d->cfg);
-        xc.store = (StoreConfig){ .kind = d->cfg.store, .path = store_path, .sync = d->cfg.sync };
+        xc.store = (StoreConfig){ .kind = d->cfg.store, .sync = d->cfg.sync,
+                                  .path = d->cfg.store == STORE_POSTGRESQL ? d->cfg.store_uri
+                                                                           : store_path };
         /* Recovering a large store takes seconds (about 3 s per million futures): ask a service
          * manager for time before it starts. READY=1 comes once the endpoints answer. */
-        if (d->cfg.store == STORE_SQLITE)
+        if (d->cfg.store != STORE_MEMORY)
                 notify_extend_timeout(60 * 1000000u);
         r = executor_new(&d->executor, d->loop, &d->events, &xc);
         if (r < 0)
@@ -388,7 +391,7 @@ int daemon_new(Daemon **ret, DaemonConfig *cfg) {
                 .threads = d->cfg.threads,
                 .transfers = d->cfg.transfers,
                 .processes = d->cfg.processes,
-                .store = d->cfg.store == STORE_SQLITE ? "sqlite" : "memory",
+                .store = store_kind_to_string(d->cfg.store),
                 .started_ns = timer_now(),
                 .quota_pending = d->cfg.quota_pending,
                 .quota_running = d->cfg.quota_running,

@@ -40,6 +40,7 @@ typedef struct DaemonConfig {
         NetPolicy download_net; /* --download-allow/--download-deny, beyond the built-in rules */
         char *state_dir;      /* where the store's file lives (sqlite) */
         StoreKind store;
+        char *store_uri;      /* postgresql: the libpq URI */
         StoreSync sync;
         unsigned threads;
         unsigned prefetch;    /* thread jobs handed to the pool beyond its thread count */

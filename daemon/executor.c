@@ -74,7 +74,7 @@ struct Executor {
         uint64_t committed_seq;   /* every batch up to this one is done (committed or failed) */
         struct {
                 uint64_t seq;
-                int result;       /* EXECUTOR_STORE_FULL or EXECUTOR_STORE_FAILED */
+                int result;       /* EXECUTOR_STORE_FULL, _UNAVAILABLE or _FAILED */
         } failed[16];             /* the last batches that failed, for their held replies */
         unsigned n_failed;
 
@@ -649,6 +649,17 @@ static int check_quotas(const Executor *x, const Principal *p, uint32_t n_new) {
         return 0;
 }
 
+/* Takes `n` IDs from the store and makes the table issue them: a shared store's (postgresql)
+ * may skip IDs that other nodes or an earlier run took. Returns 0, -ENOTCONN (the store cannot
+ * issue IDs now) or -ENOMEM. */
+static int issue_ids(Executor *x, uint32_t n) {
+        uint64_t first = n ? store_issue_ids(x->store, n) : x->table.next_id;
+
+        if (first == 0)
+                return -ENOTCONN;
+        return first > x->table.next_id ? table_set_next_id(&x->table, first) : 0;
+}
+
 int executor_submit(Executor *x, const JobSpec *specs, uint32_t n, uint64_t *ids,
                     uint64_t *ret_seq) {
         bool durable = store_durable(x->store);
@@ -696,15 +707,16 @@ int executor_submit(Executor *x, const JobSpec *specs, uint32_t n, uint64_t *ids
         for (unsigned lane = 0; lane < _LANE_MAX && r == 0; lane++)
                 r = scheduler_reserve(&x->sched, principal, lane, per_lane[lane]);
         if (r == 0)
+                r = issue_ids(x, n_new);
+        if (r == 0)
                 r = table_reserve(&x->table, n_new);
         if (r == 0 && durable)
                 r = held_reserve(x, n_new);
         if (r != 0) {
                 for (uint32_t i = 0; i < n; i++)
                         discard(x, made[i]);
-                return r;
+                return r == -ENOTCONN ? EXECUTOR_STORE_UNAVAILABLE : r;
         }
-        (void) store_issue_ids(x->store, n_new);
         for (uint32_t i = 0; i < n; i++) {
                 Future *f = made[i];
                 if (!f) {
@@ -746,7 +758,9 @@ int executor_commit_result(const Executor *x, uint64_t seq) {
  * committed, fail (they were never acknowledged: a client waiting on them learns why). */
 static void on_commit(void *userdata, uint64_t seq, int error) {
         Executor *x = userdata;
-        int result = error == -ENOSPC ? EXECUTOR_STORE_FULL : EXECUTOR_STORE_FAILED;
+        int result = error == -ENOSPC      ? EXECUTOR_STORE_FULL
+                     : error == -ENOTCONN ? EXECUTOR_STORE_UNAVAILABLE
+                                          : EXECUTOR_STORE_FAILED;
 
         x->committed_seq = seq;
         if (error < 0) {
@@ -759,7 +773,11 @@ static void on_commit(void *userdata, uint64_t seq, int error) {
                 x->held_len--;
                 if (!f || f->state != STATE_PENDING || f->heap_pos)
                         continue; /* cancelled meanwhile */
-                if (error < 0)
+                if (error == -ENOTCONN)
+                        fail(x, f, PROTO_F_STORE_UNAVAILABLE,
+                             "the store's database could not be reached: the job was not kept",
+                             0, 0);
+                else if (error < 0)
                         fail(x, f, error == -ENOSPC ? PROTO_F_STORE_FULL : PROTO_F_INTERNAL,
                              error == -ENOSPC ? "the store's disk is full: the job was not kept"
                                               : "the store could not keep the job",

@@ -70,6 +70,7 @@ enum {
         EXECUTOR_STORE_FAILED,   /* the store could not commit it: another error */
         EXECUTOR_QUOTA_PENDING,  /* the principal's unfinished futures would pass its quota */
         EXECUTOR_QUOTA_RETAINED, /* the principal's retained results would pass its quota */
+        EXECUTOR_STORE_UNAVAILABLE, /* the store (a database server) cannot be reached */
 };
 
 typedef struct ExecutorStats {

@@ -57,9 +57,10 @@ static void help(void) {
                "  --download-deny CIDR        downloads may not connect to it (repeatable; built\n"
                "                              in: loopback, link-local, unspecified; the longest\n"
                "                              prefix decides)\n"
-               "  --store sqlite|memory       keep every job in an SQLite file in the state\n"
-               "                              directory, across restarts (default), or in memory\n"
-               "                              only\n"
+               "  --store sqlite|memory|URI   keep every job in an SQLite file in the state\n"
+               "                              directory, across restarts (default), in memory\n"
+               "                              only, or in PostgreSQL (a postgresql:// URI\n"
+               "                              without a password; docs/CLUSTER.md)\n"
                "  --state-dir DIR             where the store lives (default $STATE_DIRECTORY,\n"
                "                              /var/lib/futured as root, else\n"
                "                              $XDG_STATE_HOME/futured or ~/.local/state/futured)\n"
@@ -374,8 +375,12 @@ static int parse_option(int c, const char *arg, DaemonConfig *cfg, const char **
                         cfg->store = STORE_SQLITE;
                 else if (strcmp(arg, "memory") == 0)
                         cfg->store = STORE_MEMORY;
-                else
-                        bad = "--store takes sqlite or memory";
+                else if (strncmp(arg, "postgresql://", 13) == 0 ||
+                         strncmp(arg, "postgres://", 11) == 0) {
+                        cfg->store = STORE_POSTGRESQL;
+                        return set_string(&cfg->store_uri, arg);
+                } else
+                        bad = "--store takes sqlite, memory or a postgresql:// URI";
                 break;
         case ARG_SYNC:
                 if (strcmp(arg, "normal") == 0)

@@ -451,6 +451,12 @@ static bool hold_reply(Request *req, uint64_t seq) {
         return true;
 }
 
+static void store_unavailable(ProtoError *e) {
+        proto_error(e, PROTO_E_STORE_UNAVAILABLE, NULL,
+                    "the store's database cannot be reached: no job of the batch was kept; try "
+                    "again later");
+}
+
 /* Sends the held submit replies whose batch the store is done with: the reply as packed when it
  * was committed, else the error saying why the jobs were not kept. */
 static void release_held(Requests *rq) {
@@ -471,6 +477,8 @@ static void release_held(Requests *rq) {
                                 proto_error(&e, PROTO_E_STORE_FULL, NULL,
                                             "the store's disk is full: no job of the batch was "
                                             "kept; try again once there is room");
+                        else if (r == EXECUTOR_STORE_UNAVAILABLE)
+                                store_unavailable(&e);
                         else
                                 proto_error(&e, PROTO_E_OUT_OF_MEMORY, NULL,
                                             "the store could not keep the batch; nothing of it "
@@ -556,6 +564,10 @@ static void op_submit(Request *req, ProtoError *e) {
         r = executor_submit(req->rq->executor, specs, n, ids, &seq);
         if (r == EXECUTOR_STOPPING) {
                 proto_error(e, PROTO_E_SHUTTING_DOWN, NULL, "futured is shutting down");
+                return reply_error(req, e);
+        }
+        if (r == EXECUTOR_STORE_UNAVAILABLE) {
+                store_unavailable(e);
                 return reply_error(req, e);
         }
         if (r == EXECUTOR_QUEUE_FULL) {
@@ -807,7 +819,7 @@ static void op_stats(Request *req, ProtoError *e) {
         executor_stats(req->rq->executor, &st);
         reply_ok(req, 1);
         proto_pack_str(pk, "stats");
-        msgpack_pack_map(pk, 20);
+        msgpack_pack_map(pk, 21);
         pack_counter(pk, "pending", st.n_state[STATE_PENDING]);
         pack_counter(pk, "running", st.n_state[STATE_RUNNING]);
         pack_counter(pk, "done", st.n_state[STATE_DONE]);
@@ -828,6 +840,7 @@ static void op_stats(Request *req, ProtoError *e) {
         pack_counter(pk, "store_commits", st.store_stats.commits);
         pack_counter(pk, "store_last_batch", st.store_stats.last_batch);
         pack_counter(pk, "store_commit_us", st.store_stats.last_commit_us);
+        pack_counter(pk, "store_failing", st.store_stats.failing);
         send_reply(req);
 }
 

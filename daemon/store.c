@@ -18,6 +18,7 @@
 #include "log.h"
 #include "macro.h"
 #include "now.h"
+#include "pgstore.h"
 #include "sqlitestore.h"
 #include "store.h"
 
@@ -52,6 +53,7 @@ struct Store {
 
         /* The store thread's. */
         SqliteStore *db;
+        PgStore *pg;
         pthread_t thread;
         bool thread_started;
 };
@@ -143,7 +145,7 @@ static void *thread_main(void *userdata) {
                 pthread_mutex_unlock(&s->lock);
 
                 t0 = now_ns();
-                b->error = sqlitestore_commit(s->db, b);
+                b->error = s->pg ? pgstore_commit(s->pg, b) : sqlitestore_commit(s->db, b);
                 b->commit_us = (now_ns() - t0) / 1000u;
 
                 pthread_mutex_lock(&s->lock);
@@ -243,8 +245,12 @@ bool store_durable(const Store *s) {
         return s->kind != STORE_MEMORY;
 }
 
+const char *store_kind_to_string(StoreKind kind) {
+        return kind == STORE_SQLITE ? "sqlite" : kind == STORE_POSTGRESQL ? "postgresql" : "memory";
+}
+
 const char *store_kind_name(const Store *s) {
-        return s->kind == STORE_SQLITE ? "sqlite" : "memory";
+        return store_kind_to_string(s->kind);
 }
 
 uint64_t store_next_id(const Store *s) {
@@ -254,7 +260,9 @@ uint64_t store_next_id(const Store *s) {
 uint64_t store_issue_ids(Store *s, uint32_t n) {
         uint64_t first = s->next_id;
 
-        s->next_id += n;
+        if (s->pg && n > 0 && !(first = pgstore_issue_ids(s->pg, n)))
+                return 0;
+        s->next_id = first + n;
         return first;
 }
 
@@ -288,13 +296,20 @@ int store_open(Store **ret, const StoreConfig *cfg, Loop *loop, StoreCommitFn on
                 return 0;
         }
 
-        r = sqlitestore_open(&s->db, cfg->path, cfg->sync == STORE_SYNC_FULL, &s->next_id);
+        if (s->kind == STORE_POSTGRESQL)
+                r = pgstore_open(&s->pg, cfg->path, &s->next_id);
+        else
+                r = sqlitestore_open(&s->db, cfg->path, cfg->sync == STORE_SYNC_FULL,
+                                     &s->next_id);
         if (r < 0)
                 return r;
         s->open = batch_new(1);
         s->flight = batch_new(0);
         if (!s->open || !s->flight)
                 return -ENOMEM;
+        /* The spare is no work for the thread: without this it would commit the empty batch at
+         * once, on the connection that recovery is using meanwhile on this thread. */
+        s->committed = true;
         fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         if (fd < 0)
                 return -errno;
@@ -318,6 +333,8 @@ int store_open(Store **ret, const StoreConfig *cfg, Loop *loop, StoreCommitFn on
 int store_recover(Store *s, StoreRecoverFn fn, void *userdata) {
         if (s->kind == STORE_MEMORY)
                 return 0;
+        if (s->pg)
+                return pgstore_recover(s->pg, fn, userdata);
         return sqlitestore_recover(s->db, fn, userdata);
 }
 
@@ -366,6 +383,7 @@ Store *store_close(Store *s) {
                 close(fd);
         }
         s->db = sqlitestore_close(s->db);
+        s->pg = pgstore_close(s->pg);
         batch_free(s->open);
         batch_free(s->flight);
         pthread_cond_destroy(&s->wake);
@@ -456,5 +474,6 @@ uint64_t store_commits(const Store *s) {
 
 void store_stats(const Store *s, StoreStats *ret) {
         *ret = s->stats;
+        ret->failing = s->failing;
         ret->file_bytes = s->db ? sqlitestore_size(s->db) : 0;
 }

@@ -1,7 +1,7 @@
 /* store: where futures are kept durably, behind one small interface with a backend per kind of
- * store: `memory` (nothing is kept: today's behaviour) and `sqlite` (an embedded file, the
- * default); a shared `postgresql` backend for several nodes fits the same shape (docs/CLUSTER.md
- * once it exists).
+ * store: `memory` (nothing is kept: today's behaviour), `sqlite` (an embedded file, the
+ * default) and `postgresql` (a database server; docs/CLUSTER.md: one node per database so far,
+ * several nodes sharing one is the cluster mode it plans).
  *
  * The executor tells the store every change it makes, at its one door (executor.c: set_state):
  * a job added, started (with its attempt), finished (with its outcome), requeued after a worker
@@ -33,7 +33,11 @@ typedef struct Store Store;
 typedef enum StoreKind {
         STORE_MEMORY,
         STORE_SQLITE,
+        STORE_POSTGRESQL,
 } StoreKind;
+
+/* "memory", "sqlite" or "postgresql". */
+const char *store_kind_to_string(StoreKind kind);
 
 typedef enum StoreSync {
         STORE_SYNC_NORMAL, /* survives a crash of the process (SQLite synchronous=NORMAL, WAL) */
@@ -42,7 +46,8 @@ typedef enum StoreSync {
 
 typedef struct StoreConfig {
         StoreKind kind;
-        const char *path;  /* sqlite: the database file; borrowed for store_open() */
+        const char *path;  /* sqlite: the database file; postgresql: the libpq URI; borrowed
+                            * for store_open() */
         StoreSync sync;
 } StoreConfig;
 
@@ -86,7 +91,8 @@ int store_finish(Store *s, uint64_t id, uint8_t state, const uint8_t *outcome, u
 int store_requeue(Store *s, uint64_t id, uint8_t attempt);
 int store_remove(Store *s, uint64_t id);
 
-/* Issues `n` consecutive IDs from the store: the first is returned. */
+/* Issues `n` (at most PROTO_MAX_BATCH) consecutive IDs from the store: the first is returned,
+ * or 0 when the store cannot issue IDs now (postgresql: the database cannot be reached). */
 uint64_t store_issue_ids(Store *s, uint32_t n);
 
 /* The sequence number of the open batch: what a submit made now waits for. The batch is then
@@ -100,13 +106,15 @@ uint64_t store_open_seq(Store *s);
 void store_flush(Store *s);
 
 /* For stats: the file's size in bytes (0: none), the last commit's number of changes and its
- * duration in microseconds; and every commit's duration (metrics). */
+ * duration in microseconds; whether the last commit failed (the disk is full, the database
+ * cannot be reached): 1, else 0; and every commit's duration (metrics). */
 typedef struct StoreStats {
         uint64_t file_bytes;
         uint64_t last_batch;
         uint64_t last_commit_us;
         uint64_t commits;
         Histogram commit_seconds;
+        uint64_t failing;
 } StoreStats;
 void store_stats(const Store *s, StoreStats *ret);
 

@@ -6,6 +6,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <unistd.h>
 
 /* One job as the store keeps it, for store_add() and recovery. Pointers are borrowed. */
 typedef struct StoreJob {
@@ -26,6 +28,15 @@ typedef struct StoreJob {
         const char *key;        /* the idempotency key, or NULL */
         const char *principal;  /* who submitted it (principal.h), or NULL (schema 1) */
 } StoreJob;
+
+/* Puts "HOST:PID" into `buf`: the owner a backend writes on the jobs it starts (a shared store
+ * fences on it). */
+static inline void store_owner_format(char *buf, size_t size) {
+        char host[256] = "localhost";
+
+        (void) gethostname(host, sizeof(host) - 1);
+        snprintf(buf, size, "%s:%d", host, (int) getpid());
+}
 
 /* Recovery calls this for every job kept, in ID order; `job` is borrowed for the call. Returns
  * 0, or a negative value that stops the recovery. */

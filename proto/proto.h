@@ -63,6 +63,7 @@ static inline bool proto_state_final(FutureState s) {
 #define PROTO_E_OUT_OF_MEMORY "out_of_memory"
 #define PROTO_E_STORE_FULL "store_full"
 #define PROTO_E_QUOTA_EXCEEDED "quota_exceeded"
+#define PROTO_E_STORE_UNAVAILABLE "store_unavailable"
 
 /* Failure codes of jobs, as they appear in `failure.code`. */
 #define PROTO_F_TIMEOUT "timeout"
@@ -79,6 +80,7 @@ static inline bool proto_state_final(FutureState s) {
 #define PROTO_F_INTERRUPTED "interrupted"
 #define PROTO_F_STORE_FULL "store_full"
 #define PROTO_F_DOWNLOAD_DENIED "download_denied"
+#define PROTO_F_STORE_UNAVAILABLE "store_unavailable"
 
 /* A request-level error: a static code, an optional field name (static or borrowed from the
  * request, valid while the request is) and a message. `index` is -1 unless one job of a batch is

@@ -12,6 +12,8 @@ import msgpack
 import pytest
 import zmq
 
+from pgserver import pg_database, pg_server  # noqa: F401 (fixtures for every test module)
+
 TOP = pathlib.Path(__file__).resolve().parents[2]
 BUILD = pathlib.Path(os.environ.get("FUTURED_BUILD", TOP / "build"))
 FUTURED = BUILD / "daemon" / "futured"
