@@ -1,6 +1,7 @@
 /* conffile: see conffile.h. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <inttypes.h>
 #include <ini.h>
 #include <stdlib.h>
 #include <string.h>
@@ -100,6 +101,7 @@ void conffile_dump(const DaemonConfig *cfg, FILE *f) {
         fprintf(f, "max-tasks-per-worker = %u\n", cfg->max_tasks);
         fprintf(f, "retain = %g\n", cfg->retain);
         fprintf(f, "grace = %g\n", cfg->grace);
+        fprintf(f, "max-connections = %" PRIu64 "\n", cfg->max_connections);
         fprintf(f, "worker = %s\n", cfg->worker_path ? cfg->worker_path : "");
         fprintf(f, "download-dir = %s\n", cfg->download_dir ? cfg->download_dir : "");
         fprintf(f, "store = %s\n", cfg->store == STORE_SQLITE ? "sqlite" : "memory");

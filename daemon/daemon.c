@@ -15,6 +15,9 @@
 
 /* How many requests one loop turn reads before it lets the executor start work. */
 #define ROUTER_BATCH 256
+/* A connection that has not completed the ZMTP handshake by then is closed (libzmq's default is
+ * 30 s): idle connections hold a descriptor each. */
+#define ROUTER_HANDSHAKE_MS 10000
 
 void daemon_signals(sigset_t *ret) {
         sigemptyset(ret);
@@ -176,7 +179,9 @@ static bool read_requests(Daemon *d) {
 /* The loop's before-sleep hook: see daemon.h. */
 static bool before_sleep(void *userdata) {
         Daemon *d = userdata;
-        bool more = read_requests(d);
+        bool more = listener_before_sleep(&d->listener);
+
+        more |= read_requests(d);
 
         more |= executor_before_sleep(d->executor);
         request_answer_due(&d->requests);
@@ -204,15 +209,7 @@ static int bind_endpoint(void *socket, const char *endpoint) {
         }
         if (fd != -ENOENT)
                 return fd;
-        /* Make the directory of an ipc:// socket, as a service would find it under /run. */
-        if (strncmp(endpoint, "ipc://", 6) == 0) {
-                _cleanup_free_ char *dir = strdup(endpoint + 6);
-                char *slash = dir ? strrchr(dir, '/') : NULL;
-                if (slash && slash != dir) {
-                        *slash = 0;
-                        (void) mkdir(dir, 0755);
-                }
-        }
+        listener_make_ipc_dir(endpoint);
         if (zmq_bind(socket, endpoint) < 0) {
                 int r = -zmq_errno();
                 fprintf(stderr, "futured: cannot bind %s: %s\n", endpoint, zmq_strerror(-r));
@@ -221,9 +218,10 @@ static int bind_endpoint(void *socket, const char *endpoint) {
         return 0;
 }
 
-/* Makes the ROUTER and PUB sockets and binds them. Logs why when it fails. */
+/* Makes the ROUTER and PUB sockets and binds them (the ROUTER through the listener, which
+ * counts its connections). Logs why when it fails. */
 static int open_sockets(Daemon *d) {
-        int r, one = 1, zero = 0, hwm = 100000;
+        int r, one = 1, zero = 0, hwm = 100000, handshake_ms = ROUTER_HANDSHAKE_MS;
         int64_t maxmsg = PROTO_HARD_MAX_MESSAGE;
 
         d->zmq = zmq_ctx_new();
@@ -239,13 +237,13 @@ static int open_sockets(Daemon *d) {
         zmq_setsockopt(d->router, ZMQ_SNDHWM, &hwm, sizeof(hwm));
         zmq_setsockopt(d->router, ZMQ_RCVHWM, &hwm, sizeof(hwm));
         zmq_setsockopt(d->router, ZMQ_LINGER, &zero, sizeof(zero));
+        zmq_setsockopt(d->router, ZMQ_HANDSHAKE_IVL, &handshake_ms, sizeof(handshake_ms));
         zmq_setsockopt(d->pub, ZMQ_SNDHWM, &hwm, sizeof(hwm));
         zmq_setsockopt(d->pub, ZMQ_LINGER, &zero, sizeof(zero));
-        for (size_t i = 0; i < d->cfg.n_listen; i++) {
-                r = bind_endpoint(d->router, d->cfg.listen[i]);
-                if (r < 0)
-                        return r;
-        }
+        r = listener_init(&d->listener, d->zmq, d->router, d->loop, d->cfg.listen,
+                          d->cfg.n_listen);
+        if (r < 0)
+                return r;
         r = bind_endpoint(d->pub, d->cfg.events);
         if (r < 0)
                 return r;
@@ -326,6 +324,10 @@ int daemon_new(Daemon **ret, DaemonConfig *cfg) {
         r = executor_new(&d->executor, d->loop, &d->events, &xc);
         if (r < 0)
                 return r;
+        /* A transfer holds a socket and may hold a file; a worker's start takes a few pipes. */
+        listener_set_budget(&d->listener, 2 * (uint64_t) d->cfg.transfers +
+                                                  4 * (uint64_t) d->cfg.processes,
+                            d->cfg.max_connections);
         d->requests = (Requests){
                 .executor = d->executor,
                 .events = &d->events,
@@ -369,6 +371,7 @@ Daemon *daemon_free(Daemon *d) {
         }
         if (signal_fd >= 0)
                 close(signal_fd);
+        listener_deinit(&d->listener);
         if (d->router) {
                 /* Let the last replies (of the shutdown's cancellations) reach their clients. */
                 int linger = 1000;

@@ -16,6 +16,7 @@
 
 #include "events.h"
 #include "executor.h"
+#include "listener.h"
 #include "loop.h"
 #include "notify.h"
 #include "request.h"
@@ -42,6 +43,8 @@ typedef struct DaemonConfig {
         unsigned max_tasks;   /* per worker process, 0: unlimited */
         double retain;        /* seconds a finished future is kept */
         double grace;         /* seconds running jobs get at shutdown */
+        uint64_t max_connections; /* client connections at once; 0: what the open-file limit
+                                   * allows (listener.h) */
         int log_level;        /* LOG_ERR .. LOG_DEBUG */
 } DaemonConfig;
 
@@ -57,6 +60,7 @@ typedef struct Daemon {
         Loop *loop;
         LoopFile router_file; /* ZMQ_FD of the ROUTER socket, edge-triggered */
         LoopFile signal_file; /* the signalfd */
+        Listener listener;    /* the ROUTER's endpoints and their connection budget */
         Events events;
         Executor *executor;
         Requests requests;

@@ -47,6 +47,9 @@ static void help(void) {
                "  --max-tasks-per-worker N    replace a worker process after N jobs (default 0:\n"
                "                              never)\n"
                "  --retain SECONDS            keep finished results this long (default 3600)\n"
+               "  --max-connections N         client connections at once before every endpoint\n"
+               "                              is closed for a while (default 0: as many as the\n"
+               "                              open-file limit allows)\n"
                "  --grace SECONDS             at SIGTERM, let running jobs finish this long\n"
                "                              (default 10)\n"
                "  --worker PATH               the futured-worker executable\n"
@@ -144,6 +147,7 @@ enum {
         ARG_MAX_TASKS,
         ARG_RETAIN,
         ARG_GRACE,
+        ARG_MAX_CONNECTIONS,
         ARG_WORKER,
         ARG_DOWNLOAD_DIR,
         ARG_STORE,
@@ -167,6 +171,7 @@ static const struct option options[] = {
         { "max-tasks-per-worker", required_argument, NULL, ARG_MAX_TASKS },
         { "retain", required_argument, NULL, ARG_RETAIN },
         { "grace", required_argument, NULL, ARG_GRACE },
+        { "max-connections", required_argument, NULL, ARG_MAX_CONNECTIONS },
         { "worker", required_argument, NULL, ARG_WORKER },
         { "download-dir", required_argument, NULL, ARG_DOWNLOAD_DIR },
         { "store", required_argument, NULL, ARG_STORE },
@@ -325,6 +330,15 @@ static int parse_option(int c, const char *arg, DaemonConfig *cfg, const char **
                 if (parse_seconds(arg, &cfg->grace) < 0)
                         bad = "--grace takes a number of seconds";
                 break;
+        case ARG_MAX_CONNECTIONS: {
+                unsigned v;
+                if (parse_uint(arg, 1u << 30, &v) < 0)
+                        bad = "--max-connections takes a number (0: what the open-file limit "
+                              "allows)";
+                else
+                        cfg->max_connections = v;
+                break;
+        }
         case ARG_LOG_LEVEL:
                 level = log_level_from_string(arg);
                 if (level < 0)
@@ -437,8 +451,9 @@ static int parse_argv(int argc, char **argv, DaemonConfig *cfg) {
         return r;
 }
 
-/* A transfer holds a socket and, for a file download, the file: raise the soft limit on open
- * files to the hard one (select() is never used here, so a high limit is safe), and run fewer
+/* A transfer holds a socket and, for a file download, the file, and every client connection a
+ * socket: raise the soft limit on open files to the hard one (select() is never used here, so a
+ * high limit is safe; the connection budget, listener.h, is what is left), and run fewer
  * transfers at once if even that is short. */
 static void fit_open_files(DaemonConfig *cfg) {
         struct rlimit rl;
@@ -447,8 +462,8 @@ static void fit_open_files(DaemonConfig *cfg) {
         if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
                 return;
         want = (rlim_t) cfg->transfers * 2 + 256;
-        if (rl.rlim_cur < want && rl.rlim_cur < rl.rlim_max) {
-                rl.rlim_cur = MIN(want, rl.rlim_max);
+        if (rl.rlim_cur < rl.rlim_max) {
+                rl.rlim_cur = rl.rlim_max;
                 (void) setrlimit(RLIMIT_NOFILE, &rl);
                 (void) getrlimit(RLIMIT_NOFILE, &rl);
         }

@@ -1,0 +1,143 @@
+"""The daemon's limits on what clients control (docs/PROTOCOL.md, Limits; docs/SECURITY.md):
+the connection budget, and the documented error at each limit with normal service below it."""
+import contextlib
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+
+import pytest
+import zmq
+
+from conftest import FUTURED, Client, Daemon, wait_for
+
+
+@contextlib.contextmanager
+def nofile(soft, hard):
+    """RLIMIT_NOFILE of this process set to (soft, hard) inside the block: a daemon started there
+    inherits it, as under `prlimit --nofile=soft:hard`."""
+    old = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, old)
+
+
+def open_fds(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def idle_flood(path, n):
+    """Opens `n` idle connections to the unix socket `path` (never a byte sent): those the kernel
+    refuses (a full backlog while the daemon sheds) are skipped. Returns the open sockets and how
+    many connected."""
+    socks, connected = [], 0
+    for _ in range(n):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.setblocking(False)
+        try:
+            s.connect(path)
+            connected += 1
+        except (BlockingIOError, ConnectionRefusedError, FileNotFoundError):
+            pass
+        socks.append(s)
+    return socks, connected
+
+
+@pytest.fixture
+def many_fds():
+    """This test process opens thousands of sockets: its soft limit up to its hard one."""
+    old = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (old[1], old[1]))
+    yield
+    resource.setrlimit(resource.RLIMIT_NOFILE, old)
+
+
+def stop_ok(d):
+    rc = d.stop()
+    assert rc == 0, d.output()
+
+
+def test_5000_idle_ipc_connections_under_nofile_1024_20000(tmp_path, many_fds):
+    with nofile(1024, 20000):
+        d = Daemon(tmp_path, "--store", "memory", "--processes", "1", "--threads", "2")
+    try:
+        limits = open(f"/proc/{d.proc.pid}/limits").read()
+        line = next(x for x in limits.splitlines() if x.startswith("Max open files"))
+        assert line.split()[3:5] == ["20000", "20000"], line  # soft raised to hard
+        socks, connected = idle_flood(d.endpoint[len("ipc://"):], 5000)
+        assert connected > 1000
+        assert d.proc.poll() is None, d.output()
+        # The daemon answers with the 5000 connections open, and after they are gone.
+        c = d.client()
+        assert wait_for(lambda: d.proc.poll() is None and c.rq("hello")["ok"], 30, "hello")
+        for s in socks:
+            s.close()
+        assert d.c.rq("submit", jobs=[{"kind": "noop"}])["ok"]
+    finally:
+        stop_ok(d)
+
+
+def test_connections_past_the_budget_close_the_endpoints_until_they_are_free(tmp_path, many_fds):
+    d = Daemon(tmp_path, "--store", "memory", "--processes", "1", "--threads", "2",
+               "--max-connections", "300")
+    try:
+        pid = d.proc.pid
+        base = open_fds(pid)
+        socks, connected = idle_flood(d.endpoint[len("ipc://"):], 5000)
+        assert d.proc.poll() is None, d.output()
+        assert "reach the budget of 300" in wait_for(
+            lambda: "reach the budget" in d.output() and d.output(), 10, "the shedding")
+        # The descriptors come back: every connection accepted before the shed is closed.
+        wait_for(lambda: open_fds(pid) < base + 300, 30, "descriptors back")
+        for s in socks:
+            s.close()
+        # The endpoints are bound again, and a new client, as the old one, is served.
+        wait_for(lambda: "listening again" in d.output(), 30, "the resume")
+        c = d.client()
+        assert c.rq("hello", reply_timeout=20)["ok"]
+        assert wait_for(lambda: d.c.rq("hello", reply_timeout=2)["ok"], 30, "old client")
+    finally:
+        stop_ok(d)
+
+
+def test_a_passed_socket_survives_the_shedding(tmp_path, many_fds):
+    """A socket-activated listener is never closed: ZeroMQ gets a copy of it, the copy is what
+    a shed closes, and the passed socket is given again at the resume."""
+    tool = shutil.which("systemd-socket-activate")
+    assert tool, "systemd-socket-activate is missing (package systemd)"
+    a, e = tmp_path / "futured.sock", tmp_path / "events.sock"
+    log = open(tmp_path / "futured.log", "w+")
+    proc = subprocess.Popen([tool, "-l", str(a), "-l", str(e), str(FUTURED), "--listen",
+                             f"ipc://{a}", "--events", f"ipc://{e}", "--processes", "1",
+                             "--threads", "2", "--store", "memory", "--max-connections", "100"],
+                            stdout=log, stderr=subprocess.STDOUT)
+    ctx = zmq.Context()
+
+    def output():
+        log.seek(0)
+        return log.read()
+    try:
+        wait_for(a.exists, 10, "the listening socket")
+        c = Client(ctx, f"ipc://{a}")
+        assert c.rq("hello", reply_timeout=20)["ok"]
+        socks, _ = idle_flood(str(a), 2000)
+        wait_for(lambda: "reach the budget of 100" in output(), 10, "the shedding")
+        for s in socks:
+            s.close()
+        wait_for(lambda: "listening again" in output(), 30, "the resume")
+        assert a.exists()
+        c2 = Client(ctx, f"ipc://{a}")
+        assert c2.rq("hello", reply_timeout=20)["ok"]
+        c.close()
+        c2.close()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, output()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        ctx.term()
