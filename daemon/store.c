@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "alloc.h"
@@ -232,6 +233,36 @@ const char *store_kind_name(const Store *s) {
         return s->kind == STORE_SQLITE ? "sqlite" : "memory";
 }
 
+/* The memory store's IDs: they start at the wall clock's microseconds since 1970, so that a
+ * restarted daemon issues none that its previous run did (docs/DURABILITY.md). The IDs stay below
+ * 2^53 (exact in a double) until the year 2255. */
+static uint64_t clock_us(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (uint64_t) ts.tv_sec * 1000000u + (uint64_t) ts.tv_nsec / 1000u;
+}
+
+static uint64_t memory_first_id(void) {
+        return MAX(clock_us(), 1u);
+}
+
+/* At shutdown: a run that issued IDs faster than one per microsecond is ahead of the clock; it
+ * waits (at most MEMORY_MAX_LEAD_US) until the clock passes its next ID, so that the next run
+ * starts above every ID of this one. */
+#define MEMORY_MAX_LEAD_US 10000000u
+static void memory_wait_for_clock(uint64_t next_id) {
+        uint64_t now = clock_us();
+
+        if (next_id > now) {
+                uint64_t lead = MIN(next_id - now, MEMORY_MAX_LEAD_US);
+                struct timespec ts = { .tv_sec = (time_t) (lead / 1000000u),
+                                       .tv_nsec = (long) (lead % 1000000u) * 1000 };
+                while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+                        ;
+        }
+}
+
 uint64_t store_next_id(const Store *s) {
         return s->next_id;
 }
@@ -265,6 +296,8 @@ int store_open(Store **ret, const StoreConfig *cfg, Loop *loop, StoreCommitFn on
         s->loop = loop;
         s->next_id = 1;
         loop_file_init(&s->done_file);
+        if (s->kind == STORE_MEMORY)
+                s->next_id = memory_first_id();
         pthread_mutex_init(&s->lock, NULL);
         pthread_cond_init(&s->wake, NULL);
         if (s->kind == STORE_MEMORY) {
@@ -326,6 +359,8 @@ void store_flush(Store *s) {
 Store *store_close(Store *s) {
         if (!s)
                 return NULL;
+        if (s->kind == STORE_MEMORY)
+                memory_wait_for_clock(s->next_id);
         if (s->thread_started) {
                 /* Wait for the batch in flight, then commit what is left, once. */
                 for (int round = 0; round < 2; round++) {

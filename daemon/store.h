@@ -68,7 +68,8 @@ bool store_durable(const Store *s);
 
 const char *store_kind_name(const Store *s);
 
-/* One past the highest ID ever issued (1 for a new store). */
+/* One past the highest ID ever issued (1 for a new SQLite store; for the memory store, the wall
+ * clock's microseconds when it opened). */
 uint64_t store_next_id(const Store *s);
 
 /* Calls `fn` for every job kept, in ID order (durable stores; the memory store has none), on the

@@ -141,3 +141,23 @@ def test_a_passed_socket_survives_the_shedding(tmp_path, many_fds):
             proc.kill()
             proc.wait()
         ctx.term()
+
+
+def test_memory_mode_ids_never_repeat_after_a_restart(tmp_path):
+    first = Daemon(tmp_path, "--store", "memory", "--processes", "1", "--threads", "2")
+    try:
+        old = []
+        for _ in range(3):
+            old += first.c.rq("submit", jobs=[{"kind": "noop"}] * 10000)["ids"]
+        assert first.c.rq("result", future=old[-1], timeout=30)["ok"]
+    finally:
+        stop_ok(first)
+    second = Daemon(tmp_path, "--store", "memory", "--processes", "1", "--threads", "2")
+    try:
+        new = second.c.rq("submit", jobs=[{"kind": "noop"}])["ids"]
+        assert new[0] > max(old), (new, max(old))
+        # An old client asking for its future learns it is gone, not another client's result.
+        states = second.c.rq("status", ids=[old[0], old[-1]])["states"]
+        assert states == ["expired", "expired"], states
+    finally:
+        stop_ok(second)
