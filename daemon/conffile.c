@@ -102,6 +102,8 @@ void conffile_dump(const DaemonConfig *cfg, FILE *f) {
         fprintf(f, "retain = %g\n", cfg->retain);
         fprintf(f, "grace = %g\n", cfg->grace);
         fprintf(f, "max-connections = %" PRIu64 "\n", cfg->max_connections);
+        fprintf(f, "max-retained = %" PRIu64 "\n", cfg->max_retained);
+        fprintf(f, "max-retained-bytes = %" PRIu64 "\n", cfg->max_retained_bytes);
         fprintf(f, "worker = %s\n", cfg->worker_path ? cfg->worker_path : "");
         fprintf(f, "download-dir = %s\n", cfg->download_dir ? cfg->download_dir : "");
         fprintf(f, "store = %s\n", cfg->store == STORE_SQLITE ? "sqlite" : "memory");
@@ -133,6 +135,9 @@ void conffile_warn_restart_only(const DaemonConfig *old, const DaemonConfig *cfg
                 log_warning("reload: 'store' changed; it takes effect at the next restart");
         if (str_differ(old->state_dir, cfg->state_dir))
                 log_warning("reload: 'state-dir' changed; it takes effect at the next restart");
+        if (old->max_connections != cfg->max_connections)
+                log_warning("reload: 'max-connections' changed; it takes effect at the next "
+                            "restart");
         if (old->sync != cfg->sync)
                 log_warning("reload: 'sync' changed; it takes effect at the next restart");
 }

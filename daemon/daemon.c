@@ -60,6 +60,8 @@ static ExecutorConfig executor_config(const DaemonConfig *cfg) {
                 .processes = cfg->processes,
                 .max_tasks = cfg->max_tasks,
                 .retain = cfg->retain,
+                .max_retained = cfg->max_retained,
+                .max_retained_bytes = cfg->max_retained_bytes,
         };
 }
 
@@ -91,6 +93,9 @@ static void reload(Daemon *d) {
                 d->cfg.transfers = d->requests.transfers = cfg.transfers;
                 d->cfg.max_tasks = cfg.max_tasks;
                 d->cfg.retain = cfg.retain;
+                d->cfg.max_retained = d->requests.max_retained = cfg.max_retained;
+                d->cfg.max_retained_bytes = d->requests.max_retained_bytes =
+                        cfg.max_retained_bytes;
                 d->cfg.grace = cfg.grace;
                 d->cfg.log_level = cfg.log_level;
                 log_set_max_level(cfg.log_level);
@@ -337,6 +342,8 @@ int daemon_new(Daemon **ret, DaemonConfig *cfg) {
                 .transfers = d->cfg.transfers,
                 .processes = d->cfg.processes,
                 .store = d->cfg.store == STORE_SQLITE ? "sqlite" : "memory",
+                .max_retained = d->cfg.max_retained,
+                .max_retained_bytes = d->cfg.max_retained_bytes,
                 .started_ns = timer_now(),
         };
 

@@ -42,6 +42,8 @@ typedef struct DaemonConfig {
         unsigned processes;
         unsigned max_tasks;   /* per worker process, 0: unlimited */
         double retain;        /* seconds a finished future is kept */
+        uint64_t max_retained;       /* finished futures kept before a submit is refused */
+        uint64_t max_retained_bytes; /* ... and the bytes of their outcomes */
         double grace;         /* seconds running jobs get at shutdown */
         uint64_t max_connections; /* client connections at once; 0: what the open-file limit
                                    * allows (listener.h) */

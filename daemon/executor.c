@@ -79,6 +79,7 @@ struct Executor {
 
         uint64_t n_state[_STATE_MAX];
         uint64_t submitted, finished;
+        uint64_t retained_bytes;  /* outcome bytes of the finished futures in the table */
         bool stopping;
         bool curl_ready;
 };
@@ -135,6 +136,10 @@ static void set_state(Executor *x, Future *f, FutureState to) {
 
         if (from != STATE_UNKNOWN)
                 x->n_state[from]--;
+        if (proto_state_final(to) && to != STATE_EXPIRED && !proto_state_final(from))
+                x->retained_bytes += f->outcome_len;
+        else if (to == STATE_EXPIRED && proto_state_final(from))
+                x->retained_bytes -= f->outcome_len;
         if (to == STATE_PENDING && from == STATE_UNKNOWN)
                 x->submitted++;
         if (to != STATE_EXPIRED && proto_state_final(to))
@@ -603,6 +608,19 @@ static void held_push(Executor *x, uint64_t id, uint64_t seq) {
         x->held[(x->held_head + x->held_len++) % x->held_cap] = (Held){ .id = id, .seq = seq };
 }
 
+/* Finished futures in the table. */
+static uint64_t retained(const Executor *x) {
+        return x->n_state[STATE_DONE] + x->n_state[STATE_FAILED] + x->n_state[STATE_CANCELLED];
+}
+
+uint64_t executor_retry_after_ms(const Executor *x) {
+        uint64_t now = timer_now(), due = retention_next_deadline(&x->retention);
+
+        if (due == 0) /* every result kept is waiting for its release */
+                return (uint64_t) (x->cfg.retain * 1000) + 1;
+        return due > now ? (due - now + 999999u) / 1000000u : 1;
+}
+
 int executor_submit(Executor *x, const JobSpec *specs, uint32_t n, uint64_t *ids,
                     uint64_t *ret_seq) {
         bool durable = store_durable(x->store);
@@ -616,6 +634,8 @@ int executor_submit(Executor *x, const JobSpec *specs, uint32_t n, uint64_t *ids
                 return EXECUTOR_STOPPING;
         if (x->n_state[STATE_PENDING] + x->n_state[STATE_RUNNING] + n > PROTO_MAX_PENDING)
                 return EXECUTOR_QUEUE_FULL;
+        if (retained(x) >= x->cfg.max_retained || x->retained_bytes >= x->cfg.max_retained_bytes)
+                return EXECUTOR_RETAINED_FULL;
         made = alloc_calloc(n, sizeof(*made));
         same = alloc_calloc(n, sizeof(*same));
         if (!made || !same)
@@ -755,6 +775,8 @@ void executor_stats(const Executor *x, ExecutorStats *ret) {
                 .workers_started = procpool_started(x->ppool),
                 .workers_died = procpool_died(x->ppool),
                 .deferred = x->waiters.n_deferred,
+                .retained = retained(x),
+                .retained_bytes = x->retained_bytes,
                 .store = store_kind_name(x->store),
         };
         store_stats(x->store, &ret->store_stats);
@@ -1033,6 +1055,8 @@ int executor_reconfigure(Executor *x, const ExecutorConfig *cfg) {
         if (r < 0)
                 return r;
         x->cfg.retain = cfg->retain;
+        x->cfg.max_retained = cfg->max_retained;
+        x->cfg.max_retained_bytes = cfg->max_retained_bytes;
         retention_set_retain(&x->retention, (uint64_t) (cfg->retain * 1e9));
         x->cfg.transfers = cfg->transfers;
         x->cfg.prefetch = cfg->prefetch;

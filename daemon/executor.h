@@ -36,6 +36,8 @@ typedef struct ExecutorConfig {
         unsigned processes;
         unsigned max_tasks;       /* per worker process, 0: unlimited */
         double retain;            /* seconds a finished future is kept */
+        uint64_t max_retained;    /* finished futures kept, past which a submit is refused */
+        uint64_t max_retained_bytes; /* ... and the bytes of their outcomes */
         StoreConfig store;        /* its path borrowed for executor_new() */
 } ExecutorConfig;
 
@@ -59,6 +61,7 @@ enum {
         EXECUTOR_UNCOMMITTED,    /* the store has not committed the batch yet */
         EXECUTOR_STORE_FULL,     /* the store could not commit it: the disk is full */
         EXECUTOR_STORE_FAILED,   /* the store could not commit it: another error */
+        EXECUTOR_RETAINED_FULL,  /* max_retained results, or max_retained_bytes, are kept */
 };
 
 typedef struct ExecutorStats {
@@ -68,6 +71,7 @@ typedef struct ExecutorStats {
         unsigned processes_alive;
         uint64_t workers_started, workers_died;
         uint64_t deferred;
+        uint64_t retained, retained_bytes; /* finished futures kept, and their outcomes' bytes */
         const char *store;            /* the backend's name, static */
         StoreStats store_stats;
 } ExecutorStats;
@@ -91,13 +95,19 @@ static inline void executor_freep(Executor **x) {
         executor_free(*x);
 }
 
+/* After EXECUTOR_RETAINED_FULL: in how many milliseconds the oldest result kept expires (at
+ * least 1), a hint for when to try again. */
+uint64_t executor_retry_after_ms(const Executor *x);
+
 /* Queues the `n` jobs of `specs` as new pending futures and puts their IDs in `ids` (n of them,
  * caller's array). A job whose idempotency key names a future still retained is not queued
  * again: its ID is that future's (also when the key came earlier in the same batch). All or
  * nothing: on any refusal or failure nothing is left behind (no future, no ID issued, no
  * counter moved). With a durable store the jobs start, and the submit may be acknowledged, only
  * once the store has committed batch *ret_seq (see executor_commit_result()); *ret_seq is 0 when
- * there is nothing to wait for. Returns 0, EXECUTOR_QUEUE_FULL, EXECUTOR_STOPPING, or -ENOMEM. */
+ * there is nothing to wait for. Returns 0, EXECUTOR_QUEUE_FULL, EXECUTOR_RETAINED_FULL (checked
+ * before the batch: the futures it adds may finish past the budget), EXECUTOR_STOPPING, or
+ * -ENOMEM. */
 int executor_submit(Executor *x, const JobSpec *specs, uint32_t n, uint64_t *ids,
                     uint64_t *ret_seq);
 

@@ -47,6 +47,10 @@ static void help(void) {
                "  --max-tasks-per-worker N    replace a worker process after N jobs (default 0:\n"
                "                              never)\n"
                "  --retain SECONDS            keep finished results this long (default 3600)\n"
+               "  --max-retained N            finished results kept before a submit is refused\n"
+               "                              with retained_full (default 1000000)\n"
+               "  --max-retained-bytes N      ... and the bytes of those results (default\n"
+               "                              268435456, 256 MiB)\n"
                "  --max-connections N         client connections at once before every endpoint\n"
                "                              is closed for a while (default 0: as many as the\n"
                "                              open-file limit allows)\n"
@@ -71,16 +75,25 @@ static void help(void) {
                "  --version                   show the version\n");
 }
 
-static int parse_uint(const char *s, unsigned max, unsigned *ret) {
+static int parse_u64(const char *s, uint64_t max, uint64_t *ret) {
         char *end;
-        unsigned long v;
+        unsigned long long v;
 
         errno = 0;
-        v = strtoul(s, &end, 10);
+        v = strtoull(s, &end, 10);
         if (errno || end == s || *end || s[0] == '-' || v > max)
                 return -EINVAL;
-        *ret = (unsigned) v;
+        *ret = (uint64_t) v;
         return 0;
+}
+
+static int parse_uint(const char *s, unsigned max, unsigned *ret) {
+        uint64_t v;
+        int r = parse_u64(s, max, &v);
+
+        if (r >= 0)
+                *ret = (unsigned) v;
+        return r;
 }
 
 static int parse_seconds(const char *s, double *ret) {
@@ -148,6 +161,8 @@ enum {
         ARG_RETAIN,
         ARG_GRACE,
         ARG_MAX_CONNECTIONS,
+        ARG_MAX_RETAINED,
+        ARG_MAX_RETAINED_BYTES,
         ARG_WORKER,
         ARG_DOWNLOAD_DIR,
         ARG_STORE,
@@ -172,6 +187,8 @@ static const struct option options[] = {
         { "retain", required_argument, NULL, ARG_RETAIN },
         { "grace", required_argument, NULL, ARG_GRACE },
         { "max-connections", required_argument, NULL, ARG_MAX_CONNECTIONS },
+        { "max-retained", required_argument, NULL, ARG_MAX_RETAINED },
+        { "max-retained-bytes", required_argument, NULL, ARG_MAX_RETAINED_BYTES },
         { "worker", required_argument, NULL, ARG_WORKER },
         { "download-dir", required_argument, NULL, ARG_DOWNLOAD_DIR },
         { "store", required_argument, NULL, ARG_STORE },
@@ -202,6 +219,8 @@ static void config_defaults(DaemonConfig *cfg) {
         cfg->transfers = DEFAULT_TRANSFERS;
         cfg->spin_us = DEFAULT_SPIN_US;
         cfg->retain = 3600;
+        cfg->max_retained = PROTO_DEFAULT_MAX_RETAINED;
+        cfg->max_retained_bytes = PROTO_DEFAULT_MAX_RETAINED_BYTES;
         cfg->grace = 10;
         cfg->store = STORE_SQLITE;
         cfg->sync = STORE_SYNC_NORMAL;
@@ -330,15 +349,19 @@ static int parse_option(int c, const char *arg, DaemonConfig *cfg, const char **
                 if (parse_seconds(arg, &cfg->grace) < 0)
                         bad = "--grace takes a number of seconds";
                 break;
-        case ARG_MAX_CONNECTIONS: {
-                unsigned v;
-                if (parse_uint(arg, 1u << 30, &v) < 0)
+        case ARG_MAX_CONNECTIONS:
+                if (parse_u64(arg, 1u << 30, &cfg->max_connections) < 0)
                         bad = "--max-connections takes a number (0: what the open-file limit "
                               "allows)";
-                else
-                        cfg->max_connections = v;
                 break;
-        }
+        case ARG_MAX_RETAINED:
+                if (parse_u64(arg, UINT64_MAX, &cfg->max_retained) < 0)
+                        bad = "--max-retained takes a number of results";
+                break;
+        case ARG_MAX_RETAINED_BYTES:
+                if (parse_u64(arg, UINT64_MAX, &cfg->max_retained_bytes) < 0)
+                        bad = "--max-retained-bytes takes a number of bytes";
+                break;
         case ARG_LOG_LEVEL:
                 level = log_level_from_string(arg);
                 if (level < 0)

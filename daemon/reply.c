@@ -40,7 +40,7 @@ void reply_pack_error(Reply *r, bool has_id, uint64_t req_id, const ProtoError *
 
         reply_begin(r, has_id, req_id, false, 1);
         proto_pack_str(pk, "error");
-        msgpack_pack_map(pk, 2 + (e->field != NULL) + (e->index >= 0));
+        msgpack_pack_map(pk, 2 + (e->field != NULL) + (e->index >= 0) + (e->retry_after_ms > 0));
         proto_pack_str(pk, "code");
         proto_pack_str(pk, e->code);
         proto_pack_str(pk, "message");
@@ -52,6 +52,10 @@ void reply_pack_error(Reply *r, bool has_id, uint64_t req_id, const ProtoError *
         if (e->index >= 0) {
                 proto_pack_str(pk, "index");
                 msgpack_pack_uint64(pk, (uint64_t) e->index);
+        }
+        if (e->retry_after_ms > 0) {
+                proto_pack_str(pk, "retry_after");
+                msgpack_pack_double(pk, (double) e->retry_after_ms / 1000.0);
         }
 }
 

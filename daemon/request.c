@@ -178,7 +178,11 @@ static void op_hello(Request *req, ProtoError *e) {
         proto_pack_str(pk, "store");
         proto_pack_str(pk, req->rq->store);
         proto_pack_str(pk, "limits");
-        msgpack_pack_map(pk, 5);
+        msgpack_pack_map(pk, 7);
+        proto_pack_str(pk, "max_retained");
+        msgpack_pack_uint64(pk, req->rq->max_retained);
+        proto_pack_str(pk, "max_retained_bytes");
+        msgpack_pack_uint64(pk, req->rq->max_retained_bytes);
         proto_pack_str(pk, "max_message");
         msgpack_pack_uint32(pk, PROTO_MAX_MESSAGE);
         proto_pack_str(pk, "max_batch");
@@ -533,6 +537,18 @@ static void op_submit(Request *req, ProtoError *e) {
                             PROTO_MAX_PENDING);
                 return reply_error(req, e);
         }
+        if (r == EXECUTOR_RETAINED_FULL) {
+                ExecutorStats st;
+                executor_stats(req->rq->executor, &st);
+                e->retry_after_ms = executor_retry_after_ms(req->rq->executor);
+                proto_error(e, PROTO_E_RETAINED_FULL, NULL,
+                            "%" PRIu64 " finished results (%" PRIu64 " bytes) are kept, the "
+                            "limit is %" PRIu64 " (%" PRIu64 " bytes): release results already "
+                            "read, or try again in %.3f s, when the oldest expires",
+                            st.retained, st.retained_bytes, req->rq->max_retained,
+                            req->rq->max_retained_bytes, (double) e->retry_after_ms / 1000.0);
+                return reply_error(req, e);
+        }
         if (r < 0)
                 return reply_out_of_memory(req, e);
 
@@ -772,7 +788,7 @@ static void op_stats(Request *req, ProtoError *e) {
         executor_stats(req->rq->executor, &st);
         reply_ok(req, 1);
         proto_pack_str(pk, "stats");
-        msgpack_pack_map(pk, 20);
+        msgpack_pack_map(pk, 22);
         pack_counter(pk, "pending", st.n_state[STATE_PENDING]);
         pack_counter(pk, "running", st.n_state[STATE_RUNNING]);
         pack_counter(pk, "done", st.n_state[STATE_DONE]);
@@ -788,6 +804,8 @@ static void op_stats(Request *req, ProtoError *e) {
         pack_counter(pk, "workers_started", st.workers_started);
         pack_counter(pk, "workers_died", st.workers_died);
         pack_counter(pk, "clients_deferred", st.deferred);
+        pack_counter(pk, "retained", st.retained);
+        pack_counter(pk, "retained_bytes", st.retained_bytes);
         pack_counter(pk, "uptime_ms", (timer_now() - req->rq->started_ns) / 1000000u);
         pack_counter(pk, "store_bytes", st.store_stats.file_bytes);
         pack_counter(pk, "store_commits", st.store_stats.commits);

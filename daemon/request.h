@@ -22,6 +22,7 @@ typedef struct Requests {
         const char *events_endpoint; /* for `hello` */
         unsigned threads, transfers, processes;
         const char *store;        /* the store backend's name, for `hello` */
+        uint64_t max_retained, max_retained_bytes; /* for `hello` and retained_full */
         uint64_t started_ns;      /* for `stats` uptime */
         /* Submit replies waiting for their store batch to be committed, oldest first. */
         HeldReply *held, *held_tail;

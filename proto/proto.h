@@ -15,6 +15,8 @@
 #define PROTO_MAX_IDS 10000u
 #define PROTO_MAX_PENDING 1000000u
 #define PROTO_MAX_DEFERRED 1000u
+#define PROTO_DEFAULT_MAX_RETAINED 1000000u            /* finished futures kept */
+#define PROTO_DEFAULT_MAX_RETAINED_BYTES (256u << 20)  /* ... and the bytes of their outcomes */
 #define PROTO_MAX_GROUP 64u
 #define PROTO_MAX_TOKEN 64u
 #define PROTO_MAX_KEY 128u                  /* idempotency_key, bytes */
@@ -62,6 +64,7 @@ static inline bool proto_state_final(FutureState s) {
 #define PROTO_E_SHUTTING_DOWN "shutting_down"
 #define PROTO_E_OUT_OF_MEMORY "out_of_memory"
 #define PROTO_E_STORE_FULL "store_full"
+#define PROTO_E_RETAINED_FULL "retained_full"
 
 /* Failure codes of jobs, as they appear in `failure.code`. */
 #define PROTO_F_TIMEOUT "timeout"
@@ -85,6 +88,7 @@ typedef struct ProtoError {
         const char *code;
         const char *field;
         int64_t index;
+        uint64_t retry_after_ms;             /* a hint to try again after this long; 0: none */
         char field_buf[PROTO_MAX_QUOTE + 1]; /* holds a field name copied out of a request */
         char message[200];
 } ProtoError;

@@ -161,3 +161,100 @@ def test_memory_mode_ids_never_repeat_after_a_restart(tmp_path):
         assert states == ["expired", "expired"], states
     finally:
         stop_ok(second)
+
+
+def noops(c, n):
+    """Submits `n` noop jobs and waits for them all."""
+    r = c.rq("submit", jobs=[{"kind": "noop"}] * n, reply="results", reply_timeout=30)
+    assert r["ok"], r
+    return r["ids"]
+
+
+def test_retained_results_past_the_count_are_retained_full_with_a_retry_hint(start_daemon):
+    d = start_daemon("--store", "memory", "--processes", "1", "--max-retained", "5")
+    assert d.c.rq("hello")["limits"]["max_retained"] == 5
+    ids = noops(d.c, 4)
+    # Below the limit: served.
+    ids += noops(d.c, 1)
+    assert d.c.rq("stats")["stats"]["retained"] == 5
+    r = d.c.rq("submit", jobs=[{"kind": "noop"}])
+    assert not r["ok"] and r["error"]["code"] == "retained_full", r
+    assert 3590 < r["error"]["retry_after"] <= 3600, r
+    # Nothing was evicted: every result is still there.
+    assert d.c.rq("status", ids=ids)["states"] == ["done"] * 5
+    # A released result makes room again.
+    assert d.c.rq("release", ids=[ids[0]])["released"] == [True]
+    assert d.c.rq("submit", jobs=[{"kind": "noop"}])["ok"]
+
+
+def test_retained_results_past_the_bytes_are_retained_full(start_daemon):
+    d = start_daemon("--store", "memory", "--processes", "1", "--max-retained-bytes", "100")
+    noops(d.c, 1)
+    per = d.c.rq("stats")["stats"]["retained_bytes"]
+    assert per > 0
+    n = -(-100 // per) - 2  # (1 + n) results stay below 100 bytes, one more does not
+    if n:
+        noops(d.c, n)
+    assert d.c.rq("stats")["stats"]["retained_bytes"] < 100
+    noops(d.c, 1)  # below the limit when it was sent: served
+    assert d.c.rq("stats")["stats"]["retained_bytes"] >= 100
+    r = d.c.rq("submit", jobs=[{"kind": "noop"}])
+    assert not r["ok"] and r["error"]["code"] == "retained_full", r
+    assert r["error"]["retry_after"] > 0
+
+
+def test_retained_results_expire_and_make_room(start_daemon):
+    d = start_daemon("--store", "memory", "--processes", "1", "--max-retained", "2",
+                     "--retain", "1")
+    noops(d.c, 2)
+    r = d.c.rq("submit", jobs=[{"kind": "noop"}])
+    assert r["error"]["code"] == "retained_full" and r["error"]["retry_after"] <= 1, r
+    wait_for(lambda: d.c.rq("submit", jobs=[{"kind": "noop"}])["ok"], 10, "room again")
+
+
+def rss_bytes(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def sanitized():
+    return "libasan" in subprocess.run(["ldd", str(FUTURED)], capture_output=True,
+                                       text=True).stdout
+
+
+def test_60_s_of_submit_and_wait_keeps_rss_under_1_gib(start_daemon):
+    """The flood of the issue (a loop of noop submit-and-wait) with the default settings: the
+    retained results stop at max_retained, refused past it, and the RSS stays bounded. An ASan
+    build's allocations cost about three times as much (redzones, its quarantine)."""
+    import time
+    import msgpack
+    d = start_daemon("--store", "memory")
+    bound = (3 if sanitized() else 1) << 30
+    clients = [d.client() for _ in range(4)]
+    batch = [{"kind": "noop"}] * 10000
+    inflight, refused, peak, served = {}, 0, 0, 0
+    end = time.monotonic() + 60
+    for c in clients:
+        for _ in range(2):
+            c.send(op="submit", jobs=batch, reply="results")
+    while time.monotonic() < end:
+        for c in clients:
+            while c.sock.poll(0):
+                r = msgpack.unpackb(c.sock.recv(), strict_map_key=False)
+                if r["ok"]:
+                    served += 1
+                else:
+                    assert r["error"]["code"] == "retained_full", r
+                    refused += 1
+                c.send(op="submit", jobs=batch, reply="results")
+        peak = max(peak, rss_bytes(d.proc.pid))
+        time.sleep(0.01)
+    for c in clients:
+        while c.sock.poll(5000):
+            c.sock.recv()
+    st = d.c.rq("stats")["stats"]
+    assert st["retained"] <= 1000000 + 10000 * 8, st
+    assert peak < bound, f"peak RSS {peak >> 20} MiB, {served} batches served, {refused} refused"
+    print(f"peak RSS {peak >> 20} MiB; {served} batches served, {refused} refused; {st}")
