@@ -634,7 +634,8 @@ int executor_submit(Executor *x, const JobSpec *specs, uint32_t n, uint64_t *ids
                 return EXECUTOR_STOPPING;
         if (x->n_state[STATE_PENDING] + x->n_state[STATE_RUNNING] + n > PROTO_MAX_PENDING)
                 return EXECUTOR_QUEUE_FULL;
-        if (retained(x) >= x->cfg.max_retained || x->retained_bytes >= x->cfg.max_retained_bytes)
+        if ((x->cfg.max_retained && retained(x) >= x->cfg.max_retained) ||
+            (x->cfg.max_retained_bytes && x->retained_bytes >= x->cfg.max_retained_bytes))
                 return EXECUTOR_RETAINED_FULL;
         made = alloc_calloc(n, sizeof(*made));
         same = alloc_calloc(n, sizeof(*same));

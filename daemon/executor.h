@@ -36,8 +36,9 @@ typedef struct ExecutorConfig {
         unsigned processes;
         unsigned max_tasks;       /* per worker process, 0: unlimited */
         double retain;            /* seconds a finished future is kept */
-        uint64_t max_retained;    /* finished futures kept, past which a submit is refused */
-        uint64_t max_retained_bytes; /* ... and the bytes of their outcomes */
+        uint64_t max_retained;    /* finished futures kept, past which a submit is refused (0:
+                                   * no limit) */
+        uint64_t max_retained_bytes; /* ... and the bytes of their outcomes (0: no limit) */
         StoreConfig store;        /* its path borrowed for executor_new() */
 } ExecutorConfig;
 

@@ -48,9 +48,9 @@ static void help(void) {
                "                              never)\n"
                "  --retain SECONDS            keep finished results this long (default 3600)\n"
                "  --max-retained N            finished results kept before a submit is refused\n"
-               "                              with retained_full (default 1000000)\n"
+               "                              with retained_full (default 1000000; 0: no limit)\n"
                "  --max-retained-bytes N      ... and the bytes of those results (default\n"
-               "                              268435456, 256 MiB)\n"
+               "                              268435456, 256 MiB; 0: no limit)\n"
                "  --max-connections N         client connections at once before every endpoint\n"
                "                              is closed for a while (default 0: as many as the\n"
                "                              open-file limit allows)\n"
@@ -356,11 +356,11 @@ static int parse_option(int c, const char *arg, DaemonConfig *cfg, const char **
                 break;
         case ARG_MAX_RETAINED:
                 if (parse_u64(arg, UINT64_MAX, &cfg->max_retained) < 0)
-                        bad = "--max-retained takes a number of results";
+                        bad = "--max-retained takes a number of results (0: no limit)";
                 break;
         case ARG_MAX_RETAINED_BYTES:
                 if (parse_u64(arg, UINT64_MAX, &cfg->max_retained_bytes) < 0)
-                        bad = "--max-retained-bytes takes a number of bytes";
+                        bad = "--max-retained-bytes takes a number of bytes (0: no limit)";
                 break;
         case ARG_LOG_LEVEL:
                 level = log_level_from_string(arg);
