@@ -321,7 +321,8 @@ int daemon_new(Daemon **ret, DaemonConfig *cfg) {
             asprintf(&store_path, "%s/futured.db", d->cfg.state_dir) < 0)
                 return -ENOMEM;
         ExecutorConfig xc = executor_config(&d->cfg);
-        xc.store = (StoreConfig){ .kind = d->cfg.store, .path = store_path, .sync = d->cfg.sync };
+        xc.store = (StoreConfig){ .kind = d->cfg.store, .path = store_path, .sync = d->cfg.sync,
+                                  .clock_ids = true };
         /* Recovering a large store takes seconds (about 3 s per million futures): ask a service
          * manager for time before it starts. READY=1 comes once the endpoints answer. */
         if (d->cfg.store == STORE_SQLITE)

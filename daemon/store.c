@@ -27,6 +27,7 @@ struct Store {
         void *userdata;
         Loop *loop;
         uint64_t next_id;
+        bool clock_ids;        /* StoreConfig's */
 
         /* Loop thread only. */
         StoreBatch *open;      /* collecting this turn's changes */
@@ -296,7 +297,8 @@ int store_open(Store **ret, const StoreConfig *cfg, Loop *loop, StoreCommitFn on
         s->loop = loop;
         s->next_id = 1;
         loop_file_init(&s->done_file);
-        if (s->kind == STORE_MEMORY)
+        s->clock_ids = cfg->kind == STORE_MEMORY && cfg->clock_ids;
+        if (s->clock_ids)
                 s->next_id = memory_first_id();
         pthread_mutex_init(&s->lock, NULL);
         pthread_cond_init(&s->wake, NULL);
@@ -359,7 +361,7 @@ void store_flush(Store *s) {
 Store *store_close(Store *s) {
         if (!s)
                 return NULL;
-        if (s->kind == STORE_MEMORY)
+        if (s->clock_ids)
                 memory_wait_for_clock(s->next_id);
         if (s->thread_started) {
                 /* Wait for the batch in flight, then commit what is left, once. */
