@@ -101,6 +101,7 @@ void conffile_dump(const DaemonConfig *cfg, FILE *f) {
         fprintf(f, "max-tasks-per-worker = %u\n", cfg->max_tasks);
         fprintf(f, "retain = %g\n", cfg->retain);
         fprintf(f, "grace = %g\n", cfg->grace);
+        fprintf(f, "max-queued-requests = %u\n", cfg->max_queued);
         fprintf(f, "max-connections = %" PRIu64 "\n", cfg->max_connections);
         fprintf(f, "max-retained = %" PRIu64 "\n", cfg->max_retained);
         fprintf(f, "max-retained-bytes = %" PRIu64 "\n", cfg->max_retained_bytes);
@@ -135,6 +136,9 @@ void conffile_warn_restart_only(const DaemonConfig *old, const DaemonConfig *cfg
                 log_warning("reload: 'store' changed; it takes effect at the next restart");
         if (str_differ(old->state_dir, cfg->state_dir))
                 log_warning("reload: 'state-dir' changed; it takes effect at the next restart");
+        if (old->max_queued != cfg->max_queued)
+                log_warning("reload: 'max-queued-requests' changed; it takes effect at the next "
+                            "restart");
         if (old->max_connections != cfg->max_connections)
                 log_warning("reload: 'max-connections' changed; it takes effect at the next "
                             "restart");

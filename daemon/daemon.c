@@ -227,6 +227,7 @@ static int bind_endpoint(void *socket, const char *endpoint) {
  * counts its connections). Logs why when it fails. */
 static int open_sockets(Daemon *d) {
         int r, one = 1, zero = 0, hwm = 100000, handshake_ms = ROUTER_HANDSHAKE_MS;
+        int rcvhwm = (int) d->cfg.max_queued;
         int64_t maxmsg = PROTO_HARD_MAX_MESSAGE;
 
         d->zmq = zmq_ctx_new();
@@ -240,7 +241,7 @@ static int open_sockets(Daemon *d) {
         zmq_setsockopt(d->router, ZMQ_ROUTER_MANDATORY, &one, sizeof(one));
         zmq_setsockopt(d->router, ZMQ_MAXMSGSIZE, &maxmsg, sizeof(maxmsg));
         zmq_setsockopt(d->router, ZMQ_SNDHWM, &hwm, sizeof(hwm));
-        zmq_setsockopt(d->router, ZMQ_RCVHWM, &hwm, sizeof(hwm));
+        zmq_setsockopt(d->router, ZMQ_RCVHWM, &rcvhwm, sizeof(rcvhwm));
         zmq_setsockopt(d->router, ZMQ_LINGER, &zero, sizeof(zero));
         zmq_setsockopt(d->router, ZMQ_HANDSHAKE_IVL, &handshake_ms, sizeof(handshake_ms));
         zmq_setsockopt(d->pub, ZMQ_SNDHWM, &hwm, sizeof(hwm));

@@ -45,6 +45,7 @@ typedef struct DaemonConfig {
         uint64_t max_retained;       /* finished futures kept before a submit is refused */
         uint64_t max_retained_bytes; /* ... and the bytes of their outcomes */
         double grace;         /* seconds running jobs get at shutdown */
+        unsigned max_queued;  /* requests one connection may have queued in ZeroMQ (RCVHWM) */
         uint64_t max_connections; /* client connections at once; 0: what the open-file limit
                                    * allows (listener.h) */
         int log_level;        /* LOG_ERR .. LOG_DEBUG */

@@ -51,6 +51,8 @@ static void help(void) {
                "                              with retained_full (default 1000000; 0: no limit)\n"
                "  --max-retained-bytes N      ... and the bytes of those results (default\n"
                "                              268435456, 256 MiB; 0: no limit)\n"
+               "  --max-queued-requests N     requests of one connection that ZeroMQ queues\n"
+               "                              before it stops reading it (default 256)\n"
                "  --max-connections N         client connections at once before every endpoint\n"
                "                              is closed for a while (default 0: as many as the\n"
                "                              open-file limit allows)\n"
@@ -162,6 +164,7 @@ enum {
         ARG_GRACE,
         ARG_MAX_CONNECTIONS,
         ARG_MAX_RETAINED,
+        ARG_MAX_QUEUED,
         ARG_MAX_RETAINED_BYTES,
         ARG_WORKER,
         ARG_DOWNLOAD_DIR,
@@ -187,6 +190,7 @@ static const struct option options[] = {
         { "retain", required_argument, NULL, ARG_RETAIN },
         { "grace", required_argument, NULL, ARG_GRACE },
         { "max-connections", required_argument, NULL, ARG_MAX_CONNECTIONS },
+        { "max-queued-requests", required_argument, NULL, ARG_MAX_QUEUED },
         { "max-retained", required_argument, NULL, ARG_MAX_RETAINED },
         { "max-retained-bytes", required_argument, NULL, ARG_MAX_RETAINED_BYTES },
         { "worker", required_argument, NULL, ARG_WORKER },
@@ -219,6 +223,7 @@ static void config_defaults(DaemonConfig *cfg) {
         cfg->transfers = DEFAULT_TRANSFERS;
         cfg->spin_us = DEFAULT_SPIN_US;
         cfg->retain = 3600;
+        cfg->max_queued = PROTO_DEFAULT_MAX_QUEUED;
         cfg->max_retained = PROTO_DEFAULT_MAX_RETAINED;
         cfg->max_retained_bytes = PROTO_DEFAULT_MAX_RETAINED_BYTES;
         cfg->grace = 10;
@@ -353,6 +358,10 @@ static int parse_option(int c, const char *arg, DaemonConfig *cfg, const char **
                 if (parse_u64(arg, 1u << 30, &cfg->max_connections) < 0)
                         bad = "--max-connections takes a number (0: what the open-file limit "
                               "allows)";
+                break;
+        case ARG_MAX_QUEUED:
+                if (parse_uint(arg, 1000000, &cfg->max_queued) < 0 || cfg->max_queued == 0)
+                        bad = "--max-queued-requests takes a number from 1 to 1000000";
                 break;
         case ARG_MAX_RETAINED:
                 if (parse_u64(arg, UINT64_MAX, &cfg->max_retained) < 0)

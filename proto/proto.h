@@ -10,7 +10,10 @@
 
 #define PROTO_VERSION 1
 #define PROTO_MAX_MESSAGE (1u << 20)       /* request frames over this get `too_large` */
-#define PROTO_HARD_MAX_MESSAGE (64 << 20)  /* ZMQ_MAXMSGSIZE: ZeroMQ drops these itself */
+/* ZMQ_MAXMSGSIZE: ZeroMQ closes the connection of a frame over this as soon as its header
+ * arrives, before it allocates anything; frames between the two limits get `too_large`. */
+#define PROTO_HARD_MAX_MESSAGE (PROTO_MAX_MESSAGE + (64u << 10))
+#define PROTO_DEFAULT_MAX_QUEUED 256u      /* ZMQ_RCVHWM: requests queued per connection */
 #define PROTO_MAX_BATCH 10000u
 #define PROTO_MAX_IDS 10000u
 #define PROTO_MAX_PENDING 1000000u
