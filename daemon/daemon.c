@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,12 @@
 /* A connection that has not completed the ZMTP handshake by then is closed (libzmq's default is
  * 30 s): idle connections hold a descriptor each. */
 #define ROUTER_HANDSHAKE_MS 10000
+/* ZMTP heartbeats: a peer that answers no PING for ROUTER_HEARTBEAT_TIMEOUT_MS is taken as gone
+ * (a tcp:// client whose host vanished; an ipc:// client's end is seen at once). */
+#define ROUTER_HEARTBEAT_MS 5000
+#define ROUTER_HEARTBEAT_TIMEOUT_MS 15000
+/* Waits on this many IDs freed at once make the daemon give memory back (malloc_trim). */
+#define TRIM_IDS 100000u
 
 void daemon_signals(sigset_t *ret) {
         sigemptyset(ret);
@@ -94,6 +101,10 @@ static void reload(Daemon *d) {
                 d->cfg.max_tasks = cfg.max_tasks;
                 d->cfg.retain = cfg.retain;
                 d->cfg.max_retained = d->requests.max_retained = cfg.max_retained;
+                d->cfg.max_deferred = executor_waiters(d->executor)->max_deferred =
+                        cfg.max_deferred;
+                d->cfg.max_deferred_ids = executor_waiters(d->executor)->max_ids =
+                        cfg.max_deferred_ids;
                 d->cfg.max_retained_bytes = d->requests.max_retained_bytes =
                         cfg.max_retained_bytes;
                 d->cfg.grace = cfg.grace;
@@ -165,7 +176,8 @@ static bool read_requests(Daemon *d) {
                 int kept = MIN(n, 3);
                 Peer from = { .identity = n > 0 ? zmq_msg_data(&parts[0]) : NULL,
                               .identity_len = n > 0 ? zmq_msg_size(&parts[0]) : 0,
-                              .envelope = n == 3 };
+                              .envelope = n == 3,
+                              .fd = n > 0 ? zmq_msg_get(&parts[kept - 1], ZMQ_SRCFD) : -1 };
                 if (n == 2 || (n == 3 && zmq_msg_size(&parts[1]) == 0))
                         request_handle(&d->requests, &from, zmq_msg_data(&parts[kept - 1]),
                                        zmq_msg_size(&parts[kept - 1]));
@@ -179,6 +191,22 @@ static bool read_requests(Daemon *d) {
                         zmq_msg_close(&parts[j]);
         }
         return true;
+}
+
+/* Requests.connection: which connection a request's descriptor carries. */
+static uint64_t connection_of(void *userdata, int fd) {
+        Daemon *d = userdata;
+
+        return listener_connection(&d->listener, fd);
+}
+
+/* The listener saw connection `conn` close (0: all of them): the waits of its client go now, not
+ * when their futures end. Freeing many IDs' worth gives the memory back to the system. */
+static void on_connection_closed(void *userdata, uint64_t conn) {
+        Daemon *d = userdata;
+
+        if (waiter_drop_connection(executor_waiters(d->executor), conn) >= TRIM_IDS)
+                (void) malloc_trim(0);
 }
 
 /* The loop's before-sleep hook: see daemon.h. */
@@ -227,6 +255,7 @@ static int bind_endpoint(void *socket, const char *endpoint) {
  * counts its connections). Logs why when it fails. */
 static int open_sockets(Daemon *d) {
         int r, one = 1, zero = 0, hwm = 100000, handshake_ms = ROUTER_HANDSHAKE_MS;
+        int heartbeat_ms = ROUTER_HEARTBEAT_MS, heartbeat_timeout_ms = ROUTER_HEARTBEAT_TIMEOUT_MS;
         int rcvhwm = (int) d->cfg.max_queued;
         int64_t maxmsg = PROTO_HARD_MAX_MESSAGE;
 
@@ -244,6 +273,9 @@ static int open_sockets(Daemon *d) {
         zmq_setsockopt(d->router, ZMQ_RCVHWM, &rcvhwm, sizeof(rcvhwm));
         zmq_setsockopt(d->router, ZMQ_LINGER, &zero, sizeof(zero));
         zmq_setsockopt(d->router, ZMQ_HANDSHAKE_IVL, &handshake_ms, sizeof(handshake_ms));
+        zmq_setsockopt(d->router, ZMQ_HEARTBEAT_IVL, &heartbeat_ms, sizeof(heartbeat_ms));
+        zmq_setsockopt(d->router, ZMQ_HEARTBEAT_TIMEOUT, &heartbeat_timeout_ms,
+                       sizeof(heartbeat_timeout_ms));
         zmq_setsockopt(d->pub, ZMQ_SNDHWM, &hwm, sizeof(hwm));
         zmq_setsockopt(d->pub, ZMQ_LINGER, &zero, sizeof(zero));
         r = listener_init(&d->listener, d->zmq, d->router, d->loop, d->cfg.listen,
@@ -335,6 +367,10 @@ int daemon_new(Daemon **ret, DaemonConfig *cfg) {
         listener_set_budget(&d->listener, 2 * (uint64_t) d->cfg.transfers +
                                                   4 * (uint64_t) d->cfg.processes,
                             d->cfg.max_connections);
+        d->listener.on_closed = on_connection_closed;
+        d->listener.closed_data = d;
+        executor_waiters(d->executor)->max_deferred = d->cfg.max_deferred;
+        executor_waiters(d->executor)->max_ids = d->cfg.max_deferred_ids;
         d->requests = (Requests){
                 .executor = d->executor,
                 .events = &d->events,
@@ -346,6 +382,8 @@ int daemon_new(Daemon **ret, DaemonConfig *cfg) {
                 .store = d->cfg.store == STORE_SQLITE ? "sqlite" : "memory",
                 .max_retained = d->cfg.max_retained,
                 .max_retained_bytes = d->cfg.max_retained_bytes,
+                .connection = connection_of,
+                .connection_data = d,
                 .started_ns = timer_now(),
         };
 

@@ -43,6 +43,8 @@ typedef struct DaemonConfig {
         unsigned max_tasks;   /* per worker process, 0: unlimited */
         double retain;        /* seconds a finished future is kept */
         uint64_t max_retained;       /* finished futures kept before a submit is refused */
+        uint64_t max_deferred;       /* deferred replies held for all clients together */
+        uint64_t max_deferred_ids;   /* ... and the IDs they wait on */
         uint64_t max_retained_bytes; /* ... and the bytes of their outcomes */
         double grace;         /* seconds running jobs get at shutdown */
         unsigned max_queued;  /* requests one connection may have queued in ZeroMQ (RCVHWM) */

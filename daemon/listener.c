@@ -119,6 +119,52 @@ static int bind_one(Listener *l, ListenEndpoint *e) {
 
 /* Unbinds every endpoint, which closes every connection accepted on it; the count starts again
  * at the resume. */
+/* Grows the per-descriptor generations to hold `fd`. Returns false without memory. */
+static bool generation_fit(Listener *l, int fd) {
+        size_t n = l->n_generation ? l->n_generation : 1024;
+        uint32_t *g;
+
+        if ((size_t) fd < l->n_generation)
+                return true;
+        while (n <= (size_t) fd)
+                n *= 2;
+        g = realloc(l->generation, n * sizeof(*g));
+        if (!g)
+                return false;
+        memset(g + l->n_generation, 0, (n - l->n_generation) * sizeof(*g));
+        l->generation = g;
+        l->n_generation = n;
+        return true;
+}
+
+static uint64_t conn_id(const Listener *l, int fd) {
+        return (uint64_t) l->generation[fd] << 32 | (uint32_t) fd;
+}
+
+/* The monitor told of an accept (opened) or a close of descriptor `fd`. */
+static void track(Listener *l, int fd, bool opened) {
+        if (fd < 0 || !generation_fit(l, fd))
+                return;
+        if (opened) {
+                /* Odd: open. A close whose event was lost is taken as done. */
+                l->generation[fd] += (l->generation[fd] & 1) ? 2 : 1;
+                return;
+        }
+        if (!(l->generation[fd] & 1))
+                return;
+        if (l->on_closed)
+                l->on_closed(l->closed_data, conn_id(l, fd));
+        l->generation[fd]++;
+}
+
+uint64_t listener_connection(Listener *l, int fd) {
+        while (listener_before_sleep(l))
+                ;
+        if (fd < 0 || (size_t) fd >= l->n_generation)
+                return 0;
+        return l->generation[fd] & 1 ? conn_id(l, fd) : UINT64_MAX;
+}
+
 static void shed(Listener *l) {
         for (size_t i = 0; i < l->n_endpoints; i++) {
                 ListenEndpoint *e = &l->endpoints[i];
@@ -128,6 +174,12 @@ static void shed(Listener *l) {
                         log_error("cannot unbind %s: %s", e->endpoint, zmq_strerror(zmq_errno()));
                 e->bound = false;
         }
+        /* Every connection goes with its listener, and libzmq tells of none of them. */
+        for (size_t fd = 0; fd < l->n_generation; fd++)
+                if (l->generation[fd] & 1)
+                        l->generation[fd]++;
+        if (l->on_closed)
+                l->on_closed(l->closed_data, 0);
         l->shedding = true;
         l->n_sheds++;
         log_warning("%" PRIu64 " connections reach the budget of %" PRIu64 " (%" PRId64
@@ -185,6 +237,7 @@ bool listener_before_sleep(Listener *l) {
         for (int i = 0; i < EVENTS_PER_TURN; i++) {
                 zmq_msg_t m;
                 uint16_t event = 0;
+                uint32_t value = 0;
                 int more;
 
                 zmq_msg_init(&m);
@@ -193,8 +246,11 @@ bool listener_before_sleep(Listener *l) {
                         return false;
                 }
                 /* Frame 1: the event (16 bits) and its value (32); frame 2: the endpoint. */
-                if (zmq_msg_size(&m) >= sizeof(event))
+                if (zmq_msg_size(&m) >= sizeof(event) + sizeof(value)) {
                         memcpy(&event, zmq_msg_data(&m), sizeof(event));
+                        memcpy(&value, (const uint8_t *) zmq_msg_data(&m) + sizeof(event),
+                               sizeof(value));
+                }
                 more = zmq_msg_more(&m);
                 zmq_msg_close(&m);
                 while (more) {
@@ -210,8 +266,12 @@ bool listener_before_sleep(Listener *l) {
                 if (event == ZMQ_EVENT_ACCEPTED) {
                         l->n_connections++;
                         l->n_peak = MAX(l->n_peak, l->n_connections);
-                } else if (event == ZMQ_EVENT_DISCONNECTED && l->n_connections > 0)
-                        l->n_connections--;
+                        track(l, (int) value, true);
+                } else if (event == ZMQ_EVENT_DISCONNECTED) {
+                        if (l->n_connections > 0)
+                                l->n_connections--;
+                        track(l, (int) value, false);
+                }
                 if (l->n_connections >= l->max_connections)
                         shed(l);
         }
@@ -323,6 +383,7 @@ void listener_deinit(Listener *l) {
                 free(l->endpoints[i].bound_name);
         }
         free(l->endpoints);
+        free(l->generation);
         *l = (Listener){};
         loop_file_init(&l->monitor_file);
 }

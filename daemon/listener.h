@@ -45,6 +45,9 @@ typedef struct ListenEndpoint {
         bool bound;
 } ListenEndpoint;
 
+/* A connection closed (`conn` as listener_connection() gave it), or every connection (0). */
+typedef void (*ListenerClosedFn)(void *userdata, uint64_t conn);
+
 typedef struct Listener {
         void *router;      /* borrowed */
         void *monitor;     /* PAIR socket that receives the ROUTER's monitor events */
@@ -60,6 +63,11 @@ typedef struct Listener {
         uint64_t n_peak;          /* the highest n_connections seen */
         uint64_t n_sheds;
         bool shedding;
+        /* Per descriptor: how many connections it has carried (the low bit: open now). */
+        uint32_t *generation;
+        size_t n_generation;
+        ListenerClosedFn on_closed;
+        void *closed_data;
 } Listener;
 
 /* Binds `router` (borrowed for the life of `l`) to `endpoints` (borrowed) and starts counting its
@@ -80,6 +88,13 @@ void listener_deinit(Listener *l);
 /* Reads the monitor events that arrived and sheds when the budget is reached. Call once per loop
  * turn, before reading requests. Returns true if more events may be waiting. */
 bool listener_before_sleep(Listener *l);
+
+/* The connection that descriptor `fd` (a request's ZMQ_SRCFD) carries now, as a number that no
+ * other connection of the daemon's life gets: (generation << 32) | fd. Reads the monitor events
+ * first, so a connection that closed and one that took its descriptor are told apart (libzmq
+ * sends the close event before the new accept's, and that before the new connection's first
+ * request). Returns UINT64_MAX when the connection is closed already, 0 when unknown. */
+uint64_t listener_connection(Listener *l, int fd);
 
 /* Makes the directory of an ipc:// endpoint's socket file, as a service would find it under
  * /run (mode 0755; one that exists is fine). */

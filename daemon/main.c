@@ -51,6 +51,10 @@ static void help(void) {
                "                              with retained_full (default 1000000; 0: no limit)\n"
                "  --max-retained-bytes N      ... and the bytes of those results (default\n"
                "                              268435456, 256 MiB; 0: no limit)\n"
+               "  --max-deferred N            deferred replies (wait, result, results, submit\n"
+               "                              with reply results) of all clients together\n"
+               "                              (default 100000; 0: no limit)\n"
+               "  --max-deferred-ids N        ... and the IDs they wait on (default 2000000)\n"
                "  --max-queued-requests N     requests of one connection that ZeroMQ queues\n"
                "                              before it stops reading it (default 256)\n"
                "  --max-connections N         client connections at once before every endpoint\n"
@@ -165,6 +169,8 @@ enum {
         ARG_MAX_CONNECTIONS,
         ARG_MAX_RETAINED,
         ARG_MAX_QUEUED,
+        ARG_MAX_DEFERRED,
+        ARG_MAX_DEFERRED_IDS,
         ARG_MAX_RETAINED_BYTES,
         ARG_WORKER,
         ARG_DOWNLOAD_DIR,
@@ -191,6 +197,8 @@ static const struct option options[] = {
         { "grace", required_argument, NULL, ARG_GRACE },
         { "max-connections", required_argument, NULL, ARG_MAX_CONNECTIONS },
         { "max-queued-requests", required_argument, NULL, ARG_MAX_QUEUED },
+        { "max-deferred", required_argument, NULL, ARG_MAX_DEFERRED },
+        { "max-deferred-ids", required_argument, NULL, ARG_MAX_DEFERRED_IDS },
         { "max-retained", required_argument, NULL, ARG_MAX_RETAINED },
         { "max-retained-bytes", required_argument, NULL, ARG_MAX_RETAINED_BYTES },
         { "worker", required_argument, NULL, ARG_WORKER },
@@ -224,6 +232,8 @@ static void config_defaults(DaemonConfig *cfg) {
         cfg->spin_us = DEFAULT_SPIN_US;
         cfg->retain = 3600;
         cfg->max_queued = PROTO_DEFAULT_MAX_QUEUED;
+        cfg->max_deferred = PROTO_DEFAULT_MAX_DEFERRED_TOTAL;
+        cfg->max_deferred_ids = PROTO_DEFAULT_MAX_DEFERRED_IDS;
         cfg->max_retained = PROTO_DEFAULT_MAX_RETAINED;
         cfg->max_retained_bytes = PROTO_DEFAULT_MAX_RETAINED_BYTES;
         cfg->grace = 10;
@@ -362,6 +372,14 @@ static int parse_option(int c, const char *arg, DaemonConfig *cfg, const char **
         case ARG_MAX_QUEUED:
                 if (parse_uint(arg, 1000000, &cfg->max_queued) < 0 || cfg->max_queued == 0)
                         bad = "--max-queued-requests takes a number from 1 to 1000000";
+                break;
+        case ARG_MAX_DEFERRED:
+                if (parse_u64(arg, UINT64_MAX, &cfg->max_deferred) < 0)
+                        bad = "--max-deferred takes a number of replies (0: no limit)";
+                break;
+        case ARG_MAX_DEFERRED_IDS:
+                if (parse_u64(arg, UINT64_MAX, &cfg->max_deferred_ids) < 0)
+                        bad = "--max-deferred-ids takes a number of IDs (0: no limit)";
                 break;
         case ARG_MAX_RETAINED:
                 if (parse_u64(arg, UINT64_MAX, &cfg->max_retained) < 0)

@@ -20,6 +20,8 @@ typedef struct Peer {
         const uint8_t *identity; /* borrowed */
         size_t identity_len;
         bool envelope;
+        int fd;                  /* the connection's descriptor (ZMQ_SRCFD), or -1 */
+        uint64_t conn;           /* the connection, once known (waiter.h): 0 unknown */
 } Peer;
 
 typedef struct Reply {

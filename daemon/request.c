@@ -178,7 +178,11 @@ static void op_hello(Request *req, ProtoError *e) {
         proto_pack_str(pk, "store");
         proto_pack_str(pk, req->rq->store);
         proto_pack_str(pk, "limits");
-        msgpack_pack_map(pk, 7);
+        msgpack_pack_map(pk, 9);
+        proto_pack_str(pk, "max_deferred_total");
+        msgpack_pack_uint64(pk, executor_waiters(req->rq->executor)->max_deferred);
+        proto_pack_str(pk, "max_deferred_ids");
+        msgpack_pack_uint64(pk, executor_waiters(req->rq->executor)->max_ids);
         proto_pack_str(pk, "max_retained");
         msgpack_pack_uint64(pk, req->rq->max_retained);
         proto_pack_str(pk, "max_retained_bytes");
@@ -389,6 +393,33 @@ static int placed_cmp(const void *a, const void *b) {
         return x->index < y->index ? -1 : x->index > y->index;
 }
 
+/* Learns which connection `req` came on, for a deferred reply. Returns false when it is closed
+ * already: nobody is there to answer, and nothing is deferred. */
+static bool know_connection(Request *req) {
+        Requests *rq = req->rq;
+
+        if (rq->connection && req->from.fd >= 0)
+                req->from.conn = rq->connection(rq->connection_data, req->from.fd);
+        return req->from.conn != REQUEST_CONN_GONE;
+}
+
+/* The error of waiter_start() or waiter_can_defer() refusing to defer: `r` is WAITER_QUOTA or
+ * WAITER_FULL. */
+static void reply_cannot_defer(Request *req, int r, ProtoError *e) {
+        const WaiterSet *set = executor_waiters(req->rq->executor);
+
+        if (r == WAITER_QUOTA)
+                proto_error(e, PROTO_E_TOO_MANY_DEFERRED, NULL,
+                            "%u outstanding deferred replies is the limit per client",
+                            PROTO_MAX_DEFERRED);
+        else
+                proto_error(e, PROTO_E_TOO_MANY_DEFERRED, NULL,
+                            "the daemon holds %" PRIu64 " deferred replies on %" PRIu64 " IDs; "
+                            "the limit is %" PRIu64 " on %" PRIu64 " IDs",
+                            set->n_deferred, set->n_ids, set->max_deferred, set->max_ids);
+        reply_error(req, e);
+}
+
 static bool defer_results(Request *req, const uint64_t *ids, uint32_t n) {
         _cleanup_free_ Placed *placed = malloc(n * sizeof(*placed));
         _cleanup_free_ bool *first = calloc(n, sizeof(*first));
@@ -397,6 +428,8 @@ static bool defer_results(Request *req, const uint64_t *ids, uint32_t n) {
 
         if (!placed || !first || !unique)
                 return false;
+        if (!know_connection(req))
+                return true; /* the client is gone: its jobs run, nobody waits */
         /* Idempotency keys may repeat an ID within a batch; a waiter wants each once, in the
          * order of its first job: O(n log n), whatever the batch. */
         for (uint32_t i = 0; i < n; i++)
@@ -503,13 +536,10 @@ static void op_submit(Request *req, ProtoError *e) {
         }
         if (get_reply_mode(req->body, &want_results, e) < 0)
                 return reply_error(req, e);
-        if (want_results && !waiter_can_defer(executor_waiters(req->rq->executor), &req->from)) {
-                proto_error(e, PROTO_E_TOO_MANY_DEFERRED, NULL,
-                            "%u outstanding deferred replies is the limit per client",
-                            PROTO_MAX_DEFERRED);
-                return reply_error(req, e);
-        }
         n = jobs->via.array.size;
+        if (want_results &&
+            (r = waiter_can_defer(executor_waiters(req->rq->executor), &req->from, n)) != 0)
+                return reply_cannot_defer(req, r, e);
         if (n == 0) {
                 proto_error(e, PROTO_E_BAD_REQUEST, "jobs", "'jobs' must not be empty");
                 return reply_error(req, e);
@@ -602,17 +632,18 @@ static void pack_wait_reply(Reply *r, const Table *t, WaitMode mode, uint64_t re
 static void start_waiter(Request *req, WaitMode mode, const uint64_t *ids, uint32_t n,
                          int64_t timeout_ns, ProtoError *e) {
         Executor *x = req->rq->executor;
-        int r = waiter_start(executor_waiters(x), &req->from, req->id, mode, ids, n, timeout_ns);
+        int r;
 
+        if (timeout_ns != 0 && !waiter_condition(executor_table(x), mode, ids, n) &&
+            !know_connection(req))
+                return; /* the client is gone: nobody to answer */
+        r = waiter_start(executor_waiters(x), &req->from, req->id, mode, ids, n, timeout_ns);
         if (r == WAITER_READY) {
                 pack_wait_reply(&req->reply, executor_table(x), mode, req->id, ids, n);
                 send_reply(req);
-        } else if (r == WAITER_QUOTA) {
-                proto_error(e, PROTO_E_TOO_MANY_DEFERRED, NULL,
-                            "%u outstanding wait/result replies is the limit per client",
-                            PROTO_MAX_DEFERRED);
-                reply_error(req, e);
-        } else if (r < 0)
+        } else if (r == WAITER_QUOTA || r == WAITER_FULL)
+                reply_cannot_defer(req, r, e);
+        else if (r < 0)
                 reply_out_of_memory(req, e);
 }
 

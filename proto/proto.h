@@ -18,6 +18,8 @@
 #define PROTO_MAX_IDS 10000u
 #define PROTO_MAX_PENDING 1000000u
 #define PROTO_MAX_DEFERRED 1000u
+#define PROTO_DEFAULT_MAX_DEFERRED_TOTAL 100000u     /* deferred replies, all clients */
+#define PROTO_DEFAULT_MAX_DEFERRED_IDS 2000000u      /* ... and the IDs they wait on */
 #define PROTO_DEFAULT_MAX_RETAINED 1000000u            /* finished futures kept */
 #define PROTO_DEFAULT_MAX_RETAINED_BYTES (256u << 20)  /* ... and the bytes of their outcomes */
 #define PROTO_MAX_GROUP 64u

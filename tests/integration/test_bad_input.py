@@ -503,7 +503,8 @@ def test_hello_announces_the_limits_tested_here(daemon):
     limits = daemon.c.rq("hello")["limits"]
     assert limits == {"max_message": MIB, "max_batch": 10000, "max_ids": 10000,
                       "max_pending": 1000000, "max_deferred": 1000,
-                      "max_retained": 1000000, "max_retained_bytes": 256 * MIB}
+                      "max_retained": 1000000, "max_retained_bytes": 256 * MIB,
+                      "max_deferred_total": 100000, "max_deferred_ids": 2000000}
 
 
 # --- deferred replies ----------------------------------------------------------------------------

@@ -258,3 +258,74 @@ def test_60_s_of_submit_and_wait_keeps_rss_under_1_gib(start_daemon):
     assert st["retained"] <= 1000000 + 10000 * 8, st
     assert peak < bound, f"peak RSS {peak >> 20} MiB, {served} batches served, {refused} refused"
     print(f"peak RSS {peak >> 20} MiB; {served} batches served, {refused} refused; {st}")
+
+
+VANISHING_CLIENT = """
+import sys, msgpack, zmq
+ctx = zmq.Context()
+s = ctx.socket(zmq.DEALER)
+s.connect(sys.argv[1])
+ids = list(range(int(sys.argv[2]), int(sys.argv[2]) + 10000))
+for i in range(int(sys.argv[3])):
+    s.send(msgpack.packb({"v": 1, "id": i, "op": "wait", "ids": ids}))
+print("sent", flush=True)
+sys.stdin.read()
+"""
+
+
+def deferred(d):
+    return d.c.rq("stats")["stats"]["clients_deferred"]
+
+
+def test_a_client_that_vanishes_mid_wait_leaves_memory_where_it_was(start_daemon):
+    """190 waits on 10,000 one-hour futures each (1.9 M IDs, about 80 MiB of books): the client
+    process is killed, and within seconds its waits are gone and the memory is back."""
+    d = start_daemon("--store", "memory", "--processes", "1", "--threads", "2")
+    ids = d.c.rq("submit", jobs=[{"kind": "sleep", "args": {"seconds": 3600}}] * 10000)["ids"]
+    wait_for(lambda: d.c.rq("stats")["stats"]["running"] == 2, 10, "two running sleeps")
+    base = rss_bytes(d.proc.pid)
+    assert ids == list(range(ids[0], ids[0] + 10000))
+    p = subprocess.Popen(["/usr/bin/python3", "-c", VANISHING_CLIENT, d.endpoint, str(ids[0]),
+                          "190"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline() == "sent\n"
+        wait_for(lambda: deferred(d) == 190, 30, "190 deferred waits")
+        held = rss_bytes(d.proc.pid)
+        assert held > base + (40 << 20), (base, held)  # the waits cost what the issue said
+    finally:
+        p.kill()
+        p.wait()
+    wait_for(lambda: deferred(d) == 0, 5, "the vanished client's waits to go")
+    wait_for(lambda: rss_bytes(d.proc.pid) < base + (8 << 20), 5, "the memory back")
+    # The futures it waited on are untouched, and another client's waits still work.
+    assert d.c.rq("status", ids=ids[:3])["states"] == ["running", "running", "pending"]
+    assert d.c.rq("wait", ids=ids[:1], timeout=0)["not_done"] == ids[:1]
+
+
+def test_deferred_replies_past_the_global_limits_are_too_many_deferred(start_daemon):
+    d = start_daemon("--store", "memory", "--processes", "1", "--threads", "2",
+                     "--max-deferred", "3", "--max-deferred-ids", "5")
+    limits = d.c.rq("hello")["limits"]
+    assert limits["max_deferred_total"] == 3 and limits["max_deferred_ids"] == 5
+    ids = d.c.rq("submit", jobs=[{"kind": "sleep", "args": {"seconds": 3600}}] * 4)["ids"]
+    a, b = d.client(), d.client()
+    a.send(op="wait", ids=ids[:2])
+    b.send(op="wait", ids=ids[:2])
+    wait_for(lambda: deferred(d) == 2, 10, "two deferred waits")
+    # Below the limits: deferred. Past the IDs' limit: refused, whichever client asks.
+    r = d.c.rq("wait", ids=ids[:2])
+    assert r["error"]["code"] == "too_many_deferred", r
+    assert "the limit is 3 on 5 IDs" in r["error"]["message"], r
+    c = d.client()
+    c.send(op="result", future=ids[0])
+    wait_for(lambda: deferred(d) == 3, 10, "three deferred")
+    r = d.c.rq("result", future=ids[1])
+    assert r["error"]["code"] == "too_many_deferred", r
+    r = d.c.rq("submit", jobs=[{"kind": "noop"}], reply="results")
+    assert r["error"]["code"] == "too_many_deferred", r
+    # A wait that needs no deferring is answered at once.
+    assert d.c.rq("wait", ids=ids[:1], timeout=0)["ok"]
+    d.c.rq("cancel", ids=ids)
+    for cl in (a, b, c):
+        assert cl.recv()["ok"]
