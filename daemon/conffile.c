@@ -102,6 +102,7 @@ void conffile_dump(const DaemonConfig *cfg, FILE *f) {
         fprintf(f, "retain = %g\n", cfg->retain);
         fprintf(f, "grace = %g\n", cfg->grace);
         fprintf(f, "max-queued-requests = %u\n", cfg->max_queued);
+        fprintf(f, "max-reply-bytes = %" PRIu64 "\n", cfg->max_reply_bytes);
         fprintf(f, "max-deferred = %" PRIu64 "\n", cfg->max_deferred);
         fprintf(f, "max-deferred-ids = %" PRIu64 "\n", cfg->max_deferred_ids);
         fprintf(f, "max-connections = %" PRIu64 "\n", cfg->max_connections);

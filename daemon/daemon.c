@@ -101,6 +101,7 @@ static void reload(Daemon *d) {
                 d->cfg.max_tasks = cfg.max_tasks;
                 d->cfg.retain = cfg.retain;
                 d->cfg.max_retained = d->requests.max_retained = cfg.max_retained;
+                d->cfg.max_reply_bytes = d->backlog.max_bytes = cfg.max_reply_bytes;
                 d->cfg.max_deferred = executor_waiters(d->executor)->max_deferred =
                         cfg.max_deferred;
                 d->cfg.max_deferred_ids = executor_waiters(d->executor)->max_ids =
@@ -324,6 +325,7 @@ int daemon_new(Daemon **ret, DaemonConfig *cfg) {
         }
         d->cfg = *cfg;
         *cfg = (DaemonConfig){};
+        backlog_init(&d->backlog, d->cfg.max_reply_bytes);
         loop_file_init(&d->router_file);
         loop_file_init(&d->signal_file);
         r = loop_new(&d->loop);
@@ -375,6 +377,7 @@ int daemon_new(Daemon **ret, DaemonConfig *cfg) {
                 .executor = d->executor,
                 .events = &d->events,
                 .router = d->router,
+                .backlog = &d->backlog,
                 .events_endpoint = d->cfg.events,
                 .threads = d->cfg.threads,
                 .transfers = d->cfg.transfers,
@@ -430,6 +433,7 @@ Daemon *daemon_free(Daemon *d) {
         events_deinit(&d->events);
         if (d->zmq)
                 zmq_ctx_term(d->zmq);
+        backlog_deinit(&d->backlog); /* every message is freed now */
         for (const char *const *e = (const char *const *) d->cfg.listen;
              e && e < (const char *const *) d->cfg.listen + d->cfg.n_listen; e++)
                 if (strncmp(*e, "ipc://", 6) == 0 && !notify_listen_adopted(*e))

@@ -48,6 +48,7 @@ typedef struct DaemonConfig {
         uint64_t max_retained_bytes; /* ... and the bytes of their outcomes */
         double grace;         /* seconds running jobs get at shutdown */
         unsigned max_queued;  /* requests one connection may have queued in ZeroMQ (RCVHWM) */
+        uint64_t max_reply_bytes; /* reply bytes queued for one client */
         uint64_t max_connections; /* client connections at once; 0: what the open-file limit
                                    * allows (listener.h) */
         int log_level;        /* LOG_ERR .. LOG_DEBUG */
@@ -66,6 +67,7 @@ typedef struct Daemon {
         LoopFile router_file; /* ZMQ_FD of the ROUTER socket, edge-triggered */
         LoopFile signal_file; /* the signalfd */
         Listener listener;    /* the ROUTER's endpoints and their connection budget */
+        Backlog backlog;      /* reply bytes queued per client */
         Events events;
         Executor *executor;
         Requests requests;

@@ -55,6 +55,9 @@ static void help(void) {
                "                              with reply results) of all clients together\n"
                "                              (default 100000; 0: no limit)\n"
                "  --max-deferred-ids N        ... and the IDs they wait on (default 2000000)\n"
+               "  --max-reply-bytes N         reply bytes queued for a client that does not read\n"
+               "                              them, past which it gets reply_backlog instead\n"
+               "                              (default 67108864, 64 MiB; 0: no limit)\n"
                "  --max-queued-requests N     requests of one connection that ZeroMQ queues\n"
                "                              before it stops reading it (default 256)\n"
                "  --max-connections N         client connections at once before every endpoint\n"
@@ -169,6 +172,7 @@ enum {
         ARG_MAX_CONNECTIONS,
         ARG_MAX_RETAINED,
         ARG_MAX_QUEUED,
+        ARG_MAX_REPLY_BYTES,
         ARG_MAX_DEFERRED,
         ARG_MAX_DEFERRED_IDS,
         ARG_MAX_RETAINED_BYTES,
@@ -197,6 +201,7 @@ static const struct option options[] = {
         { "grace", required_argument, NULL, ARG_GRACE },
         { "max-connections", required_argument, NULL, ARG_MAX_CONNECTIONS },
         { "max-queued-requests", required_argument, NULL, ARG_MAX_QUEUED },
+        { "max-reply-bytes", required_argument, NULL, ARG_MAX_REPLY_BYTES },
         { "max-deferred", required_argument, NULL, ARG_MAX_DEFERRED },
         { "max-deferred-ids", required_argument, NULL, ARG_MAX_DEFERRED_IDS },
         { "max-retained", required_argument, NULL, ARG_MAX_RETAINED },
@@ -232,6 +237,7 @@ static void config_defaults(DaemonConfig *cfg) {
         cfg->spin_us = DEFAULT_SPIN_US;
         cfg->retain = 3600;
         cfg->max_queued = PROTO_DEFAULT_MAX_QUEUED;
+        cfg->max_reply_bytes = BACKLOG_DEFAULT_MAX_BYTES;
         cfg->max_deferred = PROTO_DEFAULT_MAX_DEFERRED_TOTAL;
         cfg->max_deferred_ids = PROTO_DEFAULT_MAX_DEFERRED_IDS;
         cfg->max_retained = PROTO_DEFAULT_MAX_RETAINED;
@@ -372,6 +378,10 @@ static int parse_option(int c, const char *arg, DaemonConfig *cfg, const char **
         case ARG_MAX_QUEUED:
                 if (parse_uint(arg, 1000000, &cfg->max_queued) < 0 || cfg->max_queued == 0)
                         bad = "--max-queued-requests takes a number from 1 to 1000000";
+                break;
+        case ARG_MAX_REPLY_BYTES:
+                if (parse_u64(arg, UINT64_MAX, &cfg->max_reply_bytes) < 0)
+                        bad = "--max-reply-bytes takes a number of bytes (0: no limit)";
                 break;
         case ARG_MAX_DEFERRED:
                 if (parse_u64(arg, UINT64_MAX, &cfg->max_deferred) < 0)

@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "backlog.h"
 #include "proto.h"
 #include "table.h"
 
@@ -52,7 +53,8 @@ void reply_pack_result(Reply *r, const Table *t, uint64_t req_id, uint64_t id);
 void reply_pack_results(Reply *r, const Table *t, uint64_t req_id, const uint64_t *ids,
                         uint32_t n);
 
-/* Sends the packed reply to `to` on `router` (borrowed). A client that is gone loses its reply,
- * nothing else; so does one whose reply could not be packed for lack of memory (it then gets the
- * out_of_memory error instead, if that can be sent). */
-void reply_send(Reply *r, void *router, const Peer *to);
+/* Sends the packed reply to `to` on `router` (borrowed), its bytes counted in `backlog` (NULL:
+ * not counted). A client that is gone loses its reply, nothing else; so does one whose reply could
+ * not be packed for lack of memory (it then gets the out_of_memory error instead, if that can be
+ * sent), and one with more than the backlog's bytes outstanding (reply_backlog instead). */
+void reply_send(Reply *r, void *router, Backlog *backlog, const Peer *to);

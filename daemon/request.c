@@ -46,7 +46,7 @@ static void reply_ok(Request *req, uint32_t n_fields) {
 }
 
 static void send_reply(Request *req) {
-        reply_send(&req->reply, req->rq->router, &req->from);
+        reply_send(&req->reply, req->rq->router, req->rq->backlog, &req->from);
 }
 
 static void reply_error(Request *req, const ProtoError *e) {
@@ -502,7 +502,7 @@ static void release_held(Requests *rq) {
                                             "was queued");
                         reply_pack_error(&reply, h->has_id, h->req_id, &e);
                 }
-                reply_send(&reply, rq->router, &to);
+                reply_send(&reply, rq->router, rq->backlog, &to);
                 reply_deinit(&reply);
                 rq->held = h->next;
                 if (!rq->held)
@@ -1016,7 +1016,7 @@ void request_answer_due(Requests *rq) {
         while ((w = waiter_take_due(set))) {
                 Peer to = waiter_peer(w);
                 pack_wait_reply(&r, t, w->mode, w->req_id, w->ids, w->n_ids);
-                reply_send(&r, rq->router, &to);
+                reply_send(&r, rq->router, rq->backlog, &to);
                 waiter_free(set, w);
         }
         reply_deinit(&r);

@@ -21,6 +21,7 @@ typedef struct Requests {
         Executor *executor;
         Events *events;
         void *router;             /* the ROUTER socket replies go out on */
+        Backlog *backlog;         /* the reply bytes per client; NULL: not counted */
         const char *events_endpoint; /* for `hello` */
         unsigned threads, transfers, processes;
         const char *store;        /* the store backend's name, for `hello` */

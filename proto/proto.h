@@ -70,6 +70,7 @@ static inline bool proto_state_final(FutureState s) {
 #define PROTO_E_OUT_OF_MEMORY "out_of_memory"
 #define PROTO_E_STORE_FULL "store_full"
 #define PROTO_E_RETAINED_FULL "retained_full"
+#define PROTO_E_REPLY_BACKLOG "reply_backlog"
 
 /* Failure codes of jobs, as they appear in `failure.code`. */
 #define PROTO_F_TIMEOUT "timeout"

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 
+import msgpack
 import pytest
 import zmq
 
@@ -229,7 +230,6 @@ def test_60_s_of_submit_and_wait_keeps_rss_under_1_gib(start_daemon):
     retained results stop at max_retained, refused past it, and the RSS stays bounded. An ASan
     build's allocations cost about three times as much (redzones, its quarantine)."""
     import time
-    import msgpack
     d = start_daemon("--store", "memory")
     bound = (3 if sanitized() else 1) << 30
     clients = [d.client() for _ in range(4)]
@@ -329,3 +329,41 @@ def test_deferred_replies_past_the_global_limits_are_too_many_deferred(start_dae
     d.c.rq("cancel", ids=ids)
     for cl in (a, b, c):
         assert cl.recv()["ok"]
+
+
+def test_a_client_that_stops_reading_leaves_memory_where_it_was(start_daemon):
+    """300 `results` of 10,000 IDs (about 75 MB of replies) to a client that reads none: the
+    daemon queues up to --max-reply-bytes for it and answers the rest with reply_backlog."""
+    import time
+    d = start_daemon("--store", "memory", "--processes", "1", "--threads", "2",
+                     "--max-reply-bytes", str(4 << 20))
+    ids = noops(d.c, 10000)
+    size = len(msgpack.packb(d.c.rq("results", ids=ids)))
+    assert size > 200000
+    base = rss_bytes(d.proc.pid)
+    slow = d.ctx.socket(zmq.DEALER)
+    try:
+        slow.setsockopt(zmq.LINGER, 0)
+        slow.setsockopt(zmq.RCVHWM, 1)
+        slow.setsockopt(zmq.RCVBUF, 4096)
+        slow.connect(d.endpoint)
+        for i in range(300):
+            slow.send(msgpack.packb({"v": 1, "id": i, "op": "results", "ids": ids}))
+        # Every request is answered or refused; the memory stays where it was: the 4 MiB of
+        # replies, and the allocator's slack from reading 27 MB of requests (measured: 17 MiB;
+        # 136 MiB without the limit).
+        time.sleep(3)
+        grew = rss_bytes(d.proc.pid) - base
+        assert grew < 32 << 20, f"RSS grew by {grew >> 20} MiB"
+        # Others are served meanwhile; and the slow client, once it reads, finds its first
+        # replies whole and the rest refused.
+        assert d.c.rq("results", ids=ids[:10])["ok"]
+        codes = []
+        for _ in range(300):
+            assert slow.poll(10000)
+            r = msgpack.unpackb(slow.recv(), strict_map_key=False)
+            codes.append("ok" if r["ok"] else r["error"]["code"])
+        assert codes[0] == "ok" and "reply_backlog" in codes, codes
+        assert set(codes) == {"ok", "reply_backlog"}
+    finally:
+        slow.close(0)
