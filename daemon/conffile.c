@@ -1,6 +1,7 @@
 /* conffile: see conffile.h. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <inttypes.h>
 #include <ini.h>
 #include <stdlib.h>
 #include <string.h>
@@ -100,6 +101,13 @@ void conffile_dump(const DaemonConfig *cfg, FILE *f) {
         fprintf(f, "max-tasks-per-worker = %u\n", cfg->max_tasks);
         fprintf(f, "retain = %g\n", cfg->retain);
         fprintf(f, "grace = %g\n", cfg->grace);
+        fprintf(f, "max-queued-requests = %u\n", cfg->max_queued);
+        fprintf(f, "max-reply-bytes = %" PRIu64 "\n", cfg->max_reply_bytes);
+        fprintf(f, "max-deferred = %" PRIu64 "\n", cfg->max_deferred);
+        fprintf(f, "max-deferred-ids = %" PRIu64 "\n", cfg->max_deferred_ids);
+        fprintf(f, "max-connections = %" PRIu64 "\n", cfg->max_connections);
+        fprintf(f, "max-retained = %" PRIu64 "\n", cfg->max_retained);
+        fprintf(f, "max-retained-bytes = %" PRIu64 "\n", cfg->max_retained_bytes);
         fprintf(f, "worker = %s\n", cfg->worker_path ? cfg->worker_path : "");
         fprintf(f, "download-dir = %s\n", cfg->download_dir ? cfg->download_dir : "");
         for (size_t i = 0; i < cfg->download_net.n_rules; i++) {
@@ -154,6 +162,12 @@ void conffile_warn_restart_only(const DaemonConfig *old, const DaemonConfig *cfg
                             "restart");
         if (str_differ(old->metrics, cfg->metrics))
                 log_warning("reload: 'metrics' changed; it takes effect at the next restart");
+        if (old->max_queued != cfg->max_queued)
+                log_warning("reload: 'max-queued-requests' changed; it takes effect at the next "
+                            "restart");
+        if (old->max_connections != cfg->max_connections)
+                log_warning("reload: 'max-connections' changed; it takes effect at the next "
+                            "restart");
         if (old->sync != cfg->sync)
                 log_warning("reload: 'sync' changed; it takes effect at the next restart");
 }

@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,15 @@
 
 /* How many requests one loop turn reads before it lets the executor start work. */
 #define ROUTER_BATCH 256
+/* A connection that has not completed the ZMTP handshake by then is closed (libzmq's default is
+ * 30 s): idle connections hold a descriptor each. */
+#define ROUTER_HANDSHAKE_MS 10000
+/* ZMTP heartbeats: a peer that answers no PING for ROUTER_HEARTBEAT_TIMEOUT_MS is taken as gone
+ * (a tcp:// client whose host vanished; an ipc:// client's end is seen at once). */
+#define ROUTER_HEARTBEAT_MS 5000
+#define ROUTER_HEARTBEAT_TIMEOUT_MS 15000
+/* Waits on this many IDs freed at once make the daemon give memory back (malloc_trim). */
+#define TRIM_IDS 100000u
 
 void daemon_signals(sigset_t *ret) {
         sigemptyset(ret);
@@ -62,6 +72,8 @@ static ExecutorConfig executor_config(const DaemonConfig *cfg) {
                 .quota_pending = cfg->quota_pending,
                 .quota_running = cfg->quota_running,
                 .quota_retained = cfg->quota_retained,
+                .max_retained = cfg->max_retained,
+                .max_retained_bytes = cfg->max_retained_bytes,
         };
 }
 
@@ -100,6 +112,14 @@ static void reload(Daemon *d) {
                 d->cfg.transfers = d->requests.transfers = cfg.transfers;
                 d->cfg.max_tasks = cfg.max_tasks;
                 d->cfg.retain = cfg.retain;
+                d->cfg.max_retained = d->requests.max_retained = cfg.max_retained;
+                d->cfg.max_reply_bytes = d->backlog.max_bytes = cfg.max_reply_bytes;
+                d->cfg.max_deferred = executor_waiters(d->executor)->max_deferred =
+                        cfg.max_deferred;
+                d->cfg.max_deferred_ids = executor_waiters(d->executor)->max_ids =
+                        cfg.max_deferred_ids;
+                d->cfg.max_retained_bytes = d->requests.max_retained_bytes =
+                        cfg.max_retained_bytes;
                 d->cfg.grace = cfg.grace;
                 d->cfg.log_level = cfg.log_level;
                 log_set_max_level(cfg.log_level);
@@ -184,7 +204,8 @@ static bool read_requests(Daemon *d) {
                 Peer from = { .identity = n > 0 ? zmq_msg_data(&parts[0]) : NULL,
                               .identity_len = n > 0 ? zmq_msg_size(&parts[0]) : 0,
                               .envelope = n == 3,
-                              .principal = n > 0 ? principal : NULL };
+                              .principal = n > 0 ? principal : NULL,
+                              .fd = n > 0 ? zmq_msg_get(&parts[kept - 1], ZMQ_SRCFD) : -1 };
                 if (n == 2 || (n == 3 && zmq_msg_size(&parts[1]) == 0))
                         request_handle(&d->requests, &from, zmq_msg_data(&parts[kept - 1]),
                                        zmq_msg_size(&parts[kept - 1]));
@@ -200,10 +221,28 @@ static bool read_requests(Daemon *d) {
         return true;
 }
 
+/* Requests.connection: which connection a request's descriptor carries. */
+static uint64_t connection_of(void *userdata, int fd) {
+        Daemon *d = userdata;
+
+        return listener_connection(&d->listener, fd);
+}
+
+/* The listener saw connection `conn` close (0: all of them): the waits of its client go now, not
+ * when their futures end. Freeing many IDs' worth gives the memory back to the system. */
+static void on_connection_closed(void *userdata, uint64_t conn) {
+        Daemon *d = userdata;
+
+        if (waiter_drop_connection(executor_waiters(d->executor), conn) >= TRIM_IDS)
+                (void) malloc_trim(0);
+}
+
 /* The loop's before-sleep hook: see daemon.h. */
 static bool before_sleep(void *userdata) {
         Daemon *d = userdata;
-        bool more = read_requests(d);
+        bool more = listener_before_sleep(&d->listener);
+
+        more |= read_requests(d);
 
         more |= executor_before_sleep(d->executor);
         request_answer_due(&d->requests);
@@ -239,16 +278,9 @@ static int bind_endpoint(Daemon *d, void *socket, const char *endpoint) {
         }
         if (fd != -ENOENT)
                 return fd;
-        /* Make the directory of an ipc:// socket, as a service would find it under /run. */
         if (strncmp(endpoint, "ipc://", 6) == 0) {
-                _cleanup_free_ char *dir = strdup(endpoint + 6);
-                char *slash = dir ? strrchr(dir, '/') : NULL;
-                if (slash && slash != dir) {
-                        *slash = 0;
-                        (void) mkdir(dir, 0755);
-                }
-                return endpoint_bind_ipc(socket, endpoint, d->cfg.socket_mode,
-                                         d->cfg.socket_group);
+                listener_make_ipc_dir(endpoint);
+                return endpoint_bind_ipc(socket, endpoint, &d->access);
         }
         if (zmq_bind(socket, endpoint) < 0) {
                 int r = -zmq_errno();
@@ -258,9 +290,12 @@ static int bind_endpoint(Daemon *d, void *socket, const char *endpoint) {
         return 0;
 }
 
-/* Makes the ROUTER and PUB sockets and binds them. Logs why when it fails. */
+/* Makes the ROUTER and PUB sockets and binds them (the ROUTER through the listener, which
+ * counts its connections). Logs why when it fails. */
 static int open_sockets(Daemon *d) {
-        int r, one = 1, zero = 0, hwm = 100000;
+        int r, one = 1, zero = 0, hwm = 100000, handshake_ms = ROUTER_HANDSHAKE_MS;
+        int heartbeat_ms = ROUTER_HEARTBEAT_MS, heartbeat_timeout_ms = ROUTER_HEARTBEAT_TIMEOUT_MS;
+        int rcvhwm = (int) d->cfg.max_queued;
         int64_t maxmsg = PROTO_HARD_MAX_MESSAGE;
 
         d->zmq = zmq_ctx_new();
@@ -274,8 +309,12 @@ static int open_sockets(Daemon *d) {
         zmq_setsockopt(d->router, ZMQ_ROUTER_MANDATORY, &one, sizeof(one));
         zmq_setsockopt(d->router, ZMQ_MAXMSGSIZE, &maxmsg, sizeof(maxmsg));
         zmq_setsockopt(d->router, ZMQ_SNDHWM, &hwm, sizeof(hwm));
-        zmq_setsockopt(d->router, ZMQ_RCVHWM, &hwm, sizeof(hwm));
+        zmq_setsockopt(d->router, ZMQ_RCVHWM, &rcvhwm, sizeof(rcvhwm));
         zmq_setsockopt(d->router, ZMQ_LINGER, &zero, sizeof(zero));
+        zmq_setsockopt(d->router, ZMQ_HANDSHAKE_IVL, &handshake_ms, sizeof(handshake_ms));
+        zmq_setsockopt(d->router, ZMQ_HEARTBEAT_IVL, &heartbeat_ms, sizeof(heartbeat_ms));
+        zmq_setsockopt(d->router, ZMQ_HEARTBEAT_TIMEOUT, &heartbeat_timeout_ms,
+                       sizeof(heartbeat_timeout_ms));
         zmq_setsockopt(d->pub, ZMQ_SNDHWM, &hwm, sizeof(hwm));
         zmq_setsockopt(d->pub, ZMQ_LINGER, &zero, sizeof(zero));
         /* The ZAP handler first: a CURVE endpoint bound without one would admit every client
@@ -285,15 +324,11 @@ static int open_sockets(Daemon *d) {
                 r = zap_init(&d->zap, d->zmq, d->loop, d->cfg.curve_allow);
         if (r < 0)
                 return r == -ENOENT || r == -EACCES || r == -EBADMSG || r == -E2BIG ? -EINVAL : r;
-        /* Local endpoints first, then network ones (see endpoint_secure). */
-        for (int network = 0; network < 2; network++)
-                for (size_t i = 0; i < d->cfg.n_listen; i++) {
-                        if (endpoint_is_network(d->cfg.listen[i]) != network)
-                                continue;
-                        r = bind_endpoint(d, d->router, d->cfg.listen[i]);
-                        if (r < 0)
-                                return r;
-                }
+        d->access = (EndpointAccess){ .mode = d->cfg.socket_mode, .group = d->cfg.socket_group };
+        r = listener_init(&d->listener, d->zmq, d->router, d->loop, d->cfg.listen,
+                          d->cfg.n_listen, &d->keys, &d->access);
+        if (r < 0)
+                return r;
         r = bind_endpoint(d, d->pub, d->cfg.events);
         if (r < 0)
                 return r;
@@ -343,6 +378,7 @@ int daemon_new(Daemon **ret, DaemonConfig *cfg) {
         }
         d->cfg = *cfg;
         *cfg = (DaemonConfig){};
+        backlog_init(&d->backlog, d->cfg.max_reply_bytes);
         loop_file_init(&d->router_file);
         loop_file_init(&d->signal_file);
         r = loop_new(&d->loop);
@@ -373,7 +409,7 @@ int daemon_new(Daemon **ret, DaemonConfig *cfg) {
             asprintf(&store_path, "%s/futured.db", d->cfg.state_dir) < 0)
                 return -ENOMEM;
         ExecutorConfig xc = executor_config(&d->cfg);
-        xc.store = (StoreConfig){ .kind = d->cfg.store, .sync = d->cfg.sync,
+        xc.store = (StoreConfig){ .kind = d->cfg.store, .sync = d->cfg.sync, .clock_ids = true,
                                   .path = d->cfg.store == STORE_POSTGRESQL ? d->cfg.store_uri
                                                                            : store_path };
         /* Recovering a large store takes seconds (about 3 s per million futures): ask a service
@@ -383,15 +419,28 @@ int daemon_new(Daemon **ret, DaemonConfig *cfg) {
         r = executor_new(&d->executor, d->loop, &d->events, &xc);
         if (r < 0)
                 return r;
+        /* A transfer holds a socket and may hold a file; a worker's start takes a few pipes. */
+        listener_set_budget(&d->listener, 2 * (uint64_t) d->cfg.transfers +
+                                                  4 * (uint64_t) d->cfg.processes,
+                            d->cfg.max_connections);
+        d->listener.on_closed = on_connection_closed;
+        d->listener.closed_data = d;
+        executor_waiters(d->executor)->max_deferred = d->cfg.max_deferred;
+        executor_waiters(d->executor)->max_ids = d->cfg.max_deferred_ids;
         d->requests = (Requests){
                 .executor = d->executor,
                 .events = &d->events,
                 .router = d->router,
+                .backlog = &d->backlog,
                 .events_endpoint = d->cfg.events,
                 .threads = d->cfg.threads,
                 .transfers = d->cfg.transfers,
                 .processes = d->cfg.processes,
                 .store = store_kind_to_string(d->cfg.store),
+                .max_retained = d->cfg.max_retained,
+                .max_retained_bytes = d->cfg.max_retained_bytes,
+                .connection = connection_of,
+                .connection_data = d,
                 .started_ns = timer_now(),
                 .quota_pending = d->cfg.quota_pending,
                 .quota_running = d->cfg.quota_running,
@@ -436,6 +485,7 @@ Daemon *daemon_free(Daemon *d) {
         }
         if (signal_fd >= 0)
                 close(signal_fd);
+        listener_deinit(&d->listener);
         if (d->router) {
                 /* Let the last replies (of the shutdown's cancellations) reach their clients. */
                 int linger = 1000;
@@ -448,6 +498,7 @@ Daemon *daemon_free(Daemon *d) {
         events_deinit(&d->events);
         if (d->zmq)
                 zmq_ctx_term(d->zmq);
+        backlog_deinit(&d->backlog); /* every message is freed now */
         for (const char *const *e = (const char *const *) d->cfg.listen;
              e && e < (const char *const *) d->cfg.listen + d->cfg.n_listen; e++)
                 if (strncmp(*e, "ipc://", 6) == 0 && !notify_listen_adopted(*e))

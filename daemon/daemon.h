@@ -16,6 +16,7 @@
 
 #include "events.h"
 #include "executor.h"
+#include "listener.h"
 #include "loop.h"
 #include "metrics.h"
 #include "notify.h"
@@ -50,7 +51,15 @@ typedef struct DaemonConfig {
         unsigned processes;
         unsigned max_tasks;   /* per worker process, 0: unlimited */
         double retain;        /* seconds a finished future is kept */
+        uint64_t max_retained;       /* finished futures kept before a submit is refused */
+        uint64_t max_deferred;       /* deferred replies held for all clients together */
+        uint64_t max_deferred_ids;   /* ... and the IDs they wait on */
+        uint64_t max_retained_bytes; /* ... and the bytes of their outcomes */
         double grace;         /* seconds running jobs get at shutdown */
+        unsigned max_queued;  /* requests one connection may have queued in ZeroMQ (RCVHWM) */
+        uint64_t max_reply_bytes; /* reply bytes queued for one client */
+        uint64_t max_connections; /* client connections at once; 0: what the open-file limit
+                                   * allows (listener.h) */
         int log_level;        /* LOG_ERR .. LOG_DEBUG */
         unsigned socket_mode; /* of the ipc:// socket files futured makes (ENDPOINT_DEFAULT_MODE) */
         char *socket_group;   /* ... and their group, or NULL: the daemon's own */
@@ -73,12 +82,15 @@ typedef struct Daemon {
         Loop *loop;
         LoopFile router_file; /* ZMQ_FD of the ROUTER socket, edge-triggered */
         LoopFile signal_file; /* the signalfd */
+        Listener listener;    /* the ROUTER's endpoints and their connection budget */
+        Backlog backlog;      /* reply bytes queued per client */
         Events events;
         Executor *executor;
         Requests requests;
         Timer grace;          /* armed at SIGTERM: running jobs get this long */
         Notify notify;        /* STATUS= and the watchdog */
         EndpointKeys keys;    /* the CURVE key pair, when a network endpoint is served */
+        EndpointAccess access; /* of the ipc:// socket files futured makes */
         Zap zap;              /* the ZAP handler: who may connect over CURVE */
         Metrics *metrics;     /* the Prometheus endpoint, or NULL */
         DaemonReloadFn reload; /* set by main(); NULL: SIGHUP changes nothing */

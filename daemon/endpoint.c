@@ -67,23 +67,39 @@ int endpoint_secure(void *socket, const char *endpoint, const EndpointKeys *keys
         return 0;
 }
 
-int endpoint_bind_ipc(void *socket, const char *endpoint, mode_t mode, const char *group) {
+int endpoint_own_ipc(const char *endpoint, const EndpointAccess *access) {
         const char *path = endpoint + 6;
         gid_t gid = (gid_t) -1;
-        mode_t old;
-        int r = 0;
+        int r;
 
-        if (group) {
-                struct group *gr = getgrnam(group);
+        if (path[0] == '@')
+                return 0;
+        if (access->group) {
+                struct group *gr = getgrnam(access->group);
                 if (!gr) {
-                        fprintf(stderr, "futured: --socket-group %s: no such group\n", group);
+                        fprintf(stderr, "futured: --socket-group %s: no such group\n",
+                                access->group);
                         return -EINVAL;
                 }
                 gid = gr->gr_gid;
         }
+        if ((gid != (gid_t) -1 && chown(path, (uid_t) -1, gid) < 0) ||
+            chmod(path, access->mode) < 0) {
+                r = -errno;
+                fprintf(stderr, "futured: cannot set the %s of %s: %s\n",
+                        gid != (gid_t) -1 ? "group or mode" : "mode", path, strerror(-r));
+                return r;
+        }
+        return 0;
+}
+
+int endpoint_bind_ipc(void *socket, const char *endpoint, const EndpointAccess *access) {
+        mode_t old;
+        int r = 0;
+
         /* The umask is the process's, but no other thread makes files yet: the pools start after
          * the sockets are bound. */
-        old = umask(0177);
+        old = umask(ENDPOINT_UMASK);
         if (zmq_bind(socket, endpoint) < 0)
                 r = -zmq_errno();
         umask(old);
@@ -91,14 +107,5 @@ int endpoint_bind_ipc(void *socket, const char *endpoint, mode_t mode, const cha
                 fprintf(stderr, "futured: cannot bind %s: %s\n", endpoint, zmq_strerror(-r));
                 return r;
         }
-        /* An abstract socket (ipc://@name) has no file and no permissions. */
-        if (path[0] == '@')
-                return 0;
-        if ((gid != (gid_t) -1 && chown(path, (uid_t) -1, gid) < 0) || chmod(path, mode) < 0) {
-                r = -errno;
-                fprintf(stderr, "futured: cannot set the %s of %s: %s\n",
-                        gid != (gid_t) -1 ? "group or mode" : "mode", path, strerror(-r));
-                return r;
-        }
-        return 0;
+        return endpoint_own_ipc(endpoint, access);
 }

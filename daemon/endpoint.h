@@ -39,8 +39,19 @@ int endpoint_keys_load(EndpointKeys *ret, const char *key_file);
  * network endpoint but no keys). */
 int endpoint_secure(void *socket, const char *endpoint, const EndpointKeys *keys);
 
-/* Binds the ipc:// `endpoint` that futured makes itself, with `mode` and `group` (NULL: the
- * daemon's own) on its socket file: the file is made under a umask that leaves it to its owner
- * only, then given the group, then the mode, so that no one else can connect in between.
+/* The access of an ipc:// socket file futured makes: `mode`, and `group` (NULL: the daemon's
+ * own). */
+typedef struct EndpointAccess {
+        mode_t mode;
+        const char *group; /* borrowed */
+} EndpointAccess;
+
+/* Gives the socket file of the ipc:// `endpoint` its group, then its mode; the caller made it
+ * under ENDPOINT_UMASK (owner only), so that no one else can connect in between. An abstract
+ * socket (ipc://@name) has no file. Returns 0 or -errno, having printed why. */
+#define ENDPOINT_UMASK 0177
+int endpoint_own_ipc(const char *endpoint, const EndpointAccess *access);
+
+/* Binds the ipc:// `endpoint` of `socket` by name under ENDPOINT_UMASK, then endpoint_own_ipc().
  * Returns 0 or -errno, having printed why. */
-int endpoint_bind_ipc(void *socket, const char *endpoint, mode_t mode, const char *group);
+int endpoint_bind_ipc(void *socket, const char *endpoint, const EndpointAccess *access);

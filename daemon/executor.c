@@ -81,6 +81,7 @@ struct Executor {
         uint64_t n_state[_STATE_MAX];
         uint64_t submitted, finished;
         Counters counters;        /* by kind and pool, for metrics */
+        uint64_t retained_bytes;  /* outcome bytes of the finished futures in the table */
         bool stopping;
         bool curl_ready;
 };
@@ -145,6 +146,10 @@ static void set_state(Executor *x, Future *f, FutureState to) {
                 if (to != STATE_EXPIRED)
                         f->principal->n_state[to]++;
         }
+        if (proto_state_final(to) && to != STATE_EXPIRED && !proto_state_final(from))
+                x->retained_bytes += f->outcome_len;
+        else if (to == STATE_EXPIRED && proto_state_final(from))
+                x->retained_bytes -= f->outcome_len;
         if (to == STATE_PENDING && from == STATE_UNKNOWN)
                 x->submitted++;
         if (to != STATE_EXPIRED && proto_state_final(to))
@@ -660,6 +665,19 @@ static int issue_ids(Executor *x, uint32_t n) {
         return first > x->table.next_id ? table_set_next_id(&x->table, first) : 0;
 }
 
+/* Finished futures in the table. */
+static uint64_t retained(const Executor *x) {
+        return x->n_state[STATE_DONE] + x->n_state[STATE_FAILED] + x->n_state[STATE_CANCELLED];
+}
+
+uint64_t executor_retry_after_ms(const Executor *x) {
+        uint64_t now = timer_now(), due = retention_next_deadline(&x->retention);
+
+        if (due == 0) /* every result kept is waiting for its release */
+                return (uint64_t) (x->cfg.retain * 1000) + 1;
+        return due > now ? (due - now + 999999u) / 1000000u : 1;
+}
+
 int executor_submit(Executor *x, const JobSpec *specs, uint32_t n, uint64_t *ids,
                     uint64_t *ret_seq) {
         bool durable = store_durable(x->store);
@@ -674,6 +692,9 @@ int executor_submit(Executor *x, const JobSpec *specs, uint32_t n, uint64_t *ids
                 return EXECUTOR_STOPPING;
         if (x->n_state[STATE_PENDING] + x->n_state[STATE_RUNNING] + n > PROTO_MAX_PENDING)
                 return EXECUTOR_QUEUE_FULL;
+        if ((x->cfg.max_retained && retained(x) >= x->cfg.max_retained) ||
+            (x->cfg.max_retained_bytes && x->retained_bytes >= x->cfg.max_retained_bytes))
+                return EXECUTOR_RETAINED_FULL;
         made = alloc_calloc(n, sizeof(*made));
         same = alloc_calloc(n, sizeof(*same));
         if (!made || !same)
@@ -828,6 +849,8 @@ void executor_stats(const Executor *x, ExecutorStats *ret) {
                 .workers_started = procpool_started(x->ppool),
                 .workers_died = procpool_died(x->ppool),
                 .deferred = x->waiters.n_deferred,
+                .retained = retained(x),
+                .retained_bytes = x->retained_bytes,
                 .store = store_kind_name(x->store),
         };
         store_stats(x->store, &ret->store_stats);
@@ -1136,6 +1159,8 @@ int executor_reconfigure(Executor *x, const ExecutorConfig *cfg) {
         if (r < 0)
                 return r;
         x->cfg.retain = cfg->retain;
+        x->cfg.max_retained = cfg->max_retained;
+        x->cfg.max_retained_bytes = cfg->max_retained_bytes;
         retention_set_retain(&x->retention, (uint64_t) (cfg->retain * 1e9));
         x->cfg.transfers = cfg->transfers;
         x->cfg.prefetch = cfg->prefetch;

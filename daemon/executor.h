@@ -43,6 +43,9 @@ typedef struct ExecutorConfig {
         unsigned quota_pending;   /* unfinished futures (pending and running) */
         unsigned quota_running;   /* jobs running at once: more wait, as behind a group limit */
         unsigned quota_retained;  /* finished futures retained, and unfinished ones to come */
+        uint64_t max_retained;    /* finished futures kept, past which a submit is refused (0:
+                                   * no limit) */
+        uint64_t max_retained_bytes; /* ... and the bytes of their outcomes (0: no limit) */
         StoreConfig store;        /* its path borrowed for executor_new() */
 } ExecutorConfig;
 
@@ -71,6 +74,7 @@ enum {
         EXECUTOR_QUOTA_PENDING,  /* the principal's unfinished futures would pass its quota */
         EXECUTOR_QUOTA_RETAINED, /* the principal's retained results would pass its quota */
         EXECUTOR_STORE_UNAVAILABLE, /* the store (a database server) cannot be reached */
+        EXECUTOR_RETAINED_FULL,  /* max_retained results, or max_retained_bytes, are kept */
 };
 
 typedef struct ExecutorStats {
@@ -82,6 +86,7 @@ typedef struct ExecutorStats {
         unsigned processes_alive;
         uint64_t workers_started, workers_died;
         uint64_t deferred;
+        uint64_t retained, retained_bytes; /* finished futures kept, and their outcomes' bytes */
         const char *store;            /* the backend's name, static */
         StoreStats store_stats;
 } ExecutorStats;
@@ -105,6 +110,10 @@ static inline void executor_freep(Executor **x) {
         executor_free(*x);
 }
 
+/* After EXECUTOR_RETAINED_FULL: in how many milliseconds the oldest result kept expires (at
+ * least 1), a hint for when to try again. */
+uint64_t executor_retry_after_ms(const Executor *x);
+
 /* Queues the `n` jobs of `specs` as new pending futures and puts their IDs in `ids` (n of them,
  * caller's array). A job whose idempotency key names a future still retained is not queued
  * again: its ID is that future's (also when the key came earlier in the same batch). All or
@@ -112,8 +121,9 @@ static inline void executor_freep(Executor **x) {
  * counter moved). The quotas of the jobs' principal are checked for the jobs that are new. With a
  * durable store the jobs start, and the submit may be acknowledged, only
  * once the store has committed batch *ret_seq (see executor_commit_result()); *ret_seq is 0 when
- * there is nothing to wait for. Returns 0, EXECUTOR_QUEUE_FULL, EXECUTOR_STOPPING,
- * EXECUTOR_QUOTA_PENDING, EXECUTOR_QUOTA_RETAINED, or -ENOMEM. */
+ * there is nothing to wait for. Returns 0, EXECUTOR_QUEUE_FULL, EXECUTOR_RETAINED_FULL (checked
+ * before the batch: the futures it adds may finish past the budget), EXECUTOR_STOPPING,
+ * EXECUTOR_QUOTA_PENDING, EXECUTOR_QUOTA_RETAINED, EXECUTOR_STORE_UNAVAILABLE, or -ENOMEM. */
 int executor_submit(Executor *x, const JobSpec *specs, uint32_t n, uint64_t *ids,
                     uint64_t *ret_seq);
 

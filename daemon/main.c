@@ -47,6 +47,22 @@ static void help(void) {
                "  --max-tasks-per-worker N    replace a worker process after N jobs (default 0:\n"
                "                              never)\n"
                "  --retain SECONDS            keep finished results this long (default 3600)\n"
+               "  --max-retained N            finished results kept before a submit is refused\n"
+               "                              with retained_full (default 1000000; 0: no limit)\n"
+               "  --max-retained-bytes N      ... and the bytes of those results (default\n"
+               "                              268435456, 256 MiB; 0: no limit)\n"
+               "  --max-deferred N            deferred replies (wait, result, results, submit\n"
+               "                              with reply results) of all clients together\n"
+               "                              (default 100000; 0: no limit)\n"
+               "  --max-deferred-ids N        ... and the IDs they wait on (default 2000000)\n"
+               "  --max-reply-bytes N         reply bytes queued for a client that does not read\n"
+               "                              them, past which it gets reply_backlog instead\n"
+               "                              (default 67108864, 64 MiB; 0: no limit)\n"
+               "  --max-queued-requests N     requests of one connection that ZeroMQ queues\n"
+               "                              before it stops reading it (default 256)\n"
+               "  --max-connections N         client connections at once before every endpoint\n"
+               "                              is closed for a while (default 0: as many as the\n"
+               "                              open-file limit allows)\n"
                "  --grace SECONDS             at SIGTERM, let running jobs finish this long\n"
                "                              (default 10)\n"
                "  --worker PATH               the futured-worker executable\n"
@@ -93,16 +109,25 @@ static void help(void) {
                "  --version                   show the version\n");
 }
 
-static int parse_uint(const char *s, unsigned max, unsigned *ret) {
+static int parse_u64(const char *s, uint64_t max, uint64_t *ret) {
         char *end;
-        unsigned long v;
+        unsigned long long v;
 
         errno = 0;
-        v = strtoul(s, &end, 10);
+        v = strtoull(s, &end, 10);
         if (errno || end == s || *end || s[0] == '-' || v > max)
                 return -EINVAL;
-        *ret = (unsigned) v;
+        *ret = (uint64_t) v;
         return 0;
+}
+
+static int parse_uint(const char *s, unsigned max, unsigned *ret) {
+        uint64_t v;
+        int r = parse_u64(s, max, &v);
+
+        if (r >= 0)
+                *ret = (unsigned) v;
+        return r;
 }
 
 static int parse_seconds(const char *s, double *ret) {
@@ -169,6 +194,13 @@ enum {
         ARG_MAX_TASKS,
         ARG_RETAIN,
         ARG_GRACE,
+        ARG_MAX_CONNECTIONS,
+        ARG_MAX_RETAINED,
+        ARG_MAX_QUEUED,
+        ARG_MAX_REPLY_BYTES,
+        ARG_MAX_DEFERRED,
+        ARG_MAX_DEFERRED_IDS,
+        ARG_MAX_RETAINED_BYTES,
         ARG_WORKER,
         ARG_DOWNLOAD_DIR,
         ARG_DOWNLOAD_ALLOW,
@@ -203,6 +235,13 @@ static const struct option options[] = {
         { "max-tasks-per-worker", required_argument, NULL, ARG_MAX_TASKS },
         { "retain", required_argument, NULL, ARG_RETAIN },
         { "grace", required_argument, NULL, ARG_GRACE },
+        { "max-connections", required_argument, NULL, ARG_MAX_CONNECTIONS },
+        { "max-queued-requests", required_argument, NULL, ARG_MAX_QUEUED },
+        { "max-reply-bytes", required_argument, NULL, ARG_MAX_REPLY_BYTES },
+        { "max-deferred", required_argument, NULL, ARG_MAX_DEFERRED },
+        { "max-deferred-ids", required_argument, NULL, ARG_MAX_DEFERRED_IDS },
+        { "max-retained", required_argument, NULL, ARG_MAX_RETAINED },
+        { "max-retained-bytes", required_argument, NULL, ARG_MAX_RETAINED_BYTES },
         { "worker", required_argument, NULL, ARG_WORKER },
         { "download-dir", required_argument, NULL, ARG_DOWNLOAD_DIR },
         { "download-allow", required_argument, NULL, ARG_DOWNLOAD_ALLOW },
@@ -244,6 +283,12 @@ static void config_defaults(DaemonConfig *cfg) {
         cfg->transfers = DEFAULT_TRANSFERS;
         cfg->spin_us = DEFAULT_SPIN_US;
         cfg->retain = 3600;
+        cfg->max_queued = PROTO_DEFAULT_MAX_QUEUED;
+        cfg->max_reply_bytes = BACKLOG_DEFAULT_MAX_BYTES;
+        cfg->max_deferred = PROTO_DEFAULT_MAX_DEFERRED_TOTAL;
+        cfg->max_deferred_ids = PROTO_DEFAULT_MAX_DEFERRED_IDS;
+        cfg->max_retained = PROTO_DEFAULT_MAX_RETAINED;
+        cfg->max_retained_bytes = PROTO_DEFAULT_MAX_RETAINED_BYTES;
         cfg->grace = 10;
         cfg->store = STORE_SQLITE;
         cfg->sync = STORE_SYNC_NORMAL;
@@ -437,6 +482,35 @@ static int parse_option(int c, const char *arg, DaemonConfig *cfg, const char **
                 }
                 return set_string(&cfg->metrics, arg);
         }
+        case ARG_MAX_CONNECTIONS:
+                if (parse_u64(arg, 1u << 30, &cfg->max_connections) < 0)
+                        bad = "--max-connections takes a number (0: what the open-file limit "
+                              "allows)";
+                break;
+        case ARG_MAX_QUEUED:
+                if (parse_uint(arg, 1000000, &cfg->max_queued) < 0 || cfg->max_queued == 0)
+                        bad = "--max-queued-requests takes a number from 1 to 1000000";
+                break;
+        case ARG_MAX_REPLY_BYTES:
+                if (parse_u64(arg, UINT64_MAX, &cfg->max_reply_bytes) < 0)
+                        bad = "--max-reply-bytes takes a number of bytes (0: no limit)";
+                break;
+        case ARG_MAX_DEFERRED:
+                if (parse_u64(arg, UINT64_MAX, &cfg->max_deferred) < 0)
+                        bad = "--max-deferred takes a number of replies (0: no limit)";
+                break;
+        case ARG_MAX_DEFERRED_IDS:
+                if (parse_u64(arg, UINT64_MAX, &cfg->max_deferred_ids) < 0)
+                        bad = "--max-deferred-ids takes a number of IDs (0: no limit)";
+                break;
+        case ARG_MAX_RETAINED:
+                if (parse_u64(arg, UINT64_MAX, &cfg->max_retained) < 0)
+                        bad = "--max-retained takes a number of results (0: no limit)";
+                break;
+        case ARG_MAX_RETAINED_BYTES:
+                if (parse_u64(arg, UINT64_MAX, &cfg->max_retained_bytes) < 0)
+                        bad = "--max-retained-bytes takes a number of bytes (0: no limit)";
+                break;
         case ARG_LOG_LEVEL:
                 level = log_level_from_string(arg);
                 if (level < 0)
@@ -554,8 +628,9 @@ static int parse_argv(int argc, char **argv, DaemonConfig *cfg) {
         return r;
 }
 
-/* A transfer holds a socket and, for a file download, the file: raise the soft limit on open
- * files to the hard one (select() is never used here, so a high limit is safe), and run fewer
+/* A transfer holds a socket and, for a file download, the file, and every client connection a
+ * socket: raise the soft limit on open files to the hard one (select() is never used here, so a
+ * high limit is safe; the connection budget, listener.h, is what is left), and run fewer
  * transfers at once if even that is short. */
 static void fit_open_files(DaemonConfig *cfg) {
         struct rlimit rl;
@@ -564,8 +639,8 @@ static void fit_open_files(DaemonConfig *cfg) {
         if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
                 return;
         want = (rlim_t) cfg->transfers * 2 + 256;
-        if (rl.rlim_cur < want && rl.rlim_cur < rl.rlim_max) {
-                rl.rlim_cur = MIN(want, rl.rlim_max);
+        if (rl.rlim_cur < rl.rlim_max) {
+                rl.rlim_cur = rl.rlim_max;
                 (void) setrlimit(RLIMIT_NOFILE, &rl);
                 (void) getrlimit(RLIMIT_NOFILE, &rl);
         }

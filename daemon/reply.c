@@ -3,6 +3,7 @@
 #include <inttypes.h>
 #include <zmq.h>
 
+#include "backlog.h"
 #include "reply.h"
 
 void reply_init(Reply *r) {
@@ -40,7 +41,7 @@ void reply_pack_error(Reply *r, bool has_id, uint64_t req_id, const ProtoError *
 
         reply_begin(r, has_id, req_id, false, 1);
         proto_pack_str(pk, "error");
-        msgpack_pack_map(pk, 2 + (e->field != NULL) + (e->index >= 0));
+        msgpack_pack_map(pk, 2 + (e->field != NULL) + (e->index >= 0) + (e->retry_after_ms > 0));
         proto_pack_str(pk, "code");
         proto_pack_str(pk, e->code);
         proto_pack_str(pk, "message");
@@ -52,6 +53,10 @@ void reply_pack_error(Reply *r, bool has_id, uint64_t req_id, const ProtoError *
         if (e->index >= 0) {
                 proto_pack_str(pk, "index");
                 msgpack_pack_uint64(pk, (uint64_t) e->index);
+        }
+        if (e->retry_after_ms > 0) {
+                proto_pack_str(pk, "retry_after");
+                msgpack_pack_double(pk, (double) e->retry_after_ms / 1000.0);
         }
 }
 
@@ -127,13 +132,23 @@ void reply_pack_results(Reply *r, const Table *t, uint64_t req_id, const uint64_
         }
 }
 
-void reply_send(Reply *r, void *router, const Peer *to) {
+void reply_send(Reply *r, void *router, Backlog *backlog, const Peer *to) {
         if (r->buf.failed) {
                 /* Out of memory while packing: the small buffer always has room for this. */
                 ProtoError e = { .index = -1 };
                 proto_buf_deinit(&r->buf);
                 proto_error(&e, PROTO_E_OUT_OF_MEMORY, NULL,
                             "out of memory while packing the reply");
+                reply_pack_error(r, r->has_id, r->req_id, &e);
+        } else if (backlog && !backlog_admit(backlog, to->identity, to->identity_len,
+                                             r->buf.size)) {
+                ProtoError e = { .index = -1 };
+                uint64_t queued = backlog_bytes(backlog, to->identity, to->identity_len);
+                proto_error(&e, PROTO_E_REPLY_BACKLOG, NULL,
+                            "a reply of %zu bytes was dropped: %" PRIu64 " bytes of earlier "
+                            "replies are not read yet (the limit is %" PRIu64 "); read them, "
+                            "then ask again",
+                            r->buf.size, queued, backlog->max_bytes);
                 reply_pack_error(r, r->has_id, r->req_id, &e);
         }
         /* ROUTER_MANDATORY makes a send to a client that is gone fail with EHOSTUNREACH instead
@@ -142,5 +157,9 @@ void reply_send(Reply *r, void *router, const Peer *to) {
                 return;
         if (to->envelope)
                 zmq_send(router, "", 0, ZMQ_SNDMORE | ZMQ_DONTWAIT);
-        zmq_send(router, r->buf.data, r->buf.size, ZMQ_DONTWAIT);
+        if (backlog)
+                (void) backlog_send(backlog, router, to->identity, to->identity_len, r->buf.data,
+                                    r->buf.size);
+        else
+                zmq_send(router, r->buf.data, r->buf.size, ZMQ_DONTWAIT);
 }

@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "backlog.h"
 #include "proto.h"
 #include "table.h"
 
@@ -20,7 +21,9 @@ typedef struct Peer {
         const uint8_t *identity; /* borrowed */
         size_t identity_len;
         bool envelope;
-        const char *principal; /* who sent it (principal.h), borrowed; NULL: "unknown" */
+        const char *principal;   /* who sent it (principal.h), borrowed; NULL: "unknown" */
+        int fd;                  /* the connection's descriptor (ZMQ_SRCFD), or -1 */
+        uint64_t conn;           /* the connection, once known (waiter.h): 0 unknown */
 } Peer;
 
 typedef struct Reply {
@@ -51,7 +54,8 @@ void reply_pack_result(Reply *r, const Table *t, uint64_t req_id, uint64_t id);
 void reply_pack_results(Reply *r, const Table *t, uint64_t req_id, const uint64_t *ids,
                         uint32_t n);
 
-/* Sends the packed reply to `to` on `router` (borrowed). A client that is gone loses its reply,
- * nothing else; so does one whose reply could not be packed for lack of memory (it then gets the
- * out_of_memory error instead, if that can be sent). */
-void reply_send(Reply *r, void *router, const Peer *to);
+/* Sends the packed reply to `to` on `router` (borrowed), its bytes counted in `backlog` (NULL:
+ * not counted). A client that is gone loses its reply, nothing else; so does one whose reply could
+ * not be packed for lack of memory (it then gets the out_of_memory error instead, if that can be
+ * sent), and one with more than the backlog's bytes outstanding (reply_backlog instead). */
+void reply_send(Reply *r, void *router, Backlog *backlog, const Peer *to);

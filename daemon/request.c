@@ -46,7 +46,7 @@ static void reply_ok(Request *req, uint32_t n_fields) {
 }
 
 static void send_reply(Request *req) {
-        reply_send(&req->reply, req->rq->router, &req->from);
+        reply_send(&req->reply, req->rq->router, req->rq->backlog, &req->from);
 }
 
 static void reply_error(Request *req, const ProtoError *e) {
@@ -190,7 +190,15 @@ static void op_hello(Request *req, ProtoError *e) {
         proto_pack_str(pk, "store");
         proto_pack_str(pk, req->rq->store);
         proto_pack_str(pk, "limits");
-        msgpack_pack_map(pk, 5);
+        msgpack_pack_map(pk, 9);
+        proto_pack_str(pk, "max_deferred_total");
+        msgpack_pack_uint64(pk, executor_waiters(req->rq->executor)->max_deferred);
+        proto_pack_str(pk, "max_deferred_ids");
+        msgpack_pack_uint64(pk, executor_waiters(req->rq->executor)->max_ids);
+        proto_pack_str(pk, "max_retained");
+        msgpack_pack_uint64(pk, req->rq->max_retained);
+        proto_pack_str(pk, "max_retained_bytes");
+        msgpack_pack_uint64(pk, req->rq->max_retained_bytes);
         proto_pack_str(pk, "max_message");
         msgpack_pack_uint32(pk, PROTO_MAX_MESSAGE);
         proto_pack_str(pk, "max_batch");
@@ -397,6 +405,38 @@ static int placed_cmp(const void *a, const void *b) {
         return x->index < y->index ? -1 : x->index > y->index;
 }
 
+/* Learns which connection `req` came on, for a deferred reply. Returns false when it is closed
+ * already: nobody is there to answer, and nothing is deferred. */
+static bool know_connection(Request *req) {
+        Requests *rq = req->rq;
+
+        if (rq->connection && req->from.fd >= 0)
+                req->from.conn = rq->connection(rq->connection_data, req->from.fd);
+        return req->from.conn != REQUEST_CONN_GONE;
+}
+
+/* The error of waiter_start() or waiter_can_defer() refusing to defer: `r` is WAITER_QUOTA,
+ * WAITER_PRINCIPAL_QUOTA or WAITER_FULL. */
+static void reply_cannot_defer(Request *req, int r, ProtoError *e) {
+        const WaiterSet *set = executor_waiters(req->rq->executor);
+
+        if (r == WAITER_QUOTA)
+                proto_error(e, PROTO_E_TOO_MANY_DEFERRED, NULL,
+                            "%u outstanding deferred replies is the limit per client",
+                            PROTO_MAX_DEFERRED);
+        else if (r == WAITER_PRINCIPAL_QUOTA)
+                proto_error(e, PROTO_E_QUOTA_EXCEEDED, NULL,
+                            "%s: %u outstanding deferred replies is the quota of each principal",
+                            req->from.principal ? req->from.principal : PRINCIPAL_UNKNOWN,
+                            req->rq->quota_deferred);
+        else
+                proto_error(e, PROTO_E_TOO_MANY_DEFERRED, NULL,
+                            "the daemon holds %" PRIu64 " deferred replies on %" PRIu64 " IDs; "
+                            "the limit is %" PRIu64 " on %" PRIu64 " IDs",
+                            set->n_deferred, set->n_ids, set->max_deferred, set->max_ids);
+        reply_error(req, e);
+}
+
 static bool defer_results(Request *req, const uint64_t *ids, uint32_t n) {
         _cleanup_free_ Placed *placed = malloc(n * sizeof(*placed));
         _cleanup_free_ bool *first = calloc(n, sizeof(*first));
@@ -405,6 +445,8 @@ static bool defer_results(Request *req, const uint64_t *ids, uint32_t n) {
 
         if (!placed || !first || !unique)
                 return false;
+        if (!know_connection(req))
+                return true; /* the client is gone: its jobs run, nobody waits */
         /* Idempotency keys may repeat an ID within a batch; a waiter wants each once, in the
          * order of its first job: O(n log n), whatever the batch. */
         for (uint32_t i = 0; i < n; i++)
@@ -485,7 +527,7 @@ static void release_held(Requests *rq) {
                                             "was queued");
                         reply_pack_error(&reply, h->has_id, h->req_id, &e);
                 }
-                reply_send(&reply, rq->router, &to);
+                reply_send(&reply, rq->router, rq->backlog, &to);
                 reply_deinit(&reply);
                 rq->held = h->next;
                 if (!rq->held)
@@ -501,24 +543,6 @@ void request_deinit(Requests *rq) {
                 free(h);
         }
         rq->held_tail = NULL;
-}
-
-/* Answers a request whose reply may not be deferred (`r`: waiter_defer_check()'s WAITER_QUOTA or
- * WAITER_PRINCIPAL_QUOTA) with its error. Returns true if it did. */
-static bool defer_refused(Request *req, int r, ProtoError *e) {
-        if (r == WAITER_QUOTA)
-                proto_error(e, PROTO_E_TOO_MANY_DEFERRED, NULL,
-                            "%u outstanding deferred replies is the limit per client",
-                            PROTO_MAX_DEFERRED);
-        else if (r == WAITER_PRINCIPAL_QUOTA)
-                proto_error(e, PROTO_E_QUOTA_EXCEEDED, NULL,
-                            "%s: %u outstanding deferred replies is the quota of each principal",
-                            req->from.principal ? req->from.principal : PRINCIPAL_UNKNOWN,
-                            req->rq->quota_deferred);
-        else
-                return false;
-        reply_error(req, e);
-        return true;
 }
 
 static void op_submit(Request *req, ProtoError *e) {
@@ -537,11 +561,10 @@ static void op_submit(Request *req, ProtoError *e) {
         }
         if (get_reply_mode(req->body, &want_results, e) < 0)
                 return reply_error(req, e);
-        if (want_results &&
-            defer_refused(req, waiter_defer_check(executor_waiters(req->rq->executor), &req->from),
-                          e))
-                return;
         n = jobs->via.array.size;
+        if (want_results &&
+            (r = waiter_can_defer(executor_waiters(req->rq->executor), &req->from, n)) != 0)
+                return reply_cannot_defer(req, r, e);
         if (n == 0) {
                 proto_error(e, PROTO_E_BAD_REQUEST, "jobs", "'jobs' must not be empty");
                 return reply_error(req, e);
@@ -582,6 +605,18 @@ static void op_submit(Request *req, ProtoError *e) {
                             req->from.principal ? req->from.principal : PRINCIPAL_UNKNOWN,
                             pending ? req->rq->quota_pending : req->rq->quota_retained,
                             pending ? "unfinished" : "retained and unfinished");
+                return reply_error(req, e);
+        }
+        if (r == EXECUTOR_RETAINED_FULL) {
+                ExecutorStats st;
+                executor_stats(req->rq->executor, &st);
+                e->retry_after_ms = executor_retry_after_ms(req->rq->executor);
+                proto_error(e, PROTO_E_RETAINED_FULL, NULL,
+                            "%" PRIu64 " finished results (%" PRIu64 " bytes) are kept, the "
+                            "limit is %" PRIu64 " (%" PRIu64 " bytes): release results already "
+                            "read, or try again in %.3f s, when the oldest expires",
+                            st.retained, st.retained_bytes, req->rq->max_retained,
+                            req->rq->max_retained_bytes, (double) e->retry_after_ms / 1000.0);
                 return reply_error(req, e);
         }
         if (r < 0)
@@ -637,13 +672,18 @@ static void pack_wait_reply(Reply *r, const Table *t, WaitMode mode, uint64_t re
 static void start_waiter(Request *req, WaitMode mode, const uint64_t *ids, uint32_t n,
                          int64_t timeout_ns, ProtoError *e) {
         Executor *x = req->rq->executor;
-        int r = waiter_start(executor_waiters(x), &req->from, req->id, mode, ids, n, timeout_ns);
+        int r;
 
+        if (timeout_ns != 0 && !waiter_condition(executor_table(x), mode, ids, n) &&
+            !know_connection(req))
+                return; /* the client is gone: nobody to answer */
+        r = waiter_start(executor_waiters(x), &req->from, req->id, mode, ids, n, timeout_ns);
         if (r == WAITER_READY) {
                 pack_wait_reply(&req->reply, executor_table(x), mode, req->id, ids, n);
                 send_reply(req);
-        } else if (defer_refused(req, r, e)) {
-        } else if (r < 0)
+        } else if (r == WAITER_QUOTA || r == WAITER_PRINCIPAL_QUOTA || r == WAITER_FULL)
+                reply_cannot_defer(req, r, e);
+        else if (r < 0)
                 reply_out_of_memory(req, e);
 }
 
@@ -819,7 +859,7 @@ static void op_stats(Request *req, ProtoError *e) {
         executor_stats(req->rq->executor, &st);
         reply_ok(req, 1);
         proto_pack_str(pk, "stats");
-        msgpack_pack_map(pk, 21);
+        msgpack_pack_map(pk, 23);
         pack_counter(pk, "pending", st.n_state[STATE_PENDING]);
         pack_counter(pk, "running", st.n_state[STATE_RUNNING]);
         pack_counter(pk, "done", st.n_state[STATE_DONE]);
@@ -835,6 +875,8 @@ static void op_stats(Request *req, ProtoError *e) {
         pack_counter(pk, "workers_started", st.workers_started);
         pack_counter(pk, "workers_died", st.workers_died);
         pack_counter(pk, "clients_deferred", st.deferred);
+        pack_counter(pk, "retained", st.retained);
+        pack_counter(pk, "retained_bytes", st.retained_bytes);
         pack_counter(pk, "uptime_ms", (timer_now() - req->rq->started_ns) / 1000000u);
         pack_counter(pk, "store_bytes", st.store_stats.file_bytes);
         pack_counter(pk, "store_commits", st.store_stats.commits);
@@ -1015,7 +1057,7 @@ void request_answer_due(Requests *rq) {
         while ((w = waiter_take_due(set))) {
                 Peer to = waiter_peer(w);
                 pack_wait_reply(&r, t, w->mode, w->req_id, w->ids, w->n_ids);
-                reply_send(&r, rq->router, &to);
+                reply_send(&r, rq->router, rq->backlog, &to);
                 waiter_free(set, w);
         }
         reply_deinit(&r);

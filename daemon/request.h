@@ -14,17 +14,25 @@
 
 typedef struct HeldReply HeldReply;
 
+#define REQUEST_CONN_GONE UINT64_MAX
+
 /* What a request handler may use; every pointer borrowed for the life of the daemon. */
 typedef struct Requests {
         Executor *executor;
         Events *events;
         void *router;             /* the ROUTER socket replies go out on */
+        Backlog *backlog;         /* the reply bytes per client; NULL: not counted */
         const char *events_endpoint; /* for `hello` */
         unsigned threads, transfers, processes;
         const char *store;        /* the store backend's name, for `hello` */
+        uint64_t max_retained, max_retained_bytes; /* for `hello` and retained_full */
         uint64_t started_ns;      /* for `stats` uptime */
         /* Per-principal quotas, for hello and the quota_exceeded messages (0: none). */
         unsigned quota_pending, quota_running, quota_retained, quota_deferred;
+        /* The connection a request came on, from its descriptor (Peer.fd), for the waiter books;
+         * REQUEST_CONN_GONE when it is closed already. NULL: connections are not known. */
+        uint64_t (*connection)(void *userdata, int fd);
+        void *connection_data;
         /* Submit replies waiting for their store batch to be committed, oldest first. */
         HeldReply *held, *held_tail;
 } Requests;

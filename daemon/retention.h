@@ -47,6 +47,11 @@ void retention_set_retain(Retention *r, uint64_t retain_ns);
 /* Calls expire() for every entry due at `now`, in order (the timer does this by itself). */
 void retention_expire_due(Retention *r, uint64_t now);
 
+/* The deadline of the entry that expires next, or 0 when none is queued. */
+static inline uint64_t retention_next_deadline(const Retention *r) {
+        return r->len ? r->ring[r->head].deadline : 0;
+}
+
 static inline size_t retention_size(const Retention *r) {
         return r->len;
 }

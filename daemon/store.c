@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "alloc.h"
@@ -35,6 +36,7 @@ struct Store {
         void *userdata;
         Loop *loop;
         uint64_t next_id;
+        bool clock_ids;        /* StoreConfig's */
 
         /* Loop thread only. */
         StoreBatch *open;      /* collecting this turn's changes */
@@ -253,6 +255,36 @@ const char *store_kind_name(const Store *s) {
         return store_kind_to_string(s->kind);
 }
 
+/* The memory store's IDs: they start at the wall clock's microseconds since 1970, so that a
+ * restarted daemon issues none that its previous run did (docs/DURABILITY.md). The IDs stay below
+ * 2^53 (exact in a double) until the year 2255. */
+static uint64_t clock_us(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (uint64_t) ts.tv_sec * 1000000u + (uint64_t) ts.tv_nsec / 1000u;
+}
+
+static uint64_t memory_first_id(void) {
+        return MAX(clock_us(), 1u);
+}
+
+/* At shutdown: a run that issued IDs faster than one per microsecond is ahead of the clock; it
+ * waits (at most MEMORY_MAX_LEAD_US) until the clock passes its next ID, so that the next run
+ * starts above every ID of this one. */
+#define MEMORY_MAX_LEAD_US 10000000u
+static void memory_wait_for_clock(uint64_t next_id) {
+        uint64_t now = clock_us();
+
+        if (next_id > now) {
+                uint64_t lead = MIN(next_id - now, MEMORY_MAX_LEAD_US);
+                struct timespec ts = { .tv_sec = (time_t) (lead / 1000000u),
+                                       .tv_nsec = (long) (lead % 1000000u) * 1000 };
+                while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+                        ;
+        }
+}
+
 uint64_t store_next_id(const Store *s) {
         return s->next_id;
 }
@@ -289,6 +321,9 @@ int store_open(Store **ret, const StoreConfig *cfg, Loop *loop, StoreCommitFn on
         s->next_id = 1;
         histogram_init(&s->stats.commit_seconds, commit_bounds, ELEMENTSOF(commit_bounds));
         loop_file_init(&s->done_file);
+        s->clock_ids = cfg->kind == STORE_MEMORY && cfg->clock_ids;
+        if (s->clock_ids)
+                s->next_id = memory_first_id();
         pthread_mutex_init(&s->lock, NULL);
         pthread_cond_init(&s->wake, NULL);
         if (s->kind == STORE_MEMORY) {
@@ -359,6 +394,8 @@ void store_flush(Store *s) {
 Store *store_close(Store *s) {
         if (!s)
                 return NULL;
+        if (s->clock_ids)
+                memory_wait_for_clock(s->next_id);
         if (s->thread_started) {
                 /* Wait for the batch in flight, then commit what is left, once. */
                 for (int round = 0; round < 2; round++) {

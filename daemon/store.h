@@ -49,6 +49,7 @@ typedef struct StoreConfig {
         const char *path;  /* sqlite: the database file; postgresql: the libpq URI; borrowed
                             * for store_open() */
         StoreSync sync;
+        bool clock_ids;    /* memory: IDs start at the wall clock's microseconds, not 1 */
 } StoreConfig;
 
 /* Called on the loop thread when batch `seq` (and every batch before it) is committed. `error`
@@ -74,7 +75,8 @@ bool store_durable(const Store *s);
 
 const char *store_kind_name(const Store *s);
 
-/* One past the highest ID ever issued (1 for a new store). */
+/* One past the highest ID ever issued (1 for a new store; with `clock_ids`, the memory store's
+ * first is the wall clock's microseconds when it opened). */
 uint64_t store_next_id(const Store *s);
 
 /* Calls `fn` for every job kept, in ID order (durable stores; the memory store has none), on the

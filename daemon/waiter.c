@@ -16,6 +16,8 @@
 /* A client with deferred replies, known by its ROUTER routing id. */
 struct WaiterClient {
         uint32_t n_deferred;
+        uint64_t conn;        /* 0: unknown (not in set->by_conn) */
+        Waiter *waiters;      /* linked by client_prev/client_next */
         uint8_t len;
         uint8_t identity[IDENTITY_MAX];
 };
@@ -79,6 +81,8 @@ static WaiterClient *client_get(WaiterSet *s, const Peer *peer, bool create) {
                 return NULL;
         *c = key;
         c->n_deferred = 0;
+        c->conn = 0;
+        c->waiters = NULL;
         if (!tsearch(c, &s->clients, client_cmp)) {
                 free(c);
                 return NULL;
@@ -86,9 +90,28 @@ static WaiterClient *client_get(WaiterSet *s, const Peer *peer, bool create) {
         return c;
 }
 
+static int conn_cmp(const void *a, const void *b) {
+        const WaiterClient *x = a, *y = b;
+
+        return x->conn < y->conn ? -1 : x->conn > y->conn;
+}
+
+/* Files `c` under connection `conn` (the latest a request of it came on). */
+static void client_set_conn(WaiterSet *s, WaiterClient *c, uint64_t conn) {
+        if (c->conn == conn)
+                return;
+        if (c->conn)
+                tdelete(c, &s->by_conn, conn_cmp);
+        c->conn = conn;
+        /* Without memory for the node the client is only not freed early. */
+        if (conn && !tsearch(c, &s->by_conn, conn_cmp))
+                c->conn = 0;
+}
+
 static void client_unref(WaiterSet *s, WaiterClient *c) {
         if (--c->n_deferred > 0)
                 return;
+        client_set_conn(s, c, 0);
         tdelete(c, &s->clients, client_cmp);
         free(c);
 }
@@ -140,6 +163,8 @@ void waiter_free(WaiterSet *s, Waiter *w) {
         } else
                 LIST_REMOVE(s->waiting, w, prev, next);
         s->n_deferred--;
+        s->n_ids -= w->n_ids;
+        LIST_REMOVE(w->client->waiters, w, client_prev, client_next);
         client_unref(s, w->client);
         principal_unref(s, w->principal);
         free(w->ids);
@@ -167,14 +192,43 @@ static void on_timeout(Timer *t, uint64_t now) {
         make_due(w->set, w);
 }
 
-int waiter_defer_check(WaiterSet *s, const Peer *peer) {
+int waiter_can_defer(WaiterSet *s, const Peer *peer, uint32_t n) {
         WaiterClient *c = client_get(s, peer, false);
         WaiterPrincipal *p;
 
         if (c && c->n_deferred >= PROTO_MAX_DEFERRED)
                 return WAITER_QUOTA;
         p = s->principal_quota ? principal_get(s, peer, false) : NULL;
-        return p && p->n_deferred >= s->principal_quota ? WAITER_PRINCIPAL_QUOTA : 0;
+        if (p && p->n_deferred >= s->principal_quota)
+                return WAITER_PRINCIPAL_QUOTA;
+        if ((s->max_deferred && s->n_deferred >= s->max_deferred) ||
+            (s->max_ids && s->n_ids + n > s->max_ids))
+                return WAITER_FULL;
+        return 0;
+}
+
+/* Frees every waiter of `c`, and so `c`. */
+static void drop_client(WaiterSet *s, WaiterClient *c) {
+        bool last;
+
+        do {
+                last = c->n_deferred == 1;
+                waiter_free(s, c->waiters);
+        } while (!last);
+}
+
+uint64_t waiter_drop_connection(WaiterSet *s, uint64_t conn) {
+        WaiterClient key = { .conn = conn }, **found;
+        uint64_t n_ids = s->n_ids;
+
+        if (conn == 0)
+                /* Every client whose connection is known: a tree's root is a pointer to its
+                 * node, whose first member is the item (tsearch(3)). */
+                while (s->by_conn)
+                        drop_client(s, *(WaiterClient **) s->by_conn);
+        else if ((found = tfind(&key, &s->by_conn, conn_cmp)))
+                drop_client(s, *found);
+        return n_ids - s->n_ids;
 }
 
 int waiter_start(WaiterSet *s, const Peer *peer, uint64_t req_id, WaitMode mode,
@@ -187,8 +241,7 @@ int waiter_start(WaiterSet *s, const Peer *peer, uint64_t req_id, WaitMode mode,
 
         if (timeout_ns == 0 || waiter_condition(s->table, mode, ids, n))
                 return WAITER_READY;
-        refused = waiter_defer_check(s, peer);
-        if (refused)
+        if ((refused = waiter_can_defer(s, peer, n)) != 0)
                 return refused;
 
         for (uint32_t i = 0; i < n; i++)
@@ -215,6 +268,9 @@ int waiter_start(WaiterSet *s, const Peer *peer, uint64_t req_id, WaitMode mode,
         c->n_deferred++;
         w->principal = p;
         p->n_deferred++;
+        client_set_conn(s, c, peer->conn);
+        LIST_PREPEND(c->waiters, w, client_prev, client_next);
+        s->n_ids += n;
         w->req_id = req_id;
         w->mode = mode;
         w->envelope = peer->envelope;

@@ -6,9 +6,12 @@
  * its owner takes the due waiters (waiter_take_due), packs and sends their replies, and frees
  * them (dbus-broker's reply slots keep books the same way).
  *
- * Each client may have at most PROTO_MAX_DEFERRED waiters, and each principal (all its clients
- * together: principal.h) at most the set's `principal_quota`; a client that went away simply
- * loses the reply when it comes due. Loop thread only. */
+ * Each client may have at most PROTO_MAX_DEFERRED waiters, each principal (all its clients
+ * together: principal.h) at most the set's `principal_quota`, and the set as a whole at most
+ * `max_deferred` waiters referencing at most `max_ids` IDs (0: no limit). A client is known by its
+ * routing id and, when the daemon told (Peer.conn), by its connection: when the connection closes
+ * the daemon calls waiter_drop_connection() and the client's waiters are freed at once, rather
+ * than when their futures end. Loop thread only. */
 #pragma once
 
 #include <stdbool.h>
@@ -32,6 +35,7 @@ enum {
         WAITER_READY = 1, /* the condition holds already (or the timeout is 0): reply now */
         WAITER_QUOTA,     /* the client has PROTO_MAX_DEFERRED deferred replies already */
         WAITER_PRINCIPAL_QUOTA, /* its principal has `principal_quota` of them already */
+        WAITER_FULL,      /* the set holds max_deferred waiters, or max_ids IDs, already */
 };
 
 typedef struct Waiter Waiter;
@@ -51,6 +55,7 @@ struct Waiter {
         WaiterClient *client;
         WaiterPrincipal *principal;
         Waiter *prev, *next;  /* in set->waiting, or set->due once it fired */
+        Waiter *client_prev, *client_next; /* the client's waiters */
         uint64_t req_id;
         WaitMode mode;
         bool envelope;
@@ -66,11 +71,14 @@ struct WaiterSet {
         const Table *table;   /* borrowed: where states are read */
         TimerHeap *timers;    /* borrowed */
         void *clients;        /* tsearch() tree of WaiterClient*, those with deferred replies */
-        void *principals;     /* tsearch() tree of WaiterPrincipal*, likewise */
+        void *by_conn;        /* ... of those whose connection is known, by connection */
+        void *principals;     /* tsearch() tree of WaiterPrincipal*, those with deferred replies */
         uint32_t principal_quota; /* deferred replies per principal; 0: no limit */
         Waiter *waiting;      /* doubly linked */
         Waiter *due, *due_tail; /* fired, oldest first, until taken */
         uint64_t n_deferred;  /* waiting and due */
+        uint64_t n_ids;       /* the IDs they reference */
+        uint64_t max_deferred, max_ids; /* the global limits; 0: none */
 };
 
 /* `table` and `timers` are borrowed for the life of the set. */
@@ -82,14 +90,18 @@ void waiter_set_deinit(WaiterSet *s);
 /* Defers the reply to a wait/result/results request for `ids` (borrowed; unique) from `peer`
  * (copied), unless its condition holds already or `timeout_ns` is 0. `timeout_ns` < 0: no
  * timeout. Returns 0 (deferred: the reply comes through waiter_take_due()), WAITER_READY (the
- * caller replies now; nothing was kept), WAITER_QUOTA or WAITER_PRINCIPAL_QUOTA (nothing was
- * kept), or -ENOMEM. */
+ * caller replies now; nothing was kept), WAITER_QUOTA, WAITER_PRINCIPAL_QUOTA or WAITER_FULL
+ * (nothing was kept), or -ENOMEM. */
 int waiter_start(WaiterSet *s, const Peer *peer, uint64_t req_id, WaitMode mode,
                  const uint64_t *ids, uint32_t n, int64_t timeout_ns);
 
-/* Whether the client `peer` may have one more deferred reply: 0, WAITER_QUOTA or
- * WAITER_PRINCIPAL_QUOTA. */
-int waiter_defer_check(WaiterSet *s, const Peer *peer);
+/* Whether the client `peer` may have one more deferred reply on `n` IDs: 0, WAITER_QUOTA,
+ * WAITER_PRINCIPAL_QUOTA or WAITER_FULL. */
+int waiter_can_defer(WaiterSet *s, const Peer *peer, uint32_t n);
+
+/* The connection `conn` (0: every known connection) closed: frees the waiters of its client
+ * without answering. Returns the number of IDs they referenced. */
+uint64_t waiter_drop_connection(WaiterSet *s, uint64_t conn);
 
 /* `f` just finished: moves the waiters it satisfies to the due list. */
 void waiter_future_finished(WaiterSet *s, Future *f);

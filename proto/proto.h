@@ -10,11 +10,18 @@
 
 #define PROTO_VERSION 1
 #define PROTO_MAX_MESSAGE (1u << 20)       /* request frames over this get `too_large` */
-#define PROTO_HARD_MAX_MESSAGE (64 << 20)  /* ZMQ_MAXMSGSIZE: ZeroMQ drops these itself */
+/* ZMQ_MAXMSGSIZE: ZeroMQ closes the connection of a frame over this as soon as its header
+ * arrives, before it allocates anything; frames between the two limits get `too_large`. */
+#define PROTO_HARD_MAX_MESSAGE (PROTO_MAX_MESSAGE + (64u << 10))
+#define PROTO_DEFAULT_MAX_QUEUED 256u      /* ZMQ_RCVHWM: requests queued per connection */
 #define PROTO_MAX_BATCH 10000u
 #define PROTO_MAX_IDS 10000u
 #define PROTO_MAX_PENDING 1000000u
 #define PROTO_MAX_DEFERRED 1000u
+#define PROTO_DEFAULT_MAX_DEFERRED_TOTAL 100000u     /* deferred replies, all clients */
+#define PROTO_DEFAULT_MAX_DEFERRED_IDS 2000000u      /* ... and the IDs they wait on */
+#define PROTO_DEFAULT_MAX_RETAINED 1000000u            /* finished futures kept */
+#define PROTO_DEFAULT_MAX_RETAINED_BYTES (256u << 20)  /* ... and the bytes of their outcomes */
 #define PROTO_MAX_GROUP 64u
 #define PROTO_MAX_TOKEN 64u
 #define PROTO_MAX_KEY 128u                  /* idempotency_key, bytes */
@@ -64,6 +71,8 @@ static inline bool proto_state_final(FutureState s) {
 #define PROTO_E_STORE_FULL "store_full"
 #define PROTO_E_QUOTA_EXCEEDED "quota_exceeded"
 #define PROTO_E_STORE_UNAVAILABLE "store_unavailable"
+#define PROTO_E_RETAINED_FULL "retained_full"
+#define PROTO_E_REPLY_BACKLOG "reply_backlog"
 
 /* Failure codes of jobs, as they appear in `failure.code`. */
 #define PROTO_F_TIMEOUT "timeout"
@@ -89,6 +98,7 @@ typedef struct ProtoError {
         const char *code;
         const char *field;
         int64_t index;
+        uint64_t retry_after_ms;             /* a hint to try again after this long; 0: none */
         char field_buf[PROTO_MAX_QUOTE + 1]; /* holds a field name copied out of a request */
         char message[200];
 } ProtoError;

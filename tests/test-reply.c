@@ -143,16 +143,16 @@ int main(void) {
                 REQUIRE(zmq_recv(router, buf, sizeof(buf), 0) == 2);
                 REQUIRE(zmq_recv(router, buf, sizeof(buf), 0) == 2);
                 reply_begin(&r, true, 77, true, 0);
-                reply_send(&r, router, &(Peer){ .identity = (const uint8_t *) "c1",
+                reply_send(&r, router, NULL, &(Peer){ .identity = (const uint8_t *) "c1",
                                                 .identity_len = 2 });
                 int n = zmq_recv(dealer, buf, sizeof(buf), 0);
                 CHECK(n == (int) r.buf.size && memcmp(buf, r.buf.data, r.buf.size) == 0);
-                reply_send(&r, router, &(Peer){ .identity = (const uint8_t *) "c1",
+                reply_send(&r, router, NULL, &(Peer){ .identity = (const uint8_t *) "c1",
                                                 .identity_len = 2, .envelope = true });
                 CHECK(zmq_recv(dealer, buf, sizeof(buf), 0) == 0); /* the empty delimiter */
                 CHECK(zmq_recv(dealer, buf, sizeof(buf), 0) == (int) r.buf.size);
                 /* A client that is gone loses its reply, nothing else. */
-                reply_send(&r, router, &(Peer){ .identity = (const uint8_t *) "gone",
+                reply_send(&r, router, NULL, &(Peer){ .identity = (const uint8_t *) "gone",
                                                 .identity_len = 4 });
                 zmq_close(dealer);
                 zmq_close(router);

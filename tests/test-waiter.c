@@ -128,8 +128,8 @@ int main(void) {
         /* The quota: PROTO_MAX_DEFERRED per client, others unaffected. */
         for (unsigned i = 0; i < PROTO_MAX_DEFERRED; i++)
                 REQUIRE(waiter_start(&set, &alice, 100 + i, WAIT_ALL, &open, 1, -1) == 0);
-        CHECK(waiter_defer_check(&set, &alice) == WAITER_QUOTA);
-        CHECK(waiter_defer_check(&set, &bob) == 0);
+        CHECK(waiter_can_defer(&set, &alice, 1) == WAITER_QUOTA &&
+              waiter_can_defer(&set, &bob, 1) == 0);
         CHECK(waiter_start(&set, &alice, 99, WAIT_ALL, &open, 1, -1) == WAITER_QUOTA);
         CHECK(waiter_start(&set, &bob, 98, WAIT_ALL, &open, 1, 5000) == 0);
         CHECK(set.n_deferred == PROTO_MAX_DEFERRED + 1);
@@ -153,7 +153,7 @@ int main(void) {
         /* Per principal: alice and bob have none ("unknown"), so they share one quota; carol is
          * another principal. */
         set.principal_quota = (uint32_t) set.n_deferred;
-        CHECK(waiter_defer_check(&set, &bob) == WAITER_PRINCIPAL_QUOTA);
+        CHECK(waiter_can_defer(&set, &bob, 1) == WAITER_PRINCIPAL_QUOTA);
         CHECK(waiter_start(&set, &bob, 96, WAIT_ALL, &open, 1, -1) == WAITER_PRINCIPAL_QUOTA);
         CHECK(waiter_start(&set, &carol, 95, WAIT_ALL, &open, 1, -1) == 0);
         set.principal_quota = 0;
@@ -168,6 +168,36 @@ int main(void) {
         }
         CHECK(set.n_deferred == 0 && set.clients == NULL && set.principals == NULL);
         CHECK(timers.n_reserved == 0);
+
+        /* The global limits: waiters, then IDs; WAITER_FULL for any client. */
+        open = add_pending();
+        set.max_deferred = 3;
+        set.max_ids = 4;
+        {
+                Peer erin = { .identity = (const uint8_t *) "erin", .identity_len = 5,
+                               .conn = 7 };
+                Peer dave = { .identity = (const uint8_t *) "dave", .identity_len = 4,
+                              .conn = 8 };
+                uint64_t two[2] = { open, id[0] };
+                REQUIRE(waiter_start(&set, &erin, 1, WAIT_ALL, &open, 1, -1) == 0);
+                REQUIRE(waiter_start(&set, &erin, 2, WAIT_ALL, &open, 1, 5000) == 0);
+                CHECK(waiter_start(&set, &dave, 3, WAIT_ALL, two, 2, -1) == 0);
+                CHECK(set.n_ids == 4);
+                CHECK(waiter_start(&set, &dave, 4, WAIT_ALL, &open, 1, -1) == WAITER_FULL);
+                set.max_deferred = 10;
+                CHECK(waiter_start(&set, &dave, 5, WAIT_ALL, &open, 1, -1) == WAITER_FULL);
+                set.max_ids = 10;
+                CHECK(waiter_start(&set, &dave, 6, WAIT_ALL, &open, 1, -1) == 0);
+                /* A closed connection frees its client's waiters at once, and only those. */
+                CHECK(waiter_drop_connection(&set, 7) == 2);
+                CHECK(set.n_deferred == 2 && set.n_ids == 3);
+                CHECK(waiter_drop_connection(&set, 7) == 0);
+                CHECK(timers.n_reserved == 0);
+                CHECK(table_get(&table, open)->waiters != NULL);
+                CHECK(waiter_drop_connection(&set, 0) == 3);
+                CHECK(set.n_deferred == 0 && set.clients == NULL && set.by_conn == NULL);
+                CHECK(table_get(&table, open)->waiters == NULL);
+        }
 
         waiter_set_deinit(&set);
         table_deinit(&table);

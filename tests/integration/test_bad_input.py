@@ -500,10 +500,11 @@ def test_message_just_over_1_mib_is_too_large_and_echoes_the_id(daemon):
     c = daemon.client()
     r = c.raw(padded_hello(4242, MIB + 1))
     assert_error(r, "too_large", rid=4242)
-    # A valid submit over the limit queues nothing either.
+    # A valid submit over the limit (under ZeroMQ's cap, max_message + 64 KiB) queues nothing
+    # either.
     data = pack({"v": 1, "id": 4243, "op": "submit",
-                 "jobs": [{"kind": "noop", "group": "g" * 64}] * 20000})
-    assert len(data) > MIB
+                 "jobs": [{"kind": "noop", "group": "g" * 64}] * 13000})
+    assert MIB < len(data) <= MIB + 64 * 1024
     assert_error(c.raw(data), "too_large", rid=4243)
     # Not even msgpack, and too large: no id to echo.
     assert_error(c.raw(b"\xc1" * (MIB + 1)), "too_large", rid=None)
@@ -517,12 +518,12 @@ def test_message_of_exactly_1_mib_is_read(daemon):
     assert_error(r, "unknown_field", rid=4244, field="pad")
 
 
-def test_frame_over_64_mib_is_dropped_unanswered(daemon):
-    """ZeroMQ itself refuses frames over 64 MiB (ZMQ_MAXMSGSIZE): no reply, and the client's
-    connection is dropped and re-made, after which the client is served as before."""
+def test_frame_over_max_message_and_64_kib_is_dropped_unanswered(daemon):
+    """ZeroMQ itself refuses frames over max_message + 64 KiB (ZMQ_MAXMSGSIZE): no reply, and the
+    client's connection is dropped and re-made, after which the client is served as before."""
     before = submitted(daemon)
     c = daemon.client()
-    c.sock.send(pack({"v": 1, "id": 99, "op": "hello", "pad": "x" * (64 * MIB)}))
+    c.sock.send(pack({"v": 1, "id": 99, "op": "hello", "pad": "x" * (MIB + 65 * 1024)}))
     with pytest.raises(TimeoutError):
         c.recv(timeout=1.0)
     assert_serving_and_nothing_queued(daemon, before, c)
@@ -531,7 +532,9 @@ def test_frame_over_64_mib_is_dropped_unanswered(daemon):
 def test_hello_announces_the_limits_tested_here(daemon):
     limits = daemon.c.rq("hello")["limits"]
     assert limits == {"max_message": MIB, "max_batch": 10000, "max_ids": 10000,
-                      "max_pending": 1000000, "max_deferred": 1000}
+                      "max_pending": 1000000, "max_deferred": 1000,
+                      "max_retained": 1000000, "max_retained_bytes": 256 * MIB,
+                      "max_deferred_total": 100000, "max_deferred_ids": 2000000}
 
 
 # --- deferred replies ----------------------------------------------------------------------------
