@@ -345,7 +345,8 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **req_cls,
 }
 
 /* libmicrohttpd's complaints are about clients (resets, bad requests): debug lines. */
-static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
+__attribute__((format(printf, 2, 0))) static void on_mhd_log(void *cls, const char *fmt,
+                                                              va_list ap) {
         char line[256];
 
         vsnprintf(line, sizeof(line), fmt, ap);
