@@ -2,6 +2,7 @@
 service manager starts it (its own environment, a config file)."""
 import os
 import pathlib
+import shutil
 import socket
 import subprocess
 import threading
@@ -108,3 +109,30 @@ class ServiceDaemon:
             c.close()
         self.ctx.term()
         return rc
+
+
+class SocketActivated:
+    """futured started by `systemd-socket-activate`, which passes it the two listening sockets
+    `sock` and `events` (paths in tmp_path) and starts it on the first connection; `args` are
+    futured's own options beyond --listen/--events. output() is what it logged."""
+
+    def __init__(self, tmp_path, *args):
+        tool = shutil.which("systemd-socket-activate")
+        assert tool, "systemd-socket-activate is missing (package systemd)"
+        self.sock, self.events = tmp_path / "futured.sock", tmp_path / "events.sock"
+        self.log = open(tmp_path / "futured.log", "w+")
+        self.proc = subprocess.Popen(
+            [tool, "-l", str(self.sock), "-l", str(self.events), str(FUTURED), "--listen",
+             f"ipc://{self.sock}", "--events", f"ipc://{self.events}", *args],
+            stdout=self.log, stderr=subprocess.STDOUT)
+
+    def output(self):
+        self.log.seek(0)
+        return self.log.read()
+
+    def kill(self):
+        """Kills futured if it still runs (a test's finally)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()

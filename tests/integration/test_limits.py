@@ -3,7 +3,6 @@ the connection budget, and the documented error at each limit with normal servic
 import contextlib
 import os
 import resource
-import shutil
 import signal
 import socket
 import subprocess
@@ -13,6 +12,7 @@ import pytest
 import zmq
 
 from conftest import FUTURED, Client, Daemon, wait_for
+from systemd_util import SocketActivated
 
 
 @contextlib.contextmanager
@@ -118,19 +118,10 @@ def test_connections_past_the_budget_close_the_endpoints_until_they_are_free(tmp
 def test_a_passed_socket_survives_the_shedding(tmp_path, many_fds):
     """A socket-activated listener is never closed: ZeroMQ gets a copy of it, the copy is what
     a shed closes, and the passed socket is given again at the resume."""
-    tool = shutil.which("systemd-socket-activate")
-    assert tool, "systemd-socket-activate is missing (package systemd)"
-    a, e = tmp_path / "futured.sock", tmp_path / "events.sock"
-    log = open(tmp_path / "futured.log", "w+")
-    proc = subprocess.Popen([tool, "-l", str(a), "-l", str(e), str(FUTURED), "--listen",
-                             f"ipc://{a}", "--events", f"ipc://{e}", "--processes", "1",
-                             "--threads", "2", "--store", "memory", "--max-connections", "100"],
-                            stdout=log, stderr=subprocess.STDOUT)
+    sa = SocketActivated(tmp_path, "--processes", "1", "--threads", "2", "--store", "memory",
+                         "--max-connections", "100")
+    a, proc, output = sa.sock, sa.proc, sa.output
     ctx = zmq.Context()
-
-    def output():
-        log.seek(0)
-        return log.read()
     try:
         wait_for(a.exists, 10, "the listening socket")
         c = Client(ctx, f"ipc://{a}")
@@ -148,9 +139,7 @@ def test_a_passed_socket_survives_the_shedding(tmp_path, many_fds):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0, output()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        sa.kill()
         ctx.term()
 
 
@@ -245,7 +234,7 @@ def test_60_s_of_submit_and_wait_keeps_rss_under_1_gib(start_daemon):
     bound = (3 if sanitized() else 1) << 30
     clients = [d.client() for _ in range(4)]
     batch = [{"kind": "noop"}] * 10000
-    inflight, refused, peak, served = {}, 0, 0, 0
+    refused, peak, served = 0, 0, 0
     end = time.monotonic() + 60
     for c in clients:
         for _ in range(2):

@@ -14,7 +14,7 @@ import pytest
 import zmq
 
 from conftest import FUTURED, Client, wait_for
-from systemd_util import NotifyListener, ServiceDaemon
+from systemd_util import NotifyListener, ServiceDaemon, SocketActivated
 
 
 def write_conf(path, **keys):
@@ -157,14 +157,9 @@ def test_watchdog_stops_while_the_transfer_thread_is_wedged(notified):
 
 
 def test_socket_activation_answers_the_first_request(tmp_path):
-    tool = shutil.which("systemd-socket-activate")
-    assert tool, "systemd-socket-activate is missing (package systemd)"
-    a, e = tmp_path / "futured.sock", tmp_path / "events.sock"
-    log = open(tmp_path / "futured.log", "w+")
-    proc = subprocess.Popen([tool, "-l", str(a), "-l", str(e), str(FUTURED), "--listen",
-                             f"ipc://{a}", "--events", f"ipc://{e}", "--processes", "1",
-                             "--threads", "2", "--state-dir", str(tmp_path / "state")],
-                            stdout=log, stderr=subprocess.STDOUT)
+    sa = SocketActivated(tmp_path, "--processes", "1", "--threads", "2", "--state-dir",
+                         str(tmp_path / "state"))
+    a, e, proc = sa.sock, sa.events, sa.proc
     ctx = zmq.Context()
     try:
         wait_for(lambda: a.exists() and e.exists(), 10, "the listening sockets")
@@ -189,13 +184,10 @@ def test_socket_activation_answers_the_first_request(tmp_path):
         c.close()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
-        log.seek(0)
         # The socket unit's paths stay for the next activation.
-        assert a.exists() and e.exists(), log.read()
+        assert a.exists() and e.exists(), sa.output()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        sa.kill()
         ctx.term()
 
 
