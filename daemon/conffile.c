@@ -45,7 +45,7 @@ static int on_key(void *userdata, const char *section, const char *name, const c
                 return 0;
         }
         for (const struct option *o = p->options; o->name; o++) {
-                if (strcmp(o->name, name) != 0 || o->has_arg != required_argument ||
+                if (strcmp(o->name, name) != 0 || o->has_arg == no_argument ||
                     strcmp(name, "config") == 0)
                         continue;
                 if (strcmp(name, "listen") == 0 && !p->listen_seen) {
@@ -116,6 +116,8 @@ void conffile_dump(const DaemonConfig *cfg, FILE *f) {
         }
         fprintf(f, "store = %s\n", cfg->store == STORE_POSTGRESQL ? cfg->store_uri
                                                                  : store_kind_to_string(cfg->store));
+        fprintf(f, "cluster = %s\n", cfg->cluster ? "yes" : "no");
+        fprintf(f, "lease = %g\n", cfg->lease);
         fprintf(f, "state-dir = %s\n", cfg->state_dir ? cfg->state_dir : "");
         fprintf(f, "sync = %s\n", cfg->sync == STORE_SYNC_FULL ? "full" : "normal");
         fprintf(f, "log-level = %s\n", log_level_to_string(cfg->log_level));
@@ -167,6 +169,9 @@ void conffile_warn_restart_only(const DaemonConfig *old, const DaemonConfig *cfg
                             "restart");
         if (old->max_connections != cfg->max_connections)
                 log_warning("reload: 'max-connections' changed; it takes effect at the next "
+                            "restart");
+        if (old->cluster != cfg->cluster || old->lease != cfg->lease)
+                log_warning("reload: 'cluster' or 'lease' changed; it takes effect at the next "
                             "restart");
         if (old->sync != cfg->sync)
                 log_warning("reload: 'sync' changed; it takes effect at the next restart");

@@ -410,6 +410,8 @@ int daemon_new(Daemon **ret, DaemonConfig *cfg) {
                 return -ENOMEM;
         ExecutorConfig xc = executor_config(&d->cfg);
         xc.store = (StoreConfig){ .kind = d->cfg.store, .sync = d->cfg.sync, .clock_ids = true,
+                                  .cluster = d->cfg.cluster,
+                                  .lease_ms = (unsigned) (d->cfg.lease * 1000),
                                   .path = d->cfg.store == STORE_POSTGRESQL ? d->cfg.store_uri
                                                                            : store_path };
         /* Recovering a large store takes seconds (about 3 s per million futures): ask a service

@@ -42,6 +42,8 @@ typedef struct DaemonConfig {
         char *state_dir;      /* where the store's file lives (sqlite) */
         StoreKind store;
         char *store_uri;      /* postgresql: the libpq URI */
+        bool cluster;         /* --cluster: nodes share the postgresql store */
+        double lease;         /* cluster: seconds */
         StoreSync sync;
         unsigned threads;
         unsigned prefetch;    /* thread jobs handed to the pool beyond its thread count */

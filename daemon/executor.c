@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "alloc.h"
+#include "cluster.h"
 #include "completion.h"
 #include "download.h"
 #include "executor.h"
@@ -84,7 +85,21 @@ struct Executor {
         uint64_t retained_bytes;  /* outcome bytes of the finished futures in the table */
         bool stopping;
         bool curl_ready;
+
+        /* Cluster mode (docs/CLUSTER.md): NULL otherwise, and none of this is used. */
+        Cluster *cluster;
+        Remote remote;            /* the futures of other nodes' IDs (table.remote) */
+        bool releasing;           /* a release, not an expiry: the row goes too */
+        uint64_t *wanted;         /* IDs to read from the database at the end of the turn */
+        size_t n_wanted, cap_wanted;
+        uint64_t looked_up;       /* every lookup up to this one is answered */
+        uint64_t ran;             /* jobs that ran on this node */
 };
+
+/* Cluster mode, at the end of this file. */
+static void cluster_turn(Executor *x);
+static void cluster_place(Executor *x, Future **made, uint32_t n);
+static int cluster_start(Executor *x, const char *uri);
 
 /* Milliseconds of the wall clock, which the store keeps for retention across restarts. */
 static int64_t wall_ms(void) {
@@ -101,6 +116,13 @@ static void store_change(Executor *x, Future *f, FutureState from) {
 
         if (x->recovering)
                 return;
+        /* Cluster mode: a job another node runs, or open to any, is theirs to write; a row of
+         * another node's ID goes only when a client releases it (its node expires it). */
+        if (f->cluster && ((to == STATE_EXPIRED && (f->cluster & FUTURE_FOREIGN) &&
+                            !x->releasing) ||
+                           (to != STATE_EXPIRED && (f->cluster & FUTURE_AWAY) &&
+                            from != STATE_UNKNOWN)))
+                return;
         if (from == STATE_UNKNOWN && to == STATE_PENDING) {
                 StoreJob job = {
                         .id = f->id,
@@ -116,6 +138,7 @@ static void store_change(Executor *x, Future *f, FutureState from) {
                         .state = STATE_PENDING,
                         .key = f->key,
                         .principal = f->principal ? f->principal->name : NULL,
+                        .open = (f->cluster & FUTURE_AWAY) != 0,
                 };
                 r = store_add(x->store, &job);
         } else if (to == STATE_RUNNING)
@@ -125,7 +148,8 @@ static void store_change(Executor *x, Future *f, FutureState from) {
         else if (to == STATE_EXPIRED)
                 r = store_remove(x->store, f->id);
         else if (proto_state_final(to))
-                r = store_finish(x->store, f->id, to, f->outcome, f->outcome_len, wall_ms());
+                r = store_finish(x->store, f->id, to, f->outcome, f->outcome_len, wall_ms(),
+                                 f->attempt);
         if (r < 0)
                 log_fields(LOG_ERR, &(LogFields){ .future_id = f->id, .job_kind = f->kind->name },
                            "future %" PRIu64 ": its change to %s is not stored: %s", f->id,
@@ -209,6 +233,7 @@ static void finish(Executor *x, Future *f, FutureState state, uint8_t *outcome,
         f->outcome = outcome;
         f->outcome_len = outcome_len;
         f->runner.job = NULL;
+        x->ran += x->cluster && !x->recovering;
         set_state(x, f, state);
         /* Without room in the retention queue the future stays until released: safer than
          * dropping a result nobody has read. */
@@ -427,6 +452,8 @@ bool executor_before_sleep(Executor *x) {
                 start_process_job(x, f);
         for (unsigned i = 0; i < INLINE_BATCH && (f = scheduler_pop(&x->sched, LANE_INLINE)); i++)
                 run_inline(x, f);
+        if (x->cluster)
+                cluster_turn(x);
         /* The turn's changes go to the store thread as one batch (when none is in flight). */
         store_flush(x->store);
         return scheduler_ready(&x->sched, LANE_INLINE) > 0;
@@ -738,6 +765,8 @@ int executor_submit(Executor *x, const JobSpec *specs, uint32_t n, uint64_t *ids
                         discard(x, made[i]);
                 return r == -ENOTCONN ? EXECUTOR_STORE_UNAVAILABLE : r;
         }
+        if (x->cluster)
+                cluster_place(x, made, n);
         for (uint32_t i = 0; i < n; i++) {
                 Future *f = made[i];
                 if (!f) {
@@ -803,6 +832,8 @@ static void on_commit(void *userdata, uint64_t seq, int error) {
                              error == -ENOSPC ? "the store's disk is full: the job was not kept"
                                               : "the store could not keep the job",
                              0, 0);
+                else if (f->cluster & FUTURE_AWAY)
+                        continue; /* open to any node: a claim brings it back */
                 else if (scheduler_push(&x->sched, f) < 0)
                         fail(x, f, PROTO_F_INTERNAL, "out of memory", 0, 0);
         }
@@ -813,6 +844,8 @@ bool executor_cancel(Executor *x, uint64_t id) {
 
         if (!f)
                 return false;
+        if ((f->cluster & FUTURE_AWAY) && !proto_state_final(f->state))
+                return cluster_cancel(x->cluster, id) >= 0; /* the node that runs it stops it */
         /* Cancelled already: it is cancelled, as Python says. */
         return stop(x, f, STATE_CANCELLED, NULL) || f->state == STATE_CANCELLED;
 }
@@ -822,7 +855,9 @@ bool executor_release(Executor *x, uint64_t id) {
 
         if (!f || !proto_state_final(f->state))
                 return false;
+        x->releasing = true;
         expire(x, f);
+        x->releasing = false;
         return true;
 }
 
@@ -895,7 +930,8 @@ void executor_stop(Executor *x, uint64_t *ret_running, uint64_t *ret_pending) {
          * thread has taken yet (clients see them pending). Running work goes on. */
         for (uint64_t id = x->table.base; id < x->table.next_id; id++) {
                 Future *f = table_get(&x->table, id);
-                if (f && future_visible_state(f) == STATE_PENDING)
+                /* A node of a cluster leaves them to the others (its lease goes as it stops). */
+                if (f && future_visible_state(f) == STATE_PENDING && !x->cluster)
                         stop(x, f, STATE_CANCELLED, NULL);
         }
 }
@@ -924,10 +960,9 @@ typedef struct Recovery {
         uint64_t now_ns;
 } Recovery;
 
-/* Makes the Future of one stored job, as it was. */
-static int recover_job(void *userdata, const StoreJob *job) {
-        Recovery *rec = userdata;
-        Executor *x = rec->x;
+/* Makes the Future of one stored job, as it was, in no table yet (NULL: of an unknown kind,
+ * logged). Returns 0 or -ENOMEM. */
+static int stored_future(Executor *x, const StoreJob *job, Future **ret) {
         JobSpec spec = {
                 .kind = kind_find(job->kind, strlen(job->kind)),
                 .group = job->group,
@@ -943,6 +978,7 @@ static int recover_job(void *userdata, const StoreJob *job) {
                 log_fields(LOG_WARNING, &(LogFields){ .future_id = job->id, .job_kind = job->kind },
                            "the store's job %" PRIu64 " is of an unknown kind '%s': it is dropped",
                            job->id, job->kind);
+                *ret = NULL;
                 return 0;
         }
         if (job->args_len && !(args = alloc_malloc(job->args_len)))
@@ -980,6 +1016,23 @@ static int recover_job(void *userdata, const StoreJob *job) {
                         f->timeout->executor = x;
                 }
         }
+        if (r < 0) {
+                discard(x, f);
+                return r;
+        }
+        *ret = f;
+        return 0;
+}
+
+/* Makes the Future of one stored job, as it was. */
+static int recover_job(void *userdata, const StoreJob *job) {
+        Recovery *rec = userdata;
+        Executor *x = rec->x;
+        Future *f;
+        int r = stored_future(x, job, &f);
+
+        if (r < 0 || !f)
+                return r;
         if (r >= 0 && job->key && !(f->key = alloc_strdup(job->key)))
                 r = -ENOMEM;
         if (r >= 0)
@@ -1111,6 +1164,8 @@ int executor_new(Executor **ret, Loop *loop, Events *events, const ExecutorConfi
         r = recover(x);
         if (r < 0)
                 return r;
+        if (cfg->store.cluster && (r = cluster_start(x, cfg->store.path)) < 0)
+                return r;
 
         /* libcurl's global state must exist before any thread that may use it. */
         r = download_global_init(cfg->download_dir);
@@ -1202,8 +1257,17 @@ Executor *executor_free(Executor *x) {
         if (x->curl_ready)
                 download_global_cleanup();
         x->ppool = procpool_free(x->ppool);
-        /* Every change is made: the store commits what is left and closes. */
+        /* Every change is made: the store commits what is left and closes; then the node
+         * leaves the cluster (its lease goes: the others take back what it leaves). */
         x->store = store_close(x->store);
+        x->cluster = cluster_free(x->cluster);
+        free(x->wanted);
+        if (x->table.remote) {
+                size_t pos = 0;
+                for (Future *f; (f = remote_next(&x->remote, &pos));)
+                        if (f->timeout)
+                                timer_deinit(x->timers, &f->timeout->timer);
+        }
         loop_remove(x->loop, &x->done_file);
         x->done = completion_free(x->done);
         for (uint64_t id = x->table.base; id < x->table.next_id; id++) {
@@ -1220,4 +1284,243 @@ Executor *executor_free(Executor *x) {
         table_deinit(&x->table);
         free(x);
         return NULL;
+}
+
+/* Cluster mode (docs/CLUSTER.md). The cluster module (cluster.h) talks to the database on its
+ * thread; what it learns comes in through the hooks below, on the loop thread, and changes the
+ * futures through set_state() as everything else does. */
+
+/* The room of each lane: jobs this node would start now beyond what it has (submits waiting
+ * for their commit count against every lane). */
+static void lane_room(const Executor *x, uint32_t room[CLUSTER_LANES]) {
+        const uint32_t cap[CLUSTER_LANES] = {
+                [LANE_THREAD] = x->cfg.threads + x->cfg.prefetch,
+                [LANE_PROCESS] = x->cfg.processes,
+                [LANE_TRANSFER] = x->cfg.transfers,
+                [LANE_INLINE] = INLINE_BATCH,
+        };
+        const uint32_t busy[CLUSTER_LANES] = {
+                [LANE_THREAD] = x->threads_busy,
+                [LANE_PROCESS] = procpool_busy(x->ppool),
+                [LANE_TRANSFER] = x->transfers_busy,
+        };
+
+        for (unsigned lane = 0; lane < CLUSTER_LANES; lane++) {
+                uint64_t load = (uint64_t) busy[lane] + scheduler_ready(&x->sched, lane) +
+                                x->held_len;
+                room[lane] = x->stopping || load >= cap[lane] ? 0 : (uint32_t) (cap[lane] - load);
+        }
+}
+
+/* A submit's new jobs: those the lanes have room for are reserved for this node (they run here
+ * once committed); the others are open to any node. A job of a group with a limit stays here,
+ * where the scheduler holds the limit. */
+static void cluster_place(Executor *x, Future **made, uint32_t n) {
+        uint32_t room[CLUSTER_LANES];
+
+        lane_room(x, room);
+        for (uint32_t i = 0; i < n; i++) {
+                Future *f = made[i];
+                unsigned lane;
+                if (!f)
+                        continue;
+                lane = scheduler_lane(f->kind);
+                if (room[lane] > 0)
+                        room[lane]--;
+                else if (!f->group || !f->group->limit)
+                        f->cluster = FUTURE_AWAY;
+        }
+}
+
+static void want(Executor *x, uint64_t id) {
+        if (x->n_wanted == x->cap_wanted) {
+                size_t cap = x->cap_wanted ? x->cap_wanted * 2 : 256;
+                uint64_t *p = alloc_realloc(x->wanted, cap * sizeof(*p));
+                if (!p)
+                        return; /* the next reconciliation reads it */
+                x->wanted = p;
+                x->cap_wanted = cap;
+        }
+        x->wanted[x->n_wanted++] = id;
+}
+
+/* Once per turn: the room goes to the claims, the IDs wanted to a lookup. */
+static void cluster_turn(Executor *x) {
+        uint32_t room[CLUSTER_LANES];
+
+        lane_room(x, room);
+        cluster_set_room(x->cluster, room);
+        if (x->n_wanted > 0 && cluster_lookup(x->cluster, x->wanted, x->n_wanted))
+                x->n_wanted = 0;
+}
+
+uint64_t executor_lookup(Executor *x, const uint64_t *ids, size_t n) {
+        return x->cluster ? cluster_lookup(x->cluster, ids, n) : 0;
+}
+
+uint64_t executor_looked_up(const Executor *x) {
+        return x->looked_up;
+}
+
+bool executor_clustered(const Executor *x) {
+        return x->cluster != NULL;
+}
+
+/* Makes the future of a row of another node's ID (claimed: `flags` FUTURE_FOREIGN; a mirror:
+ * also FUTURE_AWAY), pending, or finished as the row is. A job another node runs shows as
+ * pending here. */
+static int adopt(Executor *x, const StoreJob *job, uint8_t flags, Future **ret) {
+        Future *f;
+        int r = stored_future(x, job, &f);
+
+        *ret = NULL;
+        if (r < 0 || !f)
+                return r;
+        f->id = job->id;
+        f->cluster = flags;
+        f->retries = (uint8_t) (job->retries > job->attempt ? job->retries - job->attempt : 0);
+        if ((r = remote_put(&x->remote, f)) < 0) {
+                discard(x, f);
+                return r;
+        }
+        x->recovering = true;
+        set_state(x, f, STATE_PENDING);
+        x->submitted--;
+        if (proto_state_final(job->state)) {
+                set_state(x, f, (FutureState) job->state);
+                (void) retention_add(&x->retention, f->id, timer_now());
+        }
+        x->recovering = false;
+        *ret = f;
+        return 0;
+}
+
+static void on_claimed(void *userdata, const StoreJob *job) {
+        Executor *x = userdata;
+        Future *f = table_get(&x->table, job->id);
+
+        if (f && (f->cluster & FUTURE_AWAY) && f->state == STATE_PENDING && !f->heap_pos) {
+                f->cluster &= (uint8_t) ~FUTURE_AWAY; /* one of ours, open until now */
+                f->attempt = job->attempt;
+        } else if (f) {
+                /* Finished here meanwhile (cancelled): the row is ours now, say so. */
+                if (proto_state_final(f->state) &&
+                    store_finish(x->store, f->id, f->state, f->outcome, f->outcome_len,
+                                 wall_ms(), job->attempt) < 0)
+                        log_error("future %" PRIu64 ": its state is not stored", f->id);
+                return;
+        } else if (adopt(x, job, FUTURE_FOREIGN, &f) < 0 || !f) {
+                log_error("future %" PRIu64 ": cannot take it: out of memory", job->id);
+                return;
+        }
+        if (scheduler_push(&x->sched, f) < 0)
+                fail(x, f, PROTO_F_INTERNAL, "out of memory", 0, 0);
+}
+
+static void on_row(void *userdata, const StoreJob *job) {
+        Executor *x = userdata;
+        Future *f = table_get(&x->table, job->id);
+        uint8_t *outcome = NULL;
+
+        if (!f) {
+                if (adopt(x, job, FUTURE_FOREIGN | FUTURE_AWAY, &f) < 0)
+                        log_error("future %" PRIu64 ": cannot read it: out of memory", job->id);
+                return;
+        }
+        /* Only what another node finished; a job running here is this node's to finish. */
+        if (proto_state_final(f->state) || !proto_state_final(job->state) ||
+            f->state == STATE_RUNNING)
+                return;
+        if (job->outcome && !(outcome = alloc_malloc(job->outcome_len ? job->outcome_len : 1)))
+                return;
+        if (job->outcome_len)
+                memcpy(outcome, job->outcome, job->outcome_len);
+        x->recovering = true; /* written by the node that finished it */
+        finish(x, f, (FutureState) job->state, outcome, job->outcome ? job->outcome_len : 0);
+        x->recovering = false;
+}
+
+static void on_looked_up(void *userdata, uint64_t seq) {
+        Executor *x = userdata;
+
+        x->looked_up = MAX(x->looked_up, seq);
+}
+
+static void on_finished(void *userdata, uint64_t id) {
+        Executor *x = userdata;
+        Future *f = table_get(&x->table, id);
+
+        if (f && !proto_state_final(f->state) && f->state != STATE_RUNNING)
+                want(x, id);
+}
+
+static void on_cancel(void *userdata, uint64_t id) {
+        Executor *x = userdata;
+        Future *f = table_get(&x->table, id);
+
+        if (f && !(f->cluster & FUTURE_AWAY))
+                (void) executor_cancel(x, id);
+}
+
+/* Reads again every job this node waits for another node to finish. */
+static void on_reconcile(void *userdata) {
+        Executor *x = userdata;
+        size_t pos = 0;
+        Future *f;
+
+        for (uint64_t id = x->table.base; id < x->table.next_id; id++)
+                if ((f = table_get(&x->table, id)) && (f->cluster & FUTURE_AWAY) &&
+                    !proto_state_final(f->state))
+                        want(x, id);
+        while ((f = remote_next(&x->remote, &pos)))
+                if ((f->cluster & FUTURE_AWAY) && !proto_state_final(f->state))
+                        want(x, f->id);
+}
+
+static const ClusterHooks cluster_hooks = {
+        .claimed = on_claimed,
+        .row = on_row,
+        .looked_up = on_looked_up,
+        .finished = on_finished,
+        .cancel = on_cancel,
+        .reconcile = on_reconcile,
+};
+
+/* Joins the cluster: the kinds each lane claims are those this node runs. */
+static int cluster_start(Executor *x, const char *uri) {
+        char kinds[CLUSTER_LANES][256];
+        ClusterConfig cc = { .uri = uri, .owner = store_owner(x->store),
+                             .lease_ms = x->cfg.store.lease_ms, .retain = x->cfg.retain };
+        int r;
+
+        for (unsigned lane = 0; lane < CLUSTER_LANES; lane++) {
+                size_t len = (size_t) snprintf(kinds[lane], sizeof(kinds[lane]), "{");
+                for (const JobKind *const *k = kind_all(); *k; k++)
+                        if (scheduler_lane(*k) == lane &&
+                            ((*k)->pool != POOL_PROCESS || x->cfg.processes > 0))
+                                len += (size_t) snprintf(kinds[lane] + len,
+                                                         sizeof(kinds[lane]) - len, "%s%s",
+                                                         len > 1 ? "," : "", (*k)->name);
+                snprintf(kinds[lane] + len, sizeof(kinds[lane]) - len, "}");
+                cc.kinds[lane] = kinds[lane];
+        }
+        x->table.remote = &x->remote;
+        r = cluster_new(&x->cluster, x->loop, &cc, &cluster_hooks, x);
+        return r < 0 ? r : 0;
+}
+
+void executor_cluster_stats(const Executor *x, ExecutorClusterStats *ret) {
+        ClusterStats cs = {};
+
+        if (x->cluster)
+                cluster_stats(x->cluster, &cs);
+        *ret = (ExecutorClusterStats){ .on = x->cluster != NULL,
+                                       .ran = x->ran,
+                                       .claimed = cs.claimed,
+                                       .taken_back = cs.taken_back,
+                                       .notifications = cs.notifications,
+                                       .lookups = cs.lookups,
+                                       .lease_lost = cs.lease_lost,
+                                       .connected = cs.connected,
+                                       .foreign = x->remote.count };
 }

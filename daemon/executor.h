@@ -172,5 +172,28 @@ void executor_stop(Executor *x, uint64_t *ret_running, uint64_t *ret_pending);
 /* Ends the shutdown: whatever still runs fails with `shutdown`. */
 void executor_abort(Executor *x);
 
+/* Cluster mode (docs/CLUSTER.md). True for a node of a cluster. */
+bool executor_clustered(const Executor *x);
+
+/* Asks the database for the rows of `ids` (IDs this node does not hold), which then become
+ * futures of the table (mirrors); returns the lookup's number, 0 when it could not be asked
+ * (not a cluster, or out of memory). executor_looked_up() is the last answered: every lookup
+ * up to it. */
+uint64_t executor_lookup(Executor *x, const uint64_t *ids, size_t n);
+uint64_t executor_looked_up(const Executor *x);
+
+typedef struct ExecutorClusterStats {
+        bool on;
+        bool connected;           /* the cluster's connection to the database */
+        uint64_t ran;             /* jobs that ran on this node */
+        uint64_t claimed;         /* jobs it claimed from the open ones */
+        uint64_t taken_back;      /* jobs of dead nodes it took back */
+        uint64_t notifications;   /* notifications it received */
+        uint64_t lookups;         /* IDs it read for its clients and waiters */
+        uint64_t lease_lost;
+        uint64_t foreign;         /* futures of other nodes' IDs it holds */
+} ExecutorClusterStats;
+void executor_cluster_stats(const Executor *x, ExecutorClusterStats *ret);
+
 /* Futures running now. */
 uint64_t executor_running(const Executor *x);

@@ -53,7 +53,14 @@ typedef struct Future {
         uint8_t deaths;    /* workers that died running it */
         uint8_t attempt;   /* runs started so far, across restarts (the store keeps it) */
         uint8_t in_group_heap; /* pending and parked behind its group's limit */
+        uint8_t cluster;   /* cluster mode: FUTURE_AWAY, FUTURE_FOREIGN (0 otherwise) */
 } Future;
+
+/* Future.cluster: the job is not this node's to run (open to any node in the database, or run
+ * by another): this node mirrors what the database says of it. */
+#define FUTURE_AWAY 1
+/* ... its ID is another node's: it lives in the table's hash of foreign IDs (remote.h). */
+#define FUTURE_FOREIGN 2
 
 /* A deadly job is not run again after it killed this many workers, whatever its retries say. */
 #define FUTURE_MAX_DEATHS 3

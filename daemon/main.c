@@ -77,6 +77,10 @@ static void help(void) {
                "                              directory, across restarts (default), in memory\n"
                "                              only, or in PostgreSQL (a postgresql:// URI\n"
                "                              without a password; docs/CLUSTER.md)\n"
+"  --cluster[=yes|no]          share the postgresql store with other futured nodes\n"
+               "                              (docs/CLUSTER.md)\n"
+               "  --lease SECONDS             cluster: a node silent this long loses its running\n"
+               "                              jobs to the others (default 10)\n"
                "  --state-dir DIR             where the store lives (default $STATE_DIRECTORY,\n"
                "                              /var/lib/futured as root, else\n"
                "                              $XDG_STATE_HOME/futured or ~/.local/state/futured)\n"
@@ -221,6 +225,8 @@ enum {
         ARG_QUOTA_RETAINED,
         ARG_QUOTA_DEFERRED,
         ARG_METRICS,
+        ARG_CLUSTER,
+        ARG_LEASE,
 };
 
 /* The options; those with an argument, but --config, are also the keys of the config file. */
@@ -259,6 +265,8 @@ static const struct option options[] = {
         { "quota-retained", required_argument, NULL, ARG_QUOTA_RETAINED },
         { "quota-deferred", required_argument, NULL, ARG_QUOTA_DEFERRED },
         { "metrics", required_argument, NULL, ARG_METRICS },
+        { "cluster", optional_argument, NULL, ARG_CLUSTER },
+        { "lease", required_argument, NULL, ARG_LEASE },
         { "config", required_argument, NULL, ARG_CONFIG },
         { "check-config", no_argument, NULL, ARG_CHECK_CONFIG },
         { "help", no_argument, NULL, 'h' },
@@ -291,6 +299,7 @@ static void config_defaults(DaemonConfig *cfg) {
         cfg->max_retained_bytes = PROTO_DEFAULT_MAX_RETAINED_BYTES;
         cfg->grace = 10;
         cfg->store = STORE_SQLITE;
+        cfg->lease = 10;
         cfg->sync = STORE_SYNC_NORMAL;
         cfg->log_level = LOG_INFO;
         cfg->socket_mode = ENDPOINT_DEFAULT_MODE;
@@ -427,6 +436,18 @@ static int parse_option(int c, const char *arg, DaemonConfig *cfg, const char **
                 } else
                         bad = "--store takes sqlite, memory or a postgresql:// URI";
                 break;
+        case ARG_CLUSTER:
+                if (!arg || strcmp(arg, "yes") == 0 || strcmp(arg, "true") == 0)
+                        cfg->cluster = true;
+                else if (strcmp(arg, "no") == 0 || strcmp(arg, "false") == 0)
+                        cfg->cluster = false;
+                else
+                        bad = "--cluster takes yes or no";
+                break;
+        case ARG_LEASE:
+                if (parse_seconds(arg, &cfg->lease) < 0 || cfg->lease < 0.3 || cfg->lease > 3600)
+                        bad = "--lease takes a number of seconds from 0.3 to 3600";
+                break;
         case ARG_SYNC:
                 if (strcmp(arg, "normal") == 0)
                         cfg->sync = STORE_SYNC_NORMAL;
@@ -453,8 +474,9 @@ static int parse_option(int c, const char *arg, DaemonConfig *cfg, const char **
                         bad = "--transfers takes a number from 1 to 65536";
                 break;
         case ARG_PROCESSES:
-                if (parse_uint(arg, 1024, &cfg->processes) < 0 || cfg->processes == 0)
-                        bad = "--processes takes a number from 1 to 1024";
+                /* 0 is for a node of a cluster that leaves CPU-bound kinds to others. */
+                if (parse_uint(arg, 1024, &cfg->processes) < 0)
+                        bad = "--processes takes a number from 1 to 1024 (0 with --cluster)";
                 break;
         case ARG_MAX_TASKS:
                 if (parse_uint(arg, UINT_MAX, &cfg->max_tasks) < 0)
@@ -549,6 +571,16 @@ static int config_complete(DaemonConfig *cfg) {
                 return -ENOMEM;
         if (!cfg->prefetch_set)
                 cfg->prefetch = 3 * cfg->threads;
+        if (cfg->cluster && cfg->store != STORE_POSTGRESQL) {
+                fprintf(stderr, "futured: --cluster needs --store postgresql://... (the nodes "
+                                "share that database)\n");
+                return -EINVAL;
+        }
+        if (cfg->processes == 0 && !cfg->cluster) {
+                fprintf(stderr, "futured: --processes 0 is for a node of a cluster (--cluster): "
+                                "alone, CPU-bound jobs would never run\n");
+                return -EINVAL;
+        }
         if (cfg->store == STORE_SQLITE) {
                 int r;
                 if (!cfg->state_dir && !(cfg->state_dir = default_state_dir())) {

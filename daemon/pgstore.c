@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -63,6 +64,37 @@ static const struct {
         [STMT_REMOVE] = { "DELETE FROM futured_jobs WHERE id = ANY($1::bigint[])", 1 },
 };
 
+/* Cluster mode (docs/CLUSTER.md): a job's row is added reserved by this node (owner = $me) or
+ * open to any node (owner NULL), and every later change of a job this node runs is fenced by
+ * owner and attempt: a node whose job was taken back (its lease expired) changes nothing. A
+ * pending row that no node reserved may be finished by any (cancelled). */
+static const struct {
+        const char *sql;
+        int n_params;
+} cluster_stmts[_STMT_MAX] = {
+        [STMT_ADD] = { "INSERT INTO futured_jobs (id, kind, args, grp, group_limit, priority, "
+                       "timeout_ms, retries, attempt, state, idempotency_key, owner) "
+                       "SELECT u.i, u.k, u.a, u.g, u.l, u.p, u.t, u.r, u.at, u.s, u.key, "
+                       "CASE WHEN u.o = 1 THEN NULL ELSE $13 END "
+                       "FROM unnest($1::bigint[], $2::text[], $3::bytea[], $4::text[], "
+                       "$5::integer[], $6::smallint[], $7::bigint[], $8::smallint[], "
+                       "$9::smallint[], $10::smallint[], $11::text[], $12::smallint[]) "
+                       "u(i, k, a, g, l, p, t, r, at, s, key, o)", 13 },
+        [STMT_START] = { "UPDATE futured_jobs j SET state = 1, attempt = u.a "
+                         "FROM unnest($1::bigint[], $2::smallint[]) u(id, a) "
+                         "WHERE j.id = u.id AND j.owner = $3 AND j.state = 0", 3 },
+        [STMT_FINISH] = { "UPDATE futured_jobs j SET state = u.s, outcome = u.o, "
+                          "finished_at = u.f, args = NULL, cancel_requested = false "
+                          "FROM unnest($1::bigint[], $2::smallint[], $3::bytea[], $4::bigint[], "
+                          "$5::smallint[]) u(id, s, o, f, a) WHERE j.id = u.id AND j.state <= 1 "
+                          "AND ((j.owner = $6 AND j.attempt = u.a) OR "
+                          "(j.owner IS NULL AND j.state = 0))", 6 },
+        [STMT_REQUEUE] = { "UPDATE futured_jobs j SET state = 0, attempt = u.a "
+                           "FROM unnest($1::bigint[], $2::smallint[]) u(id, a) "
+                           "WHERE j.id = u.id AND j.owner = $3", 3 },
+        [STMT_REMOVE] = { "DELETE FROM futured_jobs WHERE id = ANY($1::bigint[])", 1 },
+};
+
 /* The type OIDs of the array elements (pg_type.h). */
 enum {
         OID_BYTEA = 17,
@@ -72,7 +104,7 @@ enum {
         OID_TEXT = 25,
 };
 
-#define MAX_COLUMNS 11
+#define MAX_COLUMNS 13
 
 /* A job's latest change in a round of a commit (see send_round). */
 typedef struct RoundSeen {
@@ -113,9 +145,28 @@ static const char schema_v1[] =
         " idempotency_key text,"
         " owner text);";
 
+/* Version 2: cluster mode (docs/CLUSTER.md). */
+static const char schema_v2[] =
+        "ALTER TABLE futured_jobs ADD COLUMN cancel_requested boolean NOT NULL DEFAULT false;"
+        "CREATE INDEX futured_jobs_open ON futured_jobs (priority DESC, id)"
+        " WHERE state = 0 AND owner IS NULL;"
+        "CREATE INDEX futured_jobs_owned ON futured_jobs (owner) WHERE state <= 1;"
+        "CREATE INDEX futured_jobs_finished ON futured_jobs (finished_at)"
+        " WHERE finished_at IS NOT NULL;"
+        "CREATE TABLE futured_nodes ("
+        " owner text PRIMARY KEY,"
+        " lease_until timestamptz NOT NULL,"
+        " started timestamptz NOT NULL DEFAULT now(),"
+        " kinds text[]);"
+        "UPDATE futured_version SET version = 2;";
+
 struct PgStore {
         char *uri;
-        char owner[300];       /* "HOST:PID": who runs the jobs it starts */
+        char owner[300];       /* "HOST:PID", "HOST:PID:BOOT" in cluster mode: who runs the
+                                * jobs it starts */
+        bool cluster;
+        char *notify;          /* cluster: the payload of the commit's notification */
+        size_t notify_cap;
 
         /* The store thread's (the main thread's before it starts). */
         PGconn *conn;
@@ -144,8 +195,8 @@ static int refuse(const PgStore *s, int r, const char *why) {
         else if (r == -EPROTO)
                 todo = "; it was left untouched: run the futured that wrote it, or a newer one";
         else if (r == -EBUSY)
-                todo = "; stop the other futured, or give this one another database (several "
-                       "nodes on one database is cluster mode, not done yet)";
+                todo = "; stop the other futured, or give this one another database, or run "
+                       "every futured of the database with --cluster";
         fprintf(stderr, "futured: cannot use the store %s: %s%s\n", s->uri, why, todo);
         return r;
 }
@@ -244,7 +295,9 @@ static int prepare(PgStore *s) {
                 char name[8];
                 PGresult *res;
                 snprintf(name, sizeof(name), "s%d", i);
-                res = PQprepare(s->conn, name, stmts[i].sql, stmts[i].n_params, NULL);
+                res = s->cluster ? PQprepare(s->conn, name, cluster_stmts[i].sql,
+                                             cluster_stmts[i].n_params, NULL)
+                                 : PQprepare(s->conn, name, stmts[i].sql, stmts[i].n_params, NULL);
                 if (PQresultStatus(res) != PGRES_COMMAND_OK)
                         r = errno_of(s->conn, res);
                 PQclear(res);
@@ -254,14 +307,18 @@ static int prepare(PgStore *s) {
         return 0;
 }
 
-/* Makes this futured the database's one user for the session. A futured killed a moment ago
- * may still hold it (its server process has not noticed the closed connection yet): tries for
- * 5 s. Returns 0, -EBUSY or -errno. */
+/* Makes this futured the database's one user for the session, or in cluster mode one of its
+ * nodes (a shared lock: a futured without --cluster is refused while nodes use the database,
+ * and nodes while such a futured does). A futured killed a moment ago may still hold it (its
+ * server process has not noticed the closed connection yet): tries for 5 s. Returns 0, -EBUSY
+ * or -errno. */
 static int take_database(PgStore *s) {
         for (int i = 0; i < 50; i++) {
                 _cleanup_free_ char *got = NULL;
                 struct timespec ts = { .tv_nsec = 100000000 };
-                int r = run(s, "SELECT pg_try_advisory_lock(" LOCK_OWNER ")", &got, NULL);
+                int r = run(s, s->cluster ? "SELECT pg_try_advisory_lock_shared(" LOCK_OWNER ")"
+                                          : "SELECT pg_try_advisory_lock(" LOCK_OWNER ")",
+                            &got, NULL);
                 if (r < 0)
                         return r;
                 if (got && strcmp(got, "t") == 0)
@@ -271,12 +328,15 @@ static int take_database(PgStore *s) {
         return -EBUSY;
 }
 
-/* Brings a database of an older schema up to this one, inside the set-up's transaction. There
- * is only version 1 so far: a later version adds `if (version == 1) { ALTER ...; version = 2; }`
- * here, and updates futured_version. */
+/* Brings a database of an older schema up to this one, inside the set-up's transaction, one
+ * step per version (each step sets futured_version to its number). */
 static int migrate(PgStore *s, long version, char **ret_error) {
-        if (version == 0)
-                return run(s, schema_v1, NULL, ret_error);
+        int r = 0;
+
+        if (version == 0 && (r = run(s, schema_v1, NULL, ret_error)) < 0)
+                return r;
+        if (version <= 1 && (r = run(s, schema_v2, NULL, ret_error)) < 0)
+                return r;
         return 0;
 }
 
@@ -409,14 +469,20 @@ static int connect_commit(PgStore *s, char **ret_error) {
         return 0;
 }
 
-int pgstore_open(PgStore **ret, const char *uri, uint64_t *ret_next_id) {
+int pgstore_open(PgStore **ret, const char *uri, bool cluster, uint64_t *ret_next_id) {
         PgStore *s = calloc(1, sizeof(*s));
         _cleanup_free_ char *error = NULL;
+        char boot[17];
+        uint64_t nonce = 0;
         int r;
 
         if (!s)
                 return -ENOMEM;
-        store_owner_format(s->owner, sizeof(s->owner));
+        s->cluster = cluster;
+        if (getrandom(&nonce, sizeof(nonce), 0) != sizeof(nonce))
+                nonce = now_ns() ^ ((uint64_t) getpid() << 32);
+        snprintf(boot, sizeof(boot), "%016" PRIx64, nonce);
+        store_owner_format(s->owner, sizeof(s->owner), cluster ? boot : NULL);
         if (!(s->uri = strdup(uri))) {
                 free(s);
                 return -ENOMEM;
@@ -469,6 +535,7 @@ PgStore *pgstore_close(PgStore *s) {
         for (int i = 0; i < _STMT_MAX; i++)
                 free(s->list[i]);
         free(s->seen);
+        free(s->notify);
         free(s->uri);
         free(s);
         return NULL;
@@ -483,13 +550,13 @@ static uint64_t be(const char *p, int len) {
 }
 
 /* A column of a binary-format row as an integer of its own width (0 for NULL). */
-static int64_t int_at(const PGresult *res, int col) {
-        int len = PQgetlength(res, 0, col);
+static int64_t int_at(const PGresult *res, int row, int col) {
+        int len = PQgetlength(res, row, col);
         uint64_t v;
 
-        if (PQgetisnull(res, 0, col))
+        if (PQgetisnull(res, row, col))
                 return 0;
-        v = be(PQgetvalue(res, 0, col), len);
+        v = be(PQgetvalue(res, row, col), len);
         if (len == 2)
                 return (int16_t) v;
         if (len == 4)
@@ -497,48 +564,65 @@ static int64_t int_at(const PGresult *res, int col) {
         return (int64_t) v;
 }
 
-static const char *text_at(const PGresult *res, int col) {
-        return PQgetisnull(res, 0, col) ? NULL : PQgetvalue(res, 0, col);
+static const char *text_at(const PGresult *res, int row, int col) {
+        return PQgetisnull(res, row, col) ? NULL : PQgetvalue(res, row, col);
 }
 
-static const uint8_t *blob_at(const PGresult *res, int col, uint32_t *ret_len) {
-        if (PQgetisnull(res, 0, col)) {
+static const uint8_t *blob_at(const PGresult *res, int row, int col, uint32_t *ret_len) {
+        if (PQgetisnull(res, row, col)) {
                 *ret_len = 0;
                 return NULL;
         }
-        *ret_len = (uint32_t) PQgetlength(res, 0, col);
-        return (const uint8_t *) PQgetvalue(res, 0, col);
+        *ret_len = (uint32_t) PQgetlength(res, row, col);
+        return (const uint8_t *) PQgetvalue(res, row, col);
+}
+
+void pgstore_job_at(const PGresult *res, int row, StoreJob *job) {
+        *job = (StoreJob){
+                .id = (uint64_t) int_at(res, row, 0),
+                .kind = text_at(res, row, 1),
+                .group = text_at(res, row, 3),
+                .group_limit = (uint32_t) int_at(res, row, 4),
+                .priority = (int16_t) int_at(res, row, 5),
+                .timeout_ms = (uint32_t) int_at(res, row, 6),
+                .retries = (uint8_t) int_at(res, row, 7),
+                .attempt = (uint8_t) int_at(res, row, 8),
+                .state = (uint8_t) int_at(res, row, 9),
+                .finished_at_ms = int_at(res, row, 11),
+                .key = text_at(res, row, 12),
+                .owner = PQnfields(res) > 13 ? text_at(res, row, 13) : NULL,
+        };
+        job->args = blob_at(res, row, 2, &job->args_len);
+        job->outcome = blob_at(res, row, 10, &job->outcome_len);
+}
+
+const char *pgstore_owner(const PgStore *s) {
+        return s->owner;
+}
+
+PGconn *pgstore_connect(const char *uri) {
+        return connect_to(uri);
 }
 
 int pgstore_recover(PgStore *s, StoreRecoverFn fn, void *userdata) {
-        static const char sql[] = "SELECT id, kind, args, grp, group_limit, priority, timeout_ms, "
-                                  "retries, attempt, state, outcome, finished_at, "
-                                  "idempotency_key FROM futured_jobs ORDER BY id";
+        static const char sql[] = "SELECT " PGSTORE_JOB_COLUMNS " FROM futured_jobs ORDER BY id";
         PGresult *res;
         int r = 0;
         bool ended = false;
 
+        /* A node of a cluster recovers nothing: its previous run's jobs are another owner's,
+         * taken back by the nodes once that owner's lease expires (cluster.c), and the other
+         * rows are read when asked for. */
+        if (s->cluster)
+                return 0;
         if (!PQsendQueryParams(s->conn, sql, 0, NULL, NULL, NULL, NULL, 1) ||
             !PQsetSingleRowMode(s->conn))
                 return refuse(s, -EIO, pq_message(PQerrorMessage(s->conn)));
         while ((res = PQgetResult(s->conn))) {
                 ExecStatusType st = PQresultStatus(res);
                 if (st == PGRES_SINGLE_TUPLE && r >= 0) {
-                        StoreJob job = {
-                                .id = (uint64_t) int_at(res, 0),
-                                .kind = text_at(res, 1),
-                                .group = text_at(res, 3),
-                                .group_limit = (uint32_t) int_at(res, 4),
-                                .priority = (int16_t) int_at(res, 5),
-                                .timeout_ms = (uint32_t) int_at(res, 6),
-                                .retries = (uint8_t) int_at(res, 7),
-                                .attempt = (uint8_t) int_at(res, 8),
-                                .state = (uint8_t) int_at(res, 9),
-                                .finished_at_ms = int_at(res, 11),
-                                .key = text_at(res, 12),
-                        };
-                        job.args = blob_at(res, 2, &job.args_len);
-                        job.outcome = blob_at(res, 10, &job.outcome_len);
+                        StoreJob job;
+                        pgstore_job_at(res, 0, &job);
                         r = fn(userdata, &job);
                 } else if (st == PGRES_TUPLES_OK)
                         ended = true;
@@ -615,6 +699,16 @@ static const uint32_t column_oids[_STMT_MAX][MAX_COLUMNS] = {
         [STMT_REMOVE] = { OID_INT8 },
 };
 
+/* ... in cluster mode; 0: the text parameter of this node's owner. */
+static const uint32_t cluster_column_oids[_STMT_MAX][MAX_COLUMNS] = {
+        [STMT_ADD] = { OID_INT8, OID_TEXT, OID_BYTEA, OID_TEXT, OID_INT4, OID_INT2, OID_INT8,
+                       OID_INT2, OID_INT2, OID_INT2, OID_TEXT, OID_INT2, 0 },
+        [STMT_START] = { OID_INT8, OID_INT2, 0 },
+        [STMT_FINISH] = { OID_INT8, OID_INT2, OID_BYTEA, OID_INT8, OID_INT2, 0 },
+        [STMT_REQUEUE] = { OID_INT8, OID_INT2, 0 },
+        [STMT_REMOVE] = { OID_INT8 },
+};
+
 /* Appends one change to the run's arrays. */
 static int col_op(PgStore *s, const StoreBatch *b, const StoreOp *op) {
         Column *c = s->cols;
@@ -632,9 +726,10 @@ static int col_op(PgStore *s, const StoreBatch *b, const StoreOp *op) {
                     (r = col_int(&c[6], op->timeout_ms, 8)) < 0 ||
                     (r = col_int(&c[7], op->retries, 2)) < 0 ||
                     (r = col_int(&c[8], op->attempt, 2)) < 0 ||
-                    (r = col_int(&c[9], op->state, 2)) < 0)
+                    (r = col_int(&c[9], op->state, 2)) < 0 ||
+                    (r = col_str(&c[10], b, op->key_off)) < 0)
                         return r;
-                return col_str(&c[10], b, op->key_off);
+                return s->cluster ? col_int(&c[11], op->open, 2) : 0;
         case STORE_OP_START:
         case STORE_OP_REQUEUE:
                 return col_int(&c[1], op->attempt, 2);
@@ -645,9 +740,10 @@ static int col_op(PgStore *s, const StoreBatch *b, const StoreOp *op) {
                                    !op->has_outcome ? NULL
                                    : op->outcome_len ? b->bytes + op->outcome_off
                                                      : (const uint8_t *) "",
-                                   op->outcome_len)) < 0)
+                                   op->outcome_len)) < 0 ||
+                    (r = col_int(&c[3], op->finished_at_ms, 8)) < 0)
                         return r;
-                return col_int(&c[3], op->finished_at_ms, 8);
+                return s->cluster ? col_int(&c[4], op->attempt, 2) : 0;
         default:
                 return 0;
         }
@@ -668,13 +764,14 @@ static const int stmt_by_rank[_STMT_MAX] = { STMT_ADD, STMT_START, STMT_REQUEUE,
 /* Sends the changes ops[list[0..n)] (all of statement `stmt`) into the pipeline as one
  * statement. Returns 0, -ENOMEM or -ENOTCONN. */
 static int send_list(PgStore *s, const StoreBatch *b, int stmt, const size_t *list, size_t n) {
-        int n_params = stmts[stmt].n_params, r;
+        int n_params = s->cluster ? cluster_stmts[stmt].n_params : stmts[stmt].n_params, r;
+        const uint32_t *oids = s->cluster ? cluster_column_oids[stmt] : column_oids[stmt];
         const char *values[MAX_COLUMNS + 1] = {};
         int lens[MAX_COLUMNS + 1] = {}, fmts[MAX_COLUMNS + 1] = {};
         char name[8];
 
         for (int k = 0; k < n_params; k++)
-                if (column_oids[stmt][k] && (r = col_begin(&s->cols[k], column_oids[stmt][k])) < 0)
+                if (oids[k] && (r = col_begin(&s->cols[k], oids[k])) < 0)
                         return r;
         for (size_t j = 0; j < n; j++)
                 if ((r = col_op(s, b, &b->ops[list[j]])) < 0)
@@ -682,8 +779,8 @@ static int send_list(PgStore *s, const StoreBatch *b, int stmt, const size_t *li
         for (int k = 0; k < n_params; k++) {
                 Column *c = &s->cols[k];
                 uint32_t count = htobe32(c->count);
-                if (!column_oids[stmt][k]) {
-                        values[k] = s->owner; /* START's $3: text, not an array */
+                if (!oids[k]) {
+                        values[k] = s->owner; /* the owner: text, not an array */
                         continue;
                 }
                 memcpy(c->p + 12, &count, 4); /* the length in the header */
@@ -795,6 +892,50 @@ static int drain(PgStore *s, size_t n, char **ret_error) {
         return r;
 }
 
+/* The payload limit of a notification is 8,000 bytes: each carries at most this much. */
+#define NOTIFY_MAX 7900
+
+/* Sends one notification of `len` bytes of s->notify. */
+static int send_notify(PgStore *s, size_t len, size_t *sent) {
+        const char *values[1] = { s->notify };
+
+        s->notify[len] = 0;
+        (*sent)++;
+        return PQsendQueryParams(s->conn, "SELECT pg_notify('futured', $1)", 1, NULL, values,
+                                 NULL, NULL, 0) ? 0 : -ENOTCONN;
+}
+
+/* Cluster mode: the batch's notifications, delivered by the server when it commits (nodes
+ * LISTEN on channel `futured`): "d:ID,ID,..." for the jobs it finished (as many as their IDs
+ * need, each under the payload limit), "p" when it added jobs open to any node. Counts the
+ * statements in *sent. Returns 0, -ENOMEM or -ENOTCONN. */
+static int send_notifies(PgStore *s, const StoreBatch *b, size_t *sent) {
+        bool open = false;
+        size_t n = 0;
+        int r = 0;
+
+        if (!s->notify && !(s->notify = malloc(s->notify_cap = NOTIFY_MAX + 32)))
+                return -ENOMEM;
+        for (size_t i = 0; i < b->n_ops && r >= 0; i++) {
+                const StoreOp *op = &b->ops[i];
+                open |= op->type == STORE_OP_ADD && op->open;
+                if (op->type != STORE_OP_FINISH)
+                        continue;
+                if (n > NOTIFY_MAX) {
+                        r = send_notify(s, n - 1, sent); /* without the last comma */
+                        n = 0;
+                }
+                if (n == 0)
+                        n = (size_t) snprintf(s->notify, s->notify_cap, "d:");
+                n += (size_t) snprintf(s->notify + n, s->notify_cap - n, "%" PRIu64 ",", op->id);
+        }
+        if (r >= 0 && n > 0)
+                r = send_notify(s, n - 1, sent);
+        if (r >= 0 && open)
+                r = send_notify(s, (size_t) snprintf(s->notify, s->notify_cap, "p"), sent);
+        return r;
+}
+
 /* Reconnects the commit connection after it was lost, waiting a little longer each time. */
 static int reconnect(PgStore *s) {
         _cleanup_free_ char *error = NULL;
@@ -844,6 +985,8 @@ int pgstore_commit(PgStore *s, const StoreBatch *b) {
                         r = send_round(s, b, &i, &n);
                         sent += n;
                 }
+                if (r >= 0 && i == b->n_ops && s->cluster)
+                        r = send_notifies(s, b, &sent);
                 if (r >= 0 && i == b->n_ops && !PQsendQueryParams(s->conn, "COMMIT", 0, NULL,
                                                                   NULL, NULL, NULL, 0))
                         r = -ENOTCONN;

@@ -9,18 +9,25 @@
  * pipeline mode: one round trip per 1024 changes) and, before the thread starts, to open and
  * recover on the main thread. The ID connection belongs to the loop thread (pgstore_issue_ids).
  *
- * For now one futured uses a database at a time (a session advisory lock, as the SQLite file is
- * flock'ed): several nodes sharing one database is the cluster mode that docs/CLUSTER.md plans. */
+ * Without cluster mode one futured uses a database at a time (a session advisory lock, as the
+ * SQLite file is flock'ed). In cluster mode (`--cluster`) several nodes share it: each adds its
+ * jobs reserved for itself or open to any node, fences every change of a job it runs by owner
+ * and attempt, and notifies the other nodes of its commits (docs/CLUSTER.md; cluster.c claims,
+ * listens and keeps the lease). */
 #pragma once
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "storebatch.h"
 
+typedef struct pg_conn PGconn;
+typedef struct pg_result PGresult;
+
 typedef struct PgStore PgStore;
 
 /* The schema this futured writes. */
-#define PGSTORE_VERSION 1
+#define PGSTORE_VERSION 2
 
 /* IDs per block of the sequence: at least the largest submit (PROTO_MAX_BATCH), so that a
  * batch's IDs always come from one block. */
@@ -33,7 +40,24 @@ typedef struct PgStore PgStore;
  * futured's), -EPROTO (written by a newer futured), -EACCES (refused by the server: role,
  * password, grants), -ECONNREFUSED (the server cannot be reached), or another -errno. Main
  * thread. Returns 0 or -errno. */
-int pgstore_open(PgStore **ret, const char *uri, uint64_t *ret_next_id);
+int pgstore_open(PgStore **ret, const char *uri, bool cluster, uint64_t *ret_next_id);
+
+/* The owner this node writes on the jobs it runs: "HOST:PID", or "HOST:PID:BOOT" in cluster
+ * mode (BOOT: a random nonce of this run). */
+const char *pgstore_owner(const PgStore *db);
+
+/* The columns of a job's row, in the order pgstore_job_at() reads them (binary format);
+ * a 14th, `owner`, is read when there. */
+#define PGSTORE_JOB_COLUMNS "id, kind, args, grp, group_limit, priority, timeout_ms, retries, " \
+                            "attempt, state, outcome, finished_at, idempotency_key"
+
+/* Puts row `row` of `res` (PGSTORE_JOB_COLUMNS, binary format) into `job`, whose pointers
+ * borrow `res`. Any thread. */
+void pgstore_job_at(const PGresult *res, int row, StoreJob *job);
+
+/* A connection to `uri` with futured's defaults (connect_timeout=5, the application's name),
+ * blocking; check PQstatus(). Any thread. */
+PGconn *pgstore_connect(const char *uri);
 
 /* Closes both connections (the store thread has stopped). Accepts NULL; returns NULL. */
 PgStore *pgstore_close(PgStore *db);

@@ -536,7 +536,95 @@ static void release_held(Requests *rq) {
         }
 }
 
+/* A request parked until the database's rows of the IDs it names are read (cluster mode). */
+struct Parked {
+        Parked *next;
+        uint64_t seq;             /* the lookup (executor_lookup) */
+        Peer from;                /* its identity and principal point into `bytes` */
+        size_t len;               /* of the request's frame, at the start of `bytes` */
+        uint8_t bytes[];          /* the frame, the identity, the principal */
+};
+
+/* The IDs a request names ("ids" or "future") that the table does not hold: 0 when the request
+ * names none (or is malformed: its handler says so). */
+static size_t missing_ids(const Table *t, const msgpack_object *body, uint64_t *ret,
+                          size_t max) {
+        const msgpack_object *o = proto_map_get(body, "ids"), *one = proto_map_get(body, "future");
+        const msgpack_object *list = o && o->type == MSGPACK_OBJECT_ARRAY ? o->via.array.ptr : one;
+        size_t n = o && o->type == MSGPACK_OBJECT_ARRAY ? o->via.array.size : one ? 1 : 0, k = 0;
+
+        for (size_t i = 0; i < n && k < max; i++) {
+                uint64_t id;
+                if (proto_get_uint(&list[i], &id) == 0 && id > 0 && !table_get(t, id))
+                        ret[k++] = id;
+        }
+        return k;
+}
+
+/* Cluster mode: parks `req` (frame `body`) when it names IDs this node does not hold, and asks
+ * for their rows. Returns true when parked. */
+static bool park(Request *req, const uint8_t *body, size_t body_len) {
+        Requests *rq = req->rq;
+        _cleanup_free_ uint64_t *ids = malloc(PROTO_MAX_IDS * sizeof(*ids));
+        size_t n, plen = req->from.principal ? strlen(req->from.principal) + 1 : 0;
+        Parked *p;
+
+        if (!ids)
+                return false;
+        n = missing_ids(executor_table(rq->executor), req->body, ids, PROTO_MAX_IDS);
+        if (n == 0 || !know_connection(req))
+                return false;
+        p = malloc(sizeof(*p) + body_len + req->from.identity_len + plen);
+        if (!p)
+                return false;
+        p->seq = executor_lookup(rq->executor, ids, n);
+        if (p->seq == 0) {
+                free(p);
+                return false;
+        }
+        p->next = NULL;
+        p->len = body_len;
+        p->from = req->from;
+        p->from.fd = -1; /* its connection is known */
+        memcpy(p->bytes, body, body_len);
+        memcpy(p->bytes + body_len, req->from.identity, req->from.identity_len);
+        p->from.identity = p->bytes + body_len;
+        if (plen) {
+                memcpy(p->bytes + body_len + req->from.identity_len, req->from.principal, plen);
+                p->from.principal = (const char *) p->bytes + body_len + req->from.identity_len;
+        }
+        if (rq->parked_tail)
+                rq->parked_tail->next = p;
+        else
+                rq->parked = p;
+        rq->parked_tail = p;
+        return true;
+}
+
+static void handle(Requests *rq, const Peer *from, const uint8_t *body, size_t body_len,
+                   bool replay);
+
+/* Handles again the parked requests whose rows are read. */
+static void unpark(Requests *rq) {
+        uint64_t done = executor_looked_up(rq->executor);
+        Parked *p;
+
+        while ((p = rq->parked) && p->seq <= done) {
+                rq->parked = p->next;
+                if (!rq->parked)
+                        rq->parked_tail = NULL;
+                handle(rq, &p->from, p->bytes, p->len, true);
+                free(p);
+        }
+}
+
 void request_deinit(Requests *rq) {
+        while (rq->parked) {
+                Parked *p = rq->parked;
+                rq->parked = p->next;
+                free(p);
+        }
+        rq->parked_tail = NULL;
         while (rq->held) {
                 HeldReply *h = rq->held;
                 rq->held = h->next;
@@ -855,11 +943,13 @@ static void pack_counter(msgpack_packer *pk, const char *name, uint64_t v) {
 static void op_stats(Request *req, ProtoError *e) {
         msgpack_packer *pk = req->pk;
         ExecutorStats st;
+        ExecutorClusterStats cs;
 
         executor_stats(req->rq->executor, &st);
+        executor_cluster_stats(req->rq->executor, &cs);
         reply_ok(req, 1);
         proto_pack_str(pk, "stats");
-        msgpack_pack_map(pk, 23);
+        msgpack_pack_map(pk, 23 + (cs.on ? 8 : 0));
         pack_counter(pk, "pending", st.n_state[STATE_PENDING]);
         pack_counter(pk, "running", st.n_state[STATE_RUNNING]);
         pack_counter(pk, "done", st.n_state[STATE_DONE]);
@@ -883,6 +973,16 @@ static void op_stats(Request *req, ProtoError *e) {
         pack_counter(pk, "store_last_batch", st.store_stats.last_batch);
         pack_counter(pk, "store_commit_us", st.store_stats.last_commit_us);
         pack_counter(pk, "store_failing", st.store_stats.failing);
+        if (cs.on) {
+                pack_counter(pk, "cluster_ran", cs.ran);
+                pack_counter(pk, "cluster_claimed", cs.claimed);
+                pack_counter(pk, "cluster_taken_back", cs.taken_back);
+                pack_counter(pk, "cluster_notifications", cs.notifications);
+                pack_counter(pk, "cluster_lookups", cs.lookups);
+                pack_counter(pk, "cluster_foreign", cs.foreign);
+                pack_counter(pk, "cluster_lease_lost", cs.lease_lost);
+                pack_counter(pk, "cluster_connected", cs.connected);
+        }
         send_reply(req);
 }
 
@@ -903,20 +1003,21 @@ typedef struct Op {
         const char *name;
         void (*run)(Request *req, ProtoError *e);
         const char *fields[6]; /* besides v, id and op */
+        bool ids;              /* names futures by ID (cluster mode: may read them first) */
 } Op;
 
 static const Op ops[] = {
-        { "hello", op_hello, {} },
-        { "submit", op_submit, { "jobs", "reply" } },
-        { "status", op_status, { "ids" } },
-        { "wait", op_wait, { "ids", "mode", "timeout" } },
-        { "result", op_result, { "future", "timeout" } },
-        { "results", op_results, { "ids", "timeout" } },
-        { "cancel", op_cancel, { "ids" } },
-        { "release", op_release, { "ids" } },
-        { "list", op_list, { "state", "after", "limit" } },
-        { "stats", op_stats, {} },
-        { "probe", op_probe, { "token" } },
+        { "hello", op_hello, {}, false },
+        { "submit", op_submit, { "jobs", "reply" }, false },
+        { "status", op_status, { "ids" }, true },
+        { "wait", op_wait, { "ids", "mode", "timeout" }, true },
+        { "result", op_result, { "future", "timeout" }, true },
+        { "results", op_results, { "ids", "timeout" }, true },
+        { "cancel", op_cancel, { "ids" }, true },
+        { "release", op_release, { "ids" }, true },
+        { "list", op_list, { "state", "after", "limit" }, false },
+        { "stats", op_stats, {}, false },
+        { "probe", op_probe, { "token" }, false },
 };
 
 /* How far into an oversized frame request_handle() looks for the id to echo: the id comes early
@@ -1027,6 +1128,11 @@ static const Op *decode(Request *req, msgpack_unpacked *msg, const uint8_t *body
 }
 
 void request_handle(Requests *rq, const Peer *from, const uint8_t *body, size_t body_len) {
+        handle(rq, from, body, body_len, false);
+}
+
+static void handle(Requests *rq, const Peer *from, const uint8_t *body, size_t body_len,
+                   bool replay) {
         Request req = { .rq = rq, .from = *from };
         ProtoError e = { .index = -1 };
         msgpack_unpacked msg;
@@ -1037,7 +1143,10 @@ void request_handle(Requests *rq, const Peer *from, const uint8_t *body, size_t 
         msgpack_unpacked_init(&msg);
         req.body = &msg.data;
         op = decode(&req, &msg, body, body_len, &e);
-        if (op)
+        if (op && !replay && op->ids && executor_clustered(rq->executor) &&
+            park(&req, body, body_len))
+                ; /* handled once the rows are read */
+        else if (op)
                 op->run(&req, &e);
         else
                 reply_error(&req, &e);
@@ -1049,6 +1158,8 @@ void request_answer_due(Requests *rq) {
         WaiterSet *set = executor_waiters(rq->executor);
 
         release_held(rq);
+        if (rq->parked)
+                unpark(rq);
         const Table *t = executor_table(rq->executor);
         Waiter *w;
         Reply r;

@@ -13,6 +13,7 @@
 #include "reply.h"
 
 typedef struct HeldReply HeldReply;
+typedef struct Parked Parked;
 
 #define REQUEST_CONN_GONE UINT64_MAX
 
@@ -35,6 +36,9 @@ typedef struct Requests {
         void *connection_data;
         /* Submit replies waiting for their store batch to be committed, oldest first. */
         HeldReply *held, *held_tail;
+        /* Cluster mode: requests on IDs this node does not hold, waiting for their rows to be
+         * read from the database, oldest first; handled again then. */
+        Parked *parked, *parked_tail;
 } Requests;
 
 /* Frees the replies still held (shutdown: their batch was never committed). */

@@ -195,7 +195,7 @@ int sqlitestore_open(SqliteStore **ret, const char *path, bool full_sync, uint64
         if (!s)
                 return -ENOMEM;
         s->lock_fd = -1;
-        store_owner_format(s->owner, sizeof(s->owner));
+        store_owner_format(s->owner, sizeof(s->owner), NULL);
         s->path = strdup(path);
         if (!s->path || asprintf(&s->wal_path, "%s-wal", path) < 0) {
                 s->wal_path = NULL;

@@ -332,7 +332,7 @@ int store_open(Store **ret, const StoreConfig *cfg, Loop *loop, StoreCommitFn on
         }
 
         if (s->kind == STORE_POSTGRESQL)
-                r = pgstore_open(&s->pg, cfg->path, &s->next_id);
+                r = pgstore_open(&s->pg, cfg->path, cfg->cluster, &s->next_id);
         else
                 r = sqlitestore_open(&s->db, cfg->path, cfg->sync == STORE_SYNC_FULL,
                                      &s->next_id);
@@ -444,6 +444,7 @@ int store_add(Store *s, const StoreJob *job) {
         op->timeout_ms = job->timeout_ms;
         op->retries = job->retries;
         op->attempt = job->attempt;
+        op->open = job->open;
         op->group_limit = job->group_limit;
         op->args_len = job->args_len;
         if ((r = batch_bytes(b, job->kind, strlen(job->kind), true, &op->kind_off)) < 0 ||
@@ -485,7 +486,7 @@ int store_remove(Store *s, uint64_t id) {
 }
 
 int store_finish(Store *s, uint64_t id, uint8_t state, const uint8_t *outcome, uint32_t len,
-                 int64_t finished_at_ms) {
+                 int64_t finished_at_ms, uint8_t attempt) {
         StoreBatch *b = s->open;
         StoreOp *op;
 
@@ -495,6 +496,7 @@ int store_finish(Store *s, uint64_t id, uint8_t state, const uint8_t *outcome, u
         if (!op)
                 return -ENOMEM;
         op->state = state;
+        op->attempt = attempt;
         op->finished_at_ms = finished_at_ms;
         op->outcome_len = outcome ? len : 0;
         op->has_outcome = outcome != NULL;
@@ -503,6 +505,10 @@ int store_finish(Store *s, uint64_t id, uint8_t state, const uint8_t *outcome, u
                 return -ENOMEM;
         }
         return 0;
+}
+
+const char *store_owner(const Store *s) {
+        return s->pg ? pgstore_owner(s->pg) : NULL;
 }
 
 uint64_t store_commits(const Store *s) {

@@ -50,6 +50,8 @@ typedef struct StoreConfig {
                             * for store_open() */
         StoreSync sync;
         bool clock_ids;    /* memory: IDs start at the wall clock's microseconds, not 1 */
+        bool cluster;      /* postgresql: several nodes share the database (docs/CLUSTER.md) */
+        unsigned lease_ms; /* cluster: a node's lease */
 } StoreConfig;
 
 /* Called on the loop thread when batch `seq` (and every batch before it) is committed. `error`
@@ -89,7 +91,7 @@ int store_recover(Store *s, StoreRecoverFn fn, void *userdata);
 int store_add(Store *s, const StoreJob *job);
 int store_start(Store *s, uint64_t id, uint8_t attempt);
 int store_finish(Store *s, uint64_t id, uint8_t state, const uint8_t *outcome, uint32_t len,
-                 int64_t finished_at_ms);
+                 int64_t finished_at_ms, uint8_t attempt);
 int store_requeue(Store *s, uint64_t id, uint8_t attempt);
 int store_remove(Store *s, uint64_t id);
 
@@ -119,6 +121,10 @@ typedef struct StoreStats {
         uint64_t failing;
 } StoreStats;
 void store_stats(const Store *s, StoreStats *ret);
+
+/* The owner this node writes on the jobs it runs ("HOST:PID:BOOT" in cluster mode), or NULL
+ * for a store that keeps none. */
+const char *store_owner(const Store *s);
 
 /* The number of commits so far: cheap (store_stats() looks at the file). */
 uint64_t store_commits(const Store *s);

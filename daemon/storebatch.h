@@ -27,15 +27,19 @@ typedef struct StoreJob {
         int64_t finished_at_ms; /* wall clock (CLOCK_REALTIME) when it finished, for retention */
         const char *key;        /* the idempotency key, or NULL */
         const char *principal;  /* who submitted it (principal.h), or NULL (schema 1) */
+        uint8_t open;           /* cluster mode: pending for any node (no owner), rather than
+                                 * reserved by the node that adds it */
+        const char *owner;      /* lookups (cluster.c): the row's owner, or NULL */
 } StoreJob;
 
-/* Puts "HOST:PID" into `buf`: the owner a backend writes on the jobs it starts (a shared store
- * fences on it). */
-static inline void store_owner_format(char *buf, size_t size) {
+/* Puts "HOST:PID" into `buf`, or "HOST:PID:BOOT" with `boot` (a start-up nonce, so that a
+ * restarted node whose PID was reused is another owner): the owner a backend writes on the jobs
+ * it starts (a shared store fences on it). */
+static inline void store_owner_format(char *buf, size_t size, const char *boot) {
         char host[256] = "localhost";
 
         (void) gethostname(host, sizeof(host) - 1);
-        snprintf(buf, size, "%s:%d", host, (int) getpid());
+        snprintf(buf, size, "%s:%d%s%s", host, (int) getpid(), boot ? ":" : "", boot ? boot : "");
 }
 
 /* Recovery calls this for every job kept, in ID order; `job` is borrowed for the call. Returns
@@ -69,7 +73,8 @@ typedef struct StoreOp {
         uint8_t type;             /* StoreOpType */
         uint8_t state;            /* ADD, FINISH */
         uint8_t retries;          /* ADD */
-        uint8_t attempt;          /* ADD, START, REQUEUE */
+        uint8_t attempt;          /* ADD, START, REQUEUE, FINISH */
+        uint8_t open;             /* ADD: StoreJob's */
         uint8_t has_outcome;      /* FINISH */
 } StoreOp;
 

@@ -26,6 +26,16 @@ void table_deinit(Table *t) {
                 }
         }
         free(t->slots);
+        if (t->remote) {
+                size_t pos = 0;
+                Future *f;
+                while ((f = remote_next(t->remote, &pos))) {
+                        f->waiters = NULL;
+                        f->heap_pos = 0;
+                        future_free(f);
+                }
+                remote_deinit(t->remote);
+        }
         *t = (Table){};
 }
 
@@ -92,9 +102,11 @@ int table_set_next_id(Table *t, uint64_t next_id) {
 }
 
 Future *table_get(const Table *t, uint64_t id) {
-        if (id < t->base || id >= t->next_id)
-                return NULL;
-        return t->slots[slot_of(t, id)];
+        Future *f = id < t->base || id >= t->next_id ? NULL : t->slots[slot_of(t, id)];
+
+        if (!f && t->remote)
+                return remote_get(t->remote, id);
+        return f;
 }
 
 FutureState table_state_of(const Table *t, uint64_t id) {
@@ -106,10 +118,10 @@ FutureState table_state_of(const Table *t, uint64_t id) {
 }
 
 Future *table_steal(Table *t, uint64_t id) {
-        Future *f = table_get(t, id);
+        Future *f = id < t->base || id >= t->next_id ? NULL : t->slots[slot_of(t, id)];
 
         if (!f)
-                return NULL;
+                return t->remote ? remote_steal(t->remote, id) : NULL;
         t->slots[slot_of(t, id)] = NULL;
         t->count--;
         /* Advance past the empty prefix so that its slots can be reused. */

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "future.h"
+#include "remote.h"
 
 typedef struct Table {
         Future **slots;   /* ring buffer of `cap` slots (a power of two) */
@@ -18,6 +19,7 @@ typedef struct Table {
         uint64_t base;    /* lowest ID that may still be present */
         uint64_t next_id; /* the ID the next insert gets; IDs below it were issued */
         size_t count;     /* non-NULL slots */
+        Remote *remote;   /* cluster mode: the futures of other nodes' IDs; else NULL */
 } Table;
 
 /* Starts with `first_id` as the next ID (1 for a fresh daemon; a durable store passes its own). */
@@ -42,7 +44,8 @@ int table_add_at(Table *t, Future *f, uint64_t id);
  * (it would go down) or -ENOMEM. */
 int table_set_next_id(Table *t, uint64_t next_id);
 
-/* Returns the future with `id`, borrowed, or NULL. */
+/* Returns the future with `id`, borrowed, or NULL. In cluster mode a miss in the ring looks in
+ * `remote` (one branch on a NULL pointer otherwise). */
 Future *table_get(const Table *t, uint64_t id);
 
 /* Removes `id` from the table and returns it; the caller owns it then. NULL if absent. */

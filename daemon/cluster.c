@@ -1,0 +1,780 @@
+/* cluster: see cluster.h. The loop and the thread share the requests (room per lane, lookups,
+ * cancels) and the inbox of what the thread learnt, under `lock`; each side wakes the other
+ * through an eventfd. */
+#define _GNU_SOURCE
+#include <endian.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <libpq-fe.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "cluster.h"
+#include "frame.h"
+#include "log.h"
+#include "macro.h"
+#include "now.h"
+#include "pgstore.h"
+
+/* Open jobs are looked for at least this often (notifications are the fast path). */
+#define POLL_MS 1000u
+/* The loop checks what it waits for against the table this often (missed notifications). */
+#define RECONCILE_POLLS 5u
+/* Rows of expired results deleted per statement. */
+#define EXPIRE_BATCH 1000
+/* Notification payloads stay under PostgreSQL's 8,000 bytes. */
+#define NOTIFY_MAX 7900
+
+typedef enum ItemType {
+        ITEM_CLAIMED,   /* res: claimed rows of lane `lane` */
+        ITEM_ROWS,      /* res: a lookup's rows; then looked_up(seq) */
+        ITEM_NOTE,      /* text: a notification's payload */
+        ITEM_RECONCILE,
+} ItemType;
+
+typedef struct Item {
+        struct Item *next;
+        ItemType type;
+        uint32_t lane;
+        uint64_t seq;
+        PGresult *res;
+        char text[];
+} Item;
+
+typedef struct IdList {
+        uint64_t *ids;
+        size_t n, cap;
+} IdList;
+
+struct Cluster {
+        Loop *loop;
+        ClusterHooks hooks;
+        void *userdata;
+        char *uri, *owner;
+        unsigned lease_ms;
+        double retain;
+        char *kinds[CLUSTER_LANES];
+        uint8_t *interrupted;       /* the failure map of a job taken back without retries */
+        size_t interrupted_len;
+        LoopFile done_file;         /* the thread -> the loop */
+        int wake_fd;                /* the loop -> the thread */
+        uint32_t room_seen[CLUSTER_LANES]; /* the loop's: what it told last */
+
+        pthread_mutex_t lock;
+        uint32_t room[CLUSTER_LANES];
+        uint32_t transit[CLUSTER_LANES]; /* claimed, not yet taken by the loop */
+        IdList lookups, cancels;
+        uint64_t lookup_seq;        /* of the last lookup asked */
+        Item *inbox, *inbox_tail;
+        bool stopping;
+        ClusterStats stats;
+
+        /* The thread's (the main thread's before it starts and after it stops). */
+        PGconn *conn;
+        pthread_t thread;
+        bool thread_started;
+        bool hint;                  /* open jobs may be waiting */
+        unsigned backoff_ms;
+        unsigned polls;
+        bool registered;
+};
+
+static int ids_add(IdList *l, uint64_t id) {
+        if (l->n == l->cap) {
+                size_t cap = l->cap ? l->cap * 2 : 256;
+                uint64_t *p = alloc_realloc(l->ids, cap * sizeof(*p));
+                if (!p)
+                        return -ENOMEM;
+                l->ids = p;
+                l->cap = cap;
+        }
+        l->ids[l->n++] = id;
+        return 0;
+}
+
+/* "{1,2,3}": an array literal of `n` IDs (malloc'ed), or NULL. */
+static char *ids_literal(const uint64_t *ids, size_t n) {
+        char *s = malloc(n * 21 + 3), *p = s;
+
+        if (!s)
+                return NULL;
+        *p++ = '{';
+        for (size_t i = 0; i < n; i++)
+                p += sprintf(p, "%s%" PRIu64, i ? "," : "", ids[i]);
+        *p++ = '}';
+        *p = 0;
+        return s;
+}
+
+/* The bigint in binary format at (row, col) of `res`. */
+static uint64_t id_at(const PGresult *res, int row, int col) {
+        uint64_t v;
+
+        memcpy(&v, PQgetvalue(res, row, col), sizeof(v));
+        return be64toh(v);
+}
+
+/* Thread: hands an item to the loop (taking `res`). */
+static void post(Cluster *c, ItemType type, PGresult *res, const char *text, uint32_t lane,
+                 uint64_t seq) {
+        size_t len = text ? strlen(text) + 1 : 0;
+        Item *it = malloc(sizeof(*it) + len);
+        uint64_t one = 1;
+
+        if (!it) {
+                PQclear(res);
+                log_error("cluster: out of memory: a message from the database is lost");
+                return;
+        }
+        *it = (Item){ .type = type, .res = res, .lane = lane, .seq = seq };
+        if (text)
+                memcpy(it->text, text, len);
+        pthread_mutex_lock(&c->lock);
+        if (c->inbox_tail)
+                c->inbox_tail->next = it;
+        else
+                c->inbox = it;
+        c->inbox_tail = it;
+        pthread_mutex_unlock(&c->lock);
+        (void) !write(c->done_file.fd, &one, sizeof(one));
+}
+
+/* Runs `sql` with text parameters (NULL ones are SQL NULL; `binary`: the parameter at that
+ * index is binary, of length `bin_len`) and binary results. Returns the result, or NULL after
+ * logging the failure (the caller drops the connection when it is broken). */
+static PGresult *query(Cluster *c, const char *sql, int n, const char *const *values,
+                       int binary, int bin_len) {
+        int lens[8] = {}, fmts[8] = {};
+        PGresult *res;
+        ExecStatusType st;
+
+        if (binary >= 0) {
+                lens[binary] = bin_len;
+                fmts[binary] = 1;
+        }
+        res = PQexecParams(c->conn, sql, n, NULL, values, lens, fmts, 1);
+        st = PQresultStatus(res);
+        if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
+                return res;
+        if (PQstatus(c->conn) == CONNECTION_OK)
+                log_error("cluster: %s", PQresultErrorMessage(res));
+        PQclear(res);
+        return NULL;
+}
+
+static bool exec_ok(Cluster *c, const char *sql) {
+        PGresult *res = query(c, sql, 0, NULL, -1, 0);
+
+        PQclear(res);
+        return res != NULL;
+}
+
+static int64_t wall_ms(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Sends the notifications "PREFIX:ID,..." of `ids` (several when they do not fit one). */
+static bool notify_ids(Cluster *c, char prefix, const uint64_t *ids, size_t n) {
+        char buf[NOTIFY_MAX + 32];
+        size_t len = 0;
+        bool ok = true;
+
+        for (size_t i = 0; i <= n && ok; i++) {
+                if (len > 0 && (i == n || len > NOTIFY_MAX)) {
+                        const char *values[1] = { buf };
+                        PGresult *res;
+                        buf[len - 1] = 0; /* the last comma */
+                        res = query(c, "SELECT pg_notify('futured', $1)", 1, values, -1, 0);
+                        ok = res != NULL;
+                        PQclear(res);
+                        len = 0;
+                }
+                if (i == n)
+                        break;
+                if (len == 0)
+                        len = (size_t) snprintf(buf, sizeof(buf), "%c:", prefix);
+                len += (size_t) snprintf(buf + len, sizeof(buf) - len, "%" PRIu64 ",", ids[i]);
+        }
+        return ok;
+}
+
+/* Renews the node's lease (registers it when it is gone: it expired, and the others took back
+ * the jobs it ran; their results will not be written, fencing sees to that). */
+static bool renew(Cluster *c) {
+        char ms[24];
+        const char *values[2] = { c->owner, ms };
+        PGresult *res;
+        bool found;
+
+        snprintf(ms, sizeof(ms), "%u", c->lease_ms);
+        res = query(c, "UPDATE futured_nodes SET lease_until = now() + $2::bigint * "
+                       "interval '1 millisecond' WHERE owner = $1", 2, values, -1, 0);
+        if (!res)
+                return false;
+        found = strcmp(PQcmdTuples(res), "0") != 0;
+        PQclear(res);
+        if (found)
+                return true;
+        if (c->registered) {
+                log_warning("cluster: this node's lease had expired: the other nodes took back "
+                            "the jobs it ran, and their results here will not be written");
+                pthread_mutex_lock(&c->lock);
+                c->stats.lease_lost++;
+                pthread_mutex_unlock(&c->lock);
+        }
+        res = query(c, "INSERT INTO futured_nodes (owner, lease_until) VALUES ($1, now() + "
+                       "$2::bigint * interval '1 millisecond') ON CONFLICT (owner) DO UPDATE "
+                       "SET lease_until = EXCLUDED.lease_until", 2, values, -1, 0);
+        PQclear(res);
+        c->registered = res != NULL;
+        return res != NULL;
+}
+
+/* Takes back the jobs of nodes whose lease expired (or that have none: a node of another run),
+ * in one transaction: pending ones become open, running ones run again (open) within their
+ * retries or fail `interrupted`; the nodes are told. */
+static bool take_back(Cluster *c) {
+        char at[24];
+        const char *values[2] = { (const char *) c->interrupted, at };
+        _cleanup_free_ uint64_t *failed = NULL;
+        size_t n_failed = 0, n_open = 0;
+        PGresult *res;
+        int n;
+        bool ok;
+
+        snprintf(at, sizeof(at), "%" PRId64, wall_ms());
+        if (!exec_ok(c, "BEGIN"))
+                return false;
+        res = query(c, "DELETE FROM futured_nodes WHERE lease_until < now()", 0, NULL, -1, 0);
+        if (res) {
+                PQclear(res);
+                res = query(c,
+                            "UPDATE futured_jobs j SET "
+                            "state = CASE WHEN j.state = 1 AND j.attempt >= 1 + j.retries "
+                            "THEN 3 ELSE 0 END, "
+                            "outcome = CASE WHEN j.state = 1 AND j.attempt >= 1 + j.retries "
+                            "THEN $1::bytea END, "
+                            "finished_at = CASE WHEN j.state = 1 AND j.attempt >= 1 + j.retries "
+                            "THEN $2::bigint END, "
+                            "args = CASE WHEN j.state = 1 AND j.attempt >= 1 + j.retries "
+                            "THEN NULL ELSE j.args END, "
+                            "owner = CASE WHEN j.state = 1 AND j.attempt >= 1 + j.retries "
+                            "THEN j.owner END "
+                            "WHERE j.state <= 1 AND j.owner IS NOT NULL AND NOT EXISTS "
+                            "(SELECT 1 FROM futured_nodes n WHERE n.owner = j.owner) "
+                            "RETURNING j.id, j.state",
+                            2, values, 0, (int) c->interrupted_len);
+        }
+        n = res ? PQntuples(res) : 0;
+        if (n > 0 && !(failed = calloc((size_t) n, sizeof(*failed)))) {
+                PQclear(res);
+                res = NULL;
+        }
+        for (int i = 0; i < n && res; i++) {
+                uint64_t id = id_at(res, i, 0);
+                if (PQgetvalue(res, i, 1)[1] == 3)
+                        failed[n_failed++] = id;
+                else
+                        n_open++;
+        }
+        PQclear(res);
+        ok = res && notify_ids(c, 'd', failed, n_failed) &&
+             (n_open == 0 || exec_ok(c, "SELECT pg_notify('futured', 'p')")) &&
+             exec_ok(c, "COMMIT");
+        if (!ok) {
+                (void) exec_ok(c, "ROLLBACK");
+                return false;
+        }
+        if (n > 0) {
+                log_notice("cluster: took back %d jobs of nodes whose lease expired: %zu to run "
+                           "again, %zu failed (interrupted)", n, n_open, n_failed);
+                pthread_mutex_lock(&c->lock);
+                c->stats.taken_back += (uint64_t) n;
+                pthread_mutex_unlock(&c->lock);
+                c->hint |= n_open > 0;
+        }
+        return true;
+}
+
+/* Deletes results kept longer than the retention time (and a lease: their node's retention
+ * goes first), a batch at a time; rows another node is deleting are skipped, not waited for. */
+static bool expire_rows(Cluster *c) {
+        char cutoff[24];
+        const char *values[1] = { cutoff };
+        PGresult *res;
+
+        snprintf(cutoff, sizeof(cutoff), "%" PRId64,
+                 wall_ms() - (int64_t) (c->retain * 1000) - (int64_t) c->lease_ms);
+        res = query(c, "DELETE FROM futured_jobs WHERE id IN (SELECT id FROM futured_jobs "
+                       "WHERE finished_at < $1::bigint LIMIT " STRINGIFY(EXPIRE_BATCH)
+                       " FOR UPDATE SKIP LOCKED)", 1, values, -1, 0);
+        PQclear(res);
+        return res != NULL;
+}
+
+/* Claims open jobs for the lanes with room. */
+static bool claim(Cluster *c) {
+        bool more = false;
+
+        for (uint32_t lane = 0; lane < CLUSTER_LANES; lane++) {
+                char limit[16];
+                const char *values[3] = { c->owner, c->kinds[lane], limit };
+                uint32_t want;
+                PGresult *res;
+                int n;
+
+                pthread_mutex_lock(&c->lock);
+                want = c->room[lane] > c->transit[lane] ? c->room[lane] - c->transit[lane] : 0;
+                pthread_mutex_unlock(&c->lock);
+                if (want == 0 || strcmp(c->kinds[lane], "{}") == 0)
+                        continue;
+                snprintf(limit, sizeof(limit), "%u", want);
+                res = query(c, "UPDATE futured_jobs j SET owner = $1 FROM (SELECT id FROM "
+                               "futured_jobs WHERE state = 0 AND owner IS NULL AND "
+                               "kind = ANY($2::text[]) ORDER BY priority DESC, id LIMIT $3 "
+                               "FOR UPDATE SKIP LOCKED) c WHERE j.id = c.id RETURNING "
+                               "j.id, j.kind, j.args, j.grp, j.group_limit, j.priority, "
+                               "j.timeout_ms, j.retries, j.attempt, j.state, j.outcome, "
+                               "j.finished_at, j.idempotency_key",
+                            3, values, -1, 0);
+                if (!res)
+                        return false;
+                n = PQntuples(res);
+                more |= (uint32_t) n == want;
+                if (n == 0) {
+                        PQclear(res);
+                        continue;
+                }
+                pthread_mutex_lock(&c->lock);
+                c->transit[lane] += (uint32_t) n;
+                c->stats.claimed += (uint64_t) n;
+                pthread_mutex_unlock(&c->lock);
+                post(c, ITEM_CLAIMED, res, NULL, lane, 0);
+        }
+        c->hint = more;
+        return true;
+}
+
+/* Answers the lookups asked so far. */
+static bool look_up(Cluster *c) {
+        IdList l;
+        uint64_t seq;
+        _cleanup_free_ char *lit = NULL;
+        const char *values[1];
+        PGresult *res;
+
+        pthread_mutex_lock(&c->lock);
+        l = c->lookups;
+        c->lookups = (IdList){};
+        seq = c->lookup_seq;
+        pthread_mutex_unlock(&c->lock);
+        if (l.n == 0) {
+                free(l.ids);
+                return true;
+        }
+        lit = ids_literal(l.ids, l.n);
+        free(l.ids);
+        if (!lit)
+                return false;
+        values[0] = lit;
+        res = query(c, "SELECT " PGSTORE_JOB_COLUMNS ", owner FROM futured_jobs "
+                       "WHERE id = ANY($1::bigint[])", 1, values, -1, 0);
+        if (!res) {
+                /* Asked again after the reconnection: the loop reconciles. */
+                post(c, ITEM_ROWS, NULL, NULL, 0, seq);
+                return false;
+        }
+        pthread_mutex_lock(&c->lock);
+        c->stats.lookups += l.n;
+        pthread_mutex_unlock(&c->lock);
+        post(c, ITEM_ROWS, res, NULL, 0, seq);
+        return true;
+}
+
+/* Cancels what the loop asked: pending rows at once (any node's), running ones by their
+ * owner, asked through cancel_requested and a notification. */
+static bool cancel(Cluster *c) {
+        IdList l;
+        _cleanup_free_ char *lit = NULL;
+        char at[24];
+        const char *values[2];
+        PGresult *done = NULL, *asked = NULL;
+        IdList d = {}, a = {};
+        bool ok;
+
+        pthread_mutex_lock(&c->lock);
+        l = c->cancels;
+        c->cancels = (IdList){};
+        pthread_mutex_unlock(&c->lock);
+        if (l.n == 0) {
+                free(l.ids);
+                return true;
+        }
+        lit = ids_literal(l.ids, l.n);
+        free(l.ids);
+        if (!lit)
+                return false;
+        snprintf(at, sizeof(at), "%" PRId64, wall_ms());
+        values[0] = lit;
+        values[1] = at;
+        ok = exec_ok(c, "BEGIN");
+        if (ok)
+                done = query(c, "UPDATE futured_jobs SET state = 4, finished_at = $2::bigint, "
+                                "args = NULL WHERE id = ANY($1::bigint[]) AND state = 0 "
+                                "RETURNING id", 2, values, -1, 0);
+        if (done)
+                asked = query(c, "UPDATE futured_jobs SET cancel_requested = true "
+                                 "WHERE id = ANY($1::bigint[]) AND state = 1 RETURNING id", 1,
+                              values, -1, 0);
+        ok = done && asked;
+        for (int i = 0; ok && i < PQntuples(done); i++)
+                ok = ids_add(&d, id_at(done, i, 0)) >= 0;
+        for (int i = 0; ok && i < PQntuples(asked); i++)
+                ok = ids_add(&a, id_at(asked, i, 0)) >= 0;
+        PQclear(done);
+        PQclear(asked);
+        ok = ok && notify_ids(c, 'd', d.ids, d.n) && notify_ids(c, 'c', a.ids, a.n) &&
+             exec_ok(c, "COMMIT");
+        free(d.ids);
+        free(a.ids);
+        if (!ok)
+                (void) exec_ok(c, "ROLLBACK");
+        return ok;
+}
+
+/* Connects, listens and registers the lease. Returns 0 or -ENOTCONN. */
+static int connect_node(Cluster *c) {
+        PQfinish(c->conn);
+        c->conn = pgstore_connect(c->uri);
+        if (PQstatus(c->conn) != CONNECTION_OK || !exec_ok(c, "LISTEN futured") || !renew(c)) {
+                PQfinish(c->conn);
+                c->conn = NULL;
+                return -ENOTCONN;
+        }
+        c->hint = true;
+        return 0;
+}
+
+static void on_note(Cluster *c, const char *payload) {
+        pthread_mutex_lock(&c->lock);
+        c->stats.notifications++;
+        pthread_mutex_unlock(&c->lock);
+        if (payload[0] == 'p')
+                c->hint = true;
+        else
+                post(c, ITEM_NOTE, NULL, payload, 0, 0);
+}
+
+static void *thread_main(void *userdata) {
+        Cluster *c = userdata;
+        uint64_t lease_due = 0, poll_due = 0, period = (uint64_t) c->lease_ms * 1000000u / 3;
+        bool logged = false;
+
+        for (;;) {
+                uint64_t now = now_ns(), v;
+                struct pollfd pfd[2] = { { .fd = c->wake_fd, .events = POLLIN },
+                                         { .fd = -1, .events = POLLIN } };
+                int timeout;
+                bool ok = true;
+
+                if (!c->conn) {
+                        if (c->backoff_ms) {
+                                (void) poll(pfd, 1, (int) c->backoff_ms);
+                                (void) !read(c->wake_fd, &v, sizeof(v));
+                        }
+                        pthread_mutex_lock(&c->lock);
+                        ok = !c->stopping;
+                        pthread_mutex_unlock(&c->lock);
+                        if (!ok)
+                                break;
+                        if (connect_node(c) < 0) {
+                                c->backoff_ms = c->backoff_ms ? MIN(c->backoff_ms * 2, 2000u)
+                                                              : 100u;
+                                if (!logged)
+                                        log_error("cluster: cannot reach the database; trying "
+                                                  "again every 2 s at most");
+                                logged = true;
+                                continue;
+                        }
+                        if (logged)
+                                log_notice("cluster: the database is back");
+                        logged = false;
+                        c->backoff_ms = 0;
+                        pthread_mutex_lock(&c->lock);
+                        c->stats.connected = true;
+                        pthread_mutex_unlock(&c->lock);
+                        post(c, ITEM_RECONCILE, NULL, NULL, 0, 0);
+                }
+                pfd[1].fd = PQsocket(c->conn);
+                timeout = (int) ((MIN(lease_due, poll_due) > now
+                                  ? MIN(lease_due, poll_due) - now : 0) / 1000000u);
+                if (c->hint)
+                        timeout = 0;
+                (void) poll(pfd, 2, timeout);
+                (void) !read(c->wake_fd, &v, sizeof(v));
+                pthread_mutex_lock(&c->lock);
+                ok = !c->stopping;
+                pthread_mutex_unlock(&c->lock);
+                if (!ok)
+                        break;
+                ok = PQconsumeInput(c->conn);
+                for (PGnotify *n; ok && (n = PQnotifies(c->conn)); PQfreemem(n))
+                        on_note(c, n->extra);
+                now = now_ns();
+                if (ok && now >= lease_due) {
+                        ok = renew(c) && take_back(c) && expire_rows(c);
+                        lease_due = now + period;
+                }
+                if (ok && now >= poll_due) {
+                        c->hint = true;
+                        poll_due = now + MIN(period, (uint64_t) POLL_MS * 1000000u);
+                        if (++c->polls % RECONCILE_POLLS == 0)
+                                post(c, ITEM_RECONCILE, NULL, NULL, 0, 0);
+                }
+                ok = ok && look_up(c) && cancel(c);
+                if (ok && c->hint)
+                        ok = claim(c);
+                if (!ok || PQstatus(c->conn) != CONNECTION_OK) {
+                        PQfinish(c->conn);
+                        c->conn = NULL;
+                        pthread_mutex_lock(&c->lock);
+                        c->stats.connected = false;
+                        pthread_mutex_unlock(&c->lock);
+                }
+        }
+        return NULL;
+}
+
+/* The loop's side of the eventfd: hands the thread's items to the hooks. */
+static void on_items(LoopFile *lf, uint32_t events) {
+        Cluster *c = container_of(lf, Cluster, done_file);
+        Item *it, *next;
+        uint64_t v;
+
+        (void) !read(lf->fd, &v, sizeof(v));
+        pthread_mutex_lock(&c->lock);
+        it = c->inbox;
+        c->inbox = c->inbox_tail = NULL;
+        for (Item *i = it; i; i = i->next)
+                if (i->type == ITEM_CLAIMED)
+                        c->transit[i->lane] -= (uint32_t) PQntuples(i->res);
+        pthread_mutex_unlock(&c->lock);
+        for (; it; it = next) {
+                next = it->next;
+                switch (it->type) {
+                case ITEM_CLAIMED:
+                case ITEM_ROWS:
+                        for (int row = 0; it->res && row < PQntuples(it->res); row++) {
+                                StoreJob job;
+                                pgstore_job_at(it->res, row, &job);
+                                if (it->type == ITEM_CLAIMED)
+                                        c->hooks.claimed(c->userdata, &job);
+                                else
+                                        c->hooks.row(c->userdata, &job);
+                        }
+                        if (it->type == ITEM_ROWS)
+                                c->hooks.looked_up(c->userdata, it->seq);
+                        break;
+                case ITEM_NOTE: {
+                        bool fin = it->text[0] == 'd';
+                        if ((!fin && it->text[0] != 'c') || it->text[1] != ':')
+                                break;
+                        for (char *p = it->text + 2, *end; *p; p = end + (*end == ',')) {
+                                uint64_t id = strtoull(p, &end, 10);
+                                if (end == p)
+                                        break;
+                                if (fin)
+                                        c->hooks.finished(c->userdata, id);
+                                else
+                                        c->hooks.cancel(c->userdata, id);
+                        }
+                        break;
+                }
+                case ITEM_RECONCILE:
+                        c->hooks.reconcile(c->userdata);
+                        break;
+                }
+                PQclear(it->res);
+                free(it);
+        }
+}
+
+static void wake(Cluster *c) {
+        uint64_t one = 1;
+
+        (void) !write(c->wake_fd, &one, sizeof(one));
+}
+
+void cluster_set_room(Cluster *c, const uint32_t room[CLUSTER_LANES]) {
+        bool grew = false;
+
+        if (memcmp(room, c->room_seen, sizeof(c->room_seen)) == 0)
+                return;
+        for (unsigned i = 0; i < CLUSTER_LANES; i++)
+                grew |= room[i] > c->room_seen[i];
+        memcpy(c->room_seen, room, sizeof(c->room_seen));
+        pthread_mutex_lock(&c->lock);
+        memcpy(c->room, room, sizeof(c->room));
+        pthread_mutex_unlock(&c->lock);
+        if (grew)
+                wake(c);
+}
+
+uint64_t cluster_lookup(Cluster *c, const uint64_t *ids, size_t n) {
+        uint64_t seq = 0;
+        int r = 0;
+
+        pthread_mutex_lock(&c->lock);
+        for (size_t i = 0; i < n && r >= 0; i++)
+                r = ids_add(&c->lookups, ids[i]);
+        if (r >= 0)
+                seq = ++c->lookup_seq;
+        pthread_mutex_unlock(&c->lock);
+        if (seq)
+                wake(c);
+        return seq;
+}
+
+int cluster_cancel(Cluster *c, uint64_t id) {
+        int r;
+
+        pthread_mutex_lock(&c->lock);
+        r = ids_add(&c->cancels, id);
+        pthread_mutex_unlock(&c->lock);
+        if (r >= 0)
+                wake(c);
+        return r;
+}
+
+void cluster_stats(const Cluster *c, ClusterStats *ret) {
+        pthread_mutex_lock((pthread_mutex_t *) &c->lock);
+        *ret = c->stats;
+        pthread_mutex_unlock((pthread_mutex_t *) &c->lock);
+}
+
+/* The failure map of a job taken back from a dead node without retries left. */
+static int pack_interrupted(Cluster *c) {
+        JobFailure failure = { .code = PROTO_F_INTERRUPTED };
+        msgpack_packer pk;
+        ProtoBuf buf;
+
+        snprintf(failure.message, sizeof(failure.message),
+                 "the node that ran the job stopped answering (its lease expired), and its "
+                 "retries were used up");
+        proto_buf_init(&buf);
+        proto_buf_packer(&buf, &pk);
+        frame_pack_failure(&pk, &failure);
+        c->interrupted = buf.failed ? NULL : proto_buf_dup(&buf);
+        c->interrupted_len = buf.size;
+        proto_buf_deinit(&buf);
+        return c->interrupted ? 0 : -ENOMEM;
+}
+
+int cluster_new(Cluster **ret, Loop *loop, const ClusterConfig *cfg, const ClusterHooks *hooks,
+                void *userdata) {
+        Cluster *c = calloc(1, sizeof(*c));
+        sigset_t all, old;
+        int r = -ENOMEM, fd;
+
+        if (!c)
+                return -ENOMEM;
+        c->loop = loop;
+        c->hooks = *hooks;
+        c->userdata = userdata;
+        c->lease_ms = cfg->lease_ms;
+        c->retain = cfg->retain;
+        c->wake_fd = -1;
+        loop_file_init(&c->done_file);
+        pthread_mutex_init(&c->lock, NULL);
+        c->uri = strdup(cfg->uri);
+        c->owner = strdup(cfg->owner);
+        for (unsigned i = 0; i < CLUSTER_LANES; i++)
+                if (!(c->kinds[i] = strdup(cfg->kinds[i])))
+                        goto fail;
+        if (!c->uri || !c->owner || pack_interrupted(c) < 0)
+                goto fail;
+        if (connect_node(c) < 0) {
+                log_error("cluster: cannot register this node in the database");
+                r = -ECONNREFUSED;
+                goto fail;
+        }
+        c->stats.connected = true;
+        c->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (c->wake_fd < 0 || fd < 0) {
+                r = -errno;
+                if (fd >= 0)
+                        close(fd);
+                goto fail;
+        }
+        if ((r = loop_add(loop, &c->done_file, fd, EPOLLIN, on_items)) < 0) {
+                close(fd);
+                goto fail;
+        }
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        r = -pthread_create(&c->thread, NULL, thread_main, c);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        if (r < 0)
+                goto fail;
+        c->thread_started = true;
+        log_info("cluster: node %s, lease %.1f s", c->owner, c->lease_ms / 1000.0);
+        *ret = c;
+        return 0;
+fail:
+        cluster_free(c);
+        return r;
+}
+
+Cluster *cluster_free(Cluster *c) {
+        if (!c)
+                return NULL;
+        if (c->thread_started) {
+                pthread_mutex_lock(&c->lock);
+                c->stopping = true;
+                pthread_mutex_unlock(&c->lock);
+                wake(c);
+                pthread_join(c->thread, NULL);
+        }
+        if (c->conn && PQstatus(c->conn) == CONNECTION_OK) {
+                const char *values[1] = { c->owner };
+                /* What this node leaves unfinished goes to the others at once. */
+                PQclear(query(c, "DELETE FROM futured_nodes WHERE owner = $1", 1, values, -1,
+                              0));
+        }
+        PQfinish(c->conn);
+        if (c->done_file.fd >= 0) {
+                int fd = c->done_file.fd;
+                loop_remove(c->loop, &c->done_file);
+                close(fd);
+        }
+        if (c->wake_fd >= 0)
+                close(c->wake_fd);
+        while (c->inbox) {
+                Item *it = c->inbox;
+                c->inbox = it->next;
+                PQclear(it->res);
+                free(it);
+        }
+        free(c->lookups.ids);
+        free(c->cancels.ids);
+        for (unsigned i = 0; i < CLUSTER_LANES; i++)
+                free(c->kinds[i]);
+        free(c->interrupted);
+        free(c->uri);
+        free(c->owner);
+        pthread_mutex_destroy(&c->lock);
+        free(c);
+        return NULL;
+}

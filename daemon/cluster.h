@@ -1,0 +1,88 @@
+/* cluster: what makes a futured a node of a cluster (`--cluster`, docs/CLUSTER.md): several
+ * nodes share one PostgreSQL database through the postgresql store. The store commits each
+ * node's own changes (fenced by owner and attempt: pgstore.c); this module does the rest, on a
+ * thread of its own with a connection of its own, so that the loop never waits on the
+ * database:
+ *
+ * - it LISTENs on channel `futured`, where every commit that finishes jobs notifies their IDs
+ *   and every commit that adds open jobs says so;
+ * - it claims open pending jobs for the lanes the loop has room in (one UPDATE ... FOR UPDATE
+ *   SKIP LOCKED per lane, by priority then ID, only the kinds the node runs), at once when a
+ *   notification says there are some, and once a second at least (the safety net);
+ * - it keeps the node's lease in futured_nodes (renewed every lease/3) and takes back, in one
+ *   statement, the jobs of nodes whose lease expired: run again within their retries (open to
+ *   any node), else failed `interrupted`;
+ * - it reads the rows the loop asks for (lookups: IDs this node does not hold);
+ * - it sets cancel_requested on the rows of jobs other nodes run, and notifies them.
+ *
+ * What it learns goes to the loop through an eventfd, and the loop hands it to the hooks (the
+ * executor's), on the loop thread. Every function is the loop thread's. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "loop.h"
+#include "storebatch.h"
+
+typedef struct Cluster Cluster;
+
+/* The claim lanes (the scheduler's: thread, process, transfer, inline). */
+#define CLUSTER_LANES 4
+
+typedef struct ClusterHooks {
+        /* A job this node reserved by a claim (its row now has this node as owner). */
+        void (*claimed)(void *userdata, const StoreJob *job);
+        /* A row a lookup read. */
+        void (*row)(void *userdata, const StoreJob *job);
+        /* Every lookup up to `seq` (cluster_lookup's) is answered. */
+        void (*looked_up)(void *userdata, uint64_t seq);
+        /* Another node's commit finished the job `id`. */
+        void (*finished)(void *userdata, uint64_t id);
+        /* A node asked that the job `id` be cancelled. */
+        void (*cancel)(void *userdata, uint64_t id);
+        /* The connection was lost and is back, or a while passed: notifications may have been
+         * missed, the loop checks what it waits for. */
+        void (*reconcile)(void *userdata);
+} ClusterHooks;
+
+typedef struct ClusterConfig {
+        const char *uri;            /* borrowed for cluster_new() */
+        const char *owner;          /* this node's, as the store writes it; borrowed */
+        unsigned lease_ms;
+        double retain;              /* seconds: finished rows older than this (and a lease)
+                                     * are deleted by whichever node gets to them */
+        const char *kinds[CLUSTER_LANES]; /* per lane, a PostgreSQL text array literal of the
+                                           * kinds this node claims ("{}": none); borrowed */
+} ClusterConfig;
+
+typedef struct ClusterStats {
+        uint64_t claimed;           /* jobs reserved by claims */
+        uint64_t taken_back;        /* jobs of dead nodes this node took back */
+        uint64_t notifications;     /* received */
+        uint64_t lookups;           /* IDs read for the loop */
+        uint64_t lease_lost;        /* times this node found its lease gone */
+        bool connected;
+} ClusterStats;
+
+/* Connects, registers the node's lease and starts the thread. Logs why when it fails. Returns
+ * 0 or -errno. */
+int cluster_new(Cluster **ret, Loop *loop, const ClusterConfig *cfg, const ClusterHooks *hooks,
+                void *userdata);
+
+/* Stops the thread and closes the connection; the lease is deleted, so that the others take
+ * back at once what the node did not finish. Accepts NULL; returns NULL. */
+Cluster *cluster_free(Cluster *c);
+
+/* The room of each lane now (jobs the node would start): claims fill it. Cheap; once per loop
+ * turn. */
+void cluster_set_room(Cluster *c, const uint32_t room[CLUSTER_LANES]);
+
+/* Asks for the rows of `ids`; returns the lookup's sequence number (hooks->looked_up), 0 when
+ * out of memory. */
+uint64_t cluster_lookup(Cluster *c, const uint64_t *ids, size_t n);
+
+/* Asks the node that runs job `id` to cancel it. Returns 0 or -ENOMEM. */
+int cluster_cancel(Cluster *c, uint64_t id);
+
+void cluster_stats(const Cluster *c, ClusterStats *ret);

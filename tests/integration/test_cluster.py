@@ -1,0 +1,137 @@
+"""Cluster mode (docs/CLUSTER.md): three futured nodes share one real PostgreSQL database
+(pgserver.py). Each test starts its own three nodes, with a short lease so that a dead node's
+jobs come back in seconds."""
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import FUTURED, Daemon, wait_for
+from test_durability import RUNNING, stop_every_daemon  # noqa: F401 (an autouse fixture)
+
+LEASE = "1.5"
+
+
+def node(tmp_path, uri, i, *args):
+    d = tmp_path / f"n{i}"
+    d.mkdir(exist_ok=True)
+    n = Daemon(d, "--threads", "2", "--processes", "1", "--store", uri, "--cluster",
+               "--lease", LEASE, *args)
+    RUNNING.append(n)
+    return n
+
+
+def three(tmp_path, uri, *args):
+    return [node(tmp_path, uri, i, *args) for i in (1, 2, 3)]
+
+
+def stats(n):
+    return n.c.rq("stats")["stats"]
+
+
+def test_cluster_needs_postgresql(tmp_path):
+    p = subprocess.run([str(FUTURED), "--listen", f"ipc://{tmp_path}/x.sock",
+                        "--events", f"ipc://{tmp_path}/xe.sock", "--store", "memory",
+                        "--cluster"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and "--cluster needs" in p.stderr, p.stderr
+
+
+def test_a_futured_without_cluster_is_still_refused_beside_nodes(tmp_path, pg_database):
+    uri, _ = pg_database
+    node(tmp_path, uri, 1)
+    p = subprocess.run([str(FUTURED), "--listen", f"ipc://{tmp_path}/x.sock",
+                        "--events", f"ipc://{tmp_path}/xe.sock", "--store", uri],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and "another futured uses it" in p.stderr, p.stderr
+
+
+def test_migration_from_version_1(tmp_path, pg_server, pg_database):
+    uri, name = pg_database
+    # The schema of version 1, as a futured before cluster mode left it, with a finished job.
+    pg_server.psql(
+        "CREATE TABLE futured_version (version integer NOT NULL);"
+        "INSERT INTO futured_version VALUES (1);"
+        "CREATE SEQUENCE futured_ids AS bigint INCREMENT BY 16384 START WITH 1;"
+        "CREATE TABLE futured_jobs (id bigint PRIMARY KEY, kind text NOT NULL, args bytea,"
+        " grp text, group_limit integer NOT NULL DEFAULT 0,"
+        " priority smallint NOT NULL DEFAULT 0, timeout_ms bigint NOT NULL DEFAULT 0,"
+        " retries smallint NOT NULL DEFAULT 0, attempt smallint NOT NULL DEFAULT 0,"
+        " state smallint NOT NULL, outcome bytea, finished_at bigint, idempotency_key text,"
+        " owner text);"
+        "INSERT INTO futured_jobs (id, kind, state, outcome, finished_at, attempt)"
+        " VALUES (5, 'noop', 2, '\\x80', (extract(epoch from now()) * 1000)::bigint, 1);",
+        name, name)
+    n = node(tmp_path, uri, 1)
+    assert pg_server.psql("SELECT max(version) FROM futured_version", name, name) == [["2"]]
+    cols = pg_server.psql("SELECT column_name FROM information_schema.columns WHERE "
+                          "table_name = 'futured_jobs' AND column_name = 'cancel_requested'",
+                          name, name)
+    assert cols == [["cancel_requested"]]
+    assert pg_server.psql("SELECT count(*) FROM futured_nodes", name, name) == [["1"]]
+    # The job of version 1 is there for the node (read from the database when asked).
+    assert n.c.rq("status", ids=[5])["states"] == ["done"]
+
+
+def test_jobs_run_on_every_node_and_any_node_answers(tmp_path, pg_database):
+    uri, _ = pg_database
+    nodes = three(tmp_path, uri)
+    jobs = []
+    for i in range(3000):
+        if i % 3 == 0:
+            jobs.append({"kind": "sleep", "args": {"seconds": 0.02}})
+        elif i % 3 == 1:
+            jobs.append({"kind": "prime", "args": {"n": 1000003 + 2 * i}})
+        else:
+            jobs.append({"kind": "noop"})
+    ids = []
+    for k in range(0, len(jobs), 500):
+        ids += nodes[0].c.rq("submit", jobs=jobs[k:k + 500])["ids"]
+    assert len(set(ids)) == 3000
+    # A client of node 3 waits on all of them.
+    r = nodes[2].c.rq("wait", ids=ids, mode="all", timeout=120, reply_timeout=130)
+    assert len(r["done"]) == 3000 and r["not_done"] == [], r["not_done"][:10]
+    for k in range(0, 3000, 300):
+        chunk = ids[k:k + 300]
+        res = nodes[2].c.rq("results", ids=chunk, timeout=10)["results"]
+        for j, (fid, out) in enumerate(zip(chunk, res)):
+            i = k + j
+            assert out["state"] == "done", (fid, out)
+            if i % 3 == 1:
+                n = 1000003 + 2 * i
+                is_prime = all(n % d for d in range(2, int(n ** 0.5) + 1))
+                assert out["result"]["is_prime"] == is_prime, (n, out)
+    ran = [stats(n)["cluster_ran"] for n in nodes]
+    assert all(x > 0 for x in ran), ran
+    assert sum(ran) == 3000, ran
+    assert all(stats(n)["cluster_claimed"] > 0 for n in nodes[1:])
+
+
+def test_a_dead_nodes_jobs_finish_elsewhere(tmp_path, pg_server, pg_database):
+    uri, name = pg_database
+    n1 = node(tmp_path, uri, 1, "--threads", "200", "--prefetch", "0")
+    n2 = node(tmp_path, uri, 2, "--threads", "100", "--prefetch", "0")
+    n3 = node(tmp_path, uri, 3, "--threads", "100", "--prefetch", "0")
+    ids = n1.c.rq("submit", jobs=[{"kind": "sleep", "args": {"seconds": 1}, "retries": 1}
+                                  for _ in range(200)])["ids"]
+    owner = wait_for(lambda: pg_server.psql(
+        "SELECT DISTINCT owner FROM futured_jobs WHERE state = 1", name, name))
+    assert len(owner) == 1
+    wait_for(lambda: pg_server.psql("SELECT count(*) FROM futured_jobs WHERE state = 1",
+                                    name, name) == [["200"]])
+    dead = owner[0][0]
+    n1.stop(signal.SIGKILL)
+    RUNNING.remove(n1)
+    # Within the lease, a claim and the second run of 1 s, and a few seconds of slack.
+    r = n3.c.rq("wait", ids=ids, mode="all", timeout=float(LEASE) + 1 + 8, reply_timeout=30)
+    assert len(r["done"]) == 200, r
+    rows = pg_server.psql("SELECT state, attempt, owner FROM futured_jobs WHERE id = ANY("
+                          f"ARRAY{ids})", name, name)
+    assert all(s == "2" for s, _, _ in rows), rows[:5]
+    assert all(a == "2" and o != dead for _, a, o in rows), rows[:5]
+    # The node comes back (a new run: another owner) and claims again.
+    n1 = node(tmp_path, uri, 1)
+    more = n2.c.rq("submit", jobs=[{"kind": "sleep", "args": {"seconds": 0.3}}
+                                   for _ in range(400)])["ids"]
+    n2.c.rq("wait", ids=more, mode="all", timeout=60, reply_timeout=70)
+    assert stats(n1)["cluster_claimed"] > 0
