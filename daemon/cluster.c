@@ -28,6 +28,8 @@
 #define POLL_MS 1000u
 /* The loop checks what it waits for against the table this often (missed notifications). */
 #define RECONCILE_POLLS 5u
+/* The longest wait between two reconnections. */
+#define MAX_BACKOFF_MS 2000u
 /* Rows of expired results deleted per statement. */
 #define EXPIRE_BATCH 1000
 /* Notification payloads stay under PostgreSQL's 8,000 bytes. */
@@ -85,6 +87,7 @@ struct Cluster {
         unsigned backoff_ms;
         unsigned polls;
         bool registered;
+        uint64_t connected_ns;      /* when the connection was made */
 };
 
 static int ids_add(IdList *l, uint64_t id) {
@@ -463,6 +466,7 @@ static int connect_node(Cluster *c) {
                 return -ENOTCONN;
         }
         c->hint = true;
+        c->connected_ns = now_ns();
         return 0;
 }
 
@@ -499,7 +503,7 @@ static void *thread_main(void *userdata) {
                         if (!ok)
                                 break;
                         if (connect_node(c) < 0) {
-                                c->backoff_ms = c->backoff_ms ? MIN(c->backoff_ms * 2, 2000u)
+                                c->backoff_ms = c->backoff_ms ? MIN(c->backoff_ms * 2, MAX_BACKOFF_MS)
                                                               : 100u;
                                 if (!logged)
                                         log_error("cluster: cannot reach the database; trying "
@@ -533,7 +537,12 @@ static void *thread_main(void *userdata) {
                         on_note(c, n->extra);
                 now = now_ns();
                 if (ok && now >= lease_due) {
-                        ok = renew(c) && take_back(c) && expire_rows(c);
+                        /* After a reconnection (a database outage: every lease may have
+                         * expired meanwhile) the others get a lease and their reconnection's
+                         * backoff to renew theirs before this node takes anything back. */
+                        bool settled = now >= c->connected_ns + (uint64_t) c->lease_ms * 1000000u +
+                                                      (uint64_t) MAX_BACKOFF_MS * 1000000u;
+                        ok = renew(c) && (!settled || take_back(c)) && expire_rows(c);
                         lease_due = now + period;
                 }
                 if (ok && now >= poll_due) {

@@ -98,7 +98,7 @@ struct Executor {
 
 /* Cluster mode, at the end of this file. */
 static void cluster_turn(Executor *x);
-static void cluster_place(Executor *x, Future **made, uint32_t n);
+static void cluster_place(Executor *x, const JobSpec *specs, Future **made, uint32_t n);
 static int cluster_start(Executor *x, const char *uri);
 
 /* Milliseconds of the wall clock, which the store keeps for retention across restarts. */
@@ -766,7 +766,7 @@ int executor_submit(Executor *x, const JobSpec *specs, uint32_t n, uint64_t *ids
                 return r == -ENOTCONN ? EXECUTOR_STORE_UNAVAILABLE : r;
         }
         if (x->cluster)
-                cluster_place(x, made, n);
+                cluster_place(x, specs, made, n);
         for (uint32_t i = 0; i < n; i++) {
                 Future *f = made[i];
                 if (!f) {
@@ -1315,7 +1315,7 @@ static void lane_room(const Executor *x, uint32_t room[CLUSTER_LANES]) {
 /* A submit's new jobs: those the lanes have room for are reserved for this node (they run here
  * once committed); the others are open to any node. A job of a group with a limit stays here,
  * where the scheduler holds the limit. */
-static void cluster_place(Executor *x, Future **made, uint32_t n) {
+static void cluster_place(Executor *x, const JobSpec *specs, Future **made, uint32_t n) {
         uint32_t room[CLUSTER_LANES];
 
         lane_room(x, room);
@@ -1327,7 +1327,7 @@ static void cluster_place(Executor *x, Future **made, uint32_t n) {
                 lane = scheduler_lane(f->kind);
                 if (room[lane] > 0)
                         room[lane]--;
-                else if (!f->group || !f->group->limit)
+                else if (!f->group || !(specs[i].group_limit || f->group->limit))
                         f->cluster = FUTURE_AWAY;
         }
 }

@@ -4,10 +4,10 @@ jobs come back in seconds."""
 import signal
 import subprocess
 import time
+import urllib.request
 
-import pytest
-
-from conftest import FUTURED, Daemon, wait_for
+from conftest import FUTURECTL, FUTURED, Daemon, wait_for
+from httpserver import start_testhttp  # noqa: F401 (a fixture)
 from test_durability import RUNNING, stop_every_daemon  # noqa: F401 (an autouse fixture)
 
 LEASE = "1.5"
@@ -135,3 +135,60 @@ def test_a_dead_nodes_jobs_finish_elsewhere(tmp_path, pg_server, pg_database):
                                    for _ in range(400)])["ids"]
     n2.c.rq("wait", ids=more, mode="all", timeout=60, reply_timeout=70)
     assert stats(n1)["cluster_claimed"] > 0
+
+
+def test_a_group_limit_holds_across_the_cluster(tmp_path, pg_database, start_testhttp):
+    """futurectl flags -e -m 20 through node 1: the test server never sees more than 20
+    downloads at once, though three nodes with room for many more share the database."""
+    uri, _ = pg_database
+    nodes = three(tmp_path, uri, "--transfers", "200")
+    server = start_testhttp("--mode", "delay", "--delay", "0.05")
+    p = subprocess.run([str(FUTURECTL), "--connect", nodes[0].endpoint, "flags", "-e", "-m",
+                        "20", "--base-url", server.url + "/flags", "--dest", str(tmp_path / "f")],
+                       capture_output=True, text=True, timeout=300)
+    assert "194 flags downloaded." in p.stdout, p.stdout + p.stderr
+    with urllib.request.urlopen(server.url + "/_peak", timeout=10) as r:
+        peak = int(r.read().decode().strip())
+    assert 1 < peak <= 20, peak
+
+
+def test_a_cancel_reaches_the_node_that_runs_the_job(tmp_path, pg_database):
+    uri, _ = pg_database
+    n1, n2, n3 = three(tmp_path, uri)
+    [fid] = n2.c.rq("submit", jobs=[{"kind": "sleep", "args": {"seconds": 60}}])["ids"]
+    wait_for(lambda: n2.c.rq("status", ids=[fid])["states"] == ["running"])
+    # Node 3 does not hold it: the cancel goes through the database to node 2.
+    assert n3.c.rq("cancel", ids=[fid])["cancelled"] == [True]
+    assert n3.c.rq("wait", ids=[fid], timeout=20, reply_timeout=30)["not_done"] == []
+    assert n3.c.rq("status", ids=[fid])["states"] == ["cancelled"]
+    assert n2.c.rq("status", ids=[fid])["states"] == ["cancelled"]
+    wait_for(lambda: stats(n2)["running"] == 0, what="node 2's thread to let go")
+    # Node 1 learns it too, from the row.
+    assert n1.c.rq("status", ids=[fid])["states"] == ["cancelled"]
+
+
+def test_the_database_stopped_for_5_s(tmp_path, pg_server, pg_database):
+    """PostgreSQL stopped while three nodes run jobs: submits get store_unavailable, the running
+    jobs' results appear once it is back, no acknowledged job is lost."""
+    uri, name = pg_database
+    nodes = three(tmp_path, uri)
+    ids = nodes[0].c.rq("submit", jobs=[{"kind": "sleep", "args": {"seconds": 2}}
+                                        for _ in range(30)])["ids"]
+    wait_for(lambda: all(stats(n)["running"] > 0 for n in nodes), 10, "jobs on every node")
+    pg_server.stop()
+    try:
+        for n in nodes:
+            r = n.c.rq("submit", jobs=[{"kind": "noop"}], reply_timeout=30)
+            assert not r["ok"] and r["error"]["code"] == "store_unavailable", r
+        time.sleep(5)
+    finally:
+        pg_server.start()
+    r = nodes[2].c.rq("wait", ids=ids, mode="all", timeout=60, reply_timeout=70)
+    assert r["not_done"] == [], r
+    res = nodes[1].c.rq("results", ids=ids, timeout=10)["results"]
+    assert all(x["state"] == "done" for x in res), res
+    wait_for(lambda: pg_server.psql(
+        "SELECT count(*) FROM futured_jobs WHERE state = 2 AND id = ANY(ARRAY"
+        f"{ids})", name, name) == [["30"]], 30, "every result in the table")
+    wait_for(lambda: nodes[0].c.rq("submit", jobs=[{"kind": "noop"}], reply_timeout=30)["ok"],
+             timeout=30, what="submits to work again")

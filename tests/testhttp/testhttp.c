@@ -7,7 +7,9 @@
  * --seed mixed with an FNV-1a hash of the request path, so the outcome for a path depends only on
  * (seed, path), never on the order requests arrive in; --explain PATH prints it without serving.
  *
- * /misbehave/... answers the ways a server can go wrong (see help()).
+ * /misbehave/... answers the ways a server can go wrong (see help()). /_peak answers the most
+ * requests that were in progress at once so far (a decimal number; itself not counted): the
+ * cluster tests check a group's limit across nodes with it.
  *
  * Threads: libmicrohttpd runs one polling thread on epoll that owns every connection (HTTP/1.1
  * keep-alive included); one more thread runs the timer; the main thread only waits for SIGTERM or
@@ -770,8 +772,19 @@ static enum MHD_Result misbehave(struct MHD_Connection *c, bool head, const char
         return reply_text(c, head, MHD_HTTP_NOT_FOUND, NULL);
 }
 
-/* What a request's *req_cls points to: NULL before the first call, then one of these. */
-static char req_started, req_paused;
+/* What a request's *req_cls points to: NULL before the first call, then one of these (`peek`:
+ * a /_peak request, not counted). */
+static char req_started, req_paused, req_peek;
+
+/* Requests in progress (from their headers to their completion), and the most at once. */
+static atomic_uint in_flight, peak;
+
+static void count_request(void) {
+        unsigned n = atomic_fetch_add(&in_flight, 1) + 1, p = atomic_load(&peak);
+
+        while (n > p && !atomic_compare_exchange_weak(&peak, &p, n))
+                ;
+}
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
                                   const char *method, const char *version, const char *upload_data,
@@ -783,8 +796,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         /* First call: headers only. Later calls: any request body, which is ignored; then the
          * answer, or a pause and, once the connection is resumed, the answer. */
         if (!*req_cls) {
+                if (strcmp(url, "/_peak") == 0) {
+                        *req_cls = &req_peek;
+                        return MHD_YES;
+                }
+                count_request();
                 *req_cls = &req_started;
                 return MHD_YES;
+        }
+        if (*req_cls == &req_peek) {
+                char text[16];
+                snprintf(text, sizeof(text), "%u", atomic_load(&peak));
+                return reply_text(c, head, MHD_HTTP_OK, text);
         }
         if (*upload_data_size > 0) {
                 *upload_data_size = 0;
@@ -806,6 +829,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 /* Forgets the request, so that the next one on a kept-alive connection starts afresh. */
 static void on_completed(void *cls, struct MHD_Connection *c, void **req_cls,
                          enum MHD_RequestTerminationCode toe) {
+        if (*req_cls && *req_cls != &req_peek)
+                atomic_fetch_sub(&in_flight, 1);
         *req_cls = NULL;
 }
 
