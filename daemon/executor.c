@@ -94,6 +94,7 @@ struct Executor {
         size_t n_wanted, cap_wanted;
         uint64_t looked_up;       /* every lookup up to this one is answered */
         uint64_t ran;             /* jobs that ran on this node */
+        uint64_t fenced;          /* changes the database refused (fencing) */
 };
 
 /* Cluster mode, at the end of this file. */
@@ -1477,6 +1478,27 @@ static void on_reconcile(void *userdata) {
                         want(x, f->id);
 }
 
+/* The database refused a start or finish of job `id`: it is no longer this node's (its lease
+ * expired and another node took the job back, or it was cancelled meanwhile). Its work here is
+ * stopped and its copy dropped, unwritten: a request on it reads the row again. */
+static void on_fenced(void *userdata, uint64_t id) {
+        Executor *x = userdata;
+        Future *f = table_get(&x->table, id);
+
+        if (!f)
+                return;
+        log_fields(LOG_WARNING, &(LogFields){ .future_id = id, .job_kind = f->kind->name },
+                   "future %" PRIu64 ": no longer this node's (taken back or cancelled "
+                   "elsewhere): its work here is dropped", id);
+        x->fenced++;
+        x->recovering = true;
+        if (!proto_state_final(f->state))
+                stop(x, f, STATE_CANCELLED, NULL);
+        if (!f->waiters)
+                expire(x, f);
+        x->recovering = false;
+}
+
 static const ClusterHooks cluster_hooks = {
         .claimed = on_claimed,
         .row = on_row,
@@ -1505,6 +1527,7 @@ static int cluster_start(Executor *x, const char *uri) {
                 cc.kinds[lane] = kinds[lane];
         }
         x->table.remote = &x->remote;
+        store_set_fenced(x->store, on_fenced);
         r = cluster_new(&x->cluster, x->loop, &cc, &cluster_hooks, x);
         return r < 0 ? r : 0;
 }
@@ -1521,6 +1544,7 @@ void executor_cluster_stats(const Executor *x, ExecutorClusterStats *ret) {
                                        .notifications = cs.notifications,
                                        .lookups = cs.lookups,
                                        .lease_lost = cs.lease_lost,
+                                       .fenced = x->fenced,
                                        .connected = cs.connected,
                                        .foreign = x->remote.count };
 }

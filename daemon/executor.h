@@ -191,6 +191,7 @@ typedef struct ExecutorClusterStats {
         uint64_t notifications;   /* notifications it received */
         uint64_t lookups;         /* IDs it read for its clients and waiters */
         uint64_t lease_lost;
+        uint64_t fenced;          /* starts or finishes the database refused (fencing) */
         uint64_t foreign;         /* futures of other nodes' IDs it holds */
 } ExecutorClusterStats;
 void executor_cluster_stats(const Executor *x, ExecutorClusterStats *ret);

@@ -476,7 +476,7 @@ static int parse_option(int c, const char *arg, DaemonConfig *cfg, const char **
         case ARG_PROCESSES:
                 /* 0 is for a node of a cluster that leaves CPU-bound kinds to others. */
                 if (parse_uint(arg, 1024, &cfg->processes) < 0)
-                        bad = "--processes takes a number from 1 to 1024 (0 with --cluster)";
+                        bad = "--processes takes a number from 1 to 1024";
                 break;
         case ARG_MAX_TASKS:
                 if (parse_uint(arg, UINT_MAX, &cfg->max_tasks) < 0)

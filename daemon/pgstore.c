@@ -67,7 +67,9 @@ static const struct {
 /* Cluster mode (docs/CLUSTER.md): a job's row is added reserved by this node (owner = $me) or
  * open to any node (owner NULL), and every later change of a job this node runs is fenced by
  * owner and attempt: a node whose job was taken back (its lease expired) changes nothing. A
- * pending row that no node reserved may be finished by any (cancelled). */
+ * pending row that no node reserved may be finished by any (cancelled). A start or finish
+ * returns the IDs it did not change: fenced out (the batch's `fenced`). */
+#define FENCED "SELECT u.id FROM u WHERE NOT EXISTS (SELECT 1 FROM d WHERE d.id = u.id)"
 static const struct {
         const char *sql;
         int n_params;
@@ -80,15 +82,17 @@ static const struct {
                        "$5::integer[], $6::smallint[], $7::bigint[], $8::smallint[], "
                        "$9::smallint[], $10::smallint[], $11::text[], $12::smallint[]) "
                        "u(i, k, a, g, l, p, t, r, at, s, key, o)", 13 },
-        [STMT_START] = { "UPDATE futured_jobs j SET state = 1, attempt = u.a "
-                         "FROM unnest($1::bigint[], $2::smallint[]) u(id, a) "
-                         "WHERE j.id = u.id AND j.owner = $3 AND j.state = 0", 3 },
-        [STMT_FINISH] = { "UPDATE futured_jobs j SET state = u.s, outcome = u.o, "
-                          "finished_at = u.f, args = NULL, cancel_requested = false "
-                          "FROM unnest($1::bigint[], $2::smallint[], $3::bytea[], $4::bigint[], "
-                          "$5::smallint[]) u(id, s, o, f, a) WHERE j.id = u.id AND j.state <= 1 "
-                          "AND ((j.owner = $6 AND j.attempt = u.a) OR "
-                          "(j.owner IS NULL AND j.state = 0))", 6 },
+        [STMT_START] = { "WITH u AS (SELECT * FROM unnest($1::bigint[], $2::smallint[]) "
+                         "u(id, a)), d AS (UPDATE futured_jobs j SET state = 1, attempt = u.a "
+                         "FROM u WHERE j.id = u.id AND j.owner = $3 AND j.state = 0 "
+                         "RETURNING j.id) " FENCED, 3 },
+        [STMT_FINISH] = { "WITH u AS (SELECT * FROM unnest($1::bigint[], $2::smallint[], "
+                          "$3::bytea[], $4::bigint[], $5::smallint[]) u(id, s, o, f, a)), "
+                          "d AS (UPDATE futured_jobs j SET state = u.s, outcome = u.o, "
+                          "finished_at = u.f, args = NULL, cancel_requested = false FROM u "
+                          "WHERE j.id = u.id AND j.state <= 1 AND "
+                          "((j.owner = $6 AND j.attempt = u.a) OR "
+                          "(j.owner IS NULL AND j.state = 0)) RETURNING j.id) " FENCED, 6 },
         [STMT_REQUEUE] = { "UPDATE futured_jobs j SET state = 0, attempt = u.a "
                            "FROM unnest($1::bigint[], $2::smallint[]) u(id, a) "
                            "WHERE j.id = u.id AND j.owner = $3", 3 },
@@ -860,9 +864,23 @@ static int send_round(PgStore *s, const StoreBatch *b, size_t *i, size_t *ret_se
         return r;
 }
 
+/* Notes the ID of a change the database did not make (fenced out). */
+static int batch_fenced(StoreBatch *b, uint64_t id) {
+        if (b->n_fenced == b->cap_fenced) {
+                size_t cap = b->cap_fenced ? b->cap_fenced * 2 : 64;
+                uint64_t *p = realloc(b->fenced, cap * sizeof(*p));
+                if (!p)
+                        return -ENOMEM;
+                b->fenced = p;
+                b->cap_fenced = cap;
+        }
+        b->fenced[b->n_fenced++] = id;
+        return 0;
+}
+
 /* Reads the results of `n` queries and of the synchronization after them. Returns 0 or the
  * first failure's -errno (putting its message when `*ret_error` is still NULL). */
-static int drain(PgStore *s, size_t n, char **ret_error) {
+static int drain(PgStore *s, StoreBatch *b, size_t n, char **ret_error) {
         int r = 0;
 
         for (size_t i = 0; i <= n; i++) {
@@ -876,6 +894,9 @@ static int drain(PgStore *s, size_t n, char **ret_error) {
                                 return r < 0 ? r : -ENOTCONN;
                         break;
                 }
+                if (st == PGRES_TUPLES_OK && PQnfields(res) == 1 && PQftype(res, 0) == OID_INT8)
+                        for (int row = 0; row < PQntuples(res) && r >= 0; row++)
+                                r = batch_fenced(b, strtoull(PQgetvalue(res, row, 0), NULL, 10));
                 if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && r >= 0) {
                         r = st == PGRES_PIPELINE_ABORTED ? -EIO : errno_of(s->conn, res);
                         if (!*ret_error)
@@ -965,7 +986,7 @@ static int reconnect(PgStore *s) {
         return 0;
 }
 
-int pgstore_commit(PgStore *s, const StoreBatch *b) {
+int pgstore_commit(PgStore *s, StoreBatch *b) {
         _cleanup_free_ char *error = NULL;
         size_t i = 0;
         int r;
@@ -994,7 +1015,7 @@ int pgstore_commit(PgStore *s, const StoreBatch *b) {
                 if (r >= 0)
                         r = PQpipelineSync(s->conn) ? 0 : -ENOTCONN;
                 if (r >= 0)
-                        r = drain(s, sent, &error);
+                        r = drain(s, b, sent, &error);
                 if (i == b->n_ops)
                         break;
         }
@@ -1002,7 +1023,7 @@ int pgstore_commit(PgStore *s, const StoreBatch *b) {
                 /* The transaction failed: end it, so that the connection serves the next. */
                 if (PQsendQueryParams(s->conn, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0) &&
                     PQpipelineSync(s->conn))
-                        (void) drain(s, 1, &error);
+                        (void) drain(s, b, 1, &error);
                 fprintf(stderr, "futured: the store %s refused a commit: %s\n", s->uri,
                         error ? error : "unknown error");
         }

@@ -69,8 +69,10 @@ int pgstore_recover(PgStore *db, StoreRecoverFn fn, void *userdata);
 /* Commits the batch in one transaction. Returns 0, -ENOTCONN (the server cannot be reached: it
  * reconnects at the next commit, waiting longer each time up to 2 s), -ENOSPC (the server's
  * disk is full) or -EIO (logged). Nothing of a failed batch is kept, but for a connection lost
- * while COMMIT was under way, whose outcome nobody can know. Store thread. */
-int pgstore_commit(PgStore *db, const StoreBatch *b);
+ * while COMMIT was under way, whose outcome nobody can know. In cluster mode the starts and
+ * finishes the database refused (fenced out: the job is no longer this node's) are put in
+ * b->fenced. Store thread. */
+int pgstore_commit(PgStore *db, StoreBatch *b);
 
 /* Issues `n` (at most PGSTORE_ID_BLOCK) consecutive IDs: the first, or 0 when no new block could
  * be had from the database (it cannot be reached: one reconnection per second at most, given up

@@ -949,7 +949,7 @@ static void op_stats(Request *req, ProtoError *e) {
         executor_cluster_stats(req->rq->executor, &cs);
         reply_ok(req, 1);
         proto_pack_str(pk, "stats");
-        msgpack_pack_map(pk, 23 + (cs.on ? 8 : 0));
+        msgpack_pack_map(pk, 23 + (cs.on ? 9 : 0));
         pack_counter(pk, "pending", st.n_state[STATE_PENDING]);
         pack_counter(pk, "running", st.n_state[STATE_RUNNING]);
         pack_counter(pk, "done", st.n_state[STATE_DONE]);
@@ -981,6 +981,7 @@ static void op_stats(Request *req, ProtoError *e) {
                 pack_counter(pk, "cluster_lookups", cs.lookups);
                 pack_counter(pk, "cluster_foreign", cs.foreign);
                 pack_counter(pk, "cluster_lease_lost", cs.lease_lost);
+                pack_counter(pk, "cluster_fenced", cs.fenced);
                 pack_counter(pk, "cluster_connected", cs.connected);
         }
         send_reply(req);

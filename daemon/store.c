@@ -33,6 +33,7 @@ static const double commit_bounds[] = {
 struct Store {
         StoreKind kind;
         StoreCommitFn on_commit;
+        StoreFencedFn on_fenced;
         void *userdata;
         Loop *loop;
         uint64_t next_id;
@@ -73,13 +74,14 @@ static StoreBatch *batch_free(StoreBatch *b) {
                 return NULL;
         free(b->ops);
         free(b->bytes);
+        free(b->fenced);
         free(b);
         return NULL;
 }
 
 static void batch_reset(StoreBatch *b, uint64_t seq) {
         b->seq = seq;
-        b->n_ops = b->n_bytes = 0;
+        b->n_ops = b->n_bytes = b->n_fenced = 0;
         b->error = 0;
 }
 
@@ -173,6 +175,7 @@ static int carry_over(Store *s, StoreBatch *failed) {
                 if (failed->ops[i].type != STORE_OP_ADD)
                         failed->ops[n++] = failed->ops[i];
         failed->n_ops = n;
+        failed->n_fenced = 0;
         /* failed becomes the open batch: the open one's changes go after its own. */
         r = batch_bytes(failed, open->bytes, open->n_bytes, false, &base);
         for (size_t i = 0; r >= 0 && i < open->n_ops; i++) {
@@ -238,6 +241,9 @@ static void on_done(LoopFile *lf, uint32_t events) {
                 log_notice("the store works again");
                 s->failing = false;
         }
+        if (error >= 0 && b->n_fenced > 0 && s->on_fenced)
+                for (size_t i = 0; i < b->n_fenced; i++)
+                        s->on_fenced(s->userdata, b->fenced[i]);
         s->on_commit(s->userdata, seq, error);
         /* The next batch may have waited for this one. */
         store_flush(s);
@@ -505,6 +511,10 @@ int store_finish(Store *s, uint64_t id, uint8_t state, const uint8_t *outcome, u
                 return -ENOMEM;
         }
         return 0;
+}
+
+void store_set_fenced(Store *s, StoreFencedFn fn) {
+        s->on_fenced = fn;
 }
 
 const char *store_owner(const Store *s) {

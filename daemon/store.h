@@ -58,6 +58,12 @@ typedef struct StoreConfig {
  * is 0, or -ENOSPC (the disk is full) or another -errno: the batch was not committed. */
 typedef void (*StoreCommitFn)(void *userdata, uint64_t seq, int error);
 
+/* Cluster mode: called on the loop thread, before on_commit(), for each job of a committed
+ * batch whose start or finish the database refused: the job is no longer this node's (its
+ * lease expired and another node took it back, or it was cancelled). */
+typedef void (*StoreFencedFn)(void *userdata, uint64_t id);
+void store_set_fenced(Store *s, StoreFencedFn fn);
+
 /* Opens the store and, for a durable one, its file (created when missing) and its thread. Logs
  * why when it fails; a damaged, newer or locked file is -EBADMSG, -EPROTO or -EBUSY and is left
  * untouched. `loop` and `on_commit`/`userdata` are borrowed for the store's life. Returns 0 or

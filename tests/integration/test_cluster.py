@@ -192,3 +192,30 @@ def test_the_database_stopped_for_5_s(tmp_path, pg_server, pg_database):
         f"{ids})", name, name) == [["30"]], 30, "every result in the table")
     wait_for(lambda: nodes[0].c.rq("submit", jobs=[{"kind": "noop"}], reply_timeout=30)["ok"],
              timeout=30, what="submits to work again")
+
+
+def test_a_node_that_lost_its_lease_writes_nothing(tmp_path, pg_server, pg_database):
+    """A node frozen (SIGSTOP) past its lease loses its running jobs to the others; thawed, its
+    own results of those jobs are refused by the database (fencing) and dropped, and it reports
+    what the database holds."""
+    uri, name = pg_database
+    n1 = node(tmp_path, uri, 1, "--threads", "50", "--prefetch", "0")
+    n2 = node(tmp_path, uri, 2, "--threads", "50", "--prefetch", "0")
+    ids = n1.c.rq("submit", jobs=[{"kind": "sleep", "args": {"seconds": 3}, "retries": 1}
+                                  for _ in range(20)])["ids"]
+    wait_for(lambda: pg_server.psql("SELECT count(*) FROM futured_jobs WHERE state = 1",
+                                    name, name) == [["20"]])
+    [[frozen]] = pg_server.psql("SELECT DISTINCT owner FROM futured_jobs WHERE state = 1",
+                                name, name)
+    n1.proc.send_signal(signal.SIGSTOP)
+    try:
+        r = n2.c.rq("wait", ids=ids, mode="all", timeout=30, reply_timeout=40)
+        assert r["not_done"] == [], r
+    finally:
+        n1.proc.send_signal(signal.SIGCONT)
+    wait_for(lambda: stats(n1)["cluster_fenced"] >= 20, 20, "node 1's results to be refused")
+    rows = pg_server.psql(f"SELECT state, attempt, owner FROM futured_jobs WHERE id = ANY(ARRAY"
+                          f"{ids})", name, name)
+    assert all(s == "2" and a == "2" and o != frozen for s, a, o in rows), rows[:5]
+    assert stats(n1)["cluster_lease_lost"] >= 1
+    assert n1.c.rq("status", ids=ids)["states"] == ["done"] * 20
