@@ -343,7 +343,8 @@ static bool claim(Cluster *c) {
                 if (want == 0 || strcmp(c->kinds[lane], "{}") == 0)
                         continue;
                 snprintf(limit, sizeof(limit), "%u", want);
-                res = query(c, "UPDATE futured_jobs j SET owner = $1 FROM (SELECT id FROM "
+                res = query(c, "UPDATE futured_jobs j SET owner = $1, state = 1, "
+                               "attempt = j.attempt + 1 FROM (SELECT id FROM "
                                "futured_jobs WHERE state = 0 AND owner IS NULL AND "
                                "kind = ANY($2::text[]) ORDER BY priority DESC, id LIMIT $3 "
                                "FOR UPDATE SKIP LOCKED) c WHERE j.id = c.id RETURNING "
@@ -460,7 +461,12 @@ static bool cancel(Cluster *c) {
 static int connect_node(Cluster *c) {
         PQfinish(c->conn);
         c->conn = pgstore_connect(c->uri);
-        if (PQstatus(c->conn) != CONNECTION_OK || !exec_ok(c, "LISTEN futured") || !renew(c)) {
+        /* Its commits (claims, leases, take-backs) need not wait for the WAL's flush: one lost
+         * in a crash of the server leaves a row as it was, and fencing keeps a node from
+         * writing a job whose claim was lost. */
+        if (PQstatus(c->conn) != CONNECTION_OK ||
+            !exec_ok(c, "SET synchronous_commit = off") || !exec_ok(c, "LISTEN futured") ||
+            !renew(c)) {
                 PQfinish(c->conn);
                 c->conn = NULL;
                 return -ENOTCONN;
@@ -520,6 +526,10 @@ static void *thread_main(void *userdata) {
                         pthread_mutex_unlock(&c->lock);
                         post(c, ITEM_RECONCILE, NULL, NULL, 0, 0);
                 }
+                /* Notifications read during the last queries wait in libpq's queue: the
+                 * socket would not wake the poll for them. */
+                for (PGnotify *n; (n = PQnotifies(c->conn)); PQfreemem(n))
+                        on_note(c, n->extra);
                 pfd[1].fd = PQsocket(c->conn);
                 timeout = (int) ((MIN(lease_due, poll_due) > now
                                   ? MIN(lease_due, poll_due) - now : 0) / 1000000u);

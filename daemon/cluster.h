@@ -31,7 +31,8 @@ typedef struct Cluster Cluster;
 #define CLUSTER_LANES 4
 
 typedef struct ClusterHooks {
-        /* A job this node reserved by a claim (its row now has this node as owner). */
+        /* A job this node claimed: its row is running with this node as owner, its attempt
+         * counted (the job starts at once: claims fill free slots only). */
         void (*claimed)(void *userdata, const StoreJob *job);
         /* A row a lookup read. */
         void (*row)(void *userdata, const StoreJob *job);

@@ -124,6 +124,10 @@ static void store_change(Executor *x, Future *f, FutureState from) {
                            (to != STATE_EXPIRED && (f->cluster & FUTURE_AWAY) &&
                             from != STATE_UNKNOWN)))
                 return;
+        if (to == STATE_RUNNING && (f->cluster & FUTURE_CLAIMED)) {
+                f->cluster &= (uint8_t) ~FUTURE_CLAIMED; /* its claim wrote the start */
+                return;
+        }
         if (from == STATE_UNKNOWN && to == STATE_PENDING) {
                 StoreJob job = {
                         .id = f->id,
@@ -1371,6 +1375,9 @@ bool executor_clustered(const Executor *x) {
  * also FUTURE_AWAY), pending, or finished as the row is. A job another node runs shows as
  * pending here. */
 static int adopt(Executor *x, const StoreJob *job, uint8_t flags, Future **ret) {
+        /* Runs before this one (a claim counted the one it starts). */
+        unsigned done = job->state == STATE_RUNNING && job->attempt ? job->attempt - 1u
+                                                                    : job->attempt;
         Future *f;
         int r = stored_future(x, job, &f);
 
@@ -1379,7 +1386,7 @@ static int adopt(Executor *x, const StoreJob *job, uint8_t flags, Future **ret) 
                 return r;
         f->id = job->id;
         f->cluster = flags;
-        f->retries = (uint8_t) (job->retries > job->attempt ? job->retries - job->attempt : 0);
+        f->retries = (uint8_t) (job->retries > done ? job->retries - done : 0);
         if ((r = remote_put(&x->remote, f)) < 0) {
                 discard(x, f);
                 return r;
@@ -1402,7 +1409,6 @@ static void on_claimed(void *userdata, const StoreJob *job) {
 
         if (f && (f->cluster & FUTURE_AWAY) && f->state == STATE_PENDING && !f->heap_pos) {
                 f->cluster &= (uint8_t) ~FUTURE_AWAY; /* one of ours, open until now */
-                f->attempt = job->attempt;
         } else if (f) {
                 /* Finished here meanwhile (cancelled): the row is ours now, say so. */
                 if (proto_state_final(f->state) &&
@@ -1414,6 +1420,9 @@ static void on_claimed(void *userdata, const StoreJob *job) {
                 log_error("future %" PRIu64 ": cannot take it: out of memory", job->id);
                 return;
         }
+        /* The claim counted the attempt and wrote the start: the start here does not. */
+        f->attempt = (uint8_t) (job->attempt - 1);
+        f->cluster |= FUTURE_CLAIMED;
         if (scheduler_push(&x->sched, f) < 0)
                 fail(x, f, PROTO_F_INTERNAL, "out of memory", 0, 0);
 }

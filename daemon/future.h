@@ -61,6 +61,8 @@ typedef struct Future {
 #define FUTURE_AWAY 1
 /* ... its ID is another node's: it lives in the table's hash of foreign IDs (remote.h). */
 #define FUTURE_FOREIGN 2
+/* ... its claim wrote its start already (the next start is not written). */
+#define FUTURE_CLAIMED 4
 
 /* A deadly job is not run again after it killed this many workers, whatever its retries say. */
 #define FUTURE_MAX_DEATHS 3
