@@ -84,6 +84,7 @@ struct Cluster {
         pthread_t thread;
         bool thread_started;
         bool hint;                  /* open jobs may be waiting */
+        bool groups_held;           /* a group's limit held open jobs back */
         unsigned backoff_ms;
         unsigned polls;
         bool registered;
@@ -326,47 +327,128 @@ static bool expire_rows(Cluster *c) {
         return res != NULL;
 }
 
-/* Claims open jobs for the lanes with room. */
+/* What a claim returns (PGSTORE_JOB_COLUMNS of the claimed rows). */
+#define CLAIMED "RETURNING j.id, j.kind, j.args, j.grp, j.group_limit, j.priority, " \
+                "j.timeout_ms, j.retries, j.attempt, j.state, j.outcome, j.finished_at, " \
+                "j.idempotency_key"
+
+/* Takes the rows a claim returned for `lane` (NULL: it failed). Returns how many, or -1. */
+static int claimed(Cluster *c, uint32_t lane, PGresult *res) {
+        int n;
+
+        if (!res)
+                return -1;
+        n = PQntuples(res);
+        if (n == 0) {
+                PQclear(res);
+                return 0;
+        }
+        pthread_mutex_lock(&c->lock);
+        c->transit[lane] += (uint32_t) n;
+        c->stats.claimed += (uint64_t) n;
+        pthread_mutex_unlock(&c->lock);
+        post(c, ITEM_CLAIMED, res, NULL, lane, 0);
+        return n;
+}
+
+/* The room of `lane` not yet filled by claims on their way to the loop. */
+static uint32_t room_of(Cluster *c, uint32_t lane) {
+        uint32_t want;
+
+        pthread_mutex_lock(&c->lock);
+        want = c->room[lane] > c->transit[lane] ? c->room[lane] - c->transit[lane] : 0;
+        pthread_mutex_unlock(&c->lock);
+        return strcmp(c->kinds[lane], "{}") == 0 ? 0 : want;
+}
+
+/* Claims open jobs of groups with a limit for `lane`: one transaction per group, under an
+ * advisory lock of the group, takes at most the limit less the group's running jobs across
+ * the cluster (the rows: no counter to drift). Puts whether a group held jobs back. */
+static bool claim_groups(Cluster *c, uint32_t lane, bool *ret_held) {
+        const char *values[4] = { c->kinds[lane] };
+        PGresult *groups = query(c, "SELECT grp, max(group_limit) FROM futured_jobs "
+                                    "WHERE state = 0 AND owner IS NULL AND group_limit > 0 "
+                                    "AND kind = ANY($1::text[]) GROUP BY grp LIMIT 16",
+                                 1, values, -1, 0);
+        bool ok = groups != NULL;
+
+        for (int g = 0; ok && g < PQntuples(groups); g++) {
+                const char *grp = PQgetvalue(groups, g, 0);
+                uint32_t lim = (uint32_t) be32toh(*(const uint32_t *) PQgetvalue(groups, g, 1));
+                uint32_t want = room_of(c, lane), running;
+                char take[16];
+                PGresult *res;
+                if (want == 0)
+                        break;
+                values[0] = grp;
+                ok = exec_ok(c, "BEGIN");
+                /* The count in a statement of its own: its snapshot is taken once the
+                 * lock is held, so it sees what the group's last claimer committed. */
+                res = ok ? query(c, "SELECT pg_advisory_xact_lock(7310858041339125003 # "
+                                    "hashtext($1)::bigint)", 1, values, -1, 0)
+                         : NULL;
+                PQclear(res);
+                res = res ? query(c, "SELECT 0, count(*) FROM futured_jobs WHERE grp = $1 "
+                                     "AND state = 1", 1, values, -1, 0)
+                          : NULL;
+                ok = res != NULL;
+                running = ok ? (uint32_t) be64toh(*(const uint64_t *) PQgetvalue(res, 0, 1)) : 0;
+                PQclear(res);
+                *ret_held |= running + want >= lim;
+                snprintf(take, sizeof(take), "%u", running < lim ? MIN(want, lim - running) : 0);
+                values[0] = c->owner;
+                values[1] = c->kinds[lane];
+                values[2] = take;
+                values[3] = grp;
+                res = ok && strcmp(take, "0") != 0
+                              ? query(c, "UPDATE futured_jobs j SET owner = $1, state = 1, "
+                                         "attempt = j.attempt + 1 FROM (SELECT id FROM "
+                                         "futured_jobs WHERE state = 0 AND owner IS NULL AND "
+                                         "grp = $4 AND kind = ANY($2::text[]) ORDER BY "
+                                         "priority DESC, id LIMIT $3 FOR UPDATE SKIP LOCKED) c "
+                                         "WHERE j.id = c.id " CLAIMED, 4, values, -1, 0)
+                              : NULL;
+                ok = ok && exec_ok(c, "COMMIT");
+                if (ok)
+                        (void) claimed(c, lane, res);
+                else {
+                        PQclear(res);
+                        (void) exec_ok(c, "ROLLBACK");
+                }
+                values[0] = c->kinds[lane];
+        }
+        PQclear(groups);
+        return ok;
+}
+
+/* Claims open jobs for the lanes with room: those of no limited group by priority then ID,
+ * then those of limited groups within their limits. */
 static bool claim(Cluster *c) {
-        bool more = false;
+        bool more = false, held = false;
 
         for (uint32_t lane = 0; lane < CLUSTER_LANES; lane++) {
                 char limit[16];
                 const char *values[3] = { c->owner, c->kinds[lane], limit };
-                uint32_t want;
-                PGresult *res;
+                uint32_t want = room_of(c, lane);
                 int n;
 
-                pthread_mutex_lock(&c->lock);
-                want = c->room[lane] > c->transit[lane] ? c->room[lane] - c->transit[lane] : 0;
-                pthread_mutex_unlock(&c->lock);
-                if (want == 0 || strcmp(c->kinds[lane], "{}") == 0)
+                if (want == 0)
                         continue;
                 snprintf(limit, sizeof(limit), "%u", want);
-                res = query(c, "UPDATE futured_jobs j SET owner = $1, state = 1, "
-                               "attempt = j.attempt + 1 FROM (SELECT id FROM "
-                               "futured_jobs WHERE state = 0 AND owner IS NULL AND "
-                               "kind = ANY($2::text[]) ORDER BY priority DESC, id LIMIT $3 "
-                               "FOR UPDATE SKIP LOCKED) c WHERE j.id = c.id RETURNING "
-                               "j.id, j.kind, j.args, j.grp, j.group_limit, j.priority, "
-                               "j.timeout_ms, j.retries, j.attempt, j.state, j.outcome, "
-                               "j.finished_at, j.idempotency_key",
-                            3, values, -1, 0);
-                if (!res)
+                n = claimed(c, lane,
+                            query(c, "UPDATE futured_jobs j SET owner = $1, state = 1, "
+                                     "attempt = j.attempt + 1 FROM (SELECT id FROM "
+                                     "futured_jobs WHERE state = 0 AND owner IS NULL AND "
+                                     "group_limit = 0 AND kind = ANY($2::text[]) ORDER BY "
+                                     "priority DESC, id LIMIT $3 FOR UPDATE SKIP LOCKED) c "
+                                     "WHERE j.id = c.id " CLAIMED, 3, values, -1, 0));
+                if (n < 0 || !claim_groups(c, lane, &held))
                         return false;
-                n = PQntuples(res);
                 more |= (uint32_t) n == want;
-                if (n == 0) {
-                        PQclear(res);
-                        continue;
-                }
-                pthread_mutex_lock(&c->lock);
-                c->transit[lane] += (uint32_t) n;
-                c->stats.claimed += (uint64_t) n;
-                pthread_mutex_unlock(&c->lock);
-                post(c, ITEM_CLAIMED, res, NULL, lane, 0);
         }
         c->hint = more;
+        /* A group at its limit gets room when one of its jobs finishes: look again then. */
+        c->groups_held = held;
         return true;
 }
 
@@ -484,6 +566,8 @@ static void on_note(Cluster *c, const char *payload) {
                 c->hint = true;
         else
                 post(c, ITEM_NOTE, NULL, payload, 0, 0);
+        if (payload[0] == 'd' && c->groups_held)
+                c->hint = true;
 }
 
 static void *thread_main(void *userdata) {

@@ -781,6 +781,10 @@ int executor_submit(Executor *x, const JobSpec *specs, uint32_t n, uint64_t *ids
                 }
                 r = table_add(&x->table, f);
                 ids[i] = f->id;
+                /* The latest submit's limit wins; set only now, so a refused batch changes no
+                 * group, and before the store hears of the job, which keeps the limit. */
+                if (f->group && specs[i].group_limit)
+                        scheduler_group_limit(&x->sched, f->group, specs[i].group_limit);
                 set_state(x, f, STATE_PENDING);
                 /* With a durable store the job starts once its batch is committed. */
                 if (durable)
@@ -788,10 +792,6 @@ int executor_submit(Executor *x, const JobSpec *specs, uint32_t n, uint64_t *ids
                 else
                         r = r < 0 ? r : scheduler_push(&x->sched, f);
                 assert(r >= 0); /* reserved above */
-                /* The latest submit's limit wins; set only now, so a refused batch changes no
-                 * group. */
-                if (f->group && specs[i].group_limit)
-                        scheduler_group_limit(&x->sched, f->group, specs[i].group_limit);
                 /* tsearch() allocates: without memory the key is forgotten, the job kept. */
                 if (f->key && !tsearch(f, &x->keys, key_cmp))
                         f->key = mfree(f->key);
@@ -1318,8 +1318,8 @@ static void lane_room(const Executor *x, uint32_t room[CLUSTER_LANES]) {
 }
 
 /* A submit's new jobs: those the lanes have room for are reserved for this node (they run here
- * once committed); the others are open to any node. A job of a group with a limit stays here,
- * where the scheduler holds the limit. */
+ * once committed); the others are open to any node. A job of a group with a limit is always
+ * open: the claims hold the limit across the cluster (cluster.c). */
 static void cluster_place(Executor *x, const JobSpec *specs, Future **made, uint32_t n) {
         uint32_t room[CLUSTER_LANES];
 
@@ -1330,9 +1330,11 @@ static void cluster_place(Executor *x, const JobSpec *specs, Future **made, uint
                 if (!f)
                         continue;
                 lane = scheduler_lane(f->kind);
-                if (room[lane] > 0)
+                if (f->group && (specs[i].group_limit || f->group->limit))
+                        f->cluster = FUTURE_AWAY;
+                else if (room[lane] > 0)
                         room[lane]--;
-                else if (!f->group || !(specs[i].group_limit || f->group->limit))
+                else
                         f->cluster = FUTURE_AWAY;
         }
 }
