@@ -452,6 +452,21 @@ static bool claim(Cluster *c) {
         return true;
 }
 
+/* The database cannot be reached: the lookups asked so far fail at once (their requests are
+ * answered store_unavailable rather than wait for the outage's end). */
+static void fail_lookups(Cluster *c) {
+        uint64_t seq;
+        bool any;
+
+        pthread_mutex_lock(&c->lock);
+        any = c->lookups.n > 0;
+        c->lookups.n = 0;
+        seq = c->lookup_seq;
+        pthread_mutex_unlock(&c->lock);
+        if (any)
+                post(c, ITEM_ROWS, NULL, NULL, 0, seq);
+}
+
 /* Answers the lookups asked so far. */
 static bool look_up(Cluster *c) {
         IdList l;
@@ -593,6 +608,7 @@ static void *thread_main(void *userdata) {
                         if (!ok)
                                 break;
                         if (connect_node(c) < 0) {
+                                fail_lookups(c);
                                 c->backoff_ms = c->backoff_ms ? MIN(c->backoff_ms * 2, MAX_BACKOFF_MS)
                                                               : 100u;
                                 if (!logged)
@@ -687,7 +703,7 @@ static void on_items(LoopFile *lf, uint32_t events) {
                                         c->hooks.row(c->userdata, &job);
                         }
                         if (it->type == ITEM_ROWS)
-                                c->hooks.looked_up(c->userdata, it->seq);
+                                c->hooks.looked_up(c->userdata, it->seq, !it->res);
                         break;
                 case ITEM_NOTE: {
                         bool fin = it->text[0] == 'd';

@@ -36,8 +36,9 @@ typedef struct ClusterHooks {
         void (*claimed)(void *userdata, const StoreJob *job);
         /* A row a lookup read. */
         void (*row)(void *userdata, const StoreJob *job);
-        /* Every lookup up to `seq` (cluster_lookup's) is answered. */
-        void (*looked_up)(void *userdata, uint64_t seq);
+        /* Every lookup up to `seq` (cluster_lookup's) is answered; `failed`: the last ones
+         * could not be read (the database cannot be reached). */
+        void (*looked_up)(void *userdata, uint64_t seq, bool failed);
         /* Another node's commit finished the job `id`. */
         void (*finished)(void *userdata, uint64_t id);
         /* A node asked that the job `id` be cancelled. */

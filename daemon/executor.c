@@ -93,6 +93,8 @@ struct Executor {
         uint64_t *wanted;         /* IDs to read from the database at the end of the turn */
         size_t n_wanted, cap_wanted;
         uint64_t looked_up;       /* every lookup up to this one is answered */
+        uint64_t lookup_failed;   /* the last failed batch of lookups ended with this one */
+        uint64_t lookup_ok_before_failed; /* ... and the answer before it with this one */
         uint64_t ran;             /* jobs that ran on this node */
         uint64_t fenced;          /* changes the database refused (fencing) */
 };
@@ -1369,6 +1371,12 @@ uint64_t executor_looked_up(const Executor *x) {
         return x->looked_up;
 }
 
+bool executor_lookup_failed(const Executor *x, uint64_t seq) {
+        /* Lookups are answered in batches: a failed batch covers those asked since the last
+         * answer before it. */
+        return seq <= x->lookup_failed && seq > x->lookup_ok_before_failed;
+}
+
 bool executor_clustered(const Executor *x) {
         return x->cluster != NULL;
 }
@@ -1452,9 +1460,13 @@ static void on_row(void *userdata, const StoreJob *job) {
         x->recovering = false;
 }
 
-static void on_looked_up(void *userdata, uint64_t seq) {
+static void on_looked_up(void *userdata, uint64_t seq, bool failed) {
         Executor *x = userdata;
 
+        if (failed) {
+                x->lookup_ok_before_failed = x->looked_up;
+                x->lookup_failed = seq;
+        }
         x->looked_up = MAX(x->looked_up, seq);
 }
 

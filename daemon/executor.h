@@ -181,6 +181,8 @@ bool executor_clustered(const Executor *x);
  * up to it. */
 uint64_t executor_lookup(Executor *x, const uint64_t *ids, size_t n);
 uint64_t executor_looked_up(const Executor *x);
+/* True when lookup `seq` (answered) could not be read: the database could not be reached. */
+bool executor_lookup_failed(const Executor *x, uint64_t seq);
 
 typedef struct ExecutorClusterStats {
         bool on;

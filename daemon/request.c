@@ -602,7 +602,7 @@ static bool park(Request *req, const uint8_t *body, size_t body_len) {
 }
 
 static void handle(Requests *rq, const Peer *from, const uint8_t *body, size_t body_len,
-                   bool replay);
+                   bool replay, bool unavailable);
 
 /* Handles again the parked requests whose rows are read. */
 static void unpark(Requests *rq) {
@@ -613,7 +613,8 @@ static void unpark(Requests *rq) {
                 rq->parked = p->next;
                 if (!rq->parked)
                         rq->parked_tail = NULL;
-                handle(rq, &p->from, p->bytes, p->len, true);
+                handle(rq, &p->from, p->bytes, p->len, true,
+                       executor_lookup_failed(rq->executor, p->seq));
                 free(p);
         }
 }
@@ -1129,11 +1130,13 @@ static const Op *decode(Request *req, msgpack_unpacked *msg, const uint8_t *body
 }
 
 void request_handle(Requests *rq, const Peer *from, const uint8_t *body, size_t body_len) {
-        handle(rq, from, body, body_len, false);
+        handle(rq, from, body, body_len, false, false);
 }
 
+/* `replay`: a parked request handled again (its rows read); `unavailable`: they could not be
+ * read, the request is answered store_unavailable. */
 static void handle(Requests *rq, const Peer *from, const uint8_t *body, size_t body_len,
-                   bool replay) {
+                   bool replay, bool unavailable) {
         Request req = { .rq = rq, .from = *from };
         ProtoError e = { .index = -1 };
         msgpack_unpacked msg;
@@ -1147,7 +1150,12 @@ static void handle(Requests *rq, const Peer *from, const uint8_t *body, size_t b
         if (op && !replay && op->ids && executor_clustered(rq->executor) &&
             park(&req, body, body_len))
                 ; /* handled once the rows are read */
-        else if (op)
+        else if (op && unavailable) {
+                proto_error(&e, PROTO_E_STORE_UNAVAILABLE, NULL,
+                            "the store's database cannot be reached: the futures this node "
+                            "does not hold cannot be read; try again later");
+                reply_error(&req, &e);
+        } else if (op)
                 op->run(&req, &e);
         else
                 reply_error(&req, &e);

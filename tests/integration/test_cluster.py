@@ -197,6 +197,9 @@ def test_the_database_stopped_for_5_s(tmp_path, pg_server, pg_database):
         for n in nodes:
             r = n.c.rq("submit", jobs=[{"kind": "noop"}], reply_timeout=30)
             assert not r["ok"] and r["error"]["code"] == "store_unavailable", r
+        # An ID no node holds cannot be read meanwhile: said so, not guessed.
+        r = nodes[2].c.rq("status", ids=[max(ids) + 1000000], reply_timeout=30)
+        assert not r["ok"] and r["error"]["code"] == "store_unavailable", r
         time.sleep(5)
     finally:
         pg_server.start()
