@@ -142,11 +142,7 @@ static void post(Cluster *c, ItemType type, PGresult *res, const char *text, uin
         if (text)
                 memcpy(it->text, text, len);
         pthread_mutex_lock(&c->lock);
-        if (c->inbox_tail)
-                c->inbox_tail->next = it;
-        else
-                c->inbox = it;
-        c->inbox_tail = it;
+        QUEUE_APPEND(c->inbox, c->inbox_tail, it);
         pthread_mutex_unlock(&c->lock);
         (void) !write(c->done_file.fd, &one, sizeof(one));
 }
@@ -452,6 +448,24 @@ static bool claim(Cluster *c) {
         return true;
 }
 
+/* Takes the IDs the loop asked for in `shared` (emptied), as an array literal: NULL when there
+ * are none (*ret_oom false) or no memory. */
+static char *take_ids(Cluster *c, IdList *shared, uint64_t *ret_seq, bool *ret_oom) {
+        IdList l;
+        char *lit;
+
+        pthread_mutex_lock(&c->lock);
+        l = *shared;
+        *shared = (IdList){};
+        if (ret_seq)
+                *ret_seq = c->lookup_seq;
+        pthread_mutex_unlock(&c->lock);
+        lit = l.n ? ids_literal(l.ids, l.n) : NULL;
+        *ret_oom = l.n && !lit;
+        free(l.ids);
+        return lit;
+}
+
 /* The database cannot be reached: the lookups asked so far fail at once (their requests are
  * answered store_unavailable rather than wait for the outage's end). */
 static void fail_lookups(Cluster *c) {
@@ -469,63 +483,42 @@ static void fail_lookups(Cluster *c) {
 
 /* Answers the lookups asked so far. */
 static bool look_up(Cluster *c) {
-        IdList l;
         uint64_t seq;
-        _cleanup_free_ char *lit = NULL;
-        const char *values[1];
+        bool oom;
+        _cleanup_free_ char *lit = take_ids(c, &c->lookups, &seq, &oom);
+        const char *values[1] = { lit };
         PGresult *res;
+        bool ok;
 
-        pthread_mutex_lock(&c->lock);
-        l = c->lookups;
-        c->lookups = (IdList){};
-        seq = c->lookup_seq;
-        pthread_mutex_unlock(&c->lock);
-        if (l.n == 0) {
-                free(l.ids);
-                return true;
-        }
-        lit = ids_literal(l.ids, l.n);
-        free(l.ids);
         if (!lit)
-                return false;
-        values[0] = lit;
+                return !oom;
         res = query(c, "SELECT " PGSTORE_JOB_COLUMNS ", owner FROM futured_jobs "
                        "WHERE id = ANY($1::bigint[])", 1, values, -1, 0);
-        if (!res) {
-                /* Asked again after the reconnection: the loop reconciles. */
-                post(c, ITEM_ROWS, NULL, NULL, 0, seq);
-                return false;
+        /* A failure is answered: its requests are told store_unavailable; the loop reads
+         * again what it waits for once the connection is back (reconcile). */
+        if (res) {
+                pthread_mutex_lock(&c->lock);
+                c->stats.lookups += (uint64_t) PQntuples(res);
+                pthread_mutex_unlock(&c->lock);
         }
-        pthread_mutex_lock(&c->lock);
-        c->stats.lookups += l.n;
-        pthread_mutex_unlock(&c->lock);
-        post(c, ITEM_ROWS, res, NULL, 0, seq);
-        return true;
+        ok = res != NULL;
+        post(c, ITEM_ROWS, res, NULL, 0, seq); /* the loop's from now on */
+        return ok;
 }
 
 /* Cancels what the loop asked: pending rows at once (any node's), running ones by their
  * owner, asked through cancel_requested and a notification. */
 static bool cancel(Cluster *c) {
-        IdList l;
-        _cleanup_free_ char *lit = NULL;
+        bool oom;
+        _cleanup_free_ char *lit = take_ids(c, &c->cancels, NULL, &oom);
         char at[24];
         const char *values[2];
         PGresult *done = NULL, *asked = NULL;
         IdList d = {}, a = {};
         bool ok;
 
-        pthread_mutex_lock(&c->lock);
-        l = c->cancels;
-        c->cancels = (IdList){};
-        pthread_mutex_unlock(&c->lock);
-        if (l.n == 0) {
-                free(l.ids);
-                return true;
-        }
-        lit = ids_literal(l.ids, l.n);
-        free(l.ids);
         if (!lit)
-                return false;
+                return !oom;
         snprintf(at, sizeof(at), "%" PRId64, wall_ms());
         values[0] = lit;
         values[1] = at;
@@ -585,6 +578,15 @@ static void on_note(Cluster *c, const char *payload) {
                 c->hint = true;
 }
 
+static bool stopping(Cluster *c) {
+        bool r;
+
+        pthread_mutex_lock(&c->lock);
+        r = c->stopping;
+        pthread_mutex_unlock(&c->lock);
+        return r;
+}
+
 static void *thread_main(void *userdata) {
         Cluster *c = userdata;
         uint64_t lease_due = 0, poll_due = 0, period = (uint64_t) c->lease_ms * 1000000u / 3;
@@ -602,15 +604,13 @@ static void *thread_main(void *userdata) {
                                 (void) poll(pfd, 1, (int) c->backoff_ms);
                                 (void) !read(c->wake_fd, &v, sizeof(v));
                         }
-                        pthread_mutex_lock(&c->lock);
-                        ok = !c->stopping;
-                        pthread_mutex_unlock(&c->lock);
-                        if (!ok)
+                        if (stopping(c))
                                 break;
                         if (connect_node(c) < 0) {
                                 fail_lookups(c);
-                                c->backoff_ms = c->backoff_ms ? MIN(c->backoff_ms * 2, MAX_BACKOFF_MS)
-                                                              : 100u;
+                                c->backoff_ms = c->backoff_ms
+                                                        ? MIN(c->backoff_ms * 2, MAX_BACKOFF_MS)
+                                                        : 100u;
                                 if (!logged)
                                         log_error("cluster: cannot reach the database; trying "
                                                   "again every 2 s at most");
@@ -637,10 +637,7 @@ static void *thread_main(void *userdata) {
                         timeout = 0;
                 (void) poll(pfd, 2, timeout);
                 (void) !read(c->wake_fd, &v, sizeof(v));
-                pthread_mutex_lock(&c->lock);
-                ok = !c->stopping;
-                pthread_mutex_unlock(&c->lock);
-                if (!ok)
+                if (stopping(c))
                         break;
                 ok = PQconsumeInput(c->conn);
                 for (PGnotify *n; ok && (n = PQnotifies(c->conn)); PQfreemem(n))

@@ -485,11 +485,7 @@ static bool hold_reply(Request *req, uint64_t seq) {
         };
         memcpy(h->identity, req->from.identity, req->from.identity_len);
         memcpy(h->bytes, req->reply.buf.data, req->reply.buf.size);
-        if (rq->held_tail)
-                rq->held_tail->next = h;
-        else
-                rq->held = h;
-        rq->held_tail = h;
+        QUEUE_APPEND(rq->held, rq->held_tail, h);
         return true;
 }
 
@@ -582,7 +578,6 @@ static bool park(Request *req, const uint8_t *body, size_t body_len) {
                 free(p);
                 return false;
         }
-        p->next = NULL;
         p->len = body_len;
         p->from = req->from;
         p->from.fd = -1; /* its connection is known */
@@ -593,11 +588,7 @@ static bool park(Request *req, const uint8_t *body, size_t body_len) {
                 memcpy(p->bytes + body_len + req->from.identity_len, req->from.principal, plen);
                 p->from.principal = (const char *) p->bytes + body_len + req->from.identity_len;
         }
-        if (rq->parked_tail)
-                rq->parked_tail->next = p;
-        else
-                rq->parked = p;
-        rq->parked_tail = p;
+        QUEUE_APPEND(rq->parked, rq->parked_tail, p);
         return true;
 }
 

@@ -47,6 +47,17 @@
                 (head) = (item);                                                                   \
         } while (0)
 
+/* Singly linked FIFO queues: `head` and `tail`, each item's `next` (NULL at the end). */
+#define QUEUE_APPEND(head, tail, item)                                                             \
+        do {                                                                                       \
+                (item)->next = NULL;                                                               \
+                if (tail)                                                                          \
+                        (tail)->next = (item);                                                     \
+                else                                                                               \
+                        (head) = (item);                                                           \
+                (tail) = (item);                                                                   \
+        } while (0)
+
 #define LIST_REMOVE(head, item, prev, next)                                                        \
         do {                                                                                       \
                 if ((item)->prev)                                                                  \
