@@ -354,6 +354,12 @@ static void start_pool_job(Executor *x, Future *f) {
         if (f->kind->pool == POOL_TRANSFER) {
                 j->announced = true; /* it starts as soon as the transfer thread looks */
                 x->transfers_busy++;
+                /* The transfer counts its bytes in its principal's download_bytes: the item's
+                 * reference keeps the principal until the item comes back, even when the future
+                 * is released meanwhile. */
+                j->principal = f->principal;
+                if (j->principal)
+                        j->principal->refs++;
         } else {
                 j->announced = x->threads_busy < x->cfg.threads; /* a thread is free for it */
                 x->threads_busy++;
@@ -434,6 +440,7 @@ bool executor_before_sleep(Executor *x) {
 
 /* Takes a job its pool handed back out of the books. */
 static void returned(Executor *x, PoolJob *j) {
+        scheduler_principal_unref(&x->sched, TAKE_PTR(j->principal));
         if (j->kind->pool == POOL_TRANSFER)
                 x->transfers_busy--;
         else
@@ -1123,6 +1130,7 @@ int executor_new(Executor **ret, Loop *loop, Events *events, const ExecutorConfi
         x->curl_ready = true;
         if (cfg->download_net && download_set_policy(cfg->download_net) < 0)
                 return -ENOMEM;
+        download_set_quota(cfg->quota_download_bytes);
         r = completion_new(&x->done);
         if (r >= 0)
                 r = loop_add(loop, &x->done_file, completion_fd(x->done), EPOLLIN, on_done);
@@ -1171,6 +1179,8 @@ int executor_reconfigure(Executor *x, const ExecutorConfig *cfg) {
         x->cfg.quota_retained = cfg->quota_retained;
         x->cfg.quota_running = cfg->quota_running;
         scheduler_set_max_running(&x->sched, cfg->quota_running);
+        x->cfg.quota_download_bytes = cfg->quota_download_bytes;
+        download_set_quota(cfg->quota_download_bytes);
         procpool_set_max_tasks(x->ppool, cfg->max_tasks);
         return 0;
 }

@@ -43,6 +43,7 @@ typedef struct ExecutorConfig {
         unsigned quota_pending;   /* unfinished futures (pending and running) */
         unsigned quota_running;   /* jobs running at once: more wait, as behind a group limit */
         unsigned quota_retained;  /* finished futures retained, and unfinished ones to come */
+        uint64_t quota_download_bytes; /* body bytes its running downloads hold at once */
         uint64_t max_retained;    /* finished futures kept, past which a submit is refused (0:
                                    * no limit) */
         uint64_t max_retained_bytes; /* ... and the bytes of their outcomes (0: no limit) */

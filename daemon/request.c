@@ -166,7 +166,7 @@ static void op_hello(Request *req, ProtoError *e) {
         proto_pack_str(pk, "principal");
         proto_pack_str(pk, req->from.principal ? req->from.principal : PRINCIPAL_UNKNOWN);
         proto_pack_str(pk, "quotas");
-        msgpack_pack_map(pk, 4);
+        msgpack_pack_map(pk, 5);
         proto_pack_str(pk, "pending");
         msgpack_pack_uint32(pk, req->rq->quota_pending);
         proto_pack_str(pk, "running");
@@ -175,6 +175,8 @@ static void op_hello(Request *req, ProtoError *e) {
         msgpack_pack_uint32(pk, req->rq->quota_retained);
         proto_pack_str(pk, "deferred");
         msgpack_pack_uint32(pk, req->rq->quota_deferred);
+        proto_pack_str(pk, "download_bytes");
+        msgpack_pack_uint64(pk, req->rq->quota_download_bytes);
         proto_pack_str(pk, "version");
         msgpack_pack_uint8(pk, PROTO_VERSION);
         proto_pack_str(pk, "server");
