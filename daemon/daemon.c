@@ -250,7 +250,7 @@ static bool before_sleep(void *userdata) {
         more |= executor_before_sleep(d->executor);
         request_answer_due(&d->requests);
         metrics_turn(d->metrics);
-        if (d->stopping && executor_running(d->executor) == 0)
+        if (d->stopping && executor_settled(d->executor))
                 loop_quit(d->loop);
         /* This turn's sends may have consumed the edge of ZMQ_FD: look again before sleeping. */
         return more || router_readable(d);

@@ -26,6 +26,7 @@
 #include "pooljob.h"
 #include "procpool.h"
 #include "retention.h"
+#include "ring.h"
 #include "scheduler.h"
 #include "threadpool.h"
 #include "transferpool.h"
@@ -35,12 +36,6 @@
 
 /* Inline jobs run per loop turn at most, so that requests keep being read between batches. */
 #define INLINE_BATCH 1024
-
-/* A submitted future waiting for its store batch. */
-typedef struct Held {
-        uint64_t id;
-        uint64_t seq;
-} Held;
 
 struct Executor {
         ExecutorConfig cfg;       /* its strings are not kept */
@@ -69,9 +64,12 @@ struct Executor {
         bool recovering;          /* loading the store's futures: changes are not written back */
         /* Futures submitted but not yet committed by the store: they start once their batch is
          * (a FIFO: batches commit in order). */
-        Held *held;
-        size_t held_head, held_len, held_cap;
+        Ring held;
+        /* Futures finished but not yet committed: clients see them finish once their batch is
+         * (room for every unfinished future is reserved ahead). */
+        Ring unseen;
         uint64_t committed_seq;   /* every batch up to this one is done (committed or failed) */
+        uint64_t seen_seq;        /* every finish recorded up to this batch is seen */
         struct {
                 uint64_t seq;
                 int result;       /* EXECUTOR_STORE_FULL, _UNAVAILABLE or _FAILED */
@@ -187,11 +185,29 @@ static unsigned queued_in_pools(const Executor *x, uint64_t per_lane[_LANE_MAX])
         return n;
 }
 
-/* `f` reached a final state: stores the outcome (taken; may be NULL), queues it for expiry,
- * publishes the event and makes due the waiters it satisfies. */
-static void finish(Executor *x, Future *f, FutureState state, uint8_t *outcome,
-                   uint32_t outcome_len) {
-        uint64_t now = timer_now();
+/* Clients see that `f` finished: it is queued for expiry, its event goes out and the waiters it
+ * satisfies become due. `was_running`: it gives back its slot in its group and its principal's
+ * running quota now, so that a job of the group does not start before this one is seen done. */
+static void publish(Executor *x, Future *f, bool was_running) {
+        if (was_running)
+                scheduler_stopped(&x->sched, f);
+        f->unseen_seq = 0;
+        f->unseen_running = false;
+        /* Without room in the retention queue the future stays until released: safer than
+         * dropping a result nobody has read. */
+        (void) retention_add(&x->retention, f->id, timer_now());
+        events_state(x->events, f);
+        waiter_future_finished(&x->waiters, f);
+}
+
+/* `f` reached a final state: stores the outcome (taken; may be NULL) and publishes it, with a
+ * durable store once the batch that records the finish is committed (on_commit), so that no
+ * client sees a result that a crash could take back. `kept`: false for a job the store never
+ * had (its submit's commit failed), whose failure has no commit to wait for. */
+static void finish_as(Executor *x, Future *f, FutureState state, uint8_t *outcome,
+                      uint32_t outcome_len, bool kept) {
+        FutureState shown = future_visible_state(f);
+        bool was_running = f->state == STATE_RUNNING;
 
         if (f->timeout) {
                 /* A finished future never runs again: give the timer's slot back now. */
@@ -200,8 +216,6 @@ static void finish(Executor *x, Future *f, FutureState state, uint8_t *outcome,
         }
         if (f->heap_pos)
                 scheduler_remove(&x->sched, f);
-        if (f->state == STATE_RUNNING)
-                scheduler_stopped(&x->sched, f);
         free(f->args);
         f->args = NULL;
         f->args_len = 0;
@@ -210,17 +224,26 @@ static void finish(Executor *x, Future *f, FutureState state, uint8_t *outcome,
         f->outcome_len = outcome_len;
         f->runner.job = NULL;
         set_state(x, f, state);
-        /* Without room in the retention queue the future stays until released: safer than
-         * dropping a result nobody has read. */
-        (void) retention_add(&x->retention, f->id, now);
-        events_state(x->events, f);
-        waiter_future_finished(&x->waiters, f);
+        if (!kept || x->recovering || !store_durable(x->store)) {
+                publish(x, f, was_running);
+                return;
+        }
+        f->shown = shown;
+        f->unseen_running = was_running;
+        f->unseen_seq = store_open_seq(x->store);
+        assert(x->unseen.len < x->unseen.cap); /* reserved by its submit or its recovery */
+        ring_push(&x->unseen, f->id, f->unseen_seq);
+}
+
+static void finish(Executor *x, Future *f, FutureState state, uint8_t *outcome,
+                   uint32_t outcome_len) {
+        finish_as(x, f, state, outcome, outcome_len, true);
 }
 
 /* Finishes `f` as failed with a failure map built from `code` (static) and `message`; `signal`
- * and `exit_status` are added when non-zero (worker_died). */
-static void fail(Executor *x, Future *f, const char *code, const char *message, int signal,
-                 int exit_status) {
+ * and `exit_status` are added when non-zero (worker_died). `kept` as for finish_as(). */
+static void fail_as(Executor *x, Future *f, bool kept, const char *code, const char *message,
+                    int signal, int exit_status) {
         JobFailure failure = { .code = code, .signal = signal, .exit_status = exit_status };
         msgpack_packer pk;
         ProtoBuf buf;
@@ -229,8 +252,14 @@ static void fail(Executor *x, Future *f, const char *code, const char *message, 
         proto_buf_init(&buf);
         proto_buf_packer(&buf, &pk);
         frame_pack_failure(&pk, &failure);
-        finish(x, f, STATE_FAILED, buf.failed ? NULL : proto_buf_dup(&buf), (uint32_t) buf.size);
+        finish_as(x, f, STATE_FAILED, buf.failed ? NULL : proto_buf_dup(&buf),
+                  (uint32_t) buf.size, kept);
         proto_buf_deinit(&buf);
+}
+
+static void fail(Executor *x, Future *f, const char *code, const char *message, int signal,
+                 int exit_status) {
+        fail_as(x, f, true, code, message, signal, exit_status);
 }
 
 /* Stops `f` before it finishes by itself. It ends in `state`: cancelled, or failed with the
@@ -552,7 +581,9 @@ static void on_progress(Timer *t, uint64_t now) {
                 timer_start(x->timers, &x->progress, now + PROGRESS_INTERVAL_NS);
 }
 
-/* Makes the future of one checked job, not yet in the table or a queue. Returns 0 or -ENOMEM. */
+/* Makes the future of one checked job, not yet in the table or a queue. Returns 0 or -ENOMEM.
+ * Puts the future in *ret as soon as it exists, also when a later step fails: the caller then
+ * discards the half-made future (discard()). */
 static int make_future(Executor *x, const JobSpec *spec, Future **ret) {
         _cleanup_free_ uint8_t *args = NULL;
         msgpack_packer pk;
@@ -575,37 +606,30 @@ static int make_future(Executor *x, const JobSpec *spec, Future **ret) {
         if (r < 0)
                 return r;
         TAKE_PTR(args);
+        *ret = f;
         f->priority = spec->priority;
         f->timeout_ms = spec->timeout_ms;
         f->retries = spec->retries;
         if (spec->key) {
                 f->key = alloc_malloc(spec->key_len + 1);
-                if (!f->key) {
-                        *ret = f;
+                if (!f->key)
                         return -ENOMEM;
-                }
                 memcpy(f->key, spec->key, spec->key_len);
                 f->key[spec->key_len] = 0;
         }
         if ((r = scheduler_principal_ref(&x->sched, spec->principal ?: PRINCIPAL_UNKNOWN,
                                          &f->principal)) < 0 ||
             (spec->group &&
-             (r = scheduler_group_ref(&x->sched, spec->group, &f->group)) < 0) ||
-            (spec->timeout_ms && !(f->timeout = alloc_calloc(1, sizeof(*f->timeout))))) {
-                *ret = f;
-                return r < 0 ? r : -ENOMEM;
-        }
-        if (f->timeout) {
-                f->timeout->future = f;
-                f->timeout->executor = x;
-                r = timer_init(x->timers, &f->timeout->timer, on_job_timeout);
-                if (r < 0) {
-                        *ret = f;
-                        return r;
-                }
-        }
-        *ret = f;
-        return 0;
+             (r = scheduler_group_ref(&x->sched, spec->group, &f->group)) < 0))
+                return r;
+        if (!spec->timeout_ms)
+                return 0;
+        f->timeout = alloc_calloc(1, sizeof(*f->timeout));
+        if (!f->timeout)
+                return -ENOMEM;
+        f->timeout->future = f;
+        f->timeout->executor = x;
+        return timer_init(x->timers, &f->timeout->timer, on_job_timeout);
 }
 
 /* Frees a future that make_future() made (or half made) and that was never queued. */
@@ -621,29 +645,16 @@ static void discard(Executor *x, Future *f) {
         future_free(f);
 }
 
-/* Makes room for `n` more held futures. Returns 0 or -ENOMEM. */
-static int held_reserve(Executor *x, size_t n) {
-        size_t cap = x->held_cap ? x->held_cap : 1024;
-        Held *held;
+/* With a durable store: room for `n` new futures to wait for their submit's commit, and for
+ * every unfinished future (those and the ones before) to wait for its finish's. Returns 0 or
+ * -ENOMEM. */
+static int rings_reserve(Executor *x, size_t n) {
+        int r = ring_reserve(&x->held, n);
 
-        if (x->held_len + n <= x->held_cap)
-                return 0;
-        while (cap < x->held_len + n)
-                cap *= 2;
-        held = alloc_malloc(cap * sizeof(*held));
-        if (!held)
-                return -ENOMEM;
-        for (size_t i = 0; i < x->held_len; i++)
-                held[i] = x->held[(x->held_head + i) % x->held_cap];
-        free(x->held);
-        x->held = held;
-        x->held_cap = cap;
-        x->held_head = 0;
-        return 0;
-}
-
-static void held_push(Executor *x, uint64_t id, uint64_t seq) {
-        x->held[(x->held_head + x->held_len++) % x->held_cap] = (Held){ .id = id, .seq = seq };
+        if (r < 0)
+                return r;
+        return ring_reserve(&x->unseen,
+                            x->n_state[STATE_PENDING] + x->n_state[STATE_RUNNING] + n);
 }
 
 /* The quotas of principal `p` (NULL: none) with `n_new` more futures. Returns 0,
@@ -739,7 +750,7 @@ int executor_submit(Executor *x, const JobSpec *specs, uint32_t n, uint64_t *ids
         if (r == 0)
                 r = table_reserve(&x->table, n_new);
         if (r == 0 && durable)
-                r = held_reserve(x, n_new);
+                r = rings_reserve(x, n_new);
         if (r != 0) {
                 for (uint32_t i = 0; i < n; i++)
                         discard(x, made[i]);
@@ -757,7 +768,7 @@ int executor_submit(Executor *x, const JobSpec *specs, uint32_t n, uint64_t *ids
                 set_state(x, f, STATE_PENDING);
                 /* With a durable store the job starts once its batch is committed. */
                 if (durable)
-                        held_push(x, f->id, store_open_seq(x->store));
+                        ring_push(&x->held, f->id, store_open_seq(x->store));
                 else
                         r = r < 0 ? r : scheduler_push(&x->sched, f);
                 assert(r >= 0); /* reserved above */
@@ -773,6 +784,14 @@ int executor_submit(Executor *x, const JobSpec *specs, uint32_t n, uint64_t *ids
         return 0;
 }
 
+uint64_t executor_change_seq(Executor *x) {
+        return store_durable(x->store) ? store_open_seq(x->store) : 0;
+}
+
+bool executor_seen(const Executor *x, uint64_t seq) {
+        return seq <= x->seen_seq;
+}
+
 int executor_commit_result(const Executor *x, uint64_t seq) {
         if (seq > x->committed_seq)
                 return EXECUTOR_UNCOMMITTED;
@@ -783,33 +802,47 @@ int executor_commit_result(const Executor *x, uint64_t seq) {
 }
 
 /* The store is done with batch `seq`: its held futures start now, or, when it could not be
- * committed, fail (they were never acknowledged: a client waiting on them learns why). */
+ * committed, fail (they were never acknowledged: a client waiting on them learns why). The
+ * finishes it recorded are seen now; those of a batch that failed wait for the batch that
+ * carries them over (store.c), unless the daemon is stopping. */
 static void on_commit(void *userdata, uint64_t seq, int error) {
         Executor *x = userdata;
         int result = error == -ENOSPC      ? EXECUTOR_STORE_FULL
                      : error == -ENOTCONN ? EXECUTOR_STORE_UNAVAILABLE
                                           : EXECUTOR_STORE_FAILED;
+        const RingItem *it;
 
         x->committed_seq = seq;
         if (error < 0) {
                 x->failed[x->n_failed++ % ELEMENTSOF(x->failed)].seq = seq;
                 x->failed[(x->n_failed - 1) % ELEMENTSOF(x->failed)].result = result;
         }
-        while (x->held_len > 0 && x->held[x->held_head].seq <= seq) {
-                Future *f = table_get(&x->table, x->held[x->held_head].id);
-                x->held_head = (x->held_head + 1) % x->held_cap;
-                x->held_len--;
+        if (error == 0 || x->stopping)
+                x->seen_seq = seq;
+        while (error == 0 || x->stopping) {
+                Future *f;
+                if (!(it = ring_peek(&x->unseen)) || it->key > seq)
+                        break;
+                f = table_get(&x->table, it->id);
+                if (f && f->unseen_seq == it->key)
+                        publish(x, f, f->unseen_running);
+                ring_pop(&x->unseen);
+        }
+        while ((it = ring_peek(&x->held)) && it->key <= seq) {
+                Future *f = table_get(&x->table, it->id);
+                ring_pop(&x->held);
                 if (!f || f->state != STATE_PENDING || f->heap_pos)
                         continue; /* cancelled meanwhile */
                 if (error == -ENOTCONN)
-                        fail(x, f, PROTO_F_STORE_UNAVAILABLE,
-                             "the store's database could not be reached: the job was not kept",
-                             0, 0);
+                        fail_as(x, f, false, PROTO_F_STORE_UNAVAILABLE,
+                                "the store's database could not be reached: the job was not kept",
+                                0, 0);
                 else if (error < 0)
-                        fail(x, f, error == -ENOSPC ? PROTO_F_STORE_FULL : PROTO_F_INTERNAL,
-                             error == -ENOSPC ? "the store's disk is full: the job was not kept"
-                                              : "the store could not keep the job",
-                             0, 0);
+                        fail_as(x, f, false,
+                                error == -ENOSPC ? PROTO_F_STORE_FULL : PROTO_F_INTERNAL,
+                                error == -ENOSPC ? "the store's disk is full: the job was not kept"
+                                                 : "the store could not keep the job",
+                                0, 0);
                 else if (scheduler_push(&x->sched, f) < 0)
                         fail(x, f, PROTO_F_INTERNAL, "out of memory", 0, 0);
         }
@@ -827,7 +860,8 @@ bool executor_cancel(Executor *x, uint64_t id) {
 bool executor_release(Executor *x, uint64_t id) {
         Future *f = table_get(&x->table, id);
 
-        if (!f || !proto_state_final(f->state))
+        /* Not before its finish is seen (committed): it is not retained yet. */
+        if (!f || !proto_state_final(future_visible_state(f)))
                 return false;
         expire(x, f);
         return true;
@@ -908,15 +942,24 @@ void executor_stop(Executor *x, uint64_t *ret_running, uint64_t *ret_pending) {
 }
 
 void executor_abort(Executor *x) {
+        const RingItem *it;
+
         for (uint64_t id = x->table.base; id < x->table.next_id; id++) {
                 Future *f = table_get(&x->table, id);
                 if (f && f->state == STATE_RUNNING)
                         stop(x, f, STATE_FAILED, PROTO_F_SHUTDOWN);
         }
+        /* The loop ends now; executor_free() commits these finishes before the process exits. */
+        while ((it = ring_peek(&x->unseen))) {
+                Future *f = table_get(&x->table, it->id);
+                if (f && f->unseen_seq == it->key)
+                        publish(x, f, f->unseen_running);
+                ring_pop(&x->unseen);
+        }
 }
 
-uint64_t executor_running(const Executor *x) {
-        return x->n_state[STATE_RUNNING];
+bool executor_settled(const Executor *x) {
+        return x->n_state[STATE_RUNNING] == 0 && x->unseen.len == 0;
 }
 
 /* What recovery found, for its log line. */
@@ -1049,6 +1092,10 @@ static int recover(Executor *x) {
         x->recovering = true;
         r = store_recover(x->store, recover_job, &rec);
         x->recovering = false;
+        /* Each unfinished future's finish will wait for its commit (rings_reserve). */
+        if (r >= 0 && store_durable(x->store))
+                r = ring_reserve(&x->unseen,
+                                 x->n_state[STATE_PENDING] + x->n_state[STATE_RUNNING]);
         if (r >= 0) {
                 if (rec.n_retained > 0)
                         qsort(rec.retained, rec.n_retained, sizeof(*rec.retained), retained_cmp);
@@ -1115,6 +1162,7 @@ int executor_new(Executor **ret, Loop *loop, Events *events, const ExecutorConfi
         if (r < 0)
                 return r;
         x->committed_seq = store_durable(x->store) ? store_open_seq(x->store) - 1 : 0;
+        x->seen_seq = x->committed_seq;
         r = recover(x);
         if (r < 0)
                 return r;
@@ -1223,7 +1271,8 @@ Executor *executor_free(Executor *x) {
         }
         timer_deinit(x->timers, &x->progress);
         retention_deinit(&x->retention);
-        free(x->held);
+        ring_deinit(&x->held);
+        ring_deinit(&x->unseen);
         tdestroy(x->keys, free_nothing);
         /* The heaps tell their futures they left (setpos): before the table frees them. */
         scheduler_deinit(&x->sched);
