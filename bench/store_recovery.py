@@ -31,7 +31,11 @@ class Daemon:
         self.t0 = time.perf_counter()
         self.proc = subprocess.Popen([args.futured, '--listen', self.endpoint, '--events',
                                       f'ipc://{self.dir}/events.sock', '--worker', args.worker,
-                                      '--state-dir', state, '--retain', '86400', *options],
+                                      '--state-dir', state, '--retain', '86400',
+                                      # one principal keeps 1,100,000 futures: past the
+                                      # per-principal defaults and --max-retained's
+                                      '--quota-retained', '0', '--quota-pending', '0',
+                                      '--max-retained', '0', *options],
                                      stdout=self.log, stderr=self.log)
         self.ctx = zmq.Context()
         self.s = self.ctx.socket(zmq.DEALER)

@@ -129,6 +129,7 @@ void conffile_dump(const DaemonConfig *cfg, FILE *f) {
         fprintf(f, "quota-running = %u\n", cfg->quota_running);
         fprintf(f, "quota-retained = %u\n", cfg->quota_retained);
         fprintf(f, "quota-deferred = %u\n", cfg->quota_deferred);
+        fprintf(f, "quota-download-bytes = %" PRIu64 "\n", cfg->quota_download_bytes);
         fprintf(f, "metrics = %s\n", cfg->metrics ? cfg->metrics : "");
 }
 

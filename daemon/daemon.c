@@ -72,6 +72,7 @@ static ExecutorConfig executor_config(const DaemonConfig *cfg) {
                 .quota_pending = cfg->quota_pending,
                 .quota_running = cfg->quota_running,
                 .quota_retained = cfg->quota_retained,
+                .quota_download_bytes = cfg->quota_download_bytes,
                 .max_retained = cfg->max_retained,
                 .max_retained_bytes = cfg->max_retained_bytes,
         };
@@ -127,6 +128,8 @@ static void reload(Daemon *d) {
                 d->cfg.quota_running = d->requests.quota_running = cfg.quota_running;
                 d->cfg.quota_retained = d->requests.quota_retained = cfg.quota_retained;
                 d->cfg.quota_deferred = d->requests.quota_deferred = cfg.quota_deferred;
+                d->cfg.quota_download_bytes = d->requests.quota_download_bytes =
+                        cfg.quota_download_bytes;
                 executor_waiters(d->executor)->principal_quota = cfg.quota_deferred;
                 /* A list that cannot be read keeps the one in effect (zap_reload logged it). */
                 if (zap_reload(&d->zap, cfg.curve_allow) >= 0) {
@@ -247,7 +250,7 @@ static bool before_sleep(void *userdata) {
         more |= executor_before_sleep(d->executor);
         request_answer_due(&d->requests);
         metrics_turn(d->metrics);
-        if (d->stopping && executor_running(d->executor) == 0)
+        if (d->stopping && executor_settled(d->executor))
                 loop_quit(d->loop);
         /* This turn's sends may have consumed the edge of ZMQ_FD: look again before sleeping. */
         return more || router_readable(d);
@@ -448,6 +451,7 @@ int daemon_new(Daemon **ret, DaemonConfig *cfg) {
                 .quota_running = d->cfg.quota_running,
                 .quota_retained = d->cfg.quota_retained,
                 .quota_deferred = d->cfg.quota_deferred,
+                .quota_download_bytes = d->cfg.quota_download_bytes,
         };
         executor_waiters(d->executor)->principal_quota = d->cfg.quota_deferred;
 

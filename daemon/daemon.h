@@ -31,6 +31,8 @@
 #define DEFAULT_QUOTA_RUNNING 0u       /* fair share interleaves; no cap by default */
 #define DEFAULT_QUOTA_RETAINED 500000u
 #define DEFAULT_QUOTA_DEFERRED 4000u   /* four clients' worth of PROTO_MAX_DEFERRED */
+/* As much as the daemon retains of all results together (max_retained_bytes). */
+#define DEFAULT_QUOTA_DOWNLOAD_BYTES (256ull << 20)
 
 typedef struct DaemonConfig {
         char **listen;        /* ZeroMQ endpoints for the ROUTER socket */
@@ -69,6 +71,7 @@ typedef struct DaemonConfig {
         char *curve_allow;    /* the allow list of client public keys, or NULL: no one */
         /* Per-principal quotas (docs/PROTOCOL.md, Quotas); 0: none. */
         unsigned quota_pending, quota_running, quota_retained, quota_deferred;
+        uint64_t quota_download_bytes; /* body bytes its running downloads hold at once */
         char *metrics;        /* --metrics ADDRESS:PORT, or NULL: no metrics endpoint */
 } DaemonConfig;
 

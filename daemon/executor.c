@@ -27,6 +27,7 @@
 #include "pooljob.h"
 #include "procpool.h"
 #include "retention.h"
+#include "ring.h"
 #include "scheduler.h"
 #include "threadpool.h"
 #include "transferpool.h"
@@ -36,12 +37,6 @@
 
 /* Inline jobs run per loop turn at most, so that requests keep being read between batches. */
 #define INLINE_BATCH 1024
-
-/* A submitted future waiting for its store batch. */
-typedef struct Held {
-        uint64_t id;
-        uint64_t seq;
-} Held;
 
 struct Executor {
         ExecutorConfig cfg;       /* its strings are not kept */
@@ -70,9 +65,12 @@ struct Executor {
         bool recovering;          /* loading the store's futures: changes are not written back */
         /* Futures submitted but not yet committed by the store: they start once their batch is
          * (a FIFO: batches commit in order). */
-        Held *held;
-        size_t held_head, held_len, held_cap;
+        Ring held;
+        /* Futures finished but not yet committed: clients see them finish once their batch is
+         * (room for every unfinished future is reserved ahead). */
+        Ring unseen;
         uint64_t committed_seq;   /* every batch up to this one is done (committed or failed) */
+        uint64_t seen_seq;        /* every finish recorded up to this batch is seen */
         struct {
                 uint64_t seq;
                 int result;       /* EXECUTOR_STORE_FULL, _UNAVAILABLE or _FAILED */
@@ -90,6 +88,7 @@ struct Executor {
         Cluster *cluster;
         Remote remote;            /* the futures of other nodes' IDs (table.remote) */
         bool releasing;           /* a release, not an expiry: the row goes too */
+        bool fencing;             /* dropping a job the database refused: no finish is seen */
         uint64_t *wanted;         /* IDs to read from the database at the end of the turn */
         size_t n_wanted, cap_wanted;
         uint64_t looked_up;       /* every lookup up to this one is answered */
@@ -218,11 +217,29 @@ static unsigned queued_in_pools(const Executor *x, uint64_t per_lane[_LANE_MAX])
         return n;
 }
 
-/* `f` reached a final state: stores the outcome (taken; may be NULL), queues it for expiry,
- * publishes the event and makes due the waiters it satisfies. */
-static void finish(Executor *x, Future *f, FutureState state, uint8_t *outcome,
-                   uint32_t outcome_len) {
-        uint64_t now = timer_now();
+/* Clients see that `f` finished: it is queued for expiry, its event goes out and the waiters it
+ * satisfies become due. `was_running`: it gives back its slot in its group and its principal's
+ * running quota now, so that a job of the group does not start before this one is seen done. */
+static void publish(Executor *x, Future *f, bool was_running) {
+        if (was_running)
+                scheduler_stopped(&x->sched, f);
+        f->unseen_seq = 0;
+        f->unseen_running = false;
+        /* Without room in the retention queue the future stays until released: safer than
+         * dropping a result nobody has read. */
+        (void) retention_add(&x->retention, f->id, timer_now());
+        events_state(x->events, f);
+        waiter_future_finished(&x->waiters, f);
+}
+
+/* `f` reached a final state: stores the outcome (taken; may be NULL) and publishes it, with a
+ * durable store once the batch that records the finish is committed (on_commit), so that no
+ * client sees a result that a crash could take back. `kept`: false for a job the store never
+ * had (its submit's commit failed), whose failure has no commit to wait for. */
+static void finish_as(Executor *x, Future *f, FutureState state, uint8_t *outcome,
+                      uint32_t outcome_len, bool kept) {
+        FutureState shown = future_visible_state(f);
+        bool was_running = f->state == STATE_RUNNING;
 
         if (f->timeout) {
                 /* A finished future never runs again: give the timer's slot back now. */
@@ -231,8 +248,6 @@ static void finish(Executor *x, Future *f, FutureState state, uint8_t *outcome,
         }
         if (f->heap_pos)
                 scheduler_remove(&x->sched, f);
-        if (f->state == STATE_RUNNING)
-                scheduler_stopped(&x->sched, f);
         free(f->args);
         f->args = NULL;
         f->args_len = 0;
@@ -242,17 +257,33 @@ static void finish(Executor *x, Future *f, FutureState state, uint8_t *outcome,
         f->runner.job = NULL;
         x->ran += x->cluster && !x->recovering;
         set_state(x, f, state);
-        /* Without room in the retention queue the future stays until released: safer than
-         * dropping a result nobody has read. */
-        (void) retention_add(&x->retention, f->id, now);
-        events_state(x->events, f);
-        waiter_future_finished(&x->waiters, f);
+        if (x->fencing) { /* not this node's: its slot goes back, nothing is seen (on_fenced) */
+                if (was_running)
+                        scheduler_stopped(&x->sched, f);
+                return;
+        }
+        /* Recovering also covers a finish read from the database (a job another node ran, in
+         * cluster mode): committed already, seen at once. */
+        if (!kept || x->recovering || !store_durable(x->store)) {
+                publish(x, f, was_running);
+                return;
+        }
+        f->shown = shown;
+        f->unseen_running = was_running;
+        f->unseen_seq = store_open_seq(x->store);
+        assert(x->unseen.len < x->unseen.cap); /* reserved by its submit or its recovery */
+        ring_push(&x->unseen, f->id, f->unseen_seq);
+}
+
+static void finish(Executor *x, Future *f, FutureState state, uint8_t *outcome,
+                   uint32_t outcome_len) {
+        finish_as(x, f, state, outcome, outcome_len, true);
 }
 
 /* Finishes `f` as failed with a failure map built from `code` (static) and `message`; `signal`
- * and `exit_status` are added when non-zero (worker_died). */
-static void fail(Executor *x, Future *f, const char *code, const char *message, int signal,
-                 int exit_status) {
+ * and `exit_status` are added when non-zero (worker_died). `kept` as for finish_as(). */
+static void fail_as(Executor *x, Future *f, bool kept, const char *code, const char *message,
+                    int signal, int exit_status) {
         JobFailure failure = { .code = code, .signal = signal, .exit_status = exit_status };
         msgpack_packer pk;
         ProtoBuf buf;
@@ -261,8 +292,14 @@ static void fail(Executor *x, Future *f, const char *code, const char *message, 
         proto_buf_init(&buf);
         proto_buf_packer(&buf, &pk);
         frame_pack_failure(&pk, &failure);
-        finish(x, f, STATE_FAILED, buf.failed ? NULL : proto_buf_dup(&buf), (uint32_t) buf.size);
+        finish_as(x, f, STATE_FAILED, buf.failed ? NULL : proto_buf_dup(&buf),
+                  (uint32_t) buf.size, kept);
         proto_buf_deinit(&buf);
+}
+
+static void fail(Executor *x, Future *f, const char *code, const char *message, int signal,
+                 int exit_status) {
+        fail_as(x, f, true, code, message, signal, exit_status);
 }
 
 /* Stops `f` before it finishes by itself. It ends in `state`: cancelled, or failed with the
@@ -386,6 +423,12 @@ static void start_pool_job(Executor *x, Future *f) {
         if (f->kind->pool == POOL_TRANSFER) {
                 j->announced = true; /* it starts as soon as the transfer thread looks */
                 x->transfers_busy++;
+                /* The transfer counts its bytes in its principal's download_bytes: the item's
+                 * reference keeps the principal until the item comes back, even when the future
+                 * is released meanwhile. */
+                j->principal = f->principal;
+                if (j->principal)
+                        j->principal->refs++;
         } else {
                 j->announced = x->threads_busy < x->cfg.threads; /* a thread is free for it */
                 x->threads_busy++;
@@ -468,6 +511,7 @@ bool executor_before_sleep(Executor *x) {
 
 /* Takes a job its pool handed back out of the books. */
 static void returned(Executor *x, PoolJob *j) {
+        scheduler_principal_unref(&x->sched, TAKE_PTR(j->principal));
         if (j->kind->pool == POOL_TRANSFER)
                 x->transfers_busy--;
         else
@@ -579,7 +623,9 @@ static void on_progress(Timer *t, uint64_t now) {
                 timer_start(x->timers, &x->progress, now + PROGRESS_INTERVAL_NS);
 }
 
-/* Makes the future of one checked job, not yet in the table or a queue. Returns 0 or -ENOMEM. */
+/* Makes the future of one checked job, not yet in the table or a queue. Returns 0 or -ENOMEM.
+ * Puts the future in *ret as soon as it exists, also when a later step fails: the caller then
+ * discards the half-made future (discard()). */
 static int make_future(Executor *x, const JobSpec *spec, Future **ret) {
         _cleanup_free_ uint8_t *args = NULL;
         msgpack_packer pk;
@@ -602,37 +648,30 @@ static int make_future(Executor *x, const JobSpec *spec, Future **ret) {
         if (r < 0)
                 return r;
         TAKE_PTR(args);
+        *ret = f;
         f->priority = spec->priority;
         f->timeout_ms = spec->timeout_ms;
         f->retries = spec->retries;
         if (spec->key) {
                 f->key = alloc_malloc(spec->key_len + 1);
-                if (!f->key) {
-                        *ret = f;
+                if (!f->key)
                         return -ENOMEM;
-                }
                 memcpy(f->key, spec->key, spec->key_len);
                 f->key[spec->key_len] = 0;
         }
         if ((r = scheduler_principal_ref(&x->sched, spec->principal ?: PRINCIPAL_UNKNOWN,
                                          &f->principal)) < 0 ||
             (spec->group &&
-             (r = scheduler_group_ref(&x->sched, spec->group, &f->group)) < 0) ||
-            (spec->timeout_ms && !(f->timeout = alloc_calloc(1, sizeof(*f->timeout))))) {
-                *ret = f;
-                return r < 0 ? r : -ENOMEM;
-        }
-        if (f->timeout) {
-                f->timeout->future = f;
-                f->timeout->executor = x;
-                r = timer_init(x->timers, &f->timeout->timer, on_job_timeout);
-                if (r < 0) {
-                        *ret = f;
-                        return r;
-                }
-        }
-        *ret = f;
-        return 0;
+             (r = scheduler_group_ref(&x->sched, spec->group, &f->group)) < 0))
+                return r;
+        if (!spec->timeout_ms)
+                return 0;
+        f->timeout = alloc_calloc(1, sizeof(*f->timeout));
+        if (!f->timeout)
+                return -ENOMEM;
+        f->timeout->future = f;
+        f->timeout->executor = x;
+        return timer_init(x->timers, &f->timeout->timer, on_job_timeout);
 }
 
 /* Frees a future that make_future() made (or half made) and that was never queued. */
@@ -648,29 +687,16 @@ static void discard(Executor *x, Future *f) {
         future_free(f);
 }
 
-/* Makes room for `n` more held futures. Returns 0 or -ENOMEM. */
-static int held_reserve(Executor *x, size_t n) {
-        size_t cap = x->held_cap ? x->held_cap : 1024;
-        Held *held;
+/* With a durable store: room for `n` new futures to wait for their submit's commit, and for
+ * every unfinished future (those and the ones before) to wait for its finish's. Returns 0 or
+ * -ENOMEM. */
+static int rings_reserve(Executor *x, size_t n) {
+        int r = ring_reserve(&x->held, n);
 
-        if (x->held_len + n <= x->held_cap)
-                return 0;
-        while (cap < x->held_len + n)
-                cap *= 2;
-        held = alloc_malloc(cap * sizeof(*held));
-        if (!held)
-                return -ENOMEM;
-        for (size_t i = 0; i < x->held_len; i++)
-                held[i] = x->held[(x->held_head + i) % x->held_cap];
-        free(x->held);
-        x->held = held;
-        x->held_cap = cap;
-        x->held_head = 0;
-        return 0;
-}
-
-static void held_push(Executor *x, uint64_t id, uint64_t seq) {
-        x->held[(x->held_head + x->held_len++) % x->held_cap] = (Held){ .id = id, .seq = seq };
+        if (r < 0)
+                return r;
+        return ring_reserve(&x->unseen,
+                            x->n_state[STATE_PENDING] + x->n_state[STATE_RUNNING] + n);
 }
 
 /* The quotas of principal `p` (NULL: none) with `n_new` more futures. Returns 0,
@@ -766,7 +792,7 @@ int executor_submit(Executor *x, const JobSpec *specs, uint32_t n, uint64_t *ids
         if (r == 0)
                 r = table_reserve(&x->table, n_new);
         if (r == 0 && durable)
-                r = held_reserve(x, n_new);
+                r = rings_reserve(x, n_new);
         if (r != 0) {
                 for (uint32_t i = 0; i < n; i++)
                         discard(x, made[i]);
@@ -790,7 +816,7 @@ int executor_submit(Executor *x, const JobSpec *specs, uint32_t n, uint64_t *ids
                 set_state(x, f, STATE_PENDING);
                 /* With a durable store the job starts once its batch is committed. */
                 if (durable)
-                        held_push(x, f->id, store_open_seq(x->store));
+                        ring_push(&x->held, f->id, store_open_seq(x->store));
                 else
                         r = r < 0 ? r : scheduler_push(&x->sched, f);
                 assert(r >= 0); /* reserved above */
@@ -800,6 +826,14 @@ int executor_submit(Executor *x, const JobSpec *specs, uint32_t n, uint64_t *ids
         }
         *ret_seq = durable ? store_open_seq(x->store) : 0;
         return 0;
+}
+
+uint64_t executor_change_seq(Executor *x) {
+        return store_durable(x->store) ? store_open_seq(x->store) : 0;
+}
+
+bool executor_seen(const Executor *x, uint64_t seq) {
+        return seq <= x->seen_seq;
 }
 
 int executor_commit_result(const Executor *x, uint64_t seq) {
@@ -812,33 +846,47 @@ int executor_commit_result(const Executor *x, uint64_t seq) {
 }
 
 /* The store is done with batch `seq`: its held futures start now, or, when it could not be
- * committed, fail (they were never acknowledged: a client waiting on them learns why). */
+ * committed, fail (they were never acknowledged: a client waiting on them learns why). The
+ * finishes it recorded are seen now; those of a batch that failed wait for the batch that
+ * carries them over (store.c), unless the daemon is stopping. */
 static void on_commit(void *userdata, uint64_t seq, int error) {
         Executor *x = userdata;
         int result = error == -ENOSPC      ? EXECUTOR_STORE_FULL
                      : error == -ENOTCONN ? EXECUTOR_STORE_UNAVAILABLE
                                           : EXECUTOR_STORE_FAILED;
+        const RingItem *it;
 
         x->committed_seq = seq;
         if (error < 0) {
                 x->failed[x->n_failed++ % ELEMENTSOF(x->failed)].seq = seq;
                 x->failed[(x->n_failed - 1) % ELEMENTSOF(x->failed)].result = result;
         }
-        while (x->held_len > 0 && x->held[x->held_head].seq <= seq) {
-                Future *f = table_get(&x->table, x->held[x->held_head].id);
-                x->held_head = (x->held_head + 1) % x->held_cap;
-                x->held_len--;
+        if (error == 0 || x->stopping)
+                x->seen_seq = seq;
+        while (error == 0 || x->stopping) {
+                Future *f;
+                if (!(it = ring_peek(&x->unseen)) || it->key > seq)
+                        break;
+                f = table_get(&x->table, it->id);
+                if (f && f->unseen_seq == it->key)
+                        publish(x, f, f->unseen_running);
+                ring_pop(&x->unseen);
+        }
+        while ((it = ring_peek(&x->held)) && it->key <= seq) {
+                Future *f = table_get(&x->table, it->id);
+                ring_pop(&x->held);
                 if (!f || f->state != STATE_PENDING || f->heap_pos)
                         continue; /* cancelled meanwhile */
                 if (error == -ENOTCONN)
-                        fail(x, f, PROTO_F_STORE_UNAVAILABLE,
-                             "the store's database could not be reached: the job was not kept",
-                             0, 0);
+                        fail_as(x, f, false, PROTO_F_STORE_UNAVAILABLE,
+                                "the store's database could not be reached: the job was not kept",
+                                0, 0);
                 else if (error < 0)
-                        fail(x, f, error == -ENOSPC ? PROTO_F_STORE_FULL : PROTO_F_INTERNAL,
-                             error == -ENOSPC ? "the store's disk is full: the job was not kept"
-                                              : "the store could not keep the job",
-                             0, 0);
+                        fail_as(x, f, false,
+                                error == -ENOSPC ? PROTO_F_STORE_FULL : PROTO_F_INTERNAL,
+                                error == -ENOSPC ? "the store's disk is full: the job was not kept"
+                                                 : "the store could not keep the job",
+                                0, 0);
                 else if (f->cluster & FUTURE_AWAY)
                         continue; /* open to any node: a claim brings it back */
                 else if (scheduler_push(&x->sched, f) < 0)
@@ -860,7 +908,8 @@ bool executor_cancel(Executor *x, uint64_t id) {
 bool executor_release(Executor *x, uint64_t id) {
         Future *f = table_get(&x->table, id);
 
-        if (!f || !proto_state_final(f->state))
+        /* Not before its finish is seen (committed): it is not retained yet. */
+        if (!f || !proto_state_final(future_visible_state(f)))
                 return false;
         x->releasing = true;
         expire(x, f);
@@ -944,15 +993,24 @@ void executor_stop(Executor *x, uint64_t *ret_running, uint64_t *ret_pending) {
 }
 
 void executor_abort(Executor *x) {
+        const RingItem *it;
+
         for (uint64_t id = x->table.base; id < x->table.next_id; id++) {
                 Future *f = table_get(&x->table, id);
                 if (f && f->state == STATE_RUNNING)
                         stop(x, f, STATE_FAILED, PROTO_F_SHUTDOWN);
         }
+        /* The loop ends now; executor_free() commits these finishes before the process exits. */
+        while ((it = ring_peek(&x->unseen))) {
+                Future *f = table_get(&x->table, it->id);
+                if (f && f->unseen_seq == it->key)
+                        publish(x, f, f->unseen_running);
+                ring_pop(&x->unseen);
+        }
 }
 
-uint64_t executor_running(const Executor *x) {
-        return x->n_state[STATE_RUNNING];
+bool executor_settled(const Executor *x) {
+        return x->n_state[STATE_RUNNING] == 0 && x->unseen.len == 0;
 }
 
 /* What recovery found, for its log line. */
@@ -1102,6 +1160,10 @@ static int recover(Executor *x) {
         x->recovering = true;
         r = store_recover(x->store, recover_job, &rec);
         x->recovering = false;
+        /* Each unfinished future's finish will wait for its commit (rings_reserve). */
+        if (r >= 0 && store_durable(x->store))
+                r = ring_reserve(&x->unseen,
+                                 x->n_state[STATE_PENDING] + x->n_state[STATE_RUNNING]);
         if (r >= 0) {
                 if (rec.n_retained > 0)
                         qsort(rec.retained, rec.n_retained, sizeof(*rec.retained), retained_cmp);
@@ -1168,6 +1230,7 @@ int executor_new(Executor **ret, Loop *loop, Events *events, const ExecutorConfi
         if (r < 0)
                 return r;
         x->committed_seq = store_durable(x->store) ? store_open_seq(x->store) - 1 : 0;
+        x->seen_seq = x->committed_seq;
         r = recover(x);
         if (r < 0)
                 return r;
@@ -1185,6 +1248,7 @@ int executor_new(Executor **ret, Loop *loop, Events *events, const ExecutorConfi
         x->curl_ready = true;
         if (cfg->download_net && download_set_policy(cfg->download_net) < 0)
                 return -ENOMEM;
+        download_set_quota(cfg->quota_download_bytes);
         r = completion_new(&x->done);
         if (r >= 0)
                 r = loop_add(loop, &x->done_file, completion_fd(x->done), EPOLLIN, on_done);
@@ -1233,6 +1297,8 @@ int executor_reconfigure(Executor *x, const ExecutorConfig *cfg) {
         x->cfg.quota_retained = cfg->quota_retained;
         x->cfg.quota_running = cfg->quota_running;
         scheduler_set_max_running(&x->sched, cfg->quota_running);
+        x->cfg.quota_download_bytes = cfg->quota_download_bytes;
+        download_set_quota(cfg->quota_download_bytes);
         procpool_set_max_tasks(x->ppool, cfg->max_tasks);
         return 0;
 }
@@ -1284,7 +1350,8 @@ Executor *executor_free(Executor *x) {
         }
         timer_deinit(x->timers, &x->progress);
         retention_deinit(&x->retention);
-        free(x->held);
+        ring_deinit(&x->held);
+        ring_deinit(&x->unseen);
         tdestroy(x->keys, free_nothing);
         /* The heaps tell their futures they left (setpos): before the table frees them. */
         scheduler_deinit(&x->sched);
@@ -1314,7 +1381,7 @@ static void lane_room(const Executor *x, uint32_t room[CLUSTER_LANES]) {
 
         for (unsigned lane = 0; lane < CLUSTER_LANES; lane++) {
                 uint64_t load = (uint64_t) busy[lane] + scheduler_ready(&x->sched, lane) +
-                                x->held_len;
+                                x->held.len;
                 room[lane] = x->stopping || load >= cap[lane] ? 0 : (uint32_t) (cap[lane] - load);
         }
 }
@@ -1397,7 +1464,11 @@ static int adopt(Executor *x, const StoreJob *job, uint8_t flags, Future **ret) 
         f->id = job->id;
         f->cluster = flags;
         f->retries = (uint8_t) (job->retries > done ? job->retries - done : 0);
-        if ((r = remote_put(&x->remote, f)) < 0) {
+        /* A claimed job runs here: its finish waits for its commit in `unseen` (room for every
+         * unfinished future, as rings_reserve() makes at a submit). */
+        if ((r = ring_reserve(&x->unseen, x->n_state[STATE_PENDING] +
+                                                  x->n_state[STATE_RUNNING] + 1)) < 0 ||
+            (r = remote_put(&x->remote, f)) < 0) {
                 discard(x, f);
                 return r;
         }
@@ -1502,23 +1573,43 @@ static void on_reconcile(void *userdata) {
 }
 
 /* The database refused a start or finish of job `id`: it is no longer this node's (its lease
- * expired and another node took the job back, or it was cancelled meanwhile). Its work here is
- * stopped and its copy dropped, unwritten: a request on it reads the row again. */
+ * expired and another node took the job back, or it was cancelled meanwhile). Called before the
+ * commit of the batch that carried the change (on_commit), so that a refused finish is never
+ * seen: its work here is stopped, the slot it held in its group and its principal's running
+ * quota goes back, and its copy is dropped unwritten (a request on it reads the row again), or,
+ * when waiters wait on it, becomes a pending mirror that the database's row finishes. A finish
+ * seen before (a store failure's, never stored) stays as it is. */
 static void on_fenced(void *userdata, uint64_t id) {
         Executor *x = userdata;
         Future *f = table_get(&x->table, id);
+        bool seen;
 
-        if (!f)
-                return;
+        if (!f || (f->cluster & FUTURE_AWAY))
+                return; /* dropped, or a mirror, already: its start and finish were refused */
+        seen = proto_state_final(f->state) && !f->unseen_seq;
         log_fields(LOG_WARNING, &(LogFields){ .future_id = id, .job_kind = f->kind->name },
                    "future %" PRIu64 ": no longer this node's (taken back or cancelled "
                    "elsewhere): its work here is dropped", id);
         x->fenced++;
         x->recovering = true;
+        x->fencing = true;
         if (!proto_state_final(f->state))
                 stop(x, f, STATE_CANCELLED, NULL);
+        else if (f->unseen_seq && f->unseen_running)
+                scheduler_stopped(&x->sched, f);
+        x->fencing = false;
+        f->unseen_seq = 0; /* its entry in `unseen` is skipped */
+        f->unseen_running = false;
         if (!f->waiters)
                 expire(x, f);
+        else if (!seen) {
+                x->retained_bytes -= f->outcome_len;
+                f->outcome = mfree(f->outcome);
+                f->outcome_len = 0;
+                f->cluster |= FUTURE_AWAY;
+                set_state(x, f, STATE_PENDING);
+                want(x, id);
+        }
         x->recovering = false;
 }
 

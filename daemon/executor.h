@@ -43,6 +43,7 @@ typedef struct ExecutorConfig {
         unsigned quota_pending;   /* unfinished futures (pending and running) */
         unsigned quota_running;   /* jobs running at once: more wait, as behind a group limit */
         unsigned quota_retained;  /* finished futures retained, and unfinished ones to come */
+        uint64_t quota_download_bytes; /* body bytes its running downloads hold at once */
         uint64_t max_retained;    /* finished futures kept, past which a submit is refused (0:
                                    * no limit) */
         uint64_t max_retained_bytes; /* ... and the bytes of their outcomes (0: no limit) */
@@ -131,6 +132,15 @@ int executor_submit(Executor *x, const JobSpec *specs, uint32_t n, uint64_t *ids
  * EXECUTOR_STORE_FAILED (the batch's new jobs then failed with `store_full` or `internal`). */
 int executor_commit_result(const Executor *x, uint64_t seq);
 
+/* The store batch that records the changes made so far (0 with the memory store): a reply that
+ * reports them (a cancel's) waits for it, as a submit's does. With a durable store a finish is
+ * seen (state, result, events, waiters) only once its batch is committed. */
+uint64_t executor_change_seq(Executor *x);
+
+/* True when every finish recorded up to batch `seq` is seen: that batch, or a later one that
+ * carried its changes after it failed, is committed. */
+bool executor_seen(const Executor *x, uint64_t seq);
+
 /* Cancels the future `id`: a pending one leaves its queue, a running one has its work stopped
  * (its worker killed, its thread item or transfer told to stop). Returns true if it is cancelled
  * now (or was already), false if it finished otherwise or is unknown. */
@@ -169,7 +179,8 @@ void executor_reap(Executor *x);
  * is cancelled; running ones go on. Puts how many were running and pending. */
 void executor_stop(Executor *x, uint64_t *ret_running, uint64_t *ret_pending);
 
-/* Ends the shutdown: whatever still runs fails with `shutdown`. */
+/* Ends the shutdown: whatever still runs fails with `shutdown`, and every finish is seen now,
+ * committed or not (the loop ends next; executor_free() commits them). */
 void executor_abort(Executor *x);
 
 /* Cluster mode (docs/CLUSTER.md). True for a node of a cluster. */
@@ -198,5 +209,6 @@ typedef struct ExecutorClusterStats {
 } ExecutorClusterStats;
 void executor_cluster_stats(const Executor *x, ExecutorClusterStats *ret);
 
-/* Futures running now. */
-uint64_t executor_running(const Executor *x);
+/* True when no future runs and every finish is seen (its commit came back): the shutdown may
+ * end. */
+bool executor_settled(const Executor *x);

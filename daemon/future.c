@@ -33,6 +33,8 @@ Future *future_free(Future *f) {
 }
 
 FutureState future_visible_state(const Future *f) {
+        if (f->unseen_seq)
+                return f->shown;
         if (f->state == STATE_RUNNING && f->kind->pool != POOL_PROCESS && f->runner.job &&
             !pooljob_started(f->runner.job))
                 return STATE_PENDING;

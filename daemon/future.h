@@ -43,6 +43,9 @@ typedef struct Future {
         } runner;
         JobTimeout *timeout; /* when timeout_ms > 0: armed while running */
         uint64_t started_ns; /* when it last started running (CLOCK_MONOTONIC; counters.c) */
+        uint64_t unseen_seq; /* finished, but the store batch `unseen_seq` that records it is not
+                              * committed yet: clients see `shown` until it is (0: no such batch;
+                              * docs/DURABILITY.md) */
         char *key;         /* the idempotency key (NUL-terminated), or NULL; the executor's index
                             * of keys points at it */
         uint32_t timeout_ms; /* 0: no timeout */
@@ -54,6 +57,8 @@ typedef struct Future {
         uint8_t attempt;   /* runs started so far, across restarts (the store keeps it) */
         uint8_t in_group_heap; /* pending and parked behind its group's limit */
         uint8_t cluster;   /* cluster mode: FUTURE_AWAY, FUTURE_FOREIGN (0 otherwise) */
+        uint8_t shown;     /* with unseen_seq: the state clients saw before it finished */
+        bool unseen_running; /* with unseen_seq: it still holds its group's running slot */
 } Future;
 
 /* Future.cluster: the job is not this node's to run (open to any node in the database, or run
@@ -77,5 +82,6 @@ int future_new(Future **ret, const JobKind *kind, uint8_t *args, uint32_t args_l
 Future *future_free(Future *f);
 
 /* The state clients see: the future's own, except that a thread job handed to the pool but not
- * yet taken by a thread (prefetch) is still pending. */
+ * yet taken by a thread (prefetch) is still pending, and that a finish is seen only once the
+ * store has committed it (`unseen_seq`). */
 FutureState future_visible_state(const Future *f);

@@ -101,6 +101,9 @@ static void help(void) {
                "                              (default 500000)\n"
                "  --quota-deferred N          its deferred replies, all its clients together\n"
                "                              (default 4000); 0 for any quota: none\n"
+               "  --quota-download-bytes N    body bytes its running downloads hold at once\n"
+               "                              (default 268435456); a download past it fails\n"
+               "                              with download_quota; 0: none\n"
                "  --metrics [ADDRESS:]PORT    serve Prometheus metrics at\n"
                "                              http://ADDRESS:PORT/metrics (default: none;\n"
                "                              ADDRESS 127.0.0.1 unless given: an IPv4\n"
@@ -224,6 +227,7 @@ enum {
         ARG_QUOTA_RUNNING,
         ARG_QUOTA_RETAINED,
         ARG_QUOTA_DEFERRED,
+        ARG_QUOTA_DOWNLOAD_BYTES,
         ARG_METRICS,
         ARG_CLUSTER,
         ARG_LEASE,
@@ -264,6 +268,7 @@ static const struct option options[] = {
         { "quota-running", required_argument, NULL, ARG_QUOTA_RUNNING },
         { "quota-retained", required_argument, NULL, ARG_QUOTA_RETAINED },
         { "quota-deferred", required_argument, NULL, ARG_QUOTA_DEFERRED },
+        { "quota-download-bytes", required_argument, NULL, ARG_QUOTA_DOWNLOAD_BYTES },
         { "metrics", required_argument, NULL, ARG_METRICS },
         { "cluster", optional_argument, NULL, ARG_CLUSTER },
         { "lease", required_argument, NULL, ARG_LEASE },
@@ -307,6 +312,7 @@ static void config_defaults(DaemonConfig *cfg) {
         cfg->quota_running = DEFAULT_QUOTA_RUNNING;
         cfg->quota_retained = DEFAULT_QUOTA_RETAINED;
         cfg->quota_deferred = DEFAULT_QUOTA_DEFERRED;
+        cfg->quota_download_bytes = DEFAULT_QUOTA_DOWNLOAD_BYTES;
 }
 
 /* The state directory when --state-dir is not given: systemd's $STATE_DIRECTORY (its first
@@ -528,6 +534,10 @@ static int parse_option(int c, const char *arg, DaemonConfig *cfg, const char **
         case ARG_MAX_RETAINED:
                 if (parse_u64(arg, UINT64_MAX, &cfg->max_retained) < 0)
                         bad = "--max-retained takes a number of results (0: no limit)";
+                break;
+        case ARG_QUOTA_DOWNLOAD_BYTES:
+                if (parse_u64(arg, UINT64_MAX, &cfg->quota_download_bytes) < 0)
+                        bad = "--quota-download-bytes takes a number of bytes (0: no quota)";
                 break;
         case ARG_MAX_RETAINED_BYTES:
                 if (parse_u64(arg, UINT64_MAX, &cfg->max_retained_bytes) < 0)

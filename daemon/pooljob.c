@@ -31,6 +31,8 @@ static bool job_begin(PoolJob *j, JobContext *ctx, msgpack_unpacked *args, JobFa
                 .cancel = &j->cancel,
                 .progress_done = &j->progress_done,
                 .progress_total = &j->progress_total,
+                .download_held = j->principal ? &j->principal->download_bytes : NULL,
+                .principal = j->principal ? j->principal->name : NULL,
         };
         msgpack_unpacked_init(args);
         msgpack_sbuffer_init(&j->out);

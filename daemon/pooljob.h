@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "kind.h"
+#include "principal.h"
 #include "proto.h"
 #include "work.h"
 
@@ -36,6 +37,9 @@ struct PoolJob {
         /* Constant after pooljob_new(). */
         uint64_t id;
         const JobKind *kind;
+
+        /* Set by the creator before the item enters a pool; the pool thread reads it. */
+        Principal *principal; /* a reference (the executor's), or NULL: its downloads' bytes */
 
         /* Loop only. */
         PoolJob *prev, *next;   /* the executor's list of items inside the pools */

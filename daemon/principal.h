@@ -5,10 +5,12 @@
  * (zap.h) gives as the "User-Id" of each message. Names: "uid:1000", "key:<40 Z85 chars>";
  * "unknown" for a message with neither (inproc) and for jobs of a store older than principals.
  *
- * A Principal record lives in the scheduler's table (scheduler.h) while a future refers to it;
- * its ready queues are the scheduler's, its counters the executor's. Loop thread only. */
+ * A Principal record lives in the scheduler's table (scheduler.h) while a future or a transfer
+ * refers to it; its ready queues are the scheduler's, its counters the executor's. Loop thread
+ * only, except `download_bytes`, which the transfer thread moves. */
 #pragma once
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -25,7 +27,7 @@
 
 typedef struct Principal {
         char *name;
-        uint32_t refs;               /* futures that refer to it */
+        uint32_t refs;               /* futures, and transfers in the pool, that refer to it */
         /* The scheduler's: */
         Heap ready[PRINCIPAL_LANES]; /* its pending futures, by priority then ID */
         uint32_t lane_pos[PRINCIPAL_LANES]; /* slot in the lane's heap of principals + 1 */
@@ -35,6 +37,9 @@ typedef struct Principal {
         /* The executor's: its futures by state (expired ones leave), for the quotas. */
         uint32_t n_state[_STATE_MAX];
         uint32_t deferred;           /* deferred replies of its clients (request.c) */
+        /* Body bytes its running downloads hold: the transfer thread moves it (download.c, its
+         * quota), the loop only reads it. */
+        _Atomic uint64_t download_bytes;
 } Principal;
 
 /* Writes the principal of the request message `msg` (a zmq_msg_t *, its last frame) into `buf`

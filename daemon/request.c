@@ -28,10 +28,11 @@ typedef struct Request {
         msgpack_packer *pk; /* &reply.pk */
 } Request;
 
-/* A submit reply waiting for its store batch: packed, with a copy of where it goes. */
+/* A submit or cancel reply waiting for its store batch: packed, with a copy of where it goes. */
 struct HeldReply {
         HeldReply *next;
         uint64_t seq;
+        bool cancel;        /* a cancel's: it waits for its finishes to be seen */
         bool has_id;
         uint64_t req_id;
         bool envelope;
@@ -166,7 +167,7 @@ static void op_hello(Request *req, ProtoError *e) {
         proto_pack_str(pk, "principal");
         proto_pack_str(pk, req->from.principal ? req->from.principal : PRINCIPAL_UNKNOWN);
         proto_pack_str(pk, "quotas");
-        msgpack_pack_map(pk, 4);
+        msgpack_pack_map(pk, 5);
         proto_pack_str(pk, "pending");
         msgpack_pack_uint32(pk, req->rq->quota_pending);
         proto_pack_str(pk, "running");
@@ -175,6 +176,8 @@ static void op_hello(Request *req, ProtoError *e) {
         msgpack_pack_uint32(pk, req->rq->quota_retained);
         proto_pack_str(pk, "deferred");
         msgpack_pack_uint32(pk, req->rq->quota_deferred);
+        proto_pack_str(pk, "download_bytes");
+        msgpack_pack_uint64(pk, req->rq->quota_download_bytes);
         proto_pack_str(pk, "version");
         msgpack_pack_uint8(pk, PROTO_VERSION);
         proto_pack_str(pk, "server");
@@ -463,10 +466,11 @@ static bool defer_results(Request *req, const uint64_t *ids, uint32_t n) {
 }
 
 /* Keeps the packed reply of a submit until the store has committed batch `seq`: a submit is
- * acknowledged only once its jobs are on disk. Returns false when it cannot (out of memory, or a
- * routing id too long to copy): the caller sends it at once then, acknowledging early rather
- * than never. */
-static bool hold_reply(Request *req, uint64_t seq) {
+ * acknowledged only once its jobs are on disk. Likewise a `cancel`, whose futures read cancelled
+ * only once their finish is seen (executor_seen(): committed, also when batch `seq` failed and
+ * a later one carried it). Returns false when it cannot (out of memory, or a routing id too long
+ * to copy): the caller sends it at once then, acknowledging early rather than never. */
+static bool hold_reply(Request *req, uint64_t seq, bool cancel) {
         Requests *rq = req->rq;
         HeldReply *h;
 
@@ -477,6 +481,7 @@ static bool hold_reply(Request *req, uint64_t seq) {
                 return false;
         *h = (HeldReply){
                 .seq = seq,
+                .cancel = cancel,
                 .has_id = req->has_id,
                 .req_id = req->id,
                 .envelope = req->from.envelope,
@@ -495,19 +500,24 @@ static void store_unavailable(ProtoError *e) {
                     "again later");
 }
 
-/* Sends the held submit replies whose batch the store is done with: the reply as packed when it
- * was committed, else the error saying why the jobs were not kept. */
+/* Sends the held replies whose batch the store is done with: a submit's as packed when it was
+ * committed, else the error saying why the jobs were not kept; a cancel's once its finishes are
+ * seen. The list is in batch order: it stops at the first batch not done yet. */
 static void release_held(Requests *rq) {
-        HeldReply *h;
+        HeldReply *h, *prev = NULL;
         int r;
 
-        while ((h = rq->held) &&
+        while ((h = prev ? prev->next : rq->held) &&
                (r = executor_commit_result(rq->executor, h->seq)) != EXECUTOR_UNCOMMITTED) {
                 Peer to = { .identity = h->identity, .identity_len = h->identity_len,
                             .envelope = h->envelope };
                 Reply reply;
+                if (h->cancel && !executor_seen(rq->executor, h->seq)) {
+                        prev = h; /* its batch failed: it waits for the one that carries it */
+                        continue;
+                }
                 reply_init(&reply);
-                if (r == 0)
+                if (r == 0 || h->cancel)
                         proto_buf_write(&reply.buf, (const char *) h->bytes, h->len);
                 else {
                         ProtoError e = { .index = -1 };
@@ -525,9 +535,12 @@ static void release_held(Requests *rq) {
                 }
                 reply_send(&reply, rq->router, rq->backlog, &to);
                 reply_deinit(&reply);
-                rq->held = h->next;
-                if (!rq->held)
-                        rq->held_tail = NULL;
+                if (prev)
+                        prev->next = h->next;
+                else
+                        rq->held = h->next;
+                if (rq->held_tail == h)
+                        rq->held_tail = prev;
                 free(h);
         }
 }
@@ -709,7 +722,7 @@ static void op_submit(Request *req, ProtoError *e) {
         msgpack_pack_array(req->pk, n);
         for (uint32_t i = 0; i < n; i++)
                 msgpack_pack_uint64(req->pk, ids[i]);
-        if (seq == 0 || !hold_reply(req, seq))
+        if (seq == 0 || !hold_reply(req, seq, false))
                 send_reply(req);
 }
 
@@ -820,10 +833,13 @@ static void op_results(Request *req, ProtoError *e) {
         start_waiter(req, WAIT_RESULTS, ids, n, timeout_ns, e);
 }
 
-/* cancel and release: one bool per ID. */
+/* cancel and release: one bool per ID. `hold`: a true one is a change the reply waits for the
+ * store to commit (cancel). */
 static void reply_bools(Request *req, ProtoError *e, const char *field,
-                        bool (*fn)(Executor *x, uint64_t id)) {
+                        bool (*fn)(Executor *x, uint64_t id), bool hold) {
         _cleanup_free_ uint64_t *ids = NULL;
+        bool any = false;
+        uint64_t seq;
         uint32_t n;
 
         if (get_ids(req->body, false, false, &ids, &n, e) < 0)
@@ -832,19 +848,22 @@ static void reply_bools(Request *req, ProtoError *e, const char *field,
         proto_pack_str(req->pk, field);
         msgpack_pack_array(req->pk, n);
         for (uint32_t i = 0; i < n; i++)
-                if (fn(req->rq->executor, ids[i]))
+                if (fn(req->rq->executor, ids[i])) {
                         msgpack_pack_true(req->pk);
-                else
+                        any = true;
+                } else
                         msgpack_pack_false(req->pk);
-        send_reply(req);
+        seq = hold && any ? executor_change_seq(req->rq->executor) : 0;
+        if (seq == 0 || !hold_reply(req, seq, true))
+                send_reply(req);
 }
 
 static void op_cancel(Request *req, ProtoError *e) {
-        reply_bools(req, e, "cancelled", executor_cancel);
+        reply_bools(req, e, "cancelled", executor_cancel, true);
 }
 
 static void op_release(Request *req, ProtoError *e) {
-        reply_bools(req, e, "released", executor_release);
+        reply_bools(req, e, "released", executor_release, false);
 }
 
 static void op_list(Request *req, ProtoError *e) {

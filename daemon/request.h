@@ -30,6 +30,7 @@ typedef struct Requests {
         uint64_t started_ns;      /* for `stats` uptime */
         /* Per-principal quotas, for hello and the quota_exceeded messages (0: none). */
         unsigned quota_pending, quota_running, quota_retained, quota_deferred;
+        uint64_t quota_download_bytes;
         /* The connection a request came on, from its descriptor (Peer.fd), for the waiter books;
          * REQUEST_CONN_GONE when it is closed already. NULL: connections are not known. */
         uint64_t (*connection)(void *userdata, int fd);

@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ring.h"
 #include "timer.h"
 
 typedef void (*RetentionExpireFn)(void *userdata, uint64_t id);
@@ -23,8 +24,7 @@ typedef struct Retention {
         uint64_t retain_ns;
         RetentionExpireFn expire;
         void *userdata;
-        Retained *ring;
-        size_t head, len, cap;
+        Ring ring;         /* (id, deadline) */
 } Retention;
 
 /* Keeps each future `retain_ns` after it finished. `timers`, `expire` and `userdata` are
@@ -49,9 +49,9 @@ void retention_expire_due(Retention *r, uint64_t now);
 
 /* The deadline of the entry that expires next, or 0 when none is queued. */
 static inline uint64_t retention_next_deadline(const Retention *r) {
-        return r->len ? r->ring[r->head].deadline : 0;
+        return r->ring.len ? ring_peek(&r->ring)->key : 0;
 }
 
 static inline size_t retention_size(const Retention *r) {
-        return r->len;
+        return r->ring.len;
 }

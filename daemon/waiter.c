@@ -276,7 +276,7 @@ int waiter_start(WaiterSet *s, const Peer *peer, uint64_t req_id, WaitMode mode,
         w->envelope = peer->envelope;
         for (uint32_t i = 0; i < n; i++) {
                 Future *f = table_get(s->table, ids[i]);
-                if (!f || proto_state_final(f->state))
+                if (!f || proto_state_final(future_visible_state(f)))
                         continue;
                 WaitRef *r = &w->refs[w->n_refs++];
                 r->waiter = w;

@@ -89,6 +89,7 @@ static inline bool proto_state_final(FutureState s) {
 #define PROTO_F_INTERRUPTED "interrupted"
 #define PROTO_F_STORE_FULL "store_full"
 #define PROTO_F_DOWNLOAD_DENIED "download_denied"
+#define PROTO_F_DOWNLOAD_QUOTA "download_quota"
 #define PROTO_F_STORE_UNAVAILABLE "store_unavailable"
 
 /* A request-level error: a static code, an optional field name (static or borrowed from the

@@ -16,6 +16,13 @@
  * pre-request callback), so a policy narrowed at reload applies to it too. A transfer that
  * could connect nowhere else fails with `download_denied`, naming the address and the rule.
  *
+ * The quota on bytes held (download_set_quota; docs/SECURITY.md): every body byte a transfer keeps
+ * (a 2xx body, inline or in its temporary file) is added to its principal's counter (JobContext's
+ * download_held) as it arrives, and taken off again when the transfer ends, whatever its outcome
+ * (for an inline body the result holds it then, for a file the file system). Bytes that would
+ * take the counter past the quota are refused: that transfer fails with `download_quota`, the
+ * others go on. Only the transfer thread moves the counters; the loop may read them.
+ *
  * Ownership: a Download belongs to whoever holds the pointer download_start() returned through
  * ret_state, until download_finish() frees it. */
 #define _GNU_SOURCE
@@ -63,6 +70,8 @@ static Policy *policy = &builtin_policy;
  * next download_start(): the hand-over needs no lock, and a policy is freed only by the thread
  * that uses it. */
 static _Atomic(Policy *) policy_next;
+/* Body bytes one principal's running downloads may hold at once; 0: no quota. */
+static _Atomic uint64_t quota_bytes;
 
 static void policy_unref(Policy *p) {
         if (p && p != &builtin_policy && --p->refs == 0) {
@@ -97,6 +106,10 @@ static Policy *policy_take(void) {
         }
         policy->refs++;
         return policy;
+}
+
+void download_set_quota(uint64_t bytes) {
+        atomic_store(&quota_bytes, bytes);
 }
 
 int download_global_init(const char *dir) {
@@ -289,6 +302,9 @@ typedef struct Download {
         uint64_t max_redirects;
         uint64_t max_bytes;
         uint64_t bytes;
+        uint64_t held;       /* bytes this transfer added to ctx->download_held */
+        uint64_t over_quota; /* the quota it would have passed, or 0 */
+        uint64_t held_others; /* ... and what the principal's other transfers held then */
         bool too_large;
         int write_errno;
         int fd;              /* file target, or -1 */
@@ -300,6 +316,31 @@ typedef struct Download {
         char denied_addr[NETPOLICY_TEXT_MAX];
         char errbuf[CURL_ERROR_SIZE];
 } Download;
+
+/* Counts `len` more body bytes against the principal's quota; false when they would pass it.
+ * Transfer thread. */
+static bool hold(Download *t, size_t len) {
+        uint64_t quota = atomic_load(&quota_bytes), before;
+
+        if (!t->ctx->download_held)
+                return true;
+        before = atomic_fetch_add(t->ctx->download_held, len);
+        if (quota && before + len > quota) {
+                atomic_fetch_sub(t->ctx->download_held, len);
+                t->over_quota = quota;
+                t->held_others = before - t->held;
+                return false;
+        }
+        t->held += len;
+        return true;
+}
+
+/* Gives back every byte this transfer holds (its body was dropped, or it ended). */
+static void unhold(Download *t) {
+        if (t->ctx && t->ctx->download_held && t->held)
+                atomic_fetch_sub(t->ctx->download_held, t->held);
+        t->held = 0;
+}
 
 static size_t on_header(char *line, size_t size, size_t n, void *userdata) {
         Download *t = userdata;
@@ -319,7 +360,9 @@ static size_t on_header(char *line, size_t size, size_t n, void *userdata) {
                         memcpy(t->reason, sp2, r);
                 }
                 t->reason[r] = 0;
+                /* A new response (after a redirect or a 1xx): the body so far was not kept. */
                 t->bytes = 0;
+                unhold(t);
         }
         return len;
 }
@@ -338,6 +381,8 @@ static size_t on_body(char *data, size_t size, size_t n, void *userdata) {
         t->bytes += len;
         if (code < 200 || code > 299)
                 return len;
+        if (!hold(t, len))
+                return 0;
         if (t->fd >= 0) {
                 for (size_t off = 0; off < len;) {
                         ssize_t w = write(t->fd, data + off, len - off);
@@ -434,6 +479,7 @@ static int on_prereq(void *userdata, char *ip, char *local_ip, int port, int loc
 }
 
 static Download *download_free(Download *t) {
+        unhold(t);
         if (t->fd >= 0)
                 close(t->fd);
         if (t->tmp[0])
@@ -544,6 +590,15 @@ static int classify(Download *t, int rc, long http, JobFailure *failure) {
         }
         if (rc == CURLE_ABORTED_BY_CALLBACK)
                 return job_failure(failure, PROTO_F_CANCELLED, "the download was cancelled");
+        if (t->over_quota)
+                return job_failure(failure, PROTO_F_DOWNLOAD_QUOTA,
+                                   "the running downloads of %s would hold more than %llu bytes "
+                                   "at once (its other downloads held %llu, this one %llu; "
+                                   "--quota-download-bytes)",
+                                   t->ctx->principal ? t->ctx->principal : "its principal",
+                                   (unsigned long long) t->over_quota,
+                                   (unsigned long long) t->held_others,
+                                   (unsigned long long) t->held);
         if (t->too_large || rc == CURLE_FILESIZE_EXCEEDED)
                 return job_failure(failure, PROTO_F_TOO_LARGE, "the body is larger than %llu bytes",
                                    (unsigned long long) t->max_bytes);

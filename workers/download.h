@@ -31,5 +31,10 @@ int download_set_dir(const char *dir);
  * transfers already running keep the policy they started with. Returns 0 or -ENOMEM. */
 int download_set_policy(const NetPolicy *rules);
 
+/* Sets the body bytes that the running downloads of one principal may hold at once (0: no
+ * limit; docs/SECURITY.md). Any thread; it applies at once, to the next bytes of every transfer.
+ * A transfer whose next bytes would pass it fails with `download_quota`. */
+void download_set_quota(uint64_t bytes);
+
 /* Releases what download_global_init() made; no transfer may be running. */
 void download_global_cleanup(void);

@@ -59,6 +59,12 @@ typedef struct JobContext {
          * the daemon reads them a few times a second for progress events. NULL in workers. */
         _Atomic uint64_t *progress_done;
         _Atomic uint64_t *progress_total;
+        /* Transfer kinds: the body bytes that the running downloads of the job's principal hold
+         * (docs/SECURITY.md, Downloads per principal), shared by all of them and read by the
+         * loop; NULL: not counted. `principal` is its name, for a failure's message. Both outlive
+         * the transfer. */
+        _Atomic uint64_t *download_held;
+        const char *principal;
 } JobContext;
 
 typedef struct JobKind {

@@ -121,7 +121,7 @@ class UnknownFuture(FuturedError):
 class JobFailed(FuturedError):
     """The job ended `failed`. `code` is the failure code (`timeout`, `worker_died`,
     `shutdown`, `internal`, `http_error`, `connection`, `too_large`, `too_many_redirects`,
-    `bad_url`, `download_denied`, `io`), `failure` the whole failure map (for
+    `bad_url`, `download_denied`, `download_quota`, `io`), `failure` the whole failure map (for
     `download_denied` also its `rule` and `address`), and `http_status`, `signal` and
     `exit_status` its optional details (None when absent). `future_id` is the daemon's ID."""
 

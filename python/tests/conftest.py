@@ -30,27 +30,10 @@ TOP = TOP
 wait_for = fixtures.wait_for
 load_primes = fixtures.load_primes
 
-
-@pytest.fixture
-def start_daemon(tmp_path):
-    """Starts futured with extra options; every daemon started is stopped and must exit 0."""
-    started = []
-
-    def start(*args, **kwargs):
-        # fixtures.Daemon allows downloads from loopback (the test HTTP server) explicitly.
-        d = fixtures.Daemon(tmp_path, *args, **kwargs)
-        started.append(d)
-        return d
-
-    yield start
-    for d in started:
-        rc = d.stop()
-        assert rc == 0, d.output()
-
-
-@pytest.fixture
-def daemon(start_daemon):
-    return start_daemon("--processes", "2", "--threads", "4")
+# The integration suite's own fixtures: start_daemon (every daemon started is stopped and must
+# exit 0; downloads from loopback, the test HTTP server, are allowed) and daemon.
+start_daemon = fixtures.start_daemon
+daemon = fixtures.daemon
 
 
 @pytest.fixture

@@ -216,10 +216,11 @@ def test_the_database_stopped_for_5_s(tmp_path, pg_server, pg_database):
 
 def test_a_node_that_lost_its_lease_writes_nothing(tmp_path, pg_server, pg_database):
     """A node frozen (SIGSTOP) past its lease loses its running jobs to the others; thawed, its
-    own results of those jobs are refused by the database (fencing) and dropped, and it reports
-    what the database holds."""
+    own results of those jobs are refused by the database (fencing) and dropped, never seen: a
+    client waiting on node 1 is answered with the database's results, and the running slots the
+    refused jobs held go back (node 1 runs as many jobs at once as --quota-running again)."""
     uri, name = pg_database
-    n1 = node(tmp_path, uri, 1, "--threads", "50", "--prefetch", "0")
+    n1 = node(tmp_path, uri, 1, "--threads", "50", "--prefetch", "0", "--quota-running", "20")
     n2 = node(tmp_path, uri, 2, "--threads", "50", "--prefetch", "0")
     ids = n1.c.rq("submit", jobs=[{"kind": "sleep", "args": {"seconds": 3}, "retries": 1}
                                   for _ in range(20)])["ids"]
@@ -227,6 +228,8 @@ def test_a_node_that_lost_its_lease_writes_nothing(tmp_path, pg_server, pg_datab
                                     name, name) == [["20"]])
     [[frozen]] = pg_server.psql("SELECT DISTINCT owner FROM futured_jobs WHERE state = 1",
                                 name, name)
+    waiter = n1.client()
+    waiter.send(op="wait", ids=ids[:5], mode="all", timeout=60)
     n1.proc.send_signal(signal.SIGSTOP)
     try:
         r = n2.c.rq("wait", ids=ids, mode="all", timeout=30, reply_timeout=40)
@@ -234,6 +237,13 @@ def test_a_node_that_lost_its_lease_writes_nothing(tmp_path, pg_server, pg_datab
     finally:
         n1.proc.send_signal(signal.SIGCONT)
     wait_for(lambda: stats(n1)["cluster_fenced"] >= 20, 20, "node 1's results to be refused")
+    r = waiter.recv(40)
+    assert r["ok"] and r["not_done"] == [], r
+    more = n1.c.rq("submit", jobs=[{"kind": "sleep", "args": {"seconds": 60}}
+                                   for _ in range(20)])["ids"]
+    wait_for(lambda: n1.c.rq("status", ids=more)["states"] == ["running"] * 20, 20,
+             "20 jobs running at once on node 1")
+    assert n1.c.rq("cancel", ids=more)["cancelled"] == [True] * 20
     rows = pg_server.psql(f"SELECT state, attempt, owner FROM futured_jobs WHERE id = ANY(ARRAY"
                           f"{ids})", name, name)
     assert all(s == "2" and a == "2" and o != frozen for s, a, o in rows), rows[:5]

@@ -158,8 +158,8 @@ def test_kill9_storm_loses_no_acknowledged_job(tmp_path, store):
     reused, finished results stay intact, and no job is started more often than its retries
     allow.
 
-    A result is served as soon as the job ends, a little before the store has committed it: the
-    results compared across the kills are those the store held (state 2, done) before each."""
+    The results compared across the kills are those the store held (state 2, done) before each;
+    test_a_result_seen_survives_kill9_at_once shows that every result answered is one of them."""
     rng = random.Random(7)
     primes = [(2147483647, True), (2305843009213693951, True), (1000000016000000063, False)]
     jobs, expect = [], {}
@@ -346,3 +346,64 @@ def test_idempotency_key_gives_the_same_id_before_and_after_a_restart(tmp_path, 
     assert new > max(ids)
     bad = d.c.rq("submit", jobs=[{"kind": "noop", "idempotency_key": "k" * 129}])
     assert bad["error"]["code"] == "bad_request" and bad["error"]["field"] == "idempotency_key"
+
+
+def test_a_finish_is_seen_only_once_committed(tmp_path):
+    """Another connection holds SQLite's write lock on futured.db, so no batch commits (each try
+    fails fast with SQLITE_BUSY and is carried over). Meanwhile a job finishes in the daemon
+    (`stats` counts it done) but no client sees it: `status` and `list` say running, `result`
+    is not done, `wait` stays deferred, no event goes out, and the cancel that let it run is not
+    answered yet. Once the lock goes, all of it arrives."""
+    d = start(tmp_path, "--threads", "1", "--prefetch", "0")
+    c = d.c
+    blocker, job = submit(c, {"kind": "sleep", "args": {"seconds": 600}},
+                          {"kind": "sleep", "args": {"seconds": 0.01}})
+    wait_for(lambda: states(c, [blocker, job]) == ["running", "pending"], 10, "no blocker")
+    waiter = d.client()
+    with d.subscriber("done/", "cancelled/") as sub:
+        db = sqlite3.connect(str(tmp_path / "state" / "futured.db"), isolation_level=None,
+                             timeout=0)
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            waiter.send(op="wait", ids=[job], timeout=60)
+            c.send(op="cancel", ids=[blocker])
+            # The blocker's thread is free once its cancel is noticed: the job runs and ends.
+            wait_for(lambda: c.rq("stats")["stats"]["done"] == 1, 30, "the job never ended")
+            assert c.rq("stats")["stats"]["store_failing"] == 1
+            assert states(c, [blocker, job]) == ["running", "running"]
+            assert c.rq("result", future=job, timeout=0)["error"]["code"] == "not_done"
+            assert [f["id"] for f in c.rq("list", state="running")["futures"]] == [blocker, job]
+            assert c.rq("list", state="done")["futures"] == []
+            assert c.rq("release", ids=[job])["released"] == [False]
+            assert not sub.poll(300), sub.recv_multipart()
+            assert not waiter.sock.poll(0)
+        finally:
+            db.rollback()
+            db.close()
+        r = c.recv(timeout=30)
+        assert r["cancelled"] == [True], r
+        seen = {msgpack.unpackb(sub.recv_multipart()[1])["id"] for _ in range(2)}
+        assert seen == {blocker, job}
+    r = waiter.recv(timeout=30)
+    assert r["done"] == [job], r
+    assert states(c, [blocker, job]) == ["cancelled", "done"]
+    assert "cannot commit to the store" in d.output() and "works again" in d.output()
+
+
+def test_a_result_seen_survives_kill9_at_once(tmp_path, store):
+    """kill -9 right after `results` answered: every result seen is there, the same, after the
+    restart (a result is answered only once its finish is committed). Three rounds of noop jobs
+    (inline: they end in the loop turn they start) and primes (worker processes)."""
+    d = start(tmp_path, *store.args)
+    seen = {}
+    for _ in range(3):
+        ids = submit(d.c, *[{"kind": "noop"}] * 300,
+                     *[{"kind": "prime", "args": {"n": 1000003 + 2 * i}} for i in range(20)])
+        r = d.c.rq("results", ids=ids, timeout=60, reply_timeout=90)
+        kill9(d)
+        for x in r["results"]:
+            assert x["state"] == "done", x
+            seen[x["id"]] = x["result"]
+        d = start(tmp_path, *store.args)
+        after = d.c.rq("results", ids=list(seen), timeout=0)["results"]
+        assert {x["id"]: x.get("result") for x in after} == seen

@@ -88,10 +88,16 @@ def test_the_database_going_away_and_coming_back(tmp_path, pg_server, pg_databas
             assert big["error"]["code"] == "store_unavailable", big
         assert d.c.rq("status", ids=kept)["states"] == ["done"] * 10
         assert d.c.rq("stats")["stats"]["store_failing"] == 1
-        # The running jobs finish meanwhile; their results wait for the database.
-        assert d.c.rq("wait", ids=running, timeout=30)["not_done"] == []
+        # The running jobs finish meanwhile; their results wait for the database: clients see
+        # them only once their finish is committed (docs/DURABILITY.md).
+        waiter = d.client()
+        waiter.send(op="wait", ids=running, timeout=60)
+        wait_for(lambda: d.c.rq("stats")["stats"]["done"] == 13, 30, "the jobs to end")
+        assert d.c.rq("status", ids=running)["states"] == ["running"] * 3
+        assert not waiter.sock.poll(0)
     finally:
         pg_server.start()
+    assert waiter.recv(timeout=60)["not_done"] == []
     wait_for(lambda: d.c.rq("submit", jobs=[{"kind": "noop"}], reply_timeout=30)["ok"],
              timeout=30, what="submits to work again")
     wait_for(lambda: pg_server.psql(

@@ -72,7 +72,7 @@ def test_the_principal_is_the_peer_uid(start_daemon, open_dir):
     (hello,) = as_nobody(open_dir, sock, {"op": "hello"})
     assert hello["principal"] == f"uid:{NOBODY}"
     assert hello["quotas"] == {"pending": 250000, "running": 0, "retained": 500000,
-                               "deferred": 4000}
+                               "deferred": 4000, "download_bytes": 256 << 20}
 
 
 def test_quota_exceeded_for_one_principal_while_another_is_served(start_daemon, open_dir):

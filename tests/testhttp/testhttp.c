@@ -18,7 +18,7 @@
  * was no faster on the 2-vCPU benchmark machine and cost more CPU: both wake for every new
  * connection on the shared listening socket.) No callback ever sleeps, as that would stall every
  * connection: a wait (the delay of delay mode, slow-headers, each trickled byte, the pace of a
- * rated /misbehave/large, the moment before a reset) suspends the connection
+ * rated /misbehave/large and its hold, the moment before a reset) suspends the connection
  * (MHD_suspend_connection()) and hands it to the timer, a min-heap of due times under one mutex
  * that a thread sleeps on with a monotonic condition variable and that resumes each connection
  * (MHD_resume_connection()) when it is due. libmicrohttpd then calls the same callback again: the
@@ -77,6 +77,7 @@
 #define SLOW_HEADERS_DEFAULT 30.0
 #define RESET_PAUSE 0.1   /* seconds between the bytes of a reset and the reset */
 #define LARGE_PACE 0.1    /* seconds between the chunks of a rated /misbehave/large */
+#define LARGE_HOLD 60.0   /* seconds a /misbehave/large?hold=K waits after its first K bytes */
 #define TEAPOT "I'm a Teapot"
 
 typedef enum Mode {
@@ -131,9 +132,10 @@ static void help(void) {
                "Always available:\n"
                "  /misbehave/trickle          Content-Length 1000000, 4 bytes a second\n"
                "  /misbehave/short            Content-Length 1000, 500 bytes, then close\n"
-               "  /misbehave/large?bytes=N[&rate=B][&chunked=1]\n"
+               "  /misbehave/large?bytes=N[&rate=B][&chunked=1][&hold=K]\n"
                "                              N bytes (byte i is i %% 251), at most B a second;\n"
-               "                              chunked=1: no Content-Length, chunked encoding\n"
+               "                              chunked=1: no Content-Length, chunked encoding;\n"
+               "                              hold=K: the first K bytes, then nothing for 60 s\n"
                "  /misbehave/loop             302 to itself\n"
                "  /misbehave/tofile           302 to file:///etc/passwd\n"
                "  /misbehave/redirect?to=URL  302 to URL\n"
@@ -629,6 +631,8 @@ static ssize_t short_read(void *cls, uint64_t pos, char *buf, size_t max) {
 typedef struct Large {
         uint64_t bytes;
         uint64_t rate; /* bytes a second, 0 for as fast as possible */
+        uint64_t hold; /* after this many bytes (0: none), wait LARGE_HOLD once */
+        bool held;     /* ... which it did */
         Paced pace;
 } Large;
 
@@ -640,6 +644,13 @@ static ssize_t large_read(void *cls, uint64_t pos, char *buf, size_t max) {
 
         if (n == 0)
                 return MHD_CONTENT_READER_END_OF_STREAM;
+        if (l->hold && !l->held && pos < l->hold)
+                n = (size_t) MIN((uint64_t) n, l->hold - pos);
+        else if (l->hold && !l->held) {
+                if ((r = pace(&l->pace, LARGE_HOLD)) != 1)
+                        return r;
+                l->held = true;
+        }
         if (l->rate > 0) {
                 n = (size_t) MIN((uint64_t) n, MAX(l->rate / 10, (uint64_t) 1));
                 if (pos > 0 && (r = pace(&l->pace, LARGE_PACE)) != 1)
@@ -715,6 +726,9 @@ static enum MHD_Result misbehave(struct MHD_Connection *c, bool head, const char
                 v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "chunked");
                 if (v && parse_u64(v, 1, &chunked) < 0)
                         return reply_text(c, head, MHD_HTTP_BAD_REQUEST, "chunked=0 or chunked=1");
+                v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "hold");
+                if (v && parse_u64(v, LARGE_MAX, &l->hold) < 0)
+                        return reply_text(c, head, MHD_HTTP_BAD_REQUEST, "hold=K must be a number");
                 /* On success the response owns `l` and frees it with free(). */
                 resp = MHD_create_response_from_callback(chunked ? MHD_SIZE_UNKNOWN : l->bytes,
                                                          64 * 1024, large_read, l, free);
