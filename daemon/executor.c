@@ -399,6 +399,17 @@ static void on_job_timeout(Timer *t, uint64_t now) {
         stop(x, f, STATE_FAILED, PROTO_F_TIMEOUT);
 }
 
+/* Gives `f` (timeout_ms > 0) its timeout, unarmed. Returns 0, -ENOMEM, or timer_init()'s error
+ * (f->timeout is then set, its timer not initialised: the caller frees it). */
+static int timeout_new(Executor *x, Future *f) {
+        f->timeout = alloc_calloc(1, sizeof(*f->timeout));
+        if (!f->timeout)
+                return -ENOMEM;
+        f->timeout->future = f;
+        f->timeout->executor = x;
+        return timer_init(x->timers, &f->timeout->timer, on_job_timeout);
+}
+
 /* Puts `f` to running. `announce`: publish the `running` event now; a prefetched thread job is
  * announced by the progress tick once a thread has taken it instead. */
 static void start_running(Executor *x, Future *f, bool announce) {
@@ -664,14 +675,7 @@ static int make_future(Executor *x, const JobSpec *spec, Future **ret) {
             (spec->group &&
              (r = scheduler_group_ref(&x->sched, spec->group, &f->group)) < 0))
                 return r;
-        if (!spec->timeout_ms)
-                return 0;
-        f->timeout = alloc_calloc(1, sizeof(*f->timeout));
-        if (!f->timeout)
-                return -ENOMEM;
-        f->timeout->future = f;
-        f->timeout->executor = x;
-        return timer_init(x->timers, &f->timeout->timer, on_job_timeout);
+        return spec->timeout_ms ? timeout_new(x, f) : 0;
 }
 
 /* Frees a future that make_future() made (or half made) and that was never queued. */
@@ -1072,15 +1076,8 @@ static int stored_future(Executor *x, const StoreJob *job, Future **ret) {
                 r = scheduler_group_ref(&x->sched, job->group, &f->group);
         if (r >= 0 && f->group && job->group_limit)
                 scheduler_group_limit(&x->sched, f->group, job->group_limit);
-        if (r >= 0 && job->timeout_ms && !proto_state_final(job->state)) {
-                f->timeout = alloc_calloc(1, sizeof(*f->timeout));
-                r = f->timeout ? timer_init(x->timers, &f->timeout->timer, on_job_timeout)
-                               : -ENOMEM;
-                if (f->timeout) {
-                        f->timeout->future = f;
-                        f->timeout->executor = x;
-                }
-        }
+        if (r >= 0 && job->timeout_ms && !proto_state_final(job->state))
+                r = timeout_new(x, f);
         if (r < 0) {
                 discard(x, f);
                 return r;
@@ -1484,6 +1481,22 @@ static int adopt(Executor *x, const StoreJob *job, uint8_t flags, Future **ret) 
         return 0;
 }
 
+/* A future whose finish the database refused (on_fenced) lost its arguments and its timeout
+ * with that finish: claimed back, it takes them from the row again. Returns 0 or -errno. */
+static int rearm(Executor *x, Future *f, const StoreJob *job) {
+        int r = 0;
+
+        if (!f->args && job->args_len) {
+                if (!(f->args = alloc_malloc(job->args_len)))
+                        return -ENOMEM;
+                memcpy(f->args, job->args, job->args_len);
+                f->args_len = job->args_len;
+        }
+        if (f->timeout_ms && !f->timeout && (r = timeout_new(x, f)) < 0)
+                f->timeout = mfree(f->timeout);
+        return r;
+}
+
 static void on_claimed(void *userdata, const StoreJob *job) {
         Executor *x = userdata;
         Future *f = table_get(&x->table, job->id);
@@ -1504,7 +1517,7 @@ static void on_claimed(void *userdata, const StoreJob *job) {
         /* The claim counted the attempt and wrote the start: the start here does not. */
         f->attempt = (uint8_t) (job->attempt - 1);
         f->cluster |= FUTURE_CLAIMED;
-        if (scheduler_push(&x->sched, f) < 0)
+        if (rearm(x, f, job) < 0 || scheduler_push(&x->sched, f) < 0)
                 fail(x, f, PROTO_F_INTERNAL, "out of memory", 0, 0);
 }
 
