@@ -88,7 +88,10 @@ def test_jobs_run_on_every_node_and_any_node_answers(tmp_path, pg_database):
     for k in range(0, len(jobs), 500):
         ids += nodes[0].c.rq("submit", jobs=jobs[k:k + 500])["ids"]
     assert len(set(ids)) == 3000
-    # A client of node 3 waits on all of them.
+    # A client of node 3 waits on all of them: futurectl wait --all, then the protocol's wait.
+    p = subprocess.run([str(FUTURECTL), "--connect", nodes[2].endpoint, "wait", *map(str, ids),
+                        "--all", "--timeout", "120"], capture_output=True, text=True, timeout=150)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr
     r = nodes[2].c.rq("wait", ids=ids, mode="all", timeout=120, reply_timeout=130)
     assert len(r["done"]) == 3000 and r["not_done"] == [], r["not_done"][:10]
     for k in range(0, 3000, 300):
