@@ -242,3 +242,14 @@ def test_a_node_that_lost_its_lease_writes_nothing(tmp_path, pg_server, pg_datab
     assert all(s == "2" and a == "2" and o != frozen for s, a, o in rows), rows[:5]
     assert stats(n1)["cluster_lease_lost"] >= 1
     assert n1.c.rq("status", ids=ids)["states"] == ["done"] * 20
+
+
+def test_a_node_without_processes_never_claims_prime(tmp_path, pg_database):
+    uri, _ = pg_database
+    n1 = node(tmp_path, uri, 1, "--processes", "0")
+    n2 = node(tmp_path, uri, 2)
+    ids = n1.c.rq("submit", jobs=[{"kind": "prime", "args": {"n": 1000003}}] * 20)["ids"]
+    r = n1.c.rq("wait", ids=ids, mode="all", timeout=60, reply_timeout=70)
+    assert r["not_done"] == [], r
+    assert stats(n1)["cluster_ran"] == 0
+    assert stats(n2)["cluster_ran"] == 20
