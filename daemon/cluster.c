@@ -126,6 +126,14 @@ static uint64_t id_at(const PGresult *res, int row, int col) {
         return be64toh(v);
 }
 
+/* The integer in binary format at (row, col) of `res`. */
+static uint32_t int4_at(const PGresult *res, int row, int col) {
+        uint32_t v;
+
+        memcpy(&v, PQgetvalue(res, row, col), sizeof(v));
+        return be32toh(v);
+}
+
 /* Thread: hands an item to the loop (taking `res`). */
 static void post(Cluster *c, ItemType type, PGresult *res, const char *text, uint32_t lane,
                  uint64_t seq) {
@@ -370,7 +378,7 @@ static bool claim_groups(Cluster *c, uint32_t lane, bool *ret_held) {
 
         for (int g = 0; ok && g < PQntuples(groups); g++) {
                 const char *grp = PQgetvalue(groups, g, 0);
-                uint32_t lim = (uint32_t) be32toh(*(const uint32_t *) PQgetvalue(groups, g, 1));
+                uint32_t lim = int4_at(groups, g, 1);
                 uint32_t want = room_of(c, lane), running;
                 char take[16];
                 PGresult *res;
@@ -388,7 +396,7 @@ static bool claim_groups(Cluster *c, uint32_t lane, bool *ret_held) {
                                      "AND state = 1", 1, values, -1, 0)
                           : NULL;
                 ok = res != NULL;
-                running = ok ? (uint32_t) be64toh(*(const uint64_t *) PQgetvalue(res, 0, 1)) : 0;
+                running = ok ? (uint32_t) id_at(res, 0, 1) : 0;
                 PQclear(res);
                 *ret_held |= running + want >= lim;
                 snprintf(take, sizeof(take), "%u", running < lim ? MIN(want, lim - running) : 0);

@@ -88,7 +88,10 @@ def test_jobs_run_on_every_node_and_any_node_answers(tmp_path, pg_database):
     for k in range(0, len(jobs), 500):
         ids += nodes[0].c.rq("submit", jobs=jobs[k:k + 500])["ids"]
     assert len(set(ids)) == 3000
-    # A client of node 3 waits on all of them.
+    # A client of node 3 waits on all of them: futurectl wait --all, then the protocol's wait.
+    p = subprocess.run([str(FUTURECTL), "--connect", nodes[2].endpoint, "wait", *map(str, ids),
+                        "--all", "--timeout", "120"], capture_output=True, text=True, timeout=150)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr
     r = nodes[2].c.rq("wait", ids=ids, mode="all", timeout=120, reply_timeout=130)
     assert len(r["done"]) == 3000 and r["not_done"] == [], r["not_done"][:10]
     for k in range(0, 3000, 300):
@@ -249,3 +252,14 @@ def test_a_node_that_lost_its_lease_writes_nothing(tmp_path, pg_server, pg_datab
     assert all(s == "2" and a == "2" and o != frozen for s, a, o in rows), rows[:5]
     assert stats(n1)["cluster_lease_lost"] >= 1
     assert n1.c.rq("status", ids=ids)["states"] == ["done"] * 20
+
+
+def test_a_node_without_processes_never_claims_prime(tmp_path, pg_database):
+    uri, _ = pg_database
+    n1 = node(tmp_path, uri, 1, "--processes", "0")
+    n2 = node(tmp_path, uri, 2)
+    ids = n1.c.rq("submit", jobs=[{"kind": "prime", "args": {"n": 1000003}}] * 20)["ids"]
+    r = n1.c.rq("wait", ids=ids, mode="all", timeout=60, reply_timeout=70)
+    assert r["not_done"] == [], r
+    assert stats(n1)["cluster_ran"] == 0
+    assert stats(n2)["cluster_ran"] == 20
