@@ -38,7 +38,8 @@
 typedef enum ItemType {
         ITEM_CLAIMED,   /* res: claimed rows of lane `lane` */
         ITEM_ROWS,      /* res: a lookup's rows; then looked_up(seq) */
-        ITEM_NOTE,      /* text: a notification's payload */
+        ITEM_NOTE,      /* text: a notification's payload (cancels) */
+        ITEM_DONE,      /* text: an array literal of finished IDs; res: their final rows */
         ITEM_RECONCILE,
 } ItemType;
 
@@ -87,6 +88,7 @@ struct Cluster {
         bool groups_held;           /* a group's limit held open jobs back */
         unsigned backoff_ms;
         unsigned polls;
+        IdList done;                /* finished IDs notified, their rows not read yet */
         bool registered;
         uint64_t connected_ns;      /* when the connection was made */
 };
@@ -580,10 +582,44 @@ static void on_note(Cluster *c, const char *payload) {
         pthread_mutex_unlock(&c->lock);
         if (payload[0] == 'p')
                 c->hint = true;
-        else
+        else if (payload[0] != 'd' || payload[1] != ':')
                 post(c, ITEM_NOTE, NULL, payload, 0, 0);
+        else
+                for (const char *p = payload + 2; *p; p = *p == ',' ? p + 1 : p) {
+                        char *end;
+                        uint64_t id = strtoull(p, &end, 10);
+                        if (end == p)
+                                break;
+                        if (ids_add(&c->done, id) < 0)
+                                log_error("cluster: out of memory: the finish of job %" PRIu64
+                                          " is seen late", id); /* reconcile reads it */
+                        p = end;
+                }
         if (payload[0] == 'd' && c->groups_held)
                 c->hint = true;
+}
+
+/* Reads the final rows of the jobs notified finished since the last call, in one statement,
+ * and hands them to the loop with their IDs: every node publishes their events. A failure
+ * hands the IDs alone (the loop reads what it waits for again once the connection is back). */
+static bool read_done(Cluster *c) {
+        _cleanup_free_ char *lit = NULL;
+        const char *values[1];
+        PGresult *res;
+
+        if (c->done.n == 0)
+                return true;
+        lit = ids_literal(c->done.ids, c->done.n);
+        c->done.n = 0;
+        if (!lit) {
+                log_error("cluster: out of memory: finishes of other nodes are seen late");
+                return true;
+        }
+        values[0] = lit;
+        res = query(c, "SELECT " PGSTORE_JOB_COLUMNS " FROM futured_jobs "
+                       "WHERE id = ANY($1::bigint[]) AND state >= 2", 1, values, -1, 0);
+        post(c, ITEM_DONE, res, lit, 0, 0); /* `res` is the loop's from now on */
+        return res != NULL;
 }
 
 static bool stopping(Cluster *c) {
@@ -641,7 +677,7 @@ static void *thread_main(void *userdata) {
                 pfd[1].fd = PQsocket(c->conn);
                 timeout = (int) ((MIN(lease_due, poll_due) > now
                                   ? MIN(lease_due, poll_due) - now : 0) / 1000000u);
-                if (c->hint)
+                if (c->hint || c->done.n)
                         timeout = 0;
                 (void) poll(pfd, 2, timeout);
                 (void) !read(c->wake_fd, &v, sizeof(v));
@@ -666,7 +702,7 @@ static void *thread_main(void *userdata) {
                         if (++c->polls % RECONCILE_POLLS == 0)
                                 post(c, ITEM_RECONCILE, NULL, NULL, 0, 0);
                 }
-                ok = ok && look_up(c) && cancel(c);
+                ok = ok && read_done(c) && look_up(c) && cancel(c);
                 if (ok && c->hint)
                         ok = claim(c);
                 if (!ok || PQstatus(c->conn) != CONNECTION_OK) {
@@ -710,11 +746,18 @@ static void on_items(LoopFile *lf, uint32_t events) {
                         if (it->type == ITEM_ROWS)
                                 c->hooks.looked_up(c->userdata, it->seq, !it->res);
                         break;
-                case ITEM_NOTE: {
-                        bool fin = it->text[0] == 'd';
-                        if ((!fin && it->text[0] != 'c') || it->text[1] != ':')
+                case ITEM_NOTE:
+                case ITEM_DONE: {
+                        bool fin = it->type == ITEM_DONE;
+                        for (int row = 0; it->res && row < PQntuples(it->res); row++) {
+                                StoreJob job;
+                                pgstore_job_at(it->res, row, &job);
+                                c->hooks.finished_row(c->userdata, &job);
+                        }
+                        if (!fin && (it->text[0] != 'c' || it->text[1] != ':'))
                                 break;
-                        for (char *p = it->text + 2, *end; *p; p = end + (*end == ',')) {
+                        for (char *p = it->text + (fin ? 1 : 2), *end; *p;
+                             p = end + (*end == ',')) {
                                 uint64_t id = strtoull(p, &end, 10);
                                 if (end == p)
                                         break;
@@ -893,6 +936,7 @@ Cluster *cluster_free(Cluster *c) {
         }
         free(c->lookups.ids);
         free(c->cancels.ids);
+        free(c->done.ids);
         for (unsigned i = 0; i < CLUSTER_LANES; i++)
                 free(c->kinds[i]);
         free(c->interrupted);

@@ -12,6 +12,7 @@
  * - it keeps the node's lease in futured_nodes (renewed every lease/3) and takes back, in one
  *   statement, the jobs of nodes whose lease expired: run again within their retries (open to
  *   any node), else failed `interrupted`;
+ * - it reads the final rows of the jobs notified finished, once per batch of notifications;
  * - it reads the rows the loop asks for (lookups: IDs this node does not hold);
  * - it sets cancel_requested on the rows of jobs other nodes run, and notifies them.
  *
@@ -39,7 +40,10 @@ typedef struct ClusterHooks {
         /* Every lookup up to `seq` (cluster_lookup's) is answered; `failed`: the last ones
          * could not be read (the database cannot be reached). */
         void (*looked_up)(void *userdata, uint64_t seq, bool failed);
-        /* Another node's commit finished the job `id`. */
+        /* The final row of a job a commit finished (any node's: read after its notification,
+         * before `finished` of its ID). */
+        void (*finished_row)(void *userdata, const StoreJob *job);
+        /* A commit finished the job `id` (any node's, this one's too). */
         void (*finished)(void *userdata, uint64_t id);
         /* A node asked that the job `id` be cancelled. */
         void (*cancel)(void *userdata, uint64_t id);

@@ -1562,6 +1562,18 @@ static void on_finished(void *userdata, uint64_t id) {
                 want(x, id);
 }
 
+/* A job held here is finished from its row, as a lookup would; one this node holds nothing of
+ * has its event published from the row: every node's subscribers see every finish. */
+static void on_finished_row(void *userdata, const StoreJob *job) {
+        Executor *x = userdata;
+
+        if (table_get(&x->table, job->id))
+                on_row(x, job);
+        else if (proto_state_final(job->state))
+                events_job(x->events, job->id, (FutureState) job->state, job->kind,
+                           job->group ? job->group : "", job->outcome, job->outcome_len);
+}
+
 static void on_cancel(void *userdata, uint64_t id) {
         Executor *x = userdata;
         Future *f = table_get(&x->table, id);
@@ -1630,6 +1642,7 @@ static const ClusterHooks cluster_hooks = {
         .claimed = on_claimed,
         .row = on_row,
         .looked_up = on_looked_up,
+        .finished_row = on_finished_row,
         .finished = on_finished,
         .cancel = on_cancel,
         .reconcile = on_reconcile,

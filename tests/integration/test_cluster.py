@@ -6,6 +6,8 @@ import subprocess
 import time
 import urllib.request
 
+import msgpack
+
 from conftest import FUTURECTL, FUTURED, Daemon, wait_for
 from httpserver import start_testhttp  # noqa: F401 (a fixture)
 from test_durability import RUNNING, stop_every_daemon  # noqa: F401 (an autouse fixture)
@@ -263,3 +265,40 @@ def test_a_node_without_processes_never_claims_prime(tmp_path, pg_database):
     assert r["not_done"] == [], r
     assert stats(n1)["cluster_ran"] == 0
     assert stats(n2)["cluster_ran"] == 20
+
+
+def finish_events(sub, want):
+    """The finish events (id -> event) a SUB socket receives until it has `want` IDs."""
+    seen = {}
+    while len(seen) < len(want):
+        assert sub.poll(30000), f"no event; missing {sorted(set(want) - set(seen))[:10]}"
+        topic, body = sub.recv_multipart()
+        ev = msgpack.unpackb(body)
+        assert topic.decode() == f"{ev['state']}/{ev['group']}", (topic, ev)
+        seen[ev["id"]] = ev
+    return seen
+
+
+def test_every_node_publishes_every_finish(tmp_path, pg_database):
+    uri, _ = pg_database
+    # Only node 2 runs prime jobs; node 3 never hears of them but through the database.
+    n1 = node(tmp_path, uri, 1, "--processes", "0")
+    n2 = node(tmp_path, uri, 2)
+    n3 = node(tmp_path, uri, 3, "--processes", "0")
+    sub = n3.subscriber("done/", "failed/", "cancelled/")
+    ids = n1.c.rq("submit", jobs=[{"kind": "prime", "args": {"n": 1000003}, "group": "g"}
+                                  for _ in range(20)])["ids"]
+    # A job that fails (its timeout), with its failure map in the event.
+    bad = n1.c.rq("submit", jobs=[{"kind": "prime", "args": {"n": 2305843009213693951},
+                                   "timeout": 0.2}])["ids"][0]
+    seen = finish_events(sub, set(ids) | {bad})
+    assert set(seen) == set(ids) | {bad}, sorted(seen)
+    for i in ids:
+        assert seen[i] == {"id": i, "state": "done", "kind": "prime", "group": "g"}, seen[i]
+    assert seen[bad]["state"] == "failed" and seen[bad]["group"] == "", seen[bad]
+    assert seen[bad]["failure"]["code"] == "timeout", seen[bad]
+    assert stats(n2)["cluster_ran"] == 21 and stats(n3)["cluster_ran"] == 0
+    # Each event once: nothing more comes for them.
+    while sub.poll(500):
+        _, body = sub.recv_multipart()
+        assert msgpack.unpackb(body)["id"] not in seen
