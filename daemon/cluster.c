@@ -38,7 +38,7 @@
 typedef enum ItemType {
         ITEM_CLAIMED,   /* res: claimed rows of lane `lane` */
         ITEM_ROWS,      /* res: a lookup's rows; then looked_up(seq) */
-        ITEM_NOTE,      /* text: a notification's payload (cancels) */
+        ITEM_NOTE,      /* text: a notification's payload (cancels, releases) */
         ITEM_DONE,      /* text: an array literal of finished IDs; res: their final rows */
         ITEM_RECONCILE,
 } ItemType;
@@ -74,7 +74,7 @@ struct Cluster {
         pthread_mutex_t lock;
         uint32_t room[CLUSTER_LANES];
         uint32_t transit[CLUSTER_LANES]; /* claimed, not yet taken by the loop */
-        IdList lookups, cancels;
+        IdList lookups, cancels, releases;
         uint64_t lookup_seq;        /* of the last lookup asked */
         Item *inbox, *inbox_tail;
         bool stopping;
@@ -329,8 +329,27 @@ static bool expire_rows(Cluster *c) {
         res = query(c, "DELETE FROM futured_jobs WHERE id IN (SELECT id FROM futured_jobs "
                        "WHERE finished_at < $1::bigint LIMIT " STRINGIFY(EXPIRE_BATCH)
                        " FOR UPDATE SKIP LOCKED)", 1, values, -1, 0);
+        if (res) {
+                pthread_mutex_lock(&c->lock);
+                c->stats.expired += strtoull(PQcmdTuples(res), NULL, 10);
+                pthread_mutex_unlock(&c->lock);
+        }
         PQclear(res);
         return res != NULL;
+}
+
+/* Notifies the IDs released on this node since the last call ("r:ID,..."). */
+static bool announce_releases(Cluster *c) {
+        IdList l;
+        bool ok;
+
+        pthread_mutex_lock(&c->lock);
+        l = c->releases;
+        c->releases = (IdList){};
+        pthread_mutex_unlock(&c->lock);
+        ok = l.n == 0 || notify_ids(c, 'r', l.ids, l.n);
+        free(l.ids);
+        return ok;
 }
 
 /* What a claim returns (PGSTORE_JOB_COLUMNS of the claimed rows). */
@@ -702,7 +721,7 @@ static void *thread_main(void *userdata) {
                         if (++c->polls % RECONCILE_POLLS == 0)
                                 post(c, ITEM_RECONCILE, NULL, NULL, 0, 0);
                 }
-                ok = ok && read_done(c) && look_up(c) && cancel(c);
+                ok = ok && read_done(c) && look_up(c) && cancel(c) && announce_releases(c);
                 if (ok && c->hint)
                         ok = claim(c);
                 if (!ok || PQstatus(c->conn) != CONNECTION_OK) {
@@ -754,7 +773,8 @@ static void on_items(LoopFile *lf, uint32_t events) {
                                 pgstore_job_at(it->res, row, &job);
                                 c->hooks.finished_row(c->userdata, &job);
                         }
-                        if (!fin && (it->text[0] != 'c' || it->text[1] != ':'))
+                        if (!fin && ((it->text[0] != 'c' && it->text[0] != 'r') ||
+                                     it->text[1] != ':'))
                                 break;
                         for (char *p = it->text + (fin ? 1 : 2), *end; *p;
                              p = end + (*end == ',')) {
@@ -763,6 +783,8 @@ static void on_items(LoopFile *lf, uint32_t events) {
                                         break;
                                 if (fin)
                                         c->hooks.finished(c->userdata, id);
+                                else if (it->text[0] == 'r')
+                                        c->hooks.released(c->userdata, id);
                                 else
                                         c->hooks.cancel(c->userdata, id);
                         }
@@ -813,15 +835,24 @@ uint64_t cluster_lookup(Cluster *c, const uint64_t *ids, size_t n) {
         return seq;
 }
 
-int cluster_cancel(Cluster *c, uint64_t id) {
+/* Queues `id` in `l` (under the lock) for the thread. Returns 0 or -ENOMEM. */
+static int ask(Cluster *c, IdList *l, uint64_t id) {
         int r;
 
         pthread_mutex_lock(&c->lock);
-        r = ids_add(&c->cancels, id);
+        r = ids_add(l, id);
         pthread_mutex_unlock(&c->lock);
         if (r >= 0)
                 wake(c);
         return r;
+}
+
+int cluster_cancel(Cluster *c, uint64_t id) {
+        return ask(c, &c->cancels, id);
+}
+
+int cluster_released(Cluster *c, uint64_t id) {
+        return ask(c, &c->releases, id);
 }
 
 void cluster_stats(const Cluster *c, ClusterStats *ret) {
@@ -937,6 +968,7 @@ Cluster *cluster_free(Cluster *c) {
         free(c->lookups.ids);
         free(c->cancels.ids);
         free(c->done.ids);
+        free(c->releases.ids);
         for (unsigned i = 0; i < CLUSTER_LANES; i++)
                 free(c->kinds[i]);
         free(c->interrupted);

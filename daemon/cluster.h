@@ -14,7 +14,8 @@
  *   any node), else failed `interrupted`;
  * - it reads the final rows of the jobs notified finished, once per batch of notifications;
  * - it reads the rows the loop asks for (lookups: IDs this node does not hold);
- * - it sets cancel_requested on the rows of jobs other nodes run, and notifies them.
+ * - it sets cancel_requested on the rows of jobs other nodes run, and notifies them;
+ * - it notifies the IDs released on this node (the other nodes drop their copies).
  *
  * What it learns goes to the loop through an eventfd, and the loop hands it to the hooks (the
  * executor's), on the loop thread. Every function is the loop thread's. */
@@ -45,6 +46,8 @@ typedef struct ClusterHooks {
         void (*finished_row)(void *userdata, const StoreJob *job);
         /* A commit finished the job `id` (any node's, this one's too). */
         void (*finished)(void *userdata, uint64_t id);
+        /* A node released the job `id` (its row is deleted). */
+        void (*released)(void *userdata, uint64_t id);
         /* A node asked that the job `id` be cancelled. */
         void (*cancel)(void *userdata, uint64_t id);
         /* The connection was lost and is back, or a while passed: notifications may have been
@@ -65,6 +68,7 @@ typedef struct ClusterConfig {
 typedef struct ClusterStats {
         uint64_t claimed;           /* jobs reserved by claims */
         uint64_t taken_back;        /* jobs of dead nodes this node took back */
+        uint64_t expired;           /* expired rows of nodes gone that this node deleted */
         uint64_t notifications;     /* received */
         uint64_t lookups;           /* IDs read for the loop */
         uint64_t lease_lost;        /* times this node found its lease gone */
@@ -90,5 +94,9 @@ uint64_t cluster_lookup(Cluster *c, const uint64_t *ids, size_t n);
 
 /* Asks the node that runs job `id` to cancel it. Returns 0 or -ENOMEM. */
 int cluster_cancel(Cluster *c, uint64_t id);
+
+/* Tells the other nodes that a client released the job `id` here (they drop their copies).
+ * Returns 0 or -ENOMEM. */
+int cluster_released(Cluster *c, uint64_t id);
 
 void cluster_stats(const Cluster *c, ClusterStats *ret);

@@ -918,6 +918,10 @@ bool executor_release(Executor *x, uint64_t id) {
         x->releasing = true;
         expire(x, f);
         x->releasing = false;
+        /* Cluster mode: the other nodes drop their copies too. */
+        if (x->cluster && cluster_released(x->cluster, id) < 0)
+                log_error("future %" PRIu64 ": the other nodes keep their copies until they "
+                          "expire: out of memory", id);
         return true;
 }
 
@@ -1574,6 +1578,18 @@ static void on_finished_row(void *userdata, const StoreJob *job) {
                            job->group ? job->group : "", job->outcome, job->outcome_len);
 }
 
+/* A node released job `id`: its row is deleted, this node's copy goes too (unwritten). */
+static void on_released(void *userdata, uint64_t id) {
+        Executor *x = userdata;
+        Future *f = table_get(&x->table, id);
+
+        if (!f || !proto_state_final(future_visible_state(f)))
+                return;
+        x->recovering = true;
+        expire(x, f);
+        x->recovering = false;
+}
+
 static void on_cancel(void *userdata, uint64_t id) {
         Executor *x = userdata;
         Future *f = table_get(&x->table, id);
@@ -1645,6 +1661,7 @@ static const ClusterHooks cluster_hooks = {
         .finished_row = on_finished_row,
         .finished = on_finished,
         .cancel = on_cancel,
+        .released = on_released,
         .reconcile = on_reconcile,
 };
 
@@ -1681,6 +1698,7 @@ void executor_cluster_stats(const Executor *x, ExecutorClusterStats *ret) {
                                        .ran = x->ran,
                                        .claimed = cs.claimed,
                                        .taken_back = cs.taken_back,
+                                       .expired = cs.expired,
                                        .notifications = cs.notifications,
                                        .lookups = cs.lookups,
                                        .lease_lost = cs.lease_lost,

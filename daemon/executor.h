@@ -201,6 +201,7 @@ typedef struct ExecutorClusterStats {
         uint64_t ran;             /* jobs that ran on this node */
         uint64_t claimed;         /* jobs it claimed from the open ones */
         uint64_t taken_back;      /* jobs of dead nodes it took back */
+        uint64_t expired;         /* expired rows it deleted for nodes that are gone */
         uint64_t notifications;   /* notifications it received */
         uint64_t lookups;         /* IDs it read for its clients and waiters */
         uint64_t lease_lost;

@@ -960,7 +960,7 @@ static void op_stats(Request *req, ProtoError *e) {
         executor_cluster_stats(req->rq->executor, &cs);
         reply_ok(req, 1);
         proto_pack_str(pk, "stats");
-        msgpack_pack_map(pk, 23 + (cs.on ? 9 : 0));
+        msgpack_pack_map(pk, 23 + (cs.on ? 10 : 0));
         pack_counter(pk, "pending", st.n_state[STATE_PENDING]);
         pack_counter(pk, "running", st.n_state[STATE_RUNNING]);
         pack_counter(pk, "done", st.n_state[STATE_DONE]);
@@ -988,6 +988,7 @@ static void op_stats(Request *req, ProtoError *e) {
                 pack_counter(pk, "cluster_ran", cs.ran);
                 pack_counter(pk, "cluster_claimed", cs.claimed);
                 pack_counter(pk, "cluster_taken_back", cs.taken_back);
+                pack_counter(pk, "cluster_expired", cs.expired);
                 pack_counter(pk, "cluster_notifications", cs.notifications);
                 pack_counter(pk, "cluster_lookups", cs.lookups);
                 pack_counter(pk, "cluster_foreign", cs.foreign);

@@ -302,3 +302,40 @@ def test_every_node_publishes_every_finish(tmp_path, pg_database):
     while sub.poll(500):
         _, body = sub.recv_multipart()
         assert msgpack.unpackb(body)["id"] not in seen
+
+
+def test_expired_rows_are_deleted_once(tmp_path, pg_server, pg_database):
+    uri, name = pg_database
+    # --retain 2: node 1's rows stay 2 s; node 1 is killed before, so the others delete them
+    # (retain + lease after their finish), each row by one node.
+    n1, n2, n3 = three(tmp_path, uri, "--retain", "2")
+    ids = n1.c.rq("submit", jobs=[{"kind": "noop"}] * 300)["ids"]
+    assert len(n1.c.rq("wait", ids=ids, mode="all", timeout=30)["done"]) == 300
+    n1.stop(signal.SIGKILL)
+    lit = "{" + ",".join(map(str, ids)) + "}"
+    left = int(pg_server.psql(f"SELECT count(*) FROM futured_jobs WHERE id = ANY('{lit}')",
+                              name, name)[0][0])
+    assert left > 0  # killed within its retention
+    wait_for(lambda: pg_server.psql(f"SELECT count(*) FROM futured_jobs WHERE id = ANY('{lit}')",
+                                    name, name) == [["0"]], 30, "the rows to expire")
+    expired = [stats(n)["cluster_expired"] for n in (n2, n3)]
+    assert sum(expired) == left, (expired, left)
+
+
+GONE = "expired"
+
+
+def test_a_release_on_one_node_is_seen_on_every_node(tmp_path, pg_server, pg_database):
+    uri, name = pg_database
+    n1, n2, n3 = three(tmp_path, uri)
+    ids = n1.c.rq("submit", jobs=[{"kind": "noop"}] * 10)["ids"]
+    assert len(n1.c.rq("wait", ids=ids, mode="all", timeout=30)["done"]) == 10
+    for n in (n1, n2, n3):  # every node holds a copy now
+        assert n.c.rq("status", ids=ids)["states"] == ["done"] * 10
+    assert n2.c.rq("release", ids=ids)["released"] == [True] * 10
+    lit = "{" + ",".join(map(str, ids)) + "}"
+    assert pg_server.psql(f"SELECT count(*) FROM futured_jobs WHERE id = ANY('{lit}')",
+                          name, name) == [["0"]]
+    for n in (n1, n3):
+        wait_for(lambda: n.c.rq("status", ids=ids)["states"] == [GONE] * 10, 10,
+                 "the release to reach every node")
