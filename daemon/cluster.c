@@ -40,8 +40,19 @@ typedef enum ItemType {
         ITEM_ROWS,      /* res: a lookup's rows; then looked_up(seq) */
         ITEM_NOTE,      /* text: a notification's payload (cancels, releases) */
         ITEM_DONE,      /* text: an array literal of finished IDs; res: their final rows */
+        ITEM_LIST,      /* res: the rows of list `seq` */
         ITEM_RECONCILE,
 } ItemType;
+
+/* A `list` asked by the loop (cluster_list), then its answer (the loop's). */
+typedef struct ListAsk {
+        struct ListAsk *next;
+        uint64_t seq;
+        int state;                  /* -1: any */
+        uint64_t after;
+        uint32_t limit;
+        PGresult *res;              /* the answer: rows in ID order */
+} ListAsk;
 
 typedef struct Item {
         struct Item *next;
@@ -68,6 +79,7 @@ struct Cluster {
         uint8_t *interrupted;       /* the failure map of a job taken back without retries */
         size_t interrupted_len;
         LoopFile done_file;         /* the thread -> the loop */
+        ListAsk *answers;           /* the loop's: lists read, not taken yet */
         int wake_fd;                /* the loop -> the thread */
         uint32_t room_seen[CLUSTER_LANES]; /* the loop's: what it told last */
 
@@ -75,6 +87,7 @@ struct Cluster {
         uint32_t room[CLUSTER_LANES];
         uint32_t transit[CLUSTER_LANES]; /* claimed, not yet taken by the loop */
         IdList lookups, cancels, releases;
+        ListAsk *lists, *lists_tail; /* asked, not read yet */
         uint64_t lookup_seq;        /* of the last lookup asked */
         Item *inbox, *inbox_tail;
         bool stopping;
@@ -477,6 +490,14 @@ static bool claim(Cluster *c) {
         return true;
 }
 
+static void free_lists(ListAsk *l) {
+        for (ListAsk *next; l; l = next) {
+                next = l->next;
+                PQclear(l->res);
+                free(l);
+        }
+}
+
 /* Takes the IDs the loop asked for in `shared` (emptied), as an array literal: NULL when there
  * are none (*ret_oom false) or no memory. */
 static char *take_ids(Cluster *c, IdList *shared, uint64_t *ret_seq, bool *ret_oom) {
@@ -498,31 +519,72 @@ static char *take_ids(Cluster *c, IdList *shared, uint64_t *ret_seq, bool *ret_o
 /* The database cannot be reached: the lookups asked so far fail at once (their requests are
  * answered store_unavailable rather than wait for the outage's end). */
 static void fail_lookups(Cluster *c) {
+        ListAsk *lists;
         uint64_t seq;
         bool any;
 
         pthread_mutex_lock(&c->lock);
-        any = c->lookups.n > 0;
+        any = c->lookups.n > 0 || c->lists;
         c->lookups.n = 0;
+        lists = c->lists;
+        c->lists = c->lists_tail = NULL;
         seq = c->lookup_seq;
         pthread_mutex_unlock(&c->lock);
+        free_lists(lists);
         if (any)
                 post(c, ITEM_ROWS, NULL, NULL, 0, seq);
 }
 
-/* Answers the lookups asked so far. */
+/* Reads the rows of the lists in `l` (taken: freed), each posted as ITEM_LIST. */
+static bool read_lists(Cluster *c, ListAsk *l) {
+        bool ok = true;
+
+        for (ListAsk *next; l; l = next) {
+                char state[12], after[24], limit[12];
+                const char *values[3] = { state, after, limit };
+                PGresult *res = NULL;
+                next = l->next;
+                snprintf(state, sizeof(state), "%d", l->state);
+                snprintf(after, sizeof(after), "%" PRIu64, l->after);
+                snprintf(limit, sizeof(limit), "%" PRIu32, l->limit);
+                /* The columns pgstore_job_at() reads, without arguments and outcomes. */
+                if (ok)
+                        res = query(c, "SELECT id, kind, NULL::bytea, grp, group_limit, priority, "
+                                       "timeout_ms, retries, attempt, state, NULL::bytea, "
+                                       "finished_at, idempotency_key FROM futured_jobs "
+                                       "WHERE id > $2::bigint AND ($1::int < 0 OR state = $1::int) "
+                                       "ORDER BY id LIMIT $3::int", 3, values, -1, 0);
+                ok = ok && res;
+                if (res)
+                        post(c, ITEM_LIST, res, NULL, 0, l->seq);
+                free(l);
+        }
+        return ok;
+}
+
+/* Answers the lookups and lists asked so far. */
 static bool look_up(Cluster *c) {
         uint64_t seq;
         bool oom;
         _cleanup_free_ char *lit = take_ids(c, &c->lookups, &seq, &oom);
         const char *values[1] = { lit };
+        ListAsk *lists;
         PGresult *res;
         bool ok;
 
-        if (!lit)
+        /* Taken after the lookups' sequence number: every list up to it is among them. */
+        pthread_mutex_lock(&c->lock);
+        lists = c->lists;
+        c->lists = c->lists_tail = NULL;
+        pthread_mutex_unlock(&c->lock);
+        if (!lit && !lists)
                 return !oom;
-        res = query(c, "SELECT " PGSTORE_JOB_COLUMNS ", owner FROM futured_jobs "
-                       "WHERE id = ANY($1::bigint[])", 1, values, -1, 0);
+        ok = read_lists(c, lists);
+        if (ok && lit)
+                res = query(c, "SELECT " PGSTORE_JOB_COLUMNS ", owner FROM futured_jobs "
+                               "WHERE id = ANY($1::bigint[])", 1, values, -1, 0);
+        else /* lists alone: an empty answer (NULL after a failure: they are unavailable) */
+                res = ok ? PQmakeEmptyPGresult(NULL, PGRES_TUPLES_OK) : NULL;
         /* A failure is answered: its requests are told store_unavailable; the loop reads
          * again what it waits for once the connection is back (reconcile). */
         if (res) {
@@ -790,6 +852,15 @@ static void on_items(LoopFile *lf, uint32_t events) {
                         }
                         break;
                 }
+                case ITEM_LIST: {
+                        ListAsk *l = calloc(1, sizeof(*l));
+                        if (!l)
+                                break; /* answered store_unavailable */
+                        *l = (ListAsk){ .next = c->answers, .seq = it->seq, .res = it->res };
+                        c->answers = l;
+                        it->res = NULL;
+                        break;
+                }
                 case ITEM_RECONCILE:
                         c->hooks.reconcile(c->userdata);
                         break;
@@ -833,6 +904,52 @@ uint64_t cluster_lookup(Cluster *c, const uint64_t *ids, size_t n) {
         if (seq)
                 wake(c);
         return seq;
+}
+
+uint64_t cluster_list(Cluster *c, int state, uint64_t after, uint32_t limit) {
+        ListAsk *l = calloc(1, sizeof(*l));
+        uint64_t seq;
+
+        if (!l)
+                return 0;
+        *l = (ListAsk){ .state = state, .after = after, .limit = limit };
+        pthread_mutex_lock(&c->lock);
+        seq = l->seq = ++c->lookup_seq;
+        QUEUE_APPEND(c->lists, c->lists_tail, l);
+        pthread_mutex_unlock(&c->lock);
+        wake(c);
+        return seq;
+}
+
+/* The answer of list `seq`, or NULL. */
+static ListAsk *answer(const Cluster *c, uint64_t seq) {
+        for (ListAsk *l = c->answers; l; l = l->next)
+                if (l->seq == seq && l->res)
+                        return l;
+        return NULL;
+}
+
+int cluster_listed(const Cluster *c, uint64_t seq, size_t *ret_n) {
+        ListAsk *l = answer(c, seq);
+
+        if (!l)
+                return -ENOENT;
+        *ret_n = (size_t) PQntuples(l->res);
+        return 0;
+}
+
+void cluster_listed_row(const Cluster *c, uint64_t seq, size_t i, StoreJob *ret) {
+        pgstore_job_at(answer(c, seq)->res, (int) i, ret);
+}
+
+void cluster_list_drop(Cluster *c, uint64_t seq) {
+        for (ListAsk **p = &c->answers, *l; (l = *p); )
+                if (l->seq == seq) {
+                        *p = l->next;
+                        PQclear(l->res);
+                        free(l);
+                } else
+                        p = &l->next;
 }
 
 /* Queues `id` in `l` (under the lock) for the thread. Returns 0 or -ENOMEM. */
@@ -969,6 +1086,8 @@ Cluster *cluster_free(Cluster *c) {
         free(c->cancels.ids);
         free(c->done.ids);
         free(c->releases.ids);
+        free_lists(c->lists);
+        free_lists(c->answers);
         for (unsigned i = 0; i < CLUSTER_LANES; i++)
                 free(c->kinds[i]);
         free(c->interrupted);

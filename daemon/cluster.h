@@ -92,6 +92,19 @@ void cluster_set_room(Cluster *c, const uint32_t room[CLUSTER_LANES]);
  * out of memory. */
 uint64_t cluster_lookup(Cluster *c, const uint64_t *ids, size_t n);
 
+/* Asks for the rows of a `list` (docs/PROTOCOL.md): IDs above `after`, in state `state` (-1:
+ * any), at most `limit`, in ID order. Returns the sequence number that looked_up() answers (as
+ * a lookup's), 0 when out of memory. */
+uint64_t cluster_list(Cluster *c, int state, uint64_t after, uint32_t limit);
+
+/* The answer of list `seq` once looked_up() passed it: `*ret_n` rows, read with
+ * cluster_listed_row(), borrowed until cluster_list_drop() (the loop drops it once it handled
+ * the request, whether it used it or not). -ENOENT when it could not be read (the database
+ * cannot be reached, or out of memory). */
+int cluster_listed(const Cluster *c, uint64_t seq, size_t *ret_n);
+void cluster_listed_row(const Cluster *c, uint64_t seq, size_t i, StoreJob *ret);
+void cluster_list_drop(Cluster *c, uint64_t seq);
+
 /* Asks the node that runs job `id` to cancel it. Returns 0 or -ENOMEM. */
 int cluster_cancel(Cluster *c, uint64_t id);
 

@@ -1449,6 +1449,10 @@ bool executor_clustered(const Executor *x) {
         return x->cluster != NULL;
 }
 
+Cluster *executor_cluster(const Executor *x) {
+        return x->cluster;
+}
+
 /* Makes the future of a row of another node's ID (claimed: `flags` FUTURE_FOREIGN; a mirror:
  * also FUTURE_AWAY), pending, or finished as the row is. A job another node runs shows as
  * pending here. */

@@ -18,6 +18,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "cluster.h"
 #include "counters.h"
 #include "events.h"
 #include "loop.h"
@@ -185,6 +186,9 @@ void executor_abort(Executor *x);
 
 /* Cluster mode (docs/CLUSTER.md). True for a node of a cluster. */
 bool executor_clustered(const Executor *x);
+
+/* The node's cluster (cluster.h), or NULL outside cluster mode. */
+Cluster *executor_cluster(const Executor *x);
 
 /* Asks the database for the rows of `ids` (IDs this node does not hold), which then become
  * futures of the table (mirrors); returns the lookup's number, 0 when it could not be asked

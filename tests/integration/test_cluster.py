@@ -339,3 +339,33 @@ def test_a_release_on_one_node_is_seen_on_every_node(tmp_path, pg_server, pg_dat
     for n in (n1, n3):
         wait_for(lambda: n.c.rq("status", ids=ids)["states"] == [GONE] * 10, 10,
                  "the release to reach every node")
+
+
+def test_list_answers_for_the_whole_cluster(tmp_path, pg_database):
+    uri, _ = pg_database
+    n1, n2, n3 = three(tmp_path, uri)
+    a = n1.c.rq("submit", jobs=[{"kind": "noop", "group": "a"}] * 5)["ids"]
+    b = n2.c.rq("submit", jobs=[{"kind": "sleep", "args": {"seconds": 60}, "priority": 3}])["ids"]
+    c = n2.c.rq("submit", jobs=[{"kind": "noop"}] * 3)["ids"]
+    assert len(n1.c.rq("wait", ids=a, mode="all", timeout=30)["done"]) == 5
+    assert len(n2.c.rq("wait", ids=c, mode="all", timeout=30)["done"]) == 3
+    wait_for(lambda: n2.c.rq("status", ids=b)["states"] == ["running"], 30, "b to run")
+    # Node 3 never heard of them: its list reads the database.
+    r = n3.c.rq("list")
+    got = {f["id"]: f for f in r["futures"]}
+    assert r["more"] is False and sorted(got) == sorted(a + b + c), r
+    assert [f["id"] for f in r["futures"]] == sorted(got)
+    for i in a:
+        assert got[i] == {"id": i, "attempts": 1, "kind": "noop", "state": "done", "group": "a",
+                          "priority": 0}, got[i]
+    assert got[b[0]]["state"] == "running" and got[b[0]]["priority"] == 3, got[b[0]]
+    assert n3.c.rq("list", state="running")["futures"] == [got[b[0]]]
+    # The cursor and the limit, as on one node.
+    ordered = sorted(got)
+    r = n3.c.rq("list", state="done", limit=4)
+    assert [f["id"] for f in r["futures"]] == [i for i in ordered if i != b[0]][:4]
+    assert r["more"] is True
+    r = n3.c.rq("list", state="done", after=r["futures"][-1]["id"], limit=4)
+    assert [f["id"] for f in r["futures"]] == [i for i in ordered if i != b[0]][4:]
+    assert r["more"] is False
+    assert n3.c.rq("cancel", ids=b)["cancelled"] == [True]
