@@ -38,9 +38,21 @@
 typedef enum ItemType {
         ITEM_CLAIMED,   /* res: claimed rows of lane `lane` */
         ITEM_ROWS,      /* res: a lookup's rows; then looked_up(seq) */
-        ITEM_NOTE,      /* text: a notification's payload */
+        ITEM_NOTE,      /* text: a notification's payload (cancels, releases) */
+        ITEM_DONE,      /* text: an array literal of finished IDs; res: their final rows */
+        ITEM_LIST,      /* res: the rows of list `seq` */
         ITEM_RECONCILE,
 } ItemType;
+
+/* A `list` asked by the loop (cluster_list), then its answer (the loop's). */
+typedef struct ListAsk {
+        struct ListAsk *next;
+        uint64_t seq;
+        int state;                  /* -1: any */
+        uint64_t after;
+        uint32_t limit;
+        PGresult *res;              /* the answer: rows in ID order */
+} ListAsk;
 
 typedef struct Item {
         struct Item *next;
@@ -67,13 +79,15 @@ struct Cluster {
         uint8_t *interrupted;       /* the failure map of a job taken back without retries */
         size_t interrupted_len;
         LoopFile done_file;         /* the thread -> the loop */
+        ListAsk *answers;           /* the loop's: lists read, not taken yet */
         int wake_fd;                /* the loop -> the thread */
         uint32_t room_seen[CLUSTER_LANES]; /* the loop's: what it told last */
 
         pthread_mutex_t lock;
         uint32_t room[CLUSTER_LANES];
         uint32_t transit[CLUSTER_LANES]; /* claimed, not yet taken by the loop */
-        IdList lookups, cancels;
+        IdList lookups, cancels, releases;
+        ListAsk *lists, *lists_tail; /* asked, not read yet */
         uint64_t lookup_seq;        /* of the last lookup asked */
         Item *inbox, *inbox_tail;
         bool stopping;
@@ -87,6 +101,7 @@ struct Cluster {
         bool groups_held;           /* a group's limit held open jobs back */
         unsigned backoff_ms;
         unsigned polls;
+        IdList done;                /* finished IDs notified, their rows not read yet */
         bool registered;
         uint64_t connected_ns;      /* when the connection was made */
 };
@@ -327,8 +342,27 @@ static bool expire_rows(Cluster *c) {
         res = query(c, "DELETE FROM futured_jobs WHERE id IN (SELECT id FROM futured_jobs "
                        "WHERE finished_at < $1::bigint LIMIT " STRINGIFY(EXPIRE_BATCH)
                        " FOR UPDATE SKIP LOCKED)", 1, values, -1, 0);
+        if (res) {
+                pthread_mutex_lock(&c->lock);
+                c->stats.expired += strtoull(PQcmdTuples(res), NULL, 10);
+                pthread_mutex_unlock(&c->lock);
+        }
         PQclear(res);
         return res != NULL;
+}
+
+/* Notifies the IDs released on this node since the last call ("r:ID,..."). */
+static bool announce_releases(Cluster *c) {
+        IdList l;
+        bool ok;
+
+        pthread_mutex_lock(&c->lock);
+        l = c->releases;
+        c->releases = (IdList){};
+        pthread_mutex_unlock(&c->lock);
+        ok = l.n == 0 || notify_ids(c, 'r', l.ids, l.n);
+        free(l.ids);
+        return ok;
 }
 
 /* What a claim returns (PGSTORE_JOB_COLUMNS of the claimed rows). */
@@ -456,6 +490,14 @@ static bool claim(Cluster *c) {
         return true;
 }
 
+static void free_lists(ListAsk *l) {
+        for (ListAsk *next; l; l = next) {
+                next = l->next;
+                PQclear(l->res);
+                free(l);
+        }
+}
+
 /* Takes the IDs the loop asked for in `shared` (emptied), as an array literal: NULL when there
  * are none (*ret_oom false) or no memory. */
 static char *take_ids(Cluster *c, IdList *shared, uint64_t *ret_seq, bool *ret_oom) {
@@ -477,31 +519,72 @@ static char *take_ids(Cluster *c, IdList *shared, uint64_t *ret_seq, bool *ret_o
 /* The database cannot be reached: the lookups asked so far fail at once (their requests are
  * answered store_unavailable rather than wait for the outage's end). */
 static void fail_lookups(Cluster *c) {
+        ListAsk *lists;
         uint64_t seq;
         bool any;
 
         pthread_mutex_lock(&c->lock);
-        any = c->lookups.n > 0;
+        any = c->lookups.n > 0 || c->lists;
         c->lookups.n = 0;
+        lists = c->lists;
+        c->lists = c->lists_tail = NULL;
         seq = c->lookup_seq;
         pthread_mutex_unlock(&c->lock);
+        free_lists(lists);
         if (any)
                 post(c, ITEM_ROWS, NULL, NULL, 0, seq);
 }
 
-/* Answers the lookups asked so far. */
+/* Reads the rows of the lists in `l` (taken: freed), each posted as ITEM_LIST. */
+static bool read_lists(Cluster *c, ListAsk *l) {
+        bool ok = true;
+
+        for (ListAsk *next; l; l = next) {
+                char state[12], after[24], limit[12];
+                const char *values[3] = { state, after, limit };
+                PGresult *res = NULL;
+                next = l->next;
+                snprintf(state, sizeof(state), "%d", l->state);
+                snprintf(after, sizeof(after), "%" PRIu64, l->after);
+                snprintf(limit, sizeof(limit), "%" PRIu32, l->limit);
+                /* The columns pgstore_job_at() reads, without arguments and outcomes. */
+                if (ok)
+                        res = query(c, "SELECT id, kind, NULL::bytea, grp, group_limit, priority, "
+                                       "timeout_ms, retries, attempt, state, NULL::bytea, "
+                                       "finished_at, idempotency_key FROM futured_jobs "
+                                       "WHERE id > $2::bigint AND ($1::int < 0 OR state = $1::int) "
+                                       "ORDER BY id LIMIT $3::int", 3, values, -1, 0);
+                ok = ok && res;
+                if (res)
+                        post(c, ITEM_LIST, res, NULL, 0, l->seq);
+                free(l);
+        }
+        return ok;
+}
+
+/* Answers the lookups and lists asked so far. */
 static bool look_up(Cluster *c) {
         uint64_t seq;
         bool oom;
         _cleanup_free_ char *lit = take_ids(c, &c->lookups, &seq, &oom);
         const char *values[1] = { lit };
+        ListAsk *lists;
         PGresult *res;
         bool ok;
 
-        if (!lit)
+        /* Taken after the lookups' sequence number: every list up to it is among them. */
+        pthread_mutex_lock(&c->lock);
+        lists = c->lists;
+        c->lists = c->lists_tail = NULL;
+        pthread_mutex_unlock(&c->lock);
+        if (!lit && !lists)
                 return !oom;
-        res = query(c, "SELECT " PGSTORE_JOB_COLUMNS ", owner FROM futured_jobs "
-                       "WHERE id = ANY($1::bigint[])", 1, values, -1, 0);
+        ok = read_lists(c, lists);
+        if (ok && lit)
+                res = query(c, "SELECT " PGSTORE_JOB_COLUMNS ", owner FROM futured_jobs "
+                               "WHERE id = ANY($1::bigint[])", 1, values, -1, 0);
+        else /* lists alone: an empty answer (NULL after a failure: they are unavailable) */
+                res = ok ? PQmakeEmptyPGresult(NULL, PGRES_TUPLES_OK) : NULL;
         /* A failure is answered: its requests are told store_unavailable; the loop reads
          * again what it waits for once the connection is back (reconcile). */
         if (res) {
@@ -580,10 +663,44 @@ static void on_note(Cluster *c, const char *payload) {
         pthread_mutex_unlock(&c->lock);
         if (payload[0] == 'p')
                 c->hint = true;
-        else
+        else if (payload[0] != 'd' || payload[1] != ':')
                 post(c, ITEM_NOTE, NULL, payload, 0, 0);
+        else
+                for (const char *p = payload + 2; *p; p = *p == ',' ? p + 1 : p) {
+                        char *end;
+                        uint64_t id = strtoull(p, &end, 10);
+                        if (end == p)
+                                break;
+                        if (ids_add(&c->done, id) < 0)
+                                log_error("cluster: out of memory: the finish of job %" PRIu64
+                                          " is seen late", id); /* reconcile reads it */
+                        p = end;
+                }
         if (payload[0] == 'd' && c->groups_held)
                 c->hint = true;
+}
+
+/* Reads the final rows of the jobs notified finished since the last call, in one statement,
+ * and hands them to the loop with their IDs: every node publishes their events. A failure
+ * hands the IDs alone (the loop reads what it waits for again once the connection is back). */
+static bool read_done(Cluster *c) {
+        _cleanup_free_ char *lit = NULL;
+        const char *values[1];
+        PGresult *res;
+
+        if (c->done.n == 0)
+                return true;
+        lit = ids_literal(c->done.ids, c->done.n);
+        c->done.n = 0;
+        if (!lit) {
+                log_error("cluster: out of memory: finishes of other nodes are seen late");
+                return true;
+        }
+        values[0] = lit;
+        res = query(c, "SELECT " PGSTORE_JOB_COLUMNS " FROM futured_jobs "
+                       "WHERE id = ANY($1::bigint[]) AND state >= 2", 1, values, -1, 0);
+        post(c, ITEM_DONE, res, lit, 0, 0); /* `res` is the loop's from now on */
+        return res != NULL;
 }
 
 static bool stopping(Cluster *c) {
@@ -641,7 +758,7 @@ static void *thread_main(void *userdata) {
                 pfd[1].fd = PQsocket(c->conn);
                 timeout = (int) ((MIN(lease_due, poll_due) > now
                                   ? MIN(lease_due, poll_due) - now : 0) / 1000000u);
-                if (c->hint)
+                if (c->hint || c->done.n)
                         timeout = 0;
                 (void) poll(pfd, 2, timeout);
                 (void) !read(c->wake_fd, &v, sizeof(v));
@@ -666,7 +783,7 @@ static void *thread_main(void *userdata) {
                         if (++c->polls % RECONCILE_POLLS == 0)
                                 post(c, ITEM_RECONCILE, NULL, NULL, 0, 0);
                 }
-                ok = ok && look_up(c) && cancel(c);
+                ok = ok && read_done(c) && look_up(c) && cancel(c) && announce_releases(c);
                 if (ok && c->hint)
                         ok = claim(c);
                 if (!ok || PQstatus(c->conn) != CONNECTION_OK) {
@@ -710,19 +827,38 @@ static void on_items(LoopFile *lf, uint32_t events) {
                         if (it->type == ITEM_ROWS)
                                 c->hooks.looked_up(c->userdata, it->seq, !it->res);
                         break;
-                case ITEM_NOTE: {
-                        bool fin = it->text[0] == 'd';
-                        if ((!fin && it->text[0] != 'c') || it->text[1] != ':')
+                case ITEM_NOTE:
+                case ITEM_DONE: {
+                        bool fin = it->type == ITEM_DONE;
+                        for (int row = 0; it->res && row < PQntuples(it->res); row++) {
+                                StoreJob job;
+                                pgstore_job_at(it->res, row, &job);
+                                c->hooks.finished_row(c->userdata, &job);
+                        }
+                        if (!fin && ((it->text[0] != 'c' && it->text[0] != 'r') ||
+                                     it->text[1] != ':'))
                                 break;
-                        for (char *p = it->text + 2, *end; *p; p = end + (*end == ',')) {
+                        for (char *p = it->text + (fin ? 1 : 2), *end; *p;
+                             p = end + (*end == ',')) {
                                 uint64_t id = strtoull(p, &end, 10);
                                 if (end == p)
                                         break;
                                 if (fin)
                                         c->hooks.finished(c->userdata, id);
+                                else if (it->text[0] == 'r')
+                                        c->hooks.released(c->userdata, id);
                                 else
                                         c->hooks.cancel(c->userdata, id);
                         }
+                        break;
+                }
+                case ITEM_LIST: {
+                        ListAsk *l = calloc(1, sizeof(*l));
+                        if (!l)
+                                break; /* answered store_unavailable */
+                        *l = (ListAsk){ .next = c->answers, .seq = it->seq, .res = it->res };
+                        c->answers = l;
+                        it->res = NULL;
                         break;
                 }
                 case ITEM_RECONCILE:
@@ -770,15 +906,70 @@ uint64_t cluster_lookup(Cluster *c, const uint64_t *ids, size_t n) {
         return seq;
 }
 
-int cluster_cancel(Cluster *c, uint64_t id) {
+uint64_t cluster_list(Cluster *c, int state, uint64_t after, uint32_t limit) {
+        ListAsk *l = calloc(1, sizeof(*l));
+        uint64_t seq;
+
+        if (!l)
+                return 0;
+        *l = (ListAsk){ .state = state, .after = after, .limit = limit };
+        pthread_mutex_lock(&c->lock);
+        seq = l->seq = ++c->lookup_seq;
+        QUEUE_APPEND(c->lists, c->lists_tail, l);
+        pthread_mutex_unlock(&c->lock);
+        wake(c);
+        return seq;
+}
+
+/* The answer of list `seq`, or NULL. */
+static ListAsk *answer(const Cluster *c, uint64_t seq) {
+        for (ListAsk *l = c->answers; l; l = l->next)
+                if (l->seq == seq && l->res)
+                        return l;
+        return NULL;
+}
+
+int cluster_listed(const Cluster *c, uint64_t seq, size_t *ret_n) {
+        ListAsk *l = answer(c, seq);
+
+        if (!l)
+                return -ENOENT;
+        *ret_n = (size_t) PQntuples(l->res);
+        return 0;
+}
+
+void cluster_listed_row(const Cluster *c, uint64_t seq, size_t i, StoreJob *ret) {
+        pgstore_job_at(answer(c, seq)->res, (int) i, ret);
+}
+
+void cluster_list_drop(Cluster *c, uint64_t seq) {
+        for (ListAsk **p = &c->answers, *l; (l = *p); )
+                if (l->seq == seq) {
+                        *p = l->next;
+                        PQclear(l->res);
+                        free(l);
+                } else
+                        p = &l->next;
+}
+
+/* Queues `id` in `l` (under the lock) for the thread. Returns 0 or -ENOMEM. */
+static int ask(Cluster *c, IdList *l, uint64_t id) {
         int r;
 
         pthread_mutex_lock(&c->lock);
-        r = ids_add(&c->cancels, id);
+        r = ids_add(l, id);
         pthread_mutex_unlock(&c->lock);
         if (r >= 0)
                 wake(c);
         return r;
+}
+
+int cluster_cancel(Cluster *c, uint64_t id) {
+        return ask(c, &c->cancels, id);
+}
+
+int cluster_released(Cluster *c, uint64_t id) {
+        return ask(c, &c->releases, id);
 }
 
 void cluster_stats(const Cluster *c, ClusterStats *ret) {
@@ -893,6 +1084,10 @@ Cluster *cluster_free(Cluster *c) {
         }
         free(c->lookups.ids);
         free(c->cancels.ids);
+        free(c->done.ids);
+        free(c->releases.ids);
+        free_lists(c->lists);
+        free_lists(c->answers);
         for (unsigned i = 0; i < CLUSTER_LANES; i++)
                 free(c->kinds[i]);
         free(c->interrupted);

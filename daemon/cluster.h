@@ -12,8 +12,10 @@
  * - it keeps the node's lease in futured_nodes (renewed every lease/3) and takes back, in one
  *   statement, the jobs of nodes whose lease expired: run again within their retries (open to
  *   any node), else failed `interrupted`;
+ * - it reads the final rows of the jobs notified finished, once per batch of notifications;
  * - it reads the rows the loop asks for (lookups: IDs this node does not hold);
- * - it sets cancel_requested on the rows of jobs other nodes run, and notifies them.
+ * - it sets cancel_requested on the rows of jobs other nodes run, and notifies them;
+ * - it notifies the IDs released on this node (the other nodes drop their copies).
  *
  * What it learns goes to the loop through an eventfd, and the loop hands it to the hooks (the
  * executor's), on the loop thread. Every function is the loop thread's. */
@@ -39,8 +41,13 @@ typedef struct ClusterHooks {
         /* Every lookup up to `seq` (cluster_lookup's) is answered; `failed`: the last ones
          * could not be read (the database cannot be reached). */
         void (*looked_up)(void *userdata, uint64_t seq, bool failed);
-        /* Another node's commit finished the job `id`. */
+        /* The final row of a job a commit finished (any node's: read after its notification,
+         * before `finished` of its ID). */
+        void (*finished_row)(void *userdata, const StoreJob *job);
+        /* A commit finished the job `id` (any node's, this one's too). */
         void (*finished)(void *userdata, uint64_t id);
+        /* A node released the job `id` (its row is deleted). */
+        void (*released)(void *userdata, uint64_t id);
         /* A node asked that the job `id` be cancelled. */
         void (*cancel)(void *userdata, uint64_t id);
         /* The connection was lost and is back, or a while passed: notifications may have been
@@ -61,6 +68,7 @@ typedef struct ClusterConfig {
 typedef struct ClusterStats {
         uint64_t claimed;           /* jobs reserved by claims */
         uint64_t taken_back;        /* jobs of dead nodes this node took back */
+        uint64_t expired;           /* expired rows of nodes gone that this node deleted */
         uint64_t notifications;     /* received */
         uint64_t lookups;           /* IDs read for the loop */
         uint64_t lease_lost;        /* times this node found its lease gone */
@@ -84,7 +92,24 @@ void cluster_set_room(Cluster *c, const uint32_t room[CLUSTER_LANES]);
  * out of memory. */
 uint64_t cluster_lookup(Cluster *c, const uint64_t *ids, size_t n);
 
+/* Asks for the rows of a `list` (docs/PROTOCOL.md): IDs above `after`, in state `state` (-1:
+ * any), at most `limit`, in ID order. Returns the sequence number that looked_up() answers (as
+ * a lookup's), 0 when out of memory. */
+uint64_t cluster_list(Cluster *c, int state, uint64_t after, uint32_t limit);
+
+/* The answer of list `seq` once looked_up() passed it: `*ret_n` rows, read with
+ * cluster_listed_row(), borrowed until cluster_list_drop() (the loop drops it once it handled
+ * the request, whether it used it or not). -ENOENT when it could not be read (the database
+ * cannot be reached, or out of memory). */
+int cluster_listed(const Cluster *c, uint64_t seq, size_t *ret_n);
+void cluster_listed_row(const Cluster *c, uint64_t seq, size_t i, StoreJob *ret);
+void cluster_list_drop(Cluster *c, uint64_t seq);
+
 /* Asks the node that runs job `id` to cancel it. Returns 0 or -ENOMEM. */
 int cluster_cancel(Cluster *c, uint64_t id);
+
+/* Tells the other nodes that a client released the job `id` here (they drop their copies).
+ * Returns 0 or -ENOMEM. */
+int cluster_released(Cluster *c, uint64_t id);
 
 void cluster_stats(const Cluster *c, ClusterStats *ret);

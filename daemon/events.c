@@ -22,36 +22,50 @@ static void publish(Events *e, const char *topic, size_t topic_len) {
                 zmq_send(e->pub, e->buf.data, e->buf.size, ZMQ_DONTWAIT);
 }
 
-/* Starts the map of an event about `f` with `n` fields after id, state, kind and group. */
-static void pack_future(Events *e, msgpack_packer *pk, const Future *f, const char *state,
-                        uint32_t n) {
+/* Starts the map of an event about job `id` with `n` fields after id, state, kind and group
+ * ("": none). */
+static void pack_job(Events *e, msgpack_packer *pk, uint64_t id, const char *state,
+                     const char *kind, const char *group, uint32_t n) {
         proto_buf_reset(&e->buf);
         proto_buf_packer(&e->buf, pk);
         msgpack_pack_map(pk, 4 + n);
         proto_pack_str(pk, "id");
-        msgpack_pack_uint64(pk, f->id);
+        msgpack_pack_uint64(pk, id);
         proto_pack_str(pk, "state");
         proto_pack_str(pk, state);
         proto_pack_str(pk, "kind");
-        proto_pack_str(pk, f->kind->name);
+        proto_pack_str(pk, kind);
         proto_pack_str(pk, "group");
-        proto_pack_str(pk, f->group ? f->group->name : "");
+        proto_pack_str(pk, group);
 }
 
-void events_state(Events *e, const Future *f) {
-        const char *state = proto_state_name(f->state);
+static void pack_future(Events *e, msgpack_packer *pk, const Future *f, const char *state,
+                        uint32_t n) {
+        pack_job(e, pk, f->id, state, f->kind->name, f->group ? f->group->name : "", n);
+}
+
+void events_job(Events *e, uint64_t id, FutureState st, const char *kind, const char *group,
+                const uint8_t *outcome, size_t outcome_len) {
+        const char *state = proto_state_name(st);
         char topic[32 + PROTO_MAX_GROUP];
-        bool failure = f->state == STATE_FAILED && f->outcome;
+        bool failure = st == STATE_FAILED && outcome;
         msgpack_packer pk;
         int n;
 
-        n = snprintf(topic, sizeof(topic), "%s/%s", state, f->group ? f->group->name : "");
-        pack_future(e, &pk, f, state, failure);
+        n = snprintf(topic, sizeof(topic), "%s/%s", state, group);
+        if (n < 0 || (size_t) n >= sizeof(topic))
+                return; /* a group longer than any futured writes */
+        pack_job(e, &pk, id, state, kind, group, failure);
         if (failure) {
                 proto_pack_str(&pk, "failure");
-                proto_buf_write(&e->buf, (const char *) f->outcome, f->outcome_len);
+                proto_buf_write(&e->buf, (const char *) outcome, outcome_len);
         }
         publish(e, topic, (size_t) n);
+}
+
+void events_state(Events *e, const Future *f) {
+        events_job(e, f->id, f->state, f->kind->name, f->group ? f->group->name : "",
+                   f->outcome, f->outcome_len);
 }
 
 void events_progress(Events *e, const Future *f, uint64_t done, uint64_t total) {

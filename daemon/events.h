@@ -22,6 +22,12 @@ void events_deinit(Events *e);
 /* Publishes the state change of `f` (its state as it is now). */
 void events_state(Events *e, const Future *f);
 
+/* Publishes the state `state` of job `id` as events_state() does, from its parts (`kind`,
+ * `group`: "" for none; `outcome`: a failure's map, or NULL), borrowed: a job this node holds
+ * no future of (cluster mode: a row another node finished). */
+void events_job(Events *e, uint64_t id, FutureState state, const char *kind, const char *group,
+                const uint8_t *outcome, size_t outcome_len);
+
 /* Publishes the progress of the running `f`: `done` of `total` bytes (0: unknown). */
 void events_progress(Events *e, const Future *f, uint64_t done, uint64_t total);
 

@@ -918,6 +918,10 @@ bool executor_release(Executor *x, uint64_t id) {
         x->releasing = true;
         expire(x, f);
         x->releasing = false;
+        /* Cluster mode: the other nodes drop their copies too. */
+        if (x->cluster && cluster_released(x->cluster, id) < 0)
+                log_error("future %" PRIu64 ": the other nodes keep their copies until they "
+                          "expire: out of memory", id);
         return true;
 }
 
@@ -1445,6 +1449,10 @@ bool executor_clustered(const Executor *x) {
         return x->cluster != NULL;
 }
 
+Cluster *executor_cluster(const Executor *x) {
+        return x->cluster;
+}
+
 /* Makes the future of a row of another node's ID (claimed: `flags` FUTURE_FOREIGN; a mirror:
  * also FUTURE_AWAY), pending, or finished as the row is. A job another node runs shows as
  * pending here. */
@@ -1562,6 +1570,30 @@ static void on_finished(void *userdata, uint64_t id) {
                 want(x, id);
 }
 
+/* A job held here is finished from its row, as a lookup would; one this node holds nothing of
+ * has its event published from the row: every node's subscribers see every finish. */
+static void on_finished_row(void *userdata, const StoreJob *job) {
+        Executor *x = userdata;
+
+        if (table_get(&x->table, job->id))
+                on_row(x, job);
+        else if (proto_state_final(job->state))
+                events_job(x->events, job->id, (FutureState) job->state, job->kind,
+                           job->group ? job->group : "", job->outcome, job->outcome_len);
+}
+
+/* A node released job `id`: its row is deleted, this node's copy goes too (unwritten). */
+static void on_released(void *userdata, uint64_t id) {
+        Executor *x = userdata;
+        Future *f = table_get(&x->table, id);
+
+        if (!f || !proto_state_final(future_visible_state(f)))
+                return;
+        x->recovering = true;
+        expire(x, f);
+        x->recovering = false;
+}
+
 static void on_cancel(void *userdata, uint64_t id) {
         Executor *x = userdata;
         Future *f = table_get(&x->table, id);
@@ -1630,8 +1662,10 @@ static const ClusterHooks cluster_hooks = {
         .claimed = on_claimed,
         .row = on_row,
         .looked_up = on_looked_up,
+        .finished_row = on_finished_row,
         .finished = on_finished,
         .cancel = on_cancel,
+        .released = on_released,
         .reconcile = on_reconcile,
 };
 
@@ -1668,6 +1702,7 @@ void executor_cluster_stats(const Executor *x, ExecutorClusterStats *ret) {
                                        .ran = x->ran,
                                        .claimed = cs.claimed,
                                        .taken_back = cs.taken_back,
+                                       .expired = cs.expired,
                                        .notifications = cs.notifications,
                                        .lookups = cs.lookups,
                                        .lease_lost = cs.lease_lost,

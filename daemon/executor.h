@@ -18,6 +18,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "cluster.h"
 #include "counters.h"
 #include "events.h"
 #include "loop.h"
@@ -186,6 +187,9 @@ void executor_abort(Executor *x);
 /* Cluster mode (docs/CLUSTER.md). True for a node of a cluster. */
 bool executor_clustered(const Executor *x);
 
+/* The node's cluster (cluster.h), or NULL outside cluster mode. */
+Cluster *executor_cluster(const Executor *x);
+
 /* Asks the database for the rows of `ids` (IDs this node does not hold), which then become
  * futures of the table (mirrors); returns the lookup's number, 0 when it could not be asked
  * (not a cluster, or out of memory). executor_looked_up() is the last answered: every lookup
@@ -201,6 +205,7 @@ typedef struct ExecutorClusterStats {
         uint64_t ran;             /* jobs that ran on this node */
         uint64_t claimed;         /* jobs it claimed from the open ones */
         uint64_t taken_back;      /* jobs of dead nodes it took back */
+        uint64_t expired;         /* expired rows it deleted for nodes that are gone */
         uint64_t notifications;   /* notifications it received */
         uint64_t lookups;         /* IDs it read for its clients and waiters */
         uint64_t lease_lost;

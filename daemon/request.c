@@ -24,6 +24,9 @@ typedef struct Request {
         bool has_id;
         uint64_t id;
         const msgpack_object *body;
+        const uint8_t *frame; /* the request's bytes (`body` unpacked), for park_at() */
+        size_t frame_len;
+        uint64_t parked;    /* the lookup a replayed request was parked for; 0: none */
         Reply reply;        /* this request's own */
         msgpack_packer *pk; /* &reply.pk */
 } Request;
@@ -570,27 +573,21 @@ static size_t missing_ids(const Table *t, const msgpack_object *body, uint64_t *
         return k;
 }
 
-/* Cluster mode: parks `req` (frame `body`) when it names IDs this node does not hold, and asks
- * for their rows. Returns true when parked. */
-static bool park(Request *req, const uint8_t *body, size_t body_len) {
+/* Parks `req` until lookup `seq` is answered (0: it could not be asked). Returns true when
+ * parked. */
+static bool park_at(Request *req, uint64_t seq) {
         Requests *rq = req->rq;
-        _cleanup_free_ uint64_t *ids = malloc(PROTO_MAX_IDS * sizeof(*ids));
-        size_t n, plen = req->from.principal ? strlen(req->from.principal) + 1 : 0;
+        const uint8_t *body = req->frame;
+        size_t body_len = req->frame_len;
+        size_t plen = req->from.principal ? strlen(req->from.principal) + 1 : 0;
         Parked *p;
 
-        if (!ids)
-                return false;
-        n = missing_ids(executor_table(rq->executor), req->body, ids, PROTO_MAX_IDS);
-        if (n == 0 || !know_connection(req))
+        if (seq == 0 || !know_connection(req))
                 return false;
         p = malloc(sizeof(*p) + body_len + req->from.identity_len + plen);
         if (!p)
                 return false;
-        p->seq = executor_lookup(rq->executor, ids, n);
-        if (p->seq == 0) {
-                free(p);
-                return false;
-        }
+        p->seq = seq;
         p->len = body_len;
         p->from = req->from;
         p->from.fd = -1; /* its connection is known */
@@ -605,8 +602,22 @@ static bool park(Request *req, const uint8_t *body, size_t body_len) {
         return true;
 }
 
+/* Cluster mode: parks `req` when it names IDs this node does not hold, and asks for their
+ * rows. Returns true when parked. */
+static bool park(Request *req) {
+        Requests *rq = req->rq;
+        _cleanup_free_ uint64_t *ids = malloc(PROTO_MAX_IDS * sizeof(*ids));
+        size_t n;
+
+        if (!ids)
+                return false;
+        n = missing_ids(executor_table(rq->executor), req->body, ids, PROTO_MAX_IDS);
+        return n > 0 && know_connection(req) &&
+               park_at(req, executor_lookup(rq->executor, ids, n));
+}
+
 static void handle(Requests *rq, const Peer *from, const uint8_t *body, size_t body_len,
-                   bool replay, bool unavailable);
+                   uint64_t replay, bool unavailable);
 
 /* Handles again the parked requests whose rows are read. */
 static void unpark(Requests *rq) {
@@ -617,7 +628,7 @@ static void unpark(Requests *rq) {
                 rq->parked = p->next;
                 if (!rq->parked)
                         rq->parked_tail = NULL;
-                handle(rq, &p->from, p->bytes, p->len, true,
+                handle(rq, &p->from, p->bytes, p->len, p->seq,
                        executor_lookup_failed(rq->executor, p->seq));
                 free(p);
         }
@@ -866,8 +877,59 @@ static void op_release(Request *req, ProtoError *e) {
         reply_bools(req, e, "released", executor_release, false);
 }
 
+/* One entry of a `list` reply. */
+static void pack_listed(msgpack_packer *pk, uint64_t id, uint8_t attempts, const char *kind,
+                        FutureState state, const char *group, int priority) {
+        msgpack_pack_map(pk, 6);
+        proto_pack_str(pk, "id");
+        msgpack_pack_uint64(pk, id);
+        proto_pack_str(pk, "attempts");
+        msgpack_pack_uint8(pk, attempts);
+        proto_pack_str(pk, "kind");
+        proto_pack_str(pk, kind);
+        proto_pack_str(pk, "state");
+        proto_pack_str(pk, proto_state_name(state));
+        proto_pack_str(pk, "group");
+        proto_pack_str(pk, group);
+        proto_pack_str(pk, "priority");
+        msgpack_pack_int(pk, priority);
+}
+
+/* Ends and sends a `list` reply. */
+static void list_end(Request *req, bool more) {
+        proto_pack_str(req->pk, "more");
+        if (more)
+                msgpack_pack_true(req->pk);
+        else
+                msgpack_pack_false(req->pk);
+        send_reply(req);
+}
+
+/* Cluster mode: answers a `list` from the database's rows (cluster_list(): `limit` + 1 asked,
+ * so that `more` is known), read while the request was parked. */
+static void list_rows(Request *req, ProtoError *e, Cluster *c, uint64_t limit) {
+        size_t n;
+
+        if (cluster_listed(c, req->parked, &n) < 0) {
+                proto_error(e, PROTO_E_STORE_UNAVAILABLE, NULL,
+                            "the store's database cannot be reached: try again later");
+                return reply_error(req, e);
+        }
+        reply_ok(req, 2);
+        proto_pack_str(req->pk, "futures");
+        msgpack_pack_array(req->pk, (uint32_t) MIN(n, limit));
+        for (size_t i = 0; i < n && i < limit; i++) {
+                StoreJob job;
+                cluster_listed_row(c, req->parked, i, &job);
+                pack_listed(req->pk, job.id, job.attempt, job.kind, (FutureState) job.state,
+                            job.group ? job.group : "", job.priority);
+        }
+        list_end(req, n > limit); /* the answer goes once the request is handled (handle()) */
+}
+
 static void op_list(Request *req, ProtoError *e) {
         const Table *t = executor_table(req->rq->executor);
+        Cluster *c = executor_cluster(req->rq->executor);
         _cleanup_free_ Future **found = NULL;
         _cleanup_free_ uint8_t *states = NULL;
         const msgpack_object *o;
@@ -898,6 +960,13 @@ static void op_list(Request *req, ProtoError *e) {
                 return reply_error(req, e);
         }
 
+        /* Cluster mode: from the database, parked until its rows are read (never blocking the
+         * loop); a request that cannot be parked is answered from what the node holds. */
+        if (c && req->parked)
+                return list_rows(req, e, c, limit);
+        if (c && park_at(req, cluster_list(c, state, after, (uint32_t) limit + 1)))
+                return;
+
         /* One pass that takes each future's state once: pool threads change what a visible state
          * reads, so a count pass and a pack pass could disagree. */
         found = malloc(limit * sizeof(*found));
@@ -924,26 +993,10 @@ static void op_list(Request *req, ProtoError *e) {
         msgpack_pack_array(req->pk, n);
         for (uint32_t i = 0; i < n; i++) {
                 const Future *f = found[i];
-                msgpack_pack_map(req->pk, 6);
-                proto_pack_str(req->pk, "id");
-                msgpack_pack_uint64(req->pk, f->id);
-                proto_pack_str(req->pk, "attempts");
-                msgpack_pack_uint8(req->pk, f->attempt);
-                proto_pack_str(req->pk, "kind");
-                proto_pack_str(req->pk, f->kind->name);
-                proto_pack_str(req->pk, "state");
-                proto_pack_str(req->pk, proto_state_name(states[i]));
-                proto_pack_str(req->pk, "group");
-                proto_pack_str(req->pk, f->group ? f->group->name : "");
-                proto_pack_str(req->pk, "priority");
-                msgpack_pack_int(req->pk, f->priority);
+                pack_listed(req->pk, f->id, f->attempt, f->kind->name, (FutureState) states[i],
+                            f->group ? f->group->name : "", f->priority);
         }
-        proto_pack_str(req->pk, "more");
-        if (more)
-                msgpack_pack_true(req->pk);
-        else
-                msgpack_pack_false(req->pk);
-        send_reply(req);
+        list_end(req, more);
 }
 
 static void pack_counter(msgpack_packer *pk, const char *name, uint64_t v) {
@@ -960,7 +1013,7 @@ static void op_stats(Request *req, ProtoError *e) {
         executor_cluster_stats(req->rq->executor, &cs);
         reply_ok(req, 1);
         proto_pack_str(pk, "stats");
-        msgpack_pack_map(pk, 23 + (cs.on ? 9 : 0));
+        msgpack_pack_map(pk, 23 + (cs.on ? 10 : 0));
         pack_counter(pk, "pending", st.n_state[STATE_PENDING]);
         pack_counter(pk, "running", st.n_state[STATE_RUNNING]);
         pack_counter(pk, "done", st.n_state[STATE_DONE]);
@@ -988,6 +1041,7 @@ static void op_stats(Request *req, ProtoError *e) {
                 pack_counter(pk, "cluster_ran", cs.ran);
                 pack_counter(pk, "cluster_claimed", cs.claimed);
                 pack_counter(pk, "cluster_taken_back", cs.taken_back);
+                pack_counter(pk, "cluster_expired", cs.expired);
                 pack_counter(pk, "cluster_notifications", cs.notifications);
                 pack_counter(pk, "cluster_lookups", cs.lookups);
                 pack_counter(pk, "cluster_foreign", cs.foreign);
@@ -1140,14 +1194,15 @@ static const Op *decode(Request *req, msgpack_unpacked *msg, const uint8_t *body
 }
 
 void request_handle(Requests *rq, const Peer *from, const uint8_t *body, size_t body_len) {
-        handle(rq, from, body, body_len, false, false);
+        handle(rq, from, body, body_len, 0, false);
 }
 
-/* `replay`: a parked request handled again (its rows read); `unavailable`: they could not be
- * read, the request is answered store_unavailable. */
+/* `replay`: the lookup of a parked request handled again (its rows read; 0: not parked);
+ * `unavailable`: they could not be read, the request is answered store_unavailable. */
 static void handle(Requests *rq, const Peer *from, const uint8_t *body, size_t body_len,
-                   bool replay, bool unavailable) {
-        Request req = { .rq = rq, .from = *from };
+                   uint64_t replay, bool unavailable) {
+        Request req = { .rq = rq, .from = *from, .frame = body, .frame_len = body_len,
+                        .parked = replay };
         ProtoError e = { .index = -1 };
         msgpack_unpacked msg;
         const Op *op;
@@ -1157,8 +1212,7 @@ static void handle(Requests *rq, const Peer *from, const uint8_t *body, size_t b
         msgpack_unpacked_init(&msg);
         req.body = &msg.data;
         op = decode(&req, &msg, body, body_len, &e);
-        if (op && !replay && op->ids && executor_clustered(rq->executor) &&
-            park(&req, body, body_len))
+        if (op && !replay && op->ids && executor_clustered(rq->executor) && park(&req))
                 ; /* handled once the rows are read */
         else if (op && unavailable) {
                 proto_error(&e, PROTO_E_STORE_UNAVAILABLE, NULL,
@@ -1169,6 +1223,8 @@ static void handle(Requests *rq, const Peer *from, const uint8_t *body, size_t b
                 op->run(&req, &e);
         else
                 reply_error(&req, &e);
+        if (replay) /* a list's answer, whether used or not */
+                cluster_list_drop(executor_cluster(rq->executor), replay);
         msgpack_unpacked_destroy(&msg);
         reply_deinit(&req.reply);
 }

@@ -6,6 +6,8 @@ import subprocess
 import time
 import urllib.request
 
+import msgpack
+
 from conftest import FUTURECTL, FUTURED, Daemon, wait_for
 from httpserver import start_testhttp  # noqa: F401 (a fixture)
 from test_durability import RUNNING, stop_every_daemon  # noqa: F401 (an autouse fixture)
@@ -263,3 +265,107 @@ def test_a_node_without_processes_never_claims_prime(tmp_path, pg_database):
     assert r["not_done"] == [], r
     assert stats(n1)["cluster_ran"] == 0
     assert stats(n2)["cluster_ran"] == 20
+
+
+def finish_events(sub, want):
+    """The finish events (id -> event) a SUB socket receives until it has `want` IDs."""
+    seen = {}
+    while len(seen) < len(want):
+        assert sub.poll(30000), f"no event; missing {sorted(set(want) - set(seen))[:10]}"
+        topic, body = sub.recv_multipart()
+        ev = msgpack.unpackb(body)
+        assert topic.decode() == f"{ev['state']}/{ev['group']}", (topic, ev)
+        seen[ev["id"]] = ev
+    return seen
+
+
+def test_every_node_publishes_every_finish(tmp_path, pg_database):
+    uri, _ = pg_database
+    # Only node 2 runs prime jobs; node 3 never hears of them but through the database.
+    n1 = node(tmp_path, uri, 1, "--processes", "0")
+    n2 = node(tmp_path, uri, 2)
+    n3 = node(tmp_path, uri, 3, "--processes", "0")
+    sub = n3.subscriber("done/", "failed/", "cancelled/")
+    ids = n1.c.rq("submit", jobs=[{"kind": "prime", "args": {"n": 1000003}, "group": "g"}
+                                  for _ in range(20)])["ids"]
+    # A job that fails (its timeout), with its failure map in the event.
+    bad = n1.c.rq("submit", jobs=[{"kind": "prime", "args": {"n": 2305843009213693951},
+                                   "timeout": 0.2}])["ids"][0]
+    seen = finish_events(sub, set(ids) | {bad})
+    assert set(seen) == set(ids) | {bad}, sorted(seen)
+    for i in ids:
+        assert seen[i] == {"id": i, "state": "done", "kind": "prime", "group": "g"}, seen[i]
+    assert seen[bad]["state"] == "failed" and seen[bad]["group"] == "", seen[bad]
+    assert seen[bad]["failure"]["code"] == "timeout", seen[bad]
+    assert stats(n2)["cluster_ran"] == 21 and stats(n3)["cluster_ran"] == 0
+    # Each event once: nothing more comes for them.
+    while sub.poll(500):
+        _, body = sub.recv_multipart()
+        assert msgpack.unpackb(body)["id"] not in seen
+
+
+def test_expired_rows_are_deleted_once(tmp_path, pg_server, pg_database):
+    uri, name = pg_database
+    # --retain 2: node 1's rows stay 2 s; node 1 is killed before, so the others delete them
+    # (retain + lease after their finish), each row by one node.
+    n1, n2, n3 = three(tmp_path, uri, "--retain", "2")
+    ids = n1.c.rq("submit", jobs=[{"kind": "noop"}] * 300)["ids"]
+    assert len(n1.c.rq("wait", ids=ids, mode="all", timeout=30)["done"]) == 300
+    n1.stop(signal.SIGKILL)
+    lit = "{" + ",".join(map(str, ids)) + "}"
+    left = int(pg_server.psql(f"SELECT count(*) FROM futured_jobs WHERE id = ANY('{lit}')",
+                              name, name)[0][0])
+    assert left > 0  # killed within its retention
+    wait_for(lambda: pg_server.psql(f"SELECT count(*) FROM futured_jobs WHERE id = ANY('{lit}')",
+                                    name, name) == [["0"]], 30, "the rows to expire")
+    expired = [stats(n)["cluster_expired"] for n in (n2, n3)]
+    assert sum(expired) == left, (expired, left)
+
+
+GONE = "expired"
+
+
+def test_a_release_on_one_node_is_seen_on_every_node(tmp_path, pg_server, pg_database):
+    uri, name = pg_database
+    n1, n2, n3 = three(tmp_path, uri)
+    ids = n1.c.rq("submit", jobs=[{"kind": "noop"}] * 10)["ids"]
+    assert len(n1.c.rq("wait", ids=ids, mode="all", timeout=30)["done"]) == 10
+    for n in (n1, n2, n3):  # every node holds a copy now
+        assert n.c.rq("status", ids=ids)["states"] == ["done"] * 10
+    assert n2.c.rq("release", ids=ids)["released"] == [True] * 10
+    lit = "{" + ",".join(map(str, ids)) + "}"
+    assert pg_server.psql(f"SELECT count(*) FROM futured_jobs WHERE id = ANY('{lit}')",
+                          name, name) == [["0"]]
+    for n in (n1, n3):
+        wait_for(lambda: n.c.rq("status", ids=ids)["states"] == [GONE] * 10, 10,
+                 "the release to reach every node")
+
+
+def test_list_answers_for_the_whole_cluster(tmp_path, pg_database):
+    uri, _ = pg_database
+    n1, n2, n3 = three(tmp_path, uri)
+    a = n1.c.rq("submit", jobs=[{"kind": "noop", "group": "a"}] * 5)["ids"]
+    b = n2.c.rq("submit", jobs=[{"kind": "sleep", "args": {"seconds": 60}, "priority": 3}])["ids"]
+    c = n2.c.rq("submit", jobs=[{"kind": "noop"}] * 3)["ids"]
+    assert len(n1.c.rq("wait", ids=a, mode="all", timeout=30)["done"]) == 5
+    assert len(n2.c.rq("wait", ids=c, mode="all", timeout=30)["done"]) == 3
+    wait_for(lambda: n2.c.rq("status", ids=b)["states"] == ["running"], 30, "b to run")
+    # Node 3 never heard of them: its list reads the database.
+    r = n3.c.rq("list")
+    got = {f["id"]: f for f in r["futures"]}
+    assert r["more"] is False and sorted(got) == sorted(a + b + c), r
+    assert [f["id"] for f in r["futures"]] == sorted(got)
+    for i in a:
+        assert got[i] == {"id": i, "attempts": 1, "kind": "noop", "state": "done", "group": "a",
+                          "priority": 0}, got[i]
+    assert got[b[0]]["state"] == "running" and got[b[0]]["priority"] == 3, got[b[0]]
+    assert n3.c.rq("list", state="running")["futures"] == [got[b[0]]]
+    # The cursor and the limit, as on one node.
+    ordered = sorted(got)
+    r = n3.c.rq("list", state="done", limit=4)
+    assert [f["id"] for f in r["futures"]] == [i for i in ordered if i != b[0]][:4]
+    assert r["more"] is True
+    r = n3.c.rq("list", state="done", after=r["futures"][-1]["id"], limit=4)
+    assert [f["id"] for f in r["futures"]] == [i for i in ordered if i != b[0]][4:]
+    assert r["more"] is False
+    assert n3.c.rq("cancel", ids=b)["cancelled"] == [True]
