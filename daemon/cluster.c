@@ -8,7 +8,6 @@
 #include <libpq-fe.h>
 #include <poll.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,10 +18,12 @@
 #include "alloc.h"
 #include "cluster.h"
 #include "frame.h"
+#include "idlist.h"
 #include "log.h"
 #include "macro.h"
 #include "now.h"
 #include "pgstore.h"
+#include "thread.h"
 
 /* Open jobs are looked for at least this often (notifications are the fast path). */
 #define POLL_MS 1000u
@@ -63,11 +64,6 @@ typedef struct Item {
         char text[];
 } Item;
 
-typedef struct IdList {
-        uint64_t *ids;
-        size_t n, cap;
-} IdList;
-
 struct Cluster {
         Loop *loop;
         ClusterHooks hooks;
@@ -105,19 +101,6 @@ struct Cluster {
         bool registered;
         uint64_t connected_ns;      /* when the connection was made */
 };
-
-static int ids_add(IdList *l, uint64_t id) {
-        if (l->n == l->cap) {
-                size_t cap = l->cap ? l->cap * 2 : 256;
-                uint64_t *p = alloc_realloc(l->ids, cap * sizeof(*p));
-                if (!p)
-                        return -ENOMEM;
-                l->ids = p;
-                l->cap = cap;
-        }
-        l->ids[l->n++] = id;
-        return 0;
-}
 
 /* "{1,2,3}": an array literal of `n` IDs (malloc'ed), or NULL. */
 static char *ids_literal(const uint64_t *ids, size_t n) {
@@ -624,9 +607,9 @@ static bool cancel(Cluster *c) {
                               values, -1, 0);
         ok = done && asked;
         for (int i = 0; ok && i < PQntuples(done); i++)
-                ok = ids_add(&d, id_at(done, i, 0)) >= 0;
+                ok = idlist_add(&d, id_at(done, i, 0)) >= 0;
         for (int i = 0; ok && i < PQntuples(asked); i++)
-                ok = ids_add(&a, id_at(asked, i, 0)) >= 0;
+                ok = idlist_add(&a, id_at(asked, i, 0)) >= 0;
         PQclear(done);
         PQclear(asked);
         ok = ok && notify_ids(c, 'd', d.ids, d.n) && notify_ids(c, 'c', a.ids, a.n) &&
@@ -671,7 +654,7 @@ static void on_note(Cluster *c, const char *payload) {
                         uint64_t id = strtoull(p, &end, 10);
                         if (end == p)
                                 break;
-                        if (ids_add(&c->done, id) < 0)
+                        if (idlist_add(&c->done, id) < 0)
                                 log_error("cluster: out of memory: the finish of job %" PRIu64
                                           " is seen late", id); /* reconcile reads it */
                         p = end;
@@ -897,7 +880,7 @@ uint64_t cluster_lookup(Cluster *c, const uint64_t *ids, size_t n) {
 
         pthread_mutex_lock(&c->lock);
         for (size_t i = 0; i < n && r >= 0; i++)
-                r = ids_add(&c->lookups, ids[i]);
+                r = idlist_add(&c->lookups, ids[i]);
         if (r >= 0)
                 seq = ++c->lookup_seq;
         pthread_mutex_unlock(&c->lock);
@@ -957,7 +940,7 @@ static int ask(Cluster *c, IdList *l, uint64_t id) {
         int r;
 
         pthread_mutex_lock(&c->lock);
-        r = ids_add(l, id);
+        r = idlist_add(l, id);
         pthread_mutex_unlock(&c->lock);
         if (r >= 0)
                 wake(c);
@@ -999,7 +982,6 @@ static int pack_interrupted(Cluster *c) {
 int cluster_new(Cluster **ret, Loop *loop, const ClusterConfig *cfg, const ClusterHooks *hooks,
                 void *userdata) {
         Cluster *c = calloc(1, sizeof(*c));
-        sigset_t all, old;
         int r = -ENOMEM, fd;
 
         if (!c)
@@ -1037,10 +1019,7 @@ int cluster_new(Cluster **ret, Loop *loop, const ClusterConfig *cfg, const Clust
                 close(fd);
                 goto fail;
         }
-        sigfillset(&all);
-        pthread_sigmask(SIG_SETMASK, &all, &old);
-        r = -pthread_create(&c->thread, NULL, thread_main, c);
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        r = thread_start(&c->thread, thread_main, c);
         if (r < 0)
                 goto fail;
         c->thread_started = true;

@@ -868,20 +868,6 @@ static int send_round(PgStore *s, const StoreBatch *b, size_t *i, size_t *ret_se
         return r;
 }
 
-/* Notes the ID of a change the database did not make (fenced out). */
-static int batch_fenced(StoreBatch *b, uint64_t id) {
-        if (b->n_fenced == b->cap_fenced) {
-                size_t cap = b->cap_fenced ? b->cap_fenced * 2 : 64;
-                uint64_t *p = realloc(b->fenced, cap * sizeof(*p));
-                if (!p)
-                        return -ENOMEM;
-                b->fenced = p;
-                b->cap_fenced = cap;
-        }
-        b->fenced[b->n_fenced++] = id;
-        return 0;
-}
-
 /* Reads the results of `n` queries and of the synchronization after them. Returns 0 or the
  * first failure's -errno (putting its message when `*ret_error` is still NULL). */
 static int drain(PgStore *s, StoreBatch *b, size_t n, char **ret_error) {
@@ -900,7 +886,7 @@ static int drain(PgStore *s, StoreBatch *b, size_t n, char **ret_error) {
                 }
                 if (st == PGRES_TUPLES_OK && PQnfields(res) == 1 && PQftype(res, 0) == OID_INT8)
                         for (int row = 0; row < PQntuples(res) && r >= 0; row++)
-                                r = batch_fenced(b, strtoull(PQgetvalue(res, row, 0), NULL, 10));
+                                r = idlist_add(&b->fenced, strtoull(PQgetvalue(res, row, 0), NULL, 10));
                 if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && r >= 0) {
                         r = st == PGRES_PIPELINE_ABORTED ? -EIO : errno_of(s->conn, res);
                         if (!*ret_error)

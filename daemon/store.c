@@ -7,7 +7,6 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +21,7 @@
 #include "pgstore.h"
 #include "sqlitestore.h"
 #include "store.h"
+#include "thread.h"
 
 /* Commit durations' histogram bounds, in seconds: a WAL commit without fsync takes tens of
  * microseconds, one with an fsync (sync=full) milliseconds, a slow disk up to seconds. */
@@ -74,14 +74,14 @@ static StoreBatch *batch_free(StoreBatch *b) {
                 return NULL;
         free(b->ops);
         free(b->bytes);
-        free(b->fenced);
+        free(b->fenced.ids);
         free(b);
         return NULL;
 }
 
 static void batch_reset(StoreBatch *b, uint64_t seq) {
         b->seq = seq;
-        b->n_ops = b->n_bytes = b->n_fenced = 0;
+        b->n_ops = b->n_bytes = b->fenced.n = 0;
         b->error = 0;
 }
 
@@ -175,7 +175,7 @@ static int carry_over(Store *s, StoreBatch *failed) {
                 if (failed->ops[i].type != STORE_OP_ADD)
                         failed->ops[n++] = failed->ops[i];
         failed->n_ops = n;
-        failed->n_fenced = 0;
+        failed->fenced.n = 0;
         /* failed becomes the open batch: the open one's changes go after its own. */
         r = batch_bytes(failed, open->bytes, open->n_bytes, false, &base);
         for (size_t i = 0; r >= 0 && i < open->n_ops; i++) {
@@ -241,9 +241,9 @@ static void on_done(LoopFile *lf, uint32_t events) {
                 log_notice("the store works again");
                 s->failing = false;
         }
-        if (error >= 0 && b->n_fenced > 0 && s->on_fenced)
-                for (size_t i = 0; i < b->n_fenced; i++)
-                        s->on_fenced(s->userdata, b->fenced[i]);
+        if (error >= 0 && b->fenced.n > 0 && s->on_fenced)
+                for (size_t i = 0; i < b->fenced.n; i++)
+                        s->on_fenced(s->userdata, b->fenced.ids[i]);
         s->on_commit(s->userdata, seq, error);
         /* The next batch may have waited for this one. */
         store_flush(s);
@@ -315,7 +315,6 @@ uint64_t store_open_seq(Store *s) {
 int store_open(Store **ret, const StoreConfig *cfg, Loop *loop, StoreCommitFn on_commit,
                void *userdata) {
         _cleanup_(store_closep) Store *s = calloc(1, sizeof(*s));
-        sigset_t all, old;
         int r, fd;
 
         if (!s)
@@ -359,11 +358,7 @@ int store_open(Store **ret, const StoreConfig *cfg, Loop *loop, StoreCommitFn on
                 close(fd);
                 return r;
         }
-        /* Signals belong to the loop's signalfd. */
-        sigfillset(&all);
-        pthread_sigmask(SIG_SETMASK, &all, &old);
-        r = -pthread_create(&s->thread, NULL, thread_main, s);
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        r = thread_start(&s->thread, thread_main, s);
         if (r < 0)
                 return r;
         s->thread_started = true;

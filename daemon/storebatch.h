@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <unistd.h>
 
+#include "idlist.h"
+
 /* One job as the store keeps it, for store_add() and recovery. Pointers are borrowed. */
 typedef struct StoreJob {
         uint64_t id;
@@ -86,8 +88,7 @@ typedef struct StoreBatch {
         size_t n_bytes, cap_bytes;
         uint64_t next_id;         /* one past the highest ID issued when it was handed over */
         int error;                /* the commit's: 0 or -errno */
-        uint64_t *fenced;         /* cluster: the jobs whose start or finish the database
+        IdList fenced;            /* cluster: the jobs whose start or finish the database
                                    * refused (no longer this node's) */
-        size_t n_fenced, cap_fenced;
         uint64_t commit_us;
 } StoreBatch;

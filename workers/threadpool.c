@@ -4,7 +4,6 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -12,6 +11,7 @@
 
 #include "now.h"
 #include "threadpool.h"
+#include "thread.h"
 
 struct ThreadPool {
         /* Loop thread only. */
@@ -80,7 +80,6 @@ static void *thread_main(void *userdata) {
 
 int threadpool_new(ThreadPool **ret, unsigned n_threads, unsigned spin_us, Completion *done) {
         ThreadPool *p;
-        sigset_t all, old;
         int r = 0;
 
         if (n_threads == 0)
@@ -92,15 +91,11 @@ int threadpool_new(ThreadPool **ret, unsigned n_threads, unsigned spin_us, Compl
         p->done = done;
         pthread_mutex_init(&p->lock, NULL);
         pthread_cond_init(&p->has_work, NULL);
-        /* Signals belong to the loop's signalfd: the threads start with all of them blocked. */
-        sigfillset(&all);
-        pthread_sigmask(SIG_SETMASK, &all, &old);
         for (; p->n_threads < n_threads; p->n_threads++) {
-                r = -pthread_create(&p->threads[p->n_threads], NULL, thread_main, p);
+                r = thread_start(&p->threads[p->n_threads], thread_main, p);
                 if (r < 0)
                         break;
         }
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
         if (r < 0) {
                 threadpool_free(p);
                 return r;

@@ -4,7 +4,6 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -15,6 +14,7 @@
 #include "macro.h"
 #include "now.h"
 #include "transferpool.h"
+#include "thread.h"
 
 struct TransferPool {
         /* Loop thread only. */
@@ -206,7 +206,6 @@ static void *thread_main(void *userdata) {
 
 int transferpool_new(TransferPool **ret, Completion *done) {
         struct epoll_event ev = { .events = EPOLLIN };
-        sigset_t all, old;
         TransferPool *p;
         int r;
 
@@ -233,11 +232,7 @@ int transferpool_new(TransferPool **ret, Completion *done) {
         curl_multi_setopt(p->multi, CURLMOPT_SOCKETDATA, p);
         curl_multi_setopt(p->multi, CURLMOPT_TIMERFUNCTION, on_timer);
         curl_multi_setopt(p->multi, CURLMOPT_TIMERDATA, p);
-        /* Signals belong to the loop's signalfd. */
-        sigfillset(&all);
-        pthread_sigmask(SIG_SETMASK, &all, &old);
-        r = -pthread_create(&p->thread, NULL, thread_main, p);
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        r = thread_start(&p->thread, thread_main, p);
         if (r < 0)
                 goto fail;
         p->thread_started = true;
