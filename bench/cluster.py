@@ -122,7 +122,19 @@ def throughput(build, pg, n_nodes, jobs, tmp):
             raise RuntimeError(f"bench-throughput failed: {o}")
     return {"nodes": n_nodes, "jobs_per_s": jobs / elapsed, "seconds": elapsed,
             "cpu_nodes": cpu_nodes, "cpu_pg": cpu_pg, "commits_per_s": commits / elapsed,
-            "ran": ran}
+            "ran": ran, "db": name}
+
+
+def profile(pg, db):
+    """Prints the statements that took the server's time in database `db`, and resets."""
+    pg.psql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements", db=db)
+    rows = pg.psql("SELECT round(total_exec_time)::int, calls, rows, "
+                   "left(regexp_replace(query, '\\s+', ' ', 'g'), 90) FROM pg_stat_statements "
+                   f"WHERE dbid = (SELECT oid FROM pg_database WHERE datname = '{db}') "
+                   "ORDER BY total_exec_time DESC LIMIT 12", db=db)
+    for ms, calls, n, q in rows:
+        print(f"    {ms:>7} ms {calls:>7} calls {n:>8} rows  {q}")
+    pg.psql("SELECT pg_stat_statements_reset()", db=db)
 
 
 def timed(node, trials):
@@ -159,8 +171,17 @@ def main():
     ap.add_argument("--jobs", type=int, default=60000)
     ap.add_argument("--trials", type=int, default=300)
     ap.add_argument("--nodes", type=int, nargs="*", default=[1, 2, 3])
+    ap.add_argument("--profile", action="store_true",
+                    help="after each throughput run, the statements that took the server's "
+                    "time (pg_stat_statements)")
     args = ap.parse_args()
     pg = PgServer()
+    if args.profile:
+        with open(os.path.join(pg.data, "postgresql.conf"), "a") as f:
+            f.write("shared_preload_libraries = 'pg_stat_statements'\n"
+                    "pg_stat_statements.track = all\n")
+        pg.stop()
+        pg.start()
     try:
         settings = pg.psql("SELECT name, setting FROM pg_settings WHERE name IN "
                            "('shared_buffers', 'synchronous_commit', 'fsync', 'wal_level', "
@@ -176,6 +197,8 @@ def main():
                       f"{', '.join(f'{c:.1f}' for c in r['cpu_nodes'])} | {r['cpu_pg']:.1f} | "
                       f"{r['commits_per_s']:,.0f} | {', '.join(map(str, r['ran']))} |",
                       flush=True)
+                if args.profile:
+                    profile(pg, r["db"])
             if args.trials == 0:
                 return
             r = latency(args.build, pg, args.trials, tmp)
