@@ -833,7 +833,10 @@ int executor_submit(Executor *x, const JobSpec *specs, uint32_t n, uint64_t *ids
 }
 
 uint64_t executor_change_seq(Executor *x) {
-        return store_durable(x->store) ? store_open_seq(x->store) : 0;
+        if (!store_durable(x->store))
+                return 0;
+        store_want_durable(x->store);
+        return store_open_seq(x->store);
 }
 
 bool executor_seen(const Executor *x, uint64_t seq) {

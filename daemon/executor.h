@@ -134,8 +134,9 @@ int executor_submit(Executor *x, const JobSpec *specs, uint32_t n, uint64_t *ids
 int executor_commit_result(const Executor *x, uint64_t seq);
 
 /* The store batch that records the changes made so far (0 with the memory store): a reply that
- * reports them (a cancel's) waits for it, as a submit's does. With a durable store a finish is
- * seen (state, result, events, waiters) only once its batch is committed. */
+ * acknowledges them (a cancel's, a submit's "ids") waits for it, and its commit is then made
+ * durable (store_want_durable). With a durable store a finish is seen (state, result, events,
+ * waiters) only once its batch is committed. */
 uint64_t executor_change_seq(Executor *x);
 
 /* True when every finish recorded up to batch `seq` is seen: that batch, or a later one that

@@ -986,11 +986,16 @@ int pgstore_commit(PgStore *s, StoreBatch *b) {
         if (!PQenterPipelineMode(s->conn))
                 return -EIO;
         r = PQsendQueryParams(s->conn, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) ? 0 : -ENOTCONN;
+        /* Nothing in it is acknowledged yet: visible at once, on disk with the next durable
+         * commit (the log is one sequence) or the WAL writer's next flush. */
+        if (r >= 0 && !b->durable)
+                r = PQsendQueryParams(s->conn, "SET LOCAL synchronous_commit = off", 0, NULL,
+                                      NULL, NULL, NULL, 0) ? 0 : -ENOTCONN;
         /* Chunks of changes, each ended by a synchronization whose results are read before the
          * next is sent; the explicit transaction spans them all. */
         if (r >= 0)
                 r = round_reserve(s, b->n_ops);
-        for (size_t sent = 1; r >= 0; sent = 0) {
+        for (size_t sent = 1 + !b->durable; r >= 0; sent = 0) {
                 while (i < b->n_ops && sent < CHUNK && r >= 0) {
                         size_t n = 0;
                         r = send_round(s, b, &i, &n);

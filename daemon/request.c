@@ -733,6 +733,9 @@ static void op_submit(Request *req, ProtoError *e) {
         msgpack_pack_array(req->pk, n);
         for (uint32_t i = 0; i < n; i++)
                 msgpack_pack_uint64(req->pk, ids[i]);
+        /* The IDs acknowledge the jobs: their batch must be on disk first. */
+        if (seq != 0)
+                seq = executor_change_seq(req->rq->executor);
         if (seq == 0 || !hold_reply(req, seq, false))
                 send_reply(req);
 }
@@ -1013,7 +1016,7 @@ static void op_stats(Request *req, ProtoError *e) {
         executor_cluster_stats(req->rq->executor, &cs);
         reply_ok(req, 1);
         proto_pack_str(pk, "stats");
-        msgpack_pack_map(pk, 23 + (cs.on ? 10 : 0));
+        msgpack_pack_map(pk, 24 + (cs.on ? 10 : 0));
         pack_counter(pk, "pending", st.n_state[STATE_PENDING]);
         pack_counter(pk, "running", st.n_state[STATE_RUNNING]);
         pack_counter(pk, "done", st.n_state[STATE_DONE]);
@@ -1034,6 +1037,7 @@ static void op_stats(Request *req, ProtoError *e) {
         pack_counter(pk, "uptime_ms", (timer_now() - req->rq->started_ns) / 1000000u);
         pack_counter(pk, "store_bytes", st.store_stats.file_bytes);
         pack_counter(pk, "store_commits", st.store_stats.commits);
+        pack_counter(pk, "store_commits_unflushed", st.store_stats.unflushed);
         pack_counter(pk, "store_last_batch", st.store_stats.last_batch);
         pack_counter(pk, "store_commit_us", st.store_stats.last_commit_us);
         pack_counter(pk, "store_failing", st.store_stats.failing);

@@ -83,6 +83,7 @@ static void batch_reset(StoreBatch *b, uint64_t seq) {
         b->seq = seq;
         b->n_ops = b->n_bytes = b->fenced.n = 0;
         b->error = 0;
+        b->durable = false;
 }
 
 /* Appends `len` bytes (and a NUL when `nul`) to the batch's byte buffer; puts their offset.
@@ -200,6 +201,7 @@ static int carry_over(Store *s, StoreBatch *failed) {
                 return r;
         }
         failed->seq = open->seq;
+        failed->durable |= open->durable;
         s->open = failed;
         batch_reset(open, 0);
         s->flight = open; /* the spare */
@@ -226,6 +228,7 @@ static void on_done(LoopFile *lf, uint32_t events) {
         s->stats.last_batch = b->n_ops;
         s->stats.last_commit_us = b->commit_us;
         s->stats.commits++;
+        s->stats.unflushed += s->pg && !b->durable;
         histogram_observe(&s->stats.commit_seconds, (double) b->commit_us / 1e6);
         seq = b->seq;
         error = b->error;
@@ -302,6 +305,11 @@ uint64_t store_issue_ids(Store *s, uint32_t n) {
                 return 0;
         s->next_id = first + n;
         return first;
+}
+
+void store_want_durable(Store *s) {
+        if (s->open)
+                s->open->durable = true;
 }
 
 uint64_t store_open_seq(Store *s) {
@@ -471,6 +479,9 @@ static int simple_op(Store *s, StoreOpType type, uint64_t id, uint8_t attempt) {
         if (!op)
                 return -ENOMEM;
         op->attempt = attempt;
+        /* A start alone is not worth a wait for the disk: lost in a crash of the database, the
+         * job is pending again there, and the next durable commit carries it anyway. */
+        s->open->durable |= type != STORE_OP_START;
         return 0;
 }
 
@@ -496,6 +507,7 @@ int store_finish(Store *s, uint64_t id, uint8_t state, const uint8_t *outcome, u
         op = batch_op(b, STORE_OP_FINISH, id);
         if (!op)
                 return -ENOMEM;
+        b->durable = true; /* a result is reported only once it is on disk */
         op->state = state;
         op->attempt = attempt;
         op->finished_at_ms = finished_at_ms;

@@ -111,6 +111,14 @@ uint64_t store_issue_ids(Store *s, uint32_t n);
  * store. */
 uint64_t store_open_seq(Store *s);
 
+/* Marks the open batch as one whose commit must be on disk (the WAL flushed) before it is
+ * reported committed: a reply acknowledges what it holds. A batch that holds only new jobs no
+ * reply acknowledges yet (a submit whose reply waits for the results) and starts is committed
+ * without waiting for the disk where the backend can (postgresql: synchronous_commit off for
+ * that transaction): the durable commit of its jobs' finishes, later in the same log, carries
+ * it (docs/DURABILITY.md). Finishes, requeues and removals always make the batch durable. */
+void store_want_durable(Store *s);
+
 /* Hands the open batch to the store thread if it has changes and none is in flight. The memory
  * store "commits" at once, calling on_commit() before it returns. Loop thread, once per turn. */
 void store_flush(Store *s);
@@ -123,6 +131,7 @@ typedef struct StoreStats {
         uint64_t last_batch;
         uint64_t last_commit_us;
         uint64_t commits;
+        uint64_t unflushed; /* commits that did not wait for the disk (store_want_durable) */
         Histogram commit_seconds;
         uint64_t failing;
 } StoreStats;

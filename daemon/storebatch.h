@@ -91,4 +91,7 @@ typedef struct StoreBatch {
         IdList fenced;            /* cluster: the jobs whose start or finish the database
                                    * refused (no longer this node's) */
         uint64_t commit_us;
+        bool durable;             /* the commit must be on disk before it is reported: it
+                                   * holds a finish, a requeue, a removal or a change that a
+                                   * reply acknowledges (store_want_durable) */
 } StoreBatch;

@@ -635,7 +635,8 @@ def test_stats_counters(daemon):
                        "finished", "threads", "transfers", "transfers_running", "processes",
                        "processes_alive", "workers_started", "workers_died", "clients_deferred",
                        "retained", "retained_bytes", "uptime_ms", "store_bytes", "store_commits",
-                       "store_last_batch", "store_commit_us", "store_failing"}, st
+                       "store_commits_unflushed", "store_last_batch", "store_commit_us",
+                       "store_failing"}, st
     assert all(isinstance(v, int) and v >= 0 for v in st.values()), st
     assert (st["threads"], st["processes"], st["processes_alive"]) == (4, 2, 2), st
     assert (st["transfers"], st["transfers_running"]) == (1024, 0), st

@@ -109,3 +109,29 @@ def test_the_database_going_away_and_coming_back(tmp_path, pg_server, pg_databas
     d.stop(signal.SIGKILL)
     d = start(tmp_path, uri)
     assert d.c.rq("status", ids=kept + running)["states"] == ["done"] * 13
+
+
+def test_a_database_crash_loses_no_acknowledged_job(tmp_path, pg_server, pg_database):
+    """A batch that holds only jobs no reply has acknowledged yet (a submit whose reply waits
+    for the results) is committed without waiting for the WAL flush; everything a reply
+    acknowledged (a submit's IDs, a result) is flushed first. PostgreSQL stopped in `immediate`
+    mode (its unflushed log is lost, as in a crash) right after the replies loses none of it."""
+    uri, name = pg_database
+    d = start(tmp_path, uri)
+    before = d.c.rq("stats")["stats"]["store_commits_unflushed"]
+    done = []
+    for _ in range(5):
+        r = d.c.rq("submit", jobs=[{"kind": "noop"}] * 20, reply="results")
+        assert [x["state"] for x in r["results"]] == ["done"] * 20, r
+        done += [x["id"] for x in r["results"]]
+    # Those adds did not wait for the disk; their finishes did.
+    assert d.c.rq("stats")["stats"]["store_commits_unflushed"] > before
+    acked = []
+    for _ in range(5):
+        acked += d.c.rq("submit", jobs=[{"kind": "sleep", "args": {"seconds": 600}}] * 20)["ids"]
+    pg_server.stop("immediate")
+    pg_server.start()
+    rows = dict(pg_server.psql("SELECT id, state FROM futured_jobs", name, name))
+    assert all(rows.get(str(i)) == "2" for i in done), "a reported result was lost"
+    assert all(str(i) in rows for i in acked), "an acknowledged job was lost"
+    d.stop(signal.SIGKILL)
