@@ -215,12 +215,13 @@ static void on_done(LoopFile *lf, uint32_t events) {
 
         (void) !read(lf->fd, &v, sizeof(v));
         pthread_mutex_lock(&s->lock);
-        if (!s->committed) {
+        /* `committed` stays set until store_flush() hands the thread a new batch: the thread
+         * commits a batch only while it is clear (at its stop too). */
+        if (!s->in_flight || !s->committed) {
                 pthread_mutex_unlock(&s->lock);
                 return;
         }
         b = s->flight;
-        s->committed = false;
         pthread_mutex_unlock(&s->lock);
         s->in_flight = false;
         s->stats.last_batch = b->n_ops;
