@@ -19,6 +19,7 @@
 #include "cluster.h"
 #include "frame.h"
 #include "idlist.h"
+#include "idset.h"
 #include "log.h"
 #include "macro.h"
 #include "now.h"
@@ -88,6 +89,11 @@ struct Cluster {
         Item *inbox, *inbox_tail;
         bool stopping;
         ClusterStats stats;
+        IdSet watched;              /* cluster_watch() */
+        int store_pid;              /* cluster_set_listeners() */
+        bool subscribed;
+        int store_pid_seen;         /* the loop's: what it told last */
+        bool subscribed_seen;
 
         /* The thread's (the main thread's before it starts and after it stops). */
         PGconn *conn;
@@ -573,6 +579,17 @@ static bool look_up(Cluster *c) {
         if (res) {
                 pthread_mutex_lock(&c->lock);
                 c->stats.lookups += (uint64_t) PQntuples(res);
+                /* An unfinished row becomes a mirror the loop waits on: watched from now on, so
+                 * that a finish notified after this read is read. */
+                for (int row = 0; row < PQntuples(res); row++) {
+                        StoreJob job;
+                        pgstore_job_at(res, row, &job);
+                        if (job.state >= 2)
+                                (void) idset_remove(&c->watched, job.id);
+                        else if (idset_add(&c->watched, job.id) < 0)
+                                log_error("cluster: out of memory: the finish of job %" PRIu64
+                                          " is seen late", job.id); /* reconcile reads it */
+                }
                 pthread_mutex_unlock(&c->lock);
         }
         ok = res != NULL;
@@ -640,12 +657,18 @@ static int connect_node(Cluster *c) {
         return 0;
 }
 
-static void on_note(Cluster *c, const char *payload) {
+static void on_note(Cluster *c, const PGnotify *n) {
+        const char *payload = n->extra;
+        bool own;
+
         pthread_mutex_lock(&c->lock);
         c->stats.notifications++;
+        own = n->be_pid == c->store_pid;
         pthread_mutex_unlock(&c->lock);
         if (payload[0] == 'p')
                 c->hint = true;
+        else if (own && payload[0] == 'd')
+                ; /* this node's own finishes: the loop has them */
         else if (payload[0] != 'd' || payload[1] != ':')
                 post(c, ITEM_NOTE, NULL, payload, 0, 0);
         else
@@ -663,27 +686,36 @@ static void on_note(Cluster *c, const char *payload) {
                 c->hint = true;
 }
 
-/* Reads the final rows of the jobs notified finished since the last call, in one statement,
- * and hands them to the loop with their IDs: every node publishes their events. A failure
- * hands the IDs alone (the loop reads what it waits for again once the connection is back). */
+/* Reads the final rows of the jobs other nodes notified finished since the last call, in one
+ * statement: those watched, or all while the node's events have subscribers (every node
+ * publishes every finish); hands them to the loop with all the IDs. A failure hands the IDs
+ * alone (the loop reads what it waits for again once the connection is back). */
 static bool read_done(Cluster *c) {
-        _cleanup_free_ char *lit = NULL;
+        _cleanup_free_ char *lit = NULL, *read = NULL;
         const char *values[1];
-        PGresult *res;
+        PGresult *res = NULL;
+        size_t n = 0;
 
         if (c->done.n == 0)
                 return true;
         lit = ids_literal(c->done.ids, c->done.n);
+        pthread_mutex_lock(&c->lock);
+        for (size_t i = 0; i < c->done.n; i++)
+                if (idset_remove(&c->watched, c->done.ids[i]) || c->subscribed)
+                        c->done.ids[n++] = c->done.ids[i];
+        pthread_mutex_unlock(&c->lock);
         c->done.n = 0;
-        if (!lit) {
+        read = n ? ids_literal(c->done.ids, n) : NULL;
+        if (!lit || (n && !read)) {
                 log_error("cluster: out of memory: finishes of other nodes are seen late");
                 return true;
         }
-        values[0] = lit;
-        res = query(c, "SELECT " PGSTORE_JOB_COLUMNS " FROM futured_jobs "
-                       "WHERE id = ANY($1::bigint[]) AND state >= 2", 1, values, -1, 0);
+        values[0] = read;
+        if (read)
+                res = query(c, "SELECT " PGSTORE_JOB_COLUMNS " FROM futured_jobs "
+                               "WHERE id = ANY($1::bigint[]) AND state >= 2", 1, values, -1, 0);
         post(c, ITEM_DONE, res, lit, 0, 0); /* `res` is the loop's from now on */
-        return res != NULL;
+        return !read || res != NULL;
 }
 
 static bool stopping(Cluster *c) {
@@ -737,7 +769,7 @@ static void *thread_main(void *userdata) {
                 /* Notifications read during the last queries wait in libpq's queue: the
                  * socket would not wake the poll for them. */
                 for (PGnotify *n; (n = PQnotifies(c->conn)); PQfreemem(n))
-                        on_note(c, n->extra);
+                        on_note(c, n);
                 pfd[1].fd = PQsocket(c->conn);
                 timeout = (int) ((MIN(lease_due, poll_due) > now
                                   ? MIN(lease_due, poll_due) - now : 0) / 1000000u);
@@ -749,7 +781,7 @@ static void *thread_main(void *userdata) {
                         break;
                 ok = PQconsumeInput(c->conn);
                 for (PGnotify *n; ok && (n = PQnotifies(c->conn)); PQfreemem(n))
-                        on_note(c, n->extra);
+                        on_note(c, n);
                 now = now_ns();
                 if (ok && now >= lease_due) {
                         /* After a reconnection (a database outage: every lease may have
@@ -872,6 +904,34 @@ void cluster_set_room(Cluster *c, const uint32_t room[CLUSTER_LANES]) {
         pthread_mutex_unlock(&c->lock);
         if (grew)
                 wake(c);
+}
+
+void cluster_set_listeners(Cluster *c, int store_pid, bool subscribed) {
+        if (store_pid == c->store_pid_seen && subscribed == c->subscribed_seen)
+                return;
+        c->store_pid_seen = store_pid;
+        c->subscribed_seen = subscribed;
+        pthread_mutex_lock(&c->lock);
+        c->store_pid = store_pid;
+        c->subscribed = subscribed;
+        pthread_mutex_unlock(&c->lock);
+}
+
+void cluster_watch(Cluster *c, uint64_t id) {
+        int r;
+
+        pthread_mutex_lock(&c->lock);
+        r = idset_add(&c->watched, id);
+        pthread_mutex_unlock(&c->lock);
+        if (r < 0)
+                log_error("cluster: out of memory: the finish of job %" PRIu64 " is seen late",
+                          id); /* a lookup or the reconciliation reads it */
+}
+
+void cluster_unwatch(Cluster *c, uint64_t id) {
+        pthread_mutex_lock(&c->lock);
+        (void) idset_remove(&c->watched, id);
+        pthread_mutex_unlock(&c->lock);
 }
 
 uint64_t cluster_lookup(Cluster *c, const uint64_t *ids, size_t n) {
@@ -1065,6 +1125,7 @@ Cluster *cluster_free(Cluster *c) {
         free(c->cancels.ids);
         free(c->done.ids);
         free(c->releases.ids);
+        idset_deinit(&c->watched);
         free_lists(c->lists);
         free_lists(c->answers);
         for (unsigned i = 0; i < CLUSTER_LANES; i++)

@@ -5,6 +5,7 @@
 #include <inttypes.h>
 #include <libpq-fe.h>
 #include <poll.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -178,6 +179,7 @@ struct PgStore {
 
         /* The store thread's (the main thread's before it starts). */
         PGconn *conn;
+        _Atomic int commit_pid; /* the server process of `conn` (read by any thread) */
         unsigned backoff_ms;   /* before the next reconnection; 0: none failed */
         bool logged_reconnect;
 
@@ -474,7 +476,13 @@ static int connect_commit(PgStore *s, char **ret_error) {
                         *ret_error = strdup(pq_message(PQerrorMessage(s->conn)));
                 return -ENOTCONN;
         }
+        /* Before its first commit: a notification of it always carries a PID known here. */
+        atomic_store_explicit(&s->commit_pid, PQbackendPID(s->conn), memory_order_relaxed);
         return 0;
+}
+
+int pgstore_commit_pid(const PgStore *s) {
+        return atomic_load_explicit(&s->commit_pid, memory_order_relaxed);
 }
 
 int pgstore_open(PgStore **ret, const char *uri, bool cluster, uint64_t *ret_next_id) {

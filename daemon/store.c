@@ -517,6 +517,10 @@ const char *store_owner(const Store *s) {
         return s->pg ? pgstore_owner(s->pg) : NULL;
 }
 
+int store_commit_pid(const Store *s) {
+        return s->pg ? pgstore_commit_pid(s->pg) : 0;
+}
+
 uint64_t store_commits(const Store *s) {
         return s->stats.commits;
 }
