@@ -813,6 +813,9 @@ int executor_submit(Executor *x, const JobSpec *specs, uint32_t n, uint64_t *ids
                 }
                 r = table_add(&x->table, f);
                 ids[i] = f->id;
+                /* Open to any node: its final row is read when another node finishes it. */
+                if (f->cluster & FUTURE_AWAY)
+                        cluster_watch(x->cluster, f->id);
                 /* The latest submit's limit wins; set only now, so a refused batch changes no
                  * group, and before the store hears of the job, which keeps the limit. */
                 if (f->group && specs[i].group_limit)
@@ -1410,8 +1413,6 @@ static void cluster_place(Executor *x, const JobSpec *specs, Future **made, uint
                         room[lane]--;
                 else
                         f->cluster = FUTURE_AWAY;
-                if (f->cluster & FUTURE_AWAY)
-                        cluster_watch(x->cluster, f->id);
         }
 }
 

@@ -954,12 +954,31 @@ static int send_notify(PgStore *s, size_t len, size_t *sent) {
                                  NULL, NULL, 0) ? 0 : -ENOTCONN;
 }
 
+/* Adds `kind` to the list "p:KIND,KIND" being made in `buf` (of NOTIFY_MAX + 32 bytes) unless
+ * it is there; a list too long becomes "p" (any kind). */
+static void list_kind(char *buf, const char *kind) {
+        size_t len = strlen(buf), klen = strlen(kind);
+
+        for (const char *p = buf + 2, *end; len > 1 && *p; p = end + (*end == ',')) {
+                end = p + strcspn(p, ",");
+                if ((size_t) (end - p) == klen && memcmp(p, kind, klen) == 0)
+                        return;
+        }
+        if (len == 1)
+                return; /* any kind already */
+        if (len + klen + 1 > NOTIFY_MAX)
+                buf[1] = 0;
+        else
+                snprintf(buf + len, NOTIFY_MAX + 32 - len, "%s%s", len > 2 ? "," : "", kind);
+}
+
 /* Cluster mode: the batch's notifications, delivered by the server when it commits (nodes
  * LISTEN on channel `futured`): "d:ID,ID,..." for the jobs it finished (as many as their IDs
- * need, each under the payload limit), "p" when it added jobs open to any node. Counts the
- * statements in *sent. Returns 0, -ENOMEM or -ENOTCONN. */
+ * need, each under the payload limit), "p:KIND,..." with the kinds of the jobs it added open to
+ * any node, "g:KIND,..." for those of groups with a limit (a node claims for the lanes that run
+ * them). Counts the statements in *sent. Returns 0, -ENOMEM or -ENOTCONN. */
 static int send_notifies(PgStore *s, const StoreBatch *b, size_t *sent) {
-        bool open = false;
+        char open[2][NOTIFY_MAX + 32] = { "p:", "g:" };
         size_t n = 0;
         int r = 0;
 
@@ -967,7 +986,9 @@ static int send_notifies(PgStore *s, const StoreBatch *b, size_t *sent) {
                 return -ENOMEM;
         for (size_t i = 0; i < b->n_ops && r >= 0; i++) {
                 const StoreOp *op = &b->ops[i];
-                open |= op->type == STORE_OP_ADD && op->open;
+                if (op->type == STORE_OP_ADD && op->open)
+                        list_kind(open[op->group_limit > 0],
+                                  (const char *) b->bytes + op->kind_off);
                 if (op->type != STORE_OP_FINISH)
                         continue;
                 if (n > NOTIFY_MAX) {
@@ -980,8 +1001,10 @@ static int send_notifies(PgStore *s, const StoreBatch *b, size_t *sent) {
         }
         if (r >= 0 && n > 0)
                 r = send_notify(s, n - 1, sent);
-        if (r >= 0 && open)
-                r = send_notify(s, (size_t) snprintf(s->notify, s->notify_cap, "p"), sent);
+        for (int k = 0; k < 2 && r >= 0; k++)
+                if (strcmp(open[k], k ? "g:" : "p:") != 0)
+                        r = send_notify(s, (size_t) snprintf(s->notify, s->notify_cap, "%s",
+                                                              open[k]), sent);
         return r;
 }
 
