@@ -19,6 +19,7 @@
 #include "cluster.h"
 #include "frame.h"
 #include "idlist.h"
+#include "idset.h"
 #include "log.h"
 #include "macro.h"
 #include "now.h"
@@ -35,6 +36,11 @@
 #define EXPIRE_BATCH 1000
 /* Notification payloads stay under PostgreSQL's 8,000 bytes. */
 #define NOTIFY_MAX 7900
+
+/* Claim hints: open jobs of no limited group, of limited groups, may wait for a lane. */
+#define HINT_OPEN 1u
+#define HINT_GROUPS 2u
+#define HINT_ALL (HINT_OPEN | HINT_GROUPS)
 
 typedef enum ItemType {
         ITEM_CLAIMED,   /* res: claimed rows of lane `lane` */
@@ -88,12 +94,17 @@ struct Cluster {
         Item *inbox, *inbox_tail;
         bool stopping;
         ClusterStats stats;
+        IdSet watched;              /* cluster_watch() */
+        int store_pid;              /* cluster_set_listeners() */
+        bool subscribed;
+        int store_pid_seen;         /* the loop's: what it told last */
+        bool subscribed_seen;
 
         /* The thread's (the main thread's before it starts and after it stops). */
         PGconn *conn;
         pthread_t thread;
         bool thread_started;
-        bool hint;                  /* open jobs may be waiting */
+        uint8_t hint[CLUSTER_LANES]; /* HINT_*: what open jobs may be waiting for each lane */
         bool groups_held;           /* a group's limit held open jobs back */
         unsigned backoff_ms;
         unsigned polls;
@@ -215,6 +226,31 @@ static bool notify_ids(Cluster *c, char prefix, const uint64_t *ids, size_t n) {
         return ok;
 }
 
+static void hint_all(Cluster *c, uint8_t bits) {
+        for (unsigned lane = 0; lane < CLUSTER_LANES; lane++)
+                c->hint[lane] |= bits;
+}
+
+/* Whether the array literal `lit` ("{a,b}") has the element of `len` bytes at `kind`. */
+static bool literal_has(const char *lit, const char *kind, size_t len) {
+        for (const char *p = lit + 1, *end; *p && *p != '}'; p = end + (*end == ',')) {
+                end = p + strcspn(p, ",}");
+                if ((size_t) (end - p) == len && memcmp(p, kind, len) == 0)
+                        return true;
+        }
+        return false;
+}
+
+/* Hints the lanes that run the kinds of `list` ("a,b", a notification's). */
+static void hint_kinds(Cluster *c, const char *list, uint8_t bits) {
+        for (const char *p = list, *end; *p; p = end + (*end == ',')) {
+                end = p + strcspn(p, ",");
+                for (unsigned lane = 0; lane < CLUSTER_LANES; lane++)
+                        if (literal_has(c->kinds[lane], p, (size_t) (end - p)))
+                                c->hint[lane] |= bits;
+        }
+}
+
 /* Renews the node's lease (registers it when it is gone: it expired, and the others took back
  * the jobs it ran; their results will not be written, fencing sees to that). */
 static bool renew(Cluster *c) {
@@ -308,7 +344,8 @@ static bool take_back(Cluster *c) {
                 pthread_mutex_lock(&c->lock);
                 c->stats.taken_back += (uint64_t) n;
                 pthread_mutex_unlock(&c->lock);
-                c->hint |= n_open > 0;
+                if (n_open > 0)
+                        hint_all(c, HINT_ALL);
         }
         return true;
 }
@@ -382,16 +419,13 @@ static uint32_t room_of(Cluster *c, uint32_t lane) {
         return strcmp(c->kinds[lane], "{}") == 0 ? 0 : want;
 }
 
-/* Claims open jobs of groups with a limit for `lane`: one transaction per group, under an
- * advisory lock of the group, takes at most the limit less the group's running jobs across
- * the cluster (the rows: no counter to drift). Puts whether a group held jobs back. */
-static bool claim_groups(Cluster *c, uint32_t lane, bool *ret_held) {
+/* Claims open jobs of groups with a limit for `lane`, of the `groups` (the rows of GROUPS):
+ * one transaction per group, under an advisory lock of the group, takes at most the limit less
+ * the group's running jobs across the cluster (the rows: no counter to drift). Puts whether a
+ * group held jobs back. */
+static bool claim_groups(Cluster *c, uint32_t lane, const PGresult *groups, bool *ret_held) {
         const char *values[4] = { c->kinds[lane] };
-        PGresult *groups = query(c, "SELECT grp, max(group_limit) FROM futured_jobs "
-                                    "WHERE state = 0 AND owner IS NULL AND group_limit > 0 "
-                                    "AND kind = ANY($1::text[]) GROUP BY grp LIMIT 16",
-                                 1, values, -1, 0);
-        bool ok = groups != NULL;
+        bool ok = true;
 
         for (int g = 0; ok && g < PQntuples(groups); g++) {
                 const char *grp = PQgetvalue(groups, g, 0);
@@ -438,39 +472,96 @@ static bool claim_groups(Cluster *c, uint32_t lane, bool *ret_held) {
                 }
                 values[0] = c->kinds[lane];
         }
-        PQclear(groups);
         return ok;
 }
 
-/* Claims open jobs for the lanes with room: those of no limited group by priority then ID,
- * then those of limited groups within their limits. */
+/* The result of the next query of a pipeline (NULL after logging its failure), and the end of
+ * that query's results. */
+static PGresult *pipeline_result(Cluster *c) {
+        PGresult *res = PQgetResult(c->conn), *end;
+        ExecStatusType st = PQresultStatus(res);
+
+        if (res && st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+                if (st != PGRES_PIPELINE_ABORTED && PQstatus(c->conn) == CONNECTION_OK)
+                        log_error("cluster: %s", PQresultErrorMessage(res));
+                PQclear(res);
+                res = NULL;
+        }
+        if (res && (end = PQgetResult(c->conn))) {
+                PQclear(end);
+                PQclear(res);
+                res = NULL;
+        }
+        return res;
+}
+
+/* Whether a lane with room has a hint: claim() has work. */
+static bool claimable(Cluster *c) {
+        for (uint32_t lane = 0; lane < CLUSTER_LANES; lane++)
+                if (c->hint[lane] && room_of(c, lane) > 0)
+                        return true;
+        return false;
+}
+
+/* Claims open jobs for the hinted lanes with room: those of no limited group by priority then
+ * ID (every such lane's claim, and its list of limited groups with open jobs, in one round trip:
+ * a pipeline, in one transaction), then those of limited groups within their limits. A lane
+ * without room keeps its hint: it claims once it has room. */
 static bool claim(Cluster *c) {
-        bool more = false, held = false;
+        char limit[CLUSTER_LANES][16];
+        uint32_t want[CLUSTER_LANES];
+        uint8_t asked[CLUSTER_LANES] = {};
+        PGresult *groups[CLUSTER_LANES] = {}, *res;
+        bool held = false, ok = PQenterPipelineMode(c->conn);
 
         for (uint32_t lane = 0; lane < CLUSTER_LANES; lane++) {
-                char limit[16];
-                const char *values[3] = { c->owner, c->kinds[lane], limit };
-                uint32_t want = room_of(c, lane);
-                int n;
-
-                if (want == 0)
+                const char *values[3] = { c->owner, c->kinds[lane], limit[lane] };
+                if (!c->hint[lane] || (want[lane] = room_of(c, lane)) == 0)
                         continue;
-                snprintf(limit, sizeof(limit), "%u", want);
-                n = claimed(c, lane,
-                            query(c, "UPDATE futured_jobs j SET owner = $1, state = 1, "
-                                     "attempt = j.attempt + 1 FROM (SELECT id FROM "
-                                     "futured_jobs WHERE state = 0 AND owner IS NULL AND "
-                                     "group_limit = 0 AND kind = ANY($2::text[]) ORDER BY "
-                                     "priority DESC, id LIMIT $3 FOR UPDATE SKIP LOCKED) c "
-                                     "WHERE j.id = c.id " CLAIMED, 3, values, -1, 0));
-                if (n < 0 || !claim_groups(c, lane, &held))
-                        return false;
-                more |= (uint32_t) n == want;
+                asked[lane] = c->hint[lane];
+                snprintf(limit[lane], sizeof(limit[lane]), "%u", want[lane]);
+                if (asked[lane] & HINT_OPEN)
+                        ok = ok && PQsendQueryParams(
+                                c->conn, "UPDATE futured_jobs j SET owner = $1, state = 1, "
+                                "attempt = j.attempt + 1 FROM (SELECT id FROM futured_jobs "
+                                "WHERE state = 0 AND owner IS NULL AND group_limit = 0 AND "
+                                "kind = ANY($2::text[]) ORDER BY priority DESC, id LIMIT $3 "
+                                "FOR UPDATE SKIP LOCKED) c WHERE j.id = c.id " CLAIMED, 3, NULL,
+                                values, NULL, NULL, 1);
+                if (asked[lane] & HINT_GROUPS)
+                        ok = ok && PQsendQueryParams(
+                                c->conn, "SELECT grp, max(group_limit) FROM futured_jobs "
+                                "WHERE state = 0 AND owner IS NULL AND group_limit > 0 AND "
+                                "kind = ANY($1::text[]) GROUP BY grp LIMIT 16", 1, NULL,
+                                values + 1, NULL, NULL, 1);
         }
-        c->hint = more;
+        ok = ok && PQpipelineSync(c->conn);
+        for (uint32_t lane = 0; lane < CLUSTER_LANES && ok; lane++) {
+                if (asked[lane] & HINT_OPEN) {
+                        int n = claimed(c, lane, pipeline_result(c));
+                        ok = n >= 0;
+                        /* A full claim: more may wait. */
+                        if (ok && (uint32_t) n < want[lane])
+                                c->hint[lane] &= (uint8_t) ~HINT_OPEN;
+                }
+                if (ok && (asked[lane] & HINT_GROUPS)) {
+                        ok = (groups[lane] = pipeline_result(c)) != NULL;
+                        c->hint[lane] &= (uint8_t) ~HINT_GROUPS;
+                }
+        }
+        res = ok ? PQgetResult(c->conn) : NULL;
+        ok = ok && PQresultStatus(res) == PGRES_PIPELINE_SYNC;
+        PQclear(res);
+        /* After a failure the connection is dropped (the thread's loop): its state is moot. */
+        ok = ok && PQexitPipelineMode(c->conn);
+        for (uint32_t lane = 0; lane < CLUSTER_LANES; lane++) {
+                if (ok && groups[lane] && PQntuples(groups[lane]) > 0)
+                        ok = claim_groups(c, lane, groups[lane], &held);
+                PQclear(groups[lane]);
+        }
         /* A group at its limit gets room when one of its jobs finishes: look again then. */
         c->groups_held = held;
-        return true;
+        return ok;
 }
 
 static void free_lists(ListAsk *l) {
@@ -573,6 +664,17 @@ static bool look_up(Cluster *c) {
         if (res) {
                 pthread_mutex_lock(&c->lock);
                 c->stats.lookups += (uint64_t) PQntuples(res);
+                /* An unfinished row becomes a mirror the loop waits on: watched from now on, so
+                 * that a finish notified after this read is read. */
+                for (int row = 0; row < PQntuples(res); row++) {
+                        StoreJob job;
+                        pgstore_job_at(res, row, &job);
+                        if (job.state >= 2)
+                                (void) idset_remove(&c->watched, job.id);
+                        else if (idset_add(&c->watched, job.id) < 0)
+                                log_error("cluster: out of memory: the finish of job %" PRIu64
+                                          " is seen late", job.id); /* reconcile reads it */
+                }
                 pthread_mutex_unlock(&c->lock);
         }
         ok = res != NULL;
@@ -635,17 +737,25 @@ static int connect_node(Cluster *c) {
                 c->conn = NULL;
                 return -ENOTCONN;
         }
-        c->hint = true;
+        hint_all(c, HINT_ALL);
         c->connected_ns = now_ns();
         return 0;
 }
 
-static void on_note(Cluster *c, const char *payload) {
+static void on_note(Cluster *c, const PGnotify *n) {
+        const char *payload = n->extra;
+        bool own;
+
         pthread_mutex_lock(&c->lock);
         c->stats.notifications++;
+        own = n->be_pid == c->store_pid;
         pthread_mutex_unlock(&c->lock);
-        if (payload[0] == 'p')
-                c->hint = true;
+        if ((payload[0] == 'p' || payload[0] == 'g') && payload[1] == ':')
+                hint_kinds(c, payload + 2, payload[0] == 'p' ? HINT_OPEN : HINT_GROUPS);
+        else if (payload[0] == 'p' || payload[0] == 'g') /* any kind (a take-back's) */
+                hint_all(c, payload[0] == 'p' ? HINT_ALL : HINT_GROUPS);
+        else if (own && payload[0] == 'd')
+                ; /* this node's own finishes: the loop has them */
         else if (payload[0] != 'd' || payload[1] != ':')
                 post(c, ITEM_NOTE, NULL, payload, 0, 0);
         else
@@ -660,30 +770,39 @@ static void on_note(Cluster *c, const char *payload) {
                         p = end;
                 }
         if (payload[0] == 'd' && c->groups_held)
-                c->hint = true;
+                hint_all(c, HINT_GROUPS);
 }
 
-/* Reads the final rows of the jobs notified finished since the last call, in one statement,
- * and hands them to the loop with their IDs: every node publishes their events. A failure
- * hands the IDs alone (the loop reads what it waits for again once the connection is back). */
+/* Reads the final rows of the jobs other nodes notified finished since the last call, in one
+ * statement: those watched, or all while the node's events have subscribers (every node
+ * publishes every finish); hands them to the loop with all the IDs. A failure hands the IDs
+ * alone (the loop reads what it waits for again once the connection is back). */
 static bool read_done(Cluster *c) {
-        _cleanup_free_ char *lit = NULL;
+        _cleanup_free_ char *lit = NULL, *read = NULL;
         const char *values[1];
-        PGresult *res;
+        PGresult *res = NULL;
+        size_t n = 0;
 
         if (c->done.n == 0)
                 return true;
         lit = ids_literal(c->done.ids, c->done.n);
+        pthread_mutex_lock(&c->lock);
+        for (size_t i = 0; i < c->done.n; i++)
+                if (idset_remove(&c->watched, c->done.ids[i]) || c->subscribed)
+                        c->done.ids[n++] = c->done.ids[i];
+        pthread_mutex_unlock(&c->lock);
         c->done.n = 0;
-        if (!lit) {
+        read = n ? ids_literal(c->done.ids, n) : NULL;
+        if (!lit || (n && !read)) {
                 log_error("cluster: out of memory: finishes of other nodes are seen late");
                 return true;
         }
-        values[0] = lit;
-        res = query(c, "SELECT " PGSTORE_JOB_COLUMNS " FROM futured_jobs "
-                       "WHERE id = ANY($1::bigint[]) AND state >= 2", 1, values, -1, 0);
+        values[0] = read;
+        if (read)
+                res = query(c, "SELECT " PGSTORE_JOB_COLUMNS " FROM futured_jobs "
+                               "WHERE id = ANY($1::bigint[]) AND state >= 2", 1, values, -1, 0);
         post(c, ITEM_DONE, res, lit, 0, 0); /* `res` is the loop's from now on */
-        return res != NULL;
+        return !read || res != NULL;
 }
 
 static bool stopping(Cluster *c) {
@@ -737,11 +856,11 @@ static void *thread_main(void *userdata) {
                 /* Notifications read during the last queries wait in libpq's queue: the
                  * socket would not wake the poll for them. */
                 for (PGnotify *n; (n = PQnotifies(c->conn)); PQfreemem(n))
-                        on_note(c, n->extra);
+                        on_note(c, n);
                 pfd[1].fd = PQsocket(c->conn);
                 timeout = (int) ((MIN(lease_due, poll_due) > now
                                   ? MIN(lease_due, poll_due) - now : 0) / 1000000u);
-                if (c->hint || c->done.n)
+                if (c->done.n || claimable(c))
                         timeout = 0;
                 (void) poll(pfd, 2, timeout);
                 (void) !read(c->wake_fd, &v, sizeof(v));
@@ -749,7 +868,7 @@ static void *thread_main(void *userdata) {
                         break;
                 ok = PQconsumeInput(c->conn);
                 for (PGnotify *n; ok && (n = PQnotifies(c->conn)); PQfreemem(n))
-                        on_note(c, n->extra);
+                        on_note(c, n);
                 now = now_ns();
                 if (ok && now >= lease_due) {
                         /* After a reconnection (a database outage: every lease may have
@@ -761,13 +880,13 @@ static void *thread_main(void *userdata) {
                         lease_due = now + period;
                 }
                 if (ok && now >= poll_due) {
-                        c->hint = true;
+                        hint_all(c, HINT_ALL);
                         poll_due = now + MIN(period, (uint64_t) POLL_MS * 1000000u);
                         if (++c->polls % RECONCILE_POLLS == 0)
                                 post(c, ITEM_RECONCILE, NULL, NULL, 0, 0);
                 }
                 ok = ok && read_done(c) && look_up(c) && cancel(c) && announce_releases(c);
-                if (ok && c->hint)
+                if (ok && claimable(c))
                         ok = claim(c);
                 if (!ok || PQstatus(c->conn) != CONNECTION_OK) {
                         PQfinish(c->conn);
@@ -872,6 +991,34 @@ void cluster_set_room(Cluster *c, const uint32_t room[CLUSTER_LANES]) {
         pthread_mutex_unlock(&c->lock);
         if (grew)
                 wake(c);
+}
+
+void cluster_set_listeners(Cluster *c, int store_pid, bool subscribed) {
+        if (store_pid == c->store_pid_seen && subscribed == c->subscribed_seen)
+                return;
+        c->store_pid_seen = store_pid;
+        c->subscribed_seen = subscribed;
+        pthread_mutex_lock(&c->lock);
+        c->store_pid = store_pid;
+        c->subscribed = subscribed;
+        pthread_mutex_unlock(&c->lock);
+}
+
+void cluster_watch(Cluster *c, uint64_t id) {
+        int r;
+
+        pthread_mutex_lock(&c->lock);
+        r = idset_add(&c->watched, id);
+        pthread_mutex_unlock(&c->lock);
+        if (r < 0)
+                log_error("cluster: out of memory: the finish of job %" PRIu64 " is seen late",
+                          id); /* a lookup or the reconciliation reads it */
+}
+
+void cluster_unwatch(Cluster *c, uint64_t id) {
+        pthread_mutex_lock(&c->lock);
+        (void) idset_remove(&c->watched, id);
+        pthread_mutex_unlock(&c->lock);
 }
 
 uint64_t cluster_lookup(Cluster *c, const uint64_t *ids, size_t n) {
@@ -1065,6 +1212,7 @@ Cluster *cluster_free(Cluster *c) {
         free(c->cancels.ids);
         free(c->done.ids);
         free(c->releases.ids);
+        idset_deinit(&c->watched);
         free_lists(c->lists);
         free_lists(c->answers);
         for (unsigned i = 0; i < CLUSTER_LANES; i++)

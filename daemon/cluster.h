@@ -12,7 +12,10 @@
  * - it keeps the node's lease in futured_nodes (renewed every lease/3) and takes back, in one
  *   statement, the jobs of nodes whose lease expired: run again within their retries (open to
  *   any node), else failed `interrupted`;
- * - it reads the final rows of the jobs notified finished, once per batch of notifications;
+ * - it reads the final rows of the jobs other nodes notified finished, once per batch of
+ *   notifications: those the loop watches (the jobs it waits for another node to finish), or
+ *   all while the node's events have subscribers (every node publishes every finish); the
+ *   node's own finishes (notified by its store's connection) are the loop's already;
  * - it reads the rows the loop asks for (lookups: IDs this node does not hold);
  * - it sets cancel_requested on the rows of jobs other nodes run, and notifies them;
  * - it notifies the IDs released on this node (the other nodes drop their copies).
@@ -41,10 +44,10 @@ typedef struct ClusterHooks {
         /* Every lookup up to `seq` (cluster_lookup's) is answered; `failed`: the last ones
          * could not be read (the database cannot be reached). */
         void (*looked_up)(void *userdata, uint64_t seq, bool failed);
-        /* The final row of a job a commit finished (any node's: read after its notification,
-         * before `finished` of its ID). */
+        /* The final row of a job another node's commit finished (read after its notification,
+         * before `finished` of its ID): a watched one's, or any while there are subscribers. */
         void (*finished_row)(void *userdata, const StoreJob *job);
-        /* A commit finished the job `id` (any node's, this one's too). */
+        /* Another node's commit finished the job `id` (its row was read or not). */
         void (*finished)(void *userdata, uint64_t id);
         /* A node released the job `id` (its row is deleted). */
         void (*released)(void *userdata, uint64_t id);
@@ -87,6 +90,20 @@ Cluster *cluster_free(Cluster *c);
 /* The room of each lane now (jobs the node would start): claims fill it. Cheap; once per loop
  * turn. */
 void cluster_set_room(Cluster *c, const uint32_t room[CLUSTER_LANES]);
+
+/* What the loop knows, each turn (cheap when nothing changed): the server process of its
+ * store's commits (notifications from it are this node's own finishes: not read), and whether
+ * its events have subscribers (the rows of every finish notified are read then). */
+void cluster_set_listeners(Cluster *c, int store_pid, bool subscribed);
+
+/* Watches job `id`, a job of this node that another node may finish (open to any): the final
+ * row of a watched job is read when its finish is notified (it is unwatched then). The thread
+ * watches the unfinished rows that lookups read itself. Missing one costs a lookup (`finished`)
+ * or the reconciliation, never the completion. */
+void cluster_watch(Cluster *c, uint64_t id);
+
+/* Stops watching `id` (claimed by this node after all). */
+void cluster_unwatch(Cluster *c, uint64_t id);
 
 /* Asks for the rows of `ids`; returns the lookup's sequence number (hooks->looked_up), 0 when
  * out of memory. */

@@ -166,8 +166,8 @@ static void on_signals(LoopFile *lf, uint32_t events) {
         }
 }
 
-/* ZMQ_FD became readable: the hook reads the socket every turn anyway. */
-static void on_router_fd(LoopFile *lf, uint32_t events) {
+/* ZMQ_FD of the ROUTER or the XPUB became readable: the hook reads both every turn anyway. */
+static void on_zmq_fd(LoopFile *lf, uint32_t events) {
 }
 
 static bool router_readable(Daemon *d) {
@@ -245,6 +245,7 @@ static bool before_sleep(void *userdata) {
         Daemon *d = userdata;
         bool more = listener_before_sleep(&d->listener);
 
+        (void) events_poll(&d->events);
         more |= read_requests(d);
 
         more |= executor_before_sleep(d->executor);
@@ -253,6 +254,7 @@ static bool before_sleep(void *userdata) {
         if (d->stopping && executor_settled(d->executor))
                 loop_quit(d->loop);
         /* This turn's sends may have consumed the edge of ZMQ_FD: look again before sleeping. */
+        more |= events_poll(&d->events);
         return more || router_readable(d);
 }
 
@@ -303,7 +305,7 @@ static int open_sockets(Daemon *d) {
 
         d->zmq = zmq_ctx_new();
         d->router = d->zmq ? zmq_socket(d->zmq, ZMQ_ROUTER) : NULL;
-        d->pub = d->zmq ? zmq_socket(d->zmq, ZMQ_PUB) : NULL;
+        d->pub = d->zmq ? zmq_socket(d->zmq, ZMQ_XPUB) : NULL; /* events.h */
         if (!d->router || !d->pub) {
                 log_error("cannot create ZeroMQ sockets: %s",
                           zmq_strerror(zmq_errno()));
@@ -371,7 +373,7 @@ void daemon_config_free(DaemonConfig *cfg) {
 
 int daemon_new(Daemon **ret, DaemonConfig *cfg) {
         _cleanup_(daemon_freep) Daemon *d = calloc(1, sizeof(*d));
-        int r, router_fd, signal_fd;
+        int r, router_fd, pub_fd, signal_fd;
         size_t len = sizeof(router_fd);
         sigset_t mask;
 
@@ -383,6 +385,7 @@ int daemon_new(Daemon **ret, DaemonConfig *cfg) {
         *cfg = (DaemonConfig){};
         backlog_init(&d->backlog, d->cfg.max_reply_bytes);
         loop_file_init(&d->router_file);
+        loop_file_init(&d->pub_file);
         loop_file_init(&d->signal_file);
         r = loop_new(&d->loop);
         if (r >= 0)
@@ -457,7 +460,14 @@ int daemon_new(Daemon **ret, DaemonConfig *cfg) {
 
         if (zmq_getsockopt(d->router, ZMQ_FD, &router_fd, &len) < 0)
                 return -zmq_errno();
-        r = loop_add(d->loop, &d->router_file, router_fd, EPOLLIN | EPOLLET, on_router_fd);
+        r = loop_add(d->loop, &d->router_file, router_fd, EPOLLIN | EPOLLET, on_zmq_fd);
+        if (r < 0)
+                return r;
+        /* A subscription wakes the loop: a node of a cluster reads other nodes' finished rows
+         * for its events only while someone subscribes (events.h). */
+        if (zmq_getsockopt(d->pub, ZMQ_FD, &pub_fd, &len) < 0)
+                return -zmq_errno();
+        r = loop_add(d->loop, &d->pub_file, pub_fd, EPOLLIN | EPOLLET, on_zmq_fd);
         if (r < 0)
                 return r;
         /* An address futured cannot serve is a mistake of the configuration (exit 2). */
@@ -487,6 +497,7 @@ Daemon *daemon_free(Daemon *d) {
         request_deinit(&d->requests);
         if (d->loop) {
                 loop_remove(d->loop, &d->router_file);
+                loop_remove(d->loop, &d->pub_file);
                 loop_remove(d->loop, &d->signal_file);
         }
         if (signal_fd >= 0)

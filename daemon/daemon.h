@@ -86,6 +86,7 @@ typedef struct Daemon {
         void *pub;
         Loop *loop;
         LoopFile router_file; /* ZMQ_FD of the ROUTER socket, edge-triggered */
+        LoopFile pub_file;    /* ZMQ_FD of the events' XPUB socket, edge-triggered */
         LoopFile signal_file; /* the signalfd */
         Listener listener;    /* the ROUTER's endpoints and their connection budget */
         Backlog backlog;      /* reply bytes queued per client */

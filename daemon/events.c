@@ -94,4 +94,26 @@ void events_probe(Events *e, const char *token, size_t len) {
         proto_buf_packer(&e->buf, &pk);
         msgpack_pack_map(&pk, 0);
         publish(e, topic, 6 + len);
+        /* The probe proves a subscription live to its client: it is counted before the client
+         * can see the probe and go on (docs/PROTOCOL.md, Events). */
+        (void) events_poll(e);
+}
+
+bool events_poll(Events *e) {
+        bool any = false;
+        uint8_t msg[1];
+        int n;
+
+        while ((n = zmq_recv(e->pub, msg, sizeof(msg), ZMQ_DONTWAIT)) >= 0) {
+                any = true;
+                if (n >= 1 && msg[0] == 1)
+                        e->topics++;
+                else if (n >= 1 && msg[0] == 0 && e->topics > 0)
+                        e->topics--;
+        }
+        return any;
+}
+
+bool events_subscribed(const Events *e) {
+        return e->topics > 0;
 }

@@ -813,6 +813,9 @@ int executor_submit(Executor *x, const JobSpec *specs, uint32_t n, uint64_t *ids
                 }
                 r = table_add(&x->table, f);
                 ids[i] = f->id;
+                /* Open to any node: its final row is read when another node finishes it. */
+                if (f->cluster & FUTURE_AWAY)
+                        cluster_watch(x->cluster, f->id);
                 /* The latest submit's limit wins; set only now, so a refused batch changes no
                  * group, and before the store hears of the job, which keeps the limit. */
                 if (f->group && specs[i].group_limit)
@@ -1391,8 +1394,10 @@ static void lane_room(const Executor *x, uint32_t room[CLUSTER_LANES]) {
 }
 
 /* A submit's new jobs: those the lanes have room for are reserved for this node (they run here
- * once committed); the others are open to any node. A job of a group with a limit is always
- * open: the claims hold the limit across the cluster (cluster.c). */
+ * once committed); the others are open to any node. A job of an inline kind is always
+ * reserved: it costs nothing to run and waits for no slot, so that another node's claim would
+ * only add a statement. A job of a group with a limit is always open: the claims hold the
+ * limit across the cluster (cluster.c). */
 static void cluster_place(Executor *x, const JobSpec *specs, Future **made, uint32_t n) {
         uint32_t room[CLUSTER_LANES];
 
@@ -1405,6 +1410,8 @@ static void cluster_place(Executor *x, const JobSpec *specs, Future **made, uint
                 lane = scheduler_lane(f->kind);
                 if (f->group && (specs[i].group_limit || f->group->limit))
                         f->cluster = FUTURE_AWAY;
+                else if (lane == LANE_INLINE)
+                        continue;
                 else if (room[lane] > 0)
                         room[lane]--;
                 else
@@ -1430,6 +1437,8 @@ static void cluster_turn(Executor *x) {
 
         lane_room(x, room);
         cluster_set_room(x->cluster, room);
+        cluster_set_listeners(x->cluster, store_commit_pid(x->store),
+                              events_subscribed(x->events));
         if (x->n_wanted > 0 && cluster_lookup(x->cluster, x->wanted, x->n_wanted))
                 x->n_wanted = 0;
 }
@@ -1514,6 +1523,7 @@ static void on_claimed(void *userdata, const StoreJob *job) {
 
         if (f && (f->cluster & FUTURE_AWAY) && f->state == STATE_PENDING && !f->heap_pos) {
                 f->cluster &= (uint8_t) ~FUTURE_AWAY; /* one of ours, open until now */
+                cluster_unwatch(x->cluster, f->id);
         } else if (f) {
                 /* Finished here meanwhile (cancelled): the row is ours now, say so. */
                 if (proto_state_final(f->state) &&

@@ -5,6 +5,7 @@
 #include <inttypes.h>
 #include <libpq-fe.h>
 #include <poll.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,10 +55,14 @@ static const struct {
         [STMT_START] = { "UPDATE futured_jobs j SET state = 1, attempt = u.a, owner = $3 "
                          "FROM unnest($1::bigint[], $2::smallint[]) u(id, a) WHERE j.id = u.id",
                          3 },
+        /* st = 1: the job's start in the same round, folded in (send_round). */
         [STMT_FINISH] = { "UPDATE futured_jobs j SET state = u.s, outcome = u.o, "
-                          "finished_at = u.f, args = NULL FROM unnest($1::bigint[], "
-                          "$2::smallint[], $3::bytea[], $4::bigint[]) u(id, s, o, f) "
-                          "WHERE j.id = u.id", 4 },
+                          "finished_at = u.f, args = NULL, "
+                          "attempt = CASE WHEN u.st = 1 THEN u.a ELSE j.attempt END, "
+                          "owner = CASE WHEN u.st = 1 THEN $7 ELSE j.owner END "
+                          "FROM unnest($1::bigint[], $2::smallint[], $3::bytea[], $4::bigint[], "
+                          "$5::smallint[], $6::smallint[]) u(id, s, o, f, a, st) "
+                          "WHERE j.id = u.id", 7 },
         [STMT_REQUEUE] = { "UPDATE futured_jobs j SET state = 0, attempt = u.a "
                            "FROM unnest($1::bigint[], $2::smallint[]) u(id, a) "
                            "WHERE j.id = u.id", 2 },
@@ -86,13 +91,19 @@ static const struct {
                          "u(id, a)), d AS (UPDATE futured_jobs j SET state = 1, attempt = u.a "
                          "FROM u WHERE j.id = u.id AND j.owner = $3 AND j.state = 0 "
                          "RETURNING j.id) " FENCED, 3 },
+        /* st = 1: the start folded in, fenced as the start then the finish would have been:
+         * the pending row reserved by this node, at the attempt before this one. */
         [STMT_FINISH] = { "WITH u AS (SELECT * FROM unnest($1::bigint[], $2::smallint[], "
-                          "$3::bytea[], $4::bigint[], $5::smallint[]) u(id, s, o, f, a)), "
+                          "$3::bytea[], $4::bigint[], $5::smallint[], $6::smallint[]) "
+                          "u(id, s, o, f, a, st)), "
                           "d AS (UPDATE futured_jobs j SET state = u.s, outcome = u.o, "
-                          "finished_at = u.f, args = NULL, cancel_requested = false FROM u "
-                          "WHERE j.id = u.id AND j.state <= 1 AND "
-                          "((j.owner = $6 AND j.attempt = u.a) OR "
-                          "(j.owner IS NULL AND j.state = 0)) RETURNING j.id) " FENCED, 6 },
+                          "finished_at = u.f, args = NULL, cancel_requested = false, "
+                          "attempt = CASE WHEN u.st = 1 THEN u.a ELSE j.attempt END FROM u "
+                          "WHERE j.id = u.id AND ((u.st = 0 AND j.state <= 1 AND "
+                          "((j.owner = $7 AND j.attempt = u.a) OR "
+                          "(j.owner IS NULL AND j.state = 0))) OR "
+                          "(u.st = 1 AND j.owner = $7 AND j.state = 0 AND j.attempt = u.a - 1)) "
+                          "RETURNING j.id) " FENCED, 7 },
         [STMT_REQUEUE] = { "UPDATE futured_jobs j SET state = 0, attempt = u.a "
                            "FROM unnest($1::bigint[], $2::smallint[]) u(id, a) "
                            "WHERE j.id = u.id AND j.owner = $3", 3 },
@@ -114,8 +125,14 @@ enum {
 typedef struct RoundSeen {
         uint64_t id;
         uint32_t round;
+        uint32_t start;  /* its start's place in the round's list of starts */
         int8_t rank;
 } RoundSeen;
+
+/* In a round's list of finishes: the change at this index has its job's start folded in. */
+#define STARTED (~(SIZE_MAX >> 1))
+/* In a round's list of starts: a start folded into its finish. */
+#define FOLDED SIZE_MAX
 
 /* One array parameter in PostgreSQL's binary array format: a header (dimensions 1, flags, the
  * element type, the length, the lower bound 1), then each element as its length and bytes (-1:
@@ -178,6 +195,7 @@ struct PgStore {
 
         /* The store thread's (the main thread's before it starts). */
         PGconn *conn;
+        _Atomic int commit_pid; /* the server process of `conn` (read by any thread) */
         unsigned backoff_ms;   /* before the next reconnection; 0: none failed */
         bool logged_reconnect;
 
@@ -474,7 +492,13 @@ static int connect_commit(PgStore *s, char **ret_error) {
                         *ret_error = strdup(pq_message(PQerrorMessage(s->conn)));
                 return -ENOTCONN;
         }
+        /* Before its first commit: a notification of it always carries a PID known here. */
+        atomic_store_explicit(&s->commit_pid, PQbackendPID(s->conn), memory_order_relaxed);
         return 0;
+}
+
+int pgstore_commit_pid(const PgStore *s) {
+        return atomic_load_explicit(&s->commit_pid, memory_order_relaxed);
 }
 
 int pgstore_open(PgStore **ret, const char *uri, bool cluster, uint64_t *ret_next_id) {
@@ -702,23 +726,23 @@ static const uint32_t column_oids[_STMT_MAX][MAX_COLUMNS] = {
         [STMT_ADD] = { OID_INT8, OID_TEXT, OID_BYTEA, OID_TEXT, OID_INT4, OID_INT2, OID_INT8,
                        OID_INT2, OID_INT2, OID_INT2, OID_TEXT },
         [STMT_START] = { OID_INT8, OID_INT2 },
-        [STMT_FINISH] = { OID_INT8, OID_INT2, OID_BYTEA, OID_INT8 },
+        [STMT_FINISH] = { OID_INT8, OID_INT2, OID_BYTEA, OID_INT8, OID_INT2, OID_INT2, 0 },
         [STMT_REQUEUE] = { OID_INT8, OID_INT2 },
         [STMT_REMOVE] = { OID_INT8 },
 };
 
-/* ... in cluster mode; 0: the text parameter of this node's owner. */
+/* ... in cluster mode. 0: the text parameter of this node's owner. */
 static const uint32_t cluster_column_oids[_STMT_MAX][MAX_COLUMNS] = {
         [STMT_ADD] = { OID_INT8, OID_TEXT, OID_BYTEA, OID_TEXT, OID_INT4, OID_INT2, OID_INT8,
                        OID_INT2, OID_INT2, OID_INT2, OID_TEXT, OID_INT2, 0 },
         [STMT_START] = { OID_INT8, OID_INT2, 0 },
-        [STMT_FINISH] = { OID_INT8, OID_INT2, OID_BYTEA, OID_INT8, OID_INT2, 0 },
+        [STMT_FINISH] = { OID_INT8, OID_INT2, OID_BYTEA, OID_INT8, OID_INT2, OID_INT2, 0 },
         [STMT_REQUEUE] = { OID_INT8, OID_INT2, 0 },
         [STMT_REMOVE] = { OID_INT8 },
 };
 
-/* Appends one change to the run's arrays. */
-static int col_op(PgStore *s, const StoreBatch *b, const StoreOp *op) {
+/* Appends one change to the run's arrays (`started`: a finish with its start folded in). */
+static int col_op(PgStore *s, const StoreBatch *b, const StoreOp *op, bool started) {
         Column *c = s->cols;
         int r = col_int(&c[0], (int64_t) op->id, 8);
 
@@ -749,9 +773,10 @@ static int col_op(PgStore *s, const StoreBatch *b, const StoreOp *op) {
                                    : op->outcome_len ? b->bytes + op->outcome_off
                                                      : (const uint8_t *) "",
                                    op->outcome_len)) < 0 ||
-                    (r = col_int(&c[3], op->finished_at_ms, 8)) < 0)
+                    (r = col_int(&c[3], op->finished_at_ms, 8)) < 0 ||
+                    (r = col_int(&c[4], op->attempt, 2)) < 0)
                         return r;
-                return s->cluster ? col_int(&c[4], op->attempt, 2) : 0;
+                return col_int(&c[5], started, 2);
         default:
                 return 0;
         }
@@ -782,7 +807,7 @@ static int send_list(PgStore *s, const StoreBatch *b, int stmt, const size_t *li
                 if (oids[k] && (r = col_begin(&s->cols[k], oids[k])) < 0)
                         return r;
         for (size_t j = 0; j < n; j++)
-                if ((r = col_op(s, b, &b->ops[list[j]])) < 0)
+                if ((r = col_op(s, b, &b->ops[list[j] & ~STARTED], (list[j] & STARTED) != 0)) < 0)
                         return r;
         for (int k = 0; k < n_params; k++) {
                 Column *c = &s->cols[k];
@@ -842,10 +867,12 @@ static RoundSeen *round_seen(PgStore *s, uint64_t id) {
  * until one comes whose job already had a change of the same or a later rank in this round
  * (a job started again after a requeue): the round ends before it. Changes of different jobs
  * commute, and one job's changes keep their order, so that the round's statements, sent in rank
- * order, do what the changes one by one would have done. Puts the index after the round and
- * the number of statements sent. Returns 0, -ENOMEM or -ENOTCONN. */
+ * order, do what the changes one by one would have done. A finish right after its job's start
+ * in the round (a short job: both in one batch) takes the start with it: one row written once
+ * instead of twice. Puts the index after the round and the number of statements sent. Returns
+ * 0, -ENOMEM or -ENOTCONN. */
 static int send_round(PgStore *s, const StoreBatch *b, size_t *i, size_t *ret_sent) {
-        size_t n[_STMT_MAX] = {}, sent = 0;
+        size_t n[_STMT_MAX] = {}, sent = 0, kept = 0;
         int r = 0;
 
         s->round++;
@@ -853,11 +880,22 @@ static int send_round(PgStore *s, const StoreBatch *b, size_t *i, size_t *ret_se
                 const StoreOp *op = &b->ops[*i];
                 int stmt = stmt_of[op->type];
                 RoundSeen *seen = round_seen(s, op->id);
+                size_t entry = *i;
                 if (seen->rank >= stmt_rank[stmt])
                         break;
+                if (stmt == STMT_START)
+                        seen->start = (uint32_t) n[STMT_START];
+                else if (stmt == STMT_FINISH && seen->rank == stmt_rank[STMT_START]) {
+                        s->list[STMT_START][seen->start] = FOLDED;
+                        entry |= STARTED;
+                }
                 seen->rank = (int8_t) stmt_rank[stmt];
-                s->list[stmt][n[stmt]++] = *i;
+                s->list[stmt][n[stmt]++] = entry;
         }
+        for (size_t j = 0; j < n[STMT_START]; j++)
+                if (s->list[STMT_START][j] != FOLDED)
+                        s->list[STMT_START][kept++] = s->list[STMT_START][j];
+        n[STMT_START] = kept;
         for (int k = 0; k < _STMT_MAX && r >= 0; k++) {
                 int stmt = stmt_by_rank[k];
                 for (size_t from = 0; from < n[stmt] && r >= 0; from += RUN_MAX, sent++)
@@ -916,12 +954,31 @@ static int send_notify(PgStore *s, size_t len, size_t *sent) {
                                  NULL, NULL, 0) ? 0 : -ENOTCONN;
 }
 
+/* Adds `kind` to the list "p:KIND,KIND" being made in `buf` (of NOTIFY_MAX + 32 bytes) unless
+ * it is there; a list too long becomes "p" (any kind). */
+static void list_kind(char *buf, const char *kind) {
+        size_t len = strlen(buf), klen = strlen(kind);
+
+        for (const char *p = buf + 2, *end; len > 1 && *p; p = end + (*end == ',')) {
+                end = p + strcspn(p, ",");
+                if ((size_t) (end - p) == klen && memcmp(p, kind, klen) == 0)
+                        return;
+        }
+        if (len == 1)
+                return; /* any kind already */
+        if (len + klen + 1 > NOTIFY_MAX)
+                buf[1] = 0;
+        else
+                snprintf(buf + len, NOTIFY_MAX + 32 - len, "%s%s", len > 2 ? "," : "", kind);
+}
+
 /* Cluster mode: the batch's notifications, delivered by the server when it commits (nodes
  * LISTEN on channel `futured`): "d:ID,ID,..." for the jobs it finished (as many as their IDs
- * need, each under the payload limit), "p" when it added jobs open to any node. Counts the
- * statements in *sent. Returns 0, -ENOMEM or -ENOTCONN. */
+ * need, each under the payload limit), "p:KIND,..." with the kinds of the jobs it added open to
+ * any node, "g:KIND,..." for those of groups with a limit (a node claims for the lanes that run
+ * them). Counts the statements in *sent. Returns 0, -ENOMEM or -ENOTCONN. */
 static int send_notifies(PgStore *s, const StoreBatch *b, size_t *sent) {
-        bool open = false;
+        char open[2][NOTIFY_MAX + 32] = { "p:", "g:" };
         size_t n = 0;
         int r = 0;
 
@@ -929,7 +986,9 @@ static int send_notifies(PgStore *s, const StoreBatch *b, size_t *sent) {
                 return -ENOMEM;
         for (size_t i = 0; i < b->n_ops && r >= 0; i++) {
                 const StoreOp *op = &b->ops[i];
-                open |= op->type == STORE_OP_ADD && op->open;
+                if (op->type == STORE_OP_ADD && op->open)
+                        list_kind(open[op->group_limit > 0],
+                                  (const char *) b->bytes + op->kind_off);
                 if (op->type != STORE_OP_FINISH)
                         continue;
                 if (n > NOTIFY_MAX) {
@@ -942,8 +1001,10 @@ static int send_notifies(PgStore *s, const StoreBatch *b, size_t *sent) {
         }
         if (r >= 0 && n > 0)
                 r = send_notify(s, n - 1, sent);
-        if (r >= 0 && open)
-                r = send_notify(s, (size_t) snprintf(s->notify, s->notify_cap, "p"), sent);
+        for (int k = 0; k < 2 && r >= 0; k++)
+                if (strcmp(open[k], k ? "g:" : "p:") != 0)
+                        r = send_notify(s, (size_t) snprintf(s->notify, s->notify_cap, "%s",
+                                                              open[k]), sent);
         return r;
 }
 

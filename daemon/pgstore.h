@@ -74,6 +74,11 @@ int pgstore_recover(PgStore *db, StoreRecoverFn fn, void *userdata);
  * b->fenced. Store thread. */
 int pgstore_commit(PgStore *db, StoreBatch *b);
 
+/* The process ID of the server process of the commit connection (PGnotify.be_pid of the
+ * notifications its commits send), changed at each reconnection; 0 before the first. Any
+ * thread. */
+int pgstore_commit_pid(const PgStore *db);
+
 /* Issues `n` (at most PGSTORE_ID_BLOCK) consecutive IDs: the first, or 0 when no new block could
  * be had from the database (it cannot be reached: one reconnection per second at most, given up
  * after 200 ms, so that the loop never waits longer). Loop thread. */

@@ -217,12 +217,13 @@ static void on_done(LoopFile *lf, uint32_t events) {
 
         (void) !read(lf->fd, &v, sizeof(v));
         pthread_mutex_lock(&s->lock);
-        if (!s->committed) {
+        /* `committed` stays set until store_flush() hands the thread a new batch: the thread
+         * commits a batch only while it is clear (at its stop too). */
+        if (!s->in_flight || !s->committed) {
                 pthread_mutex_unlock(&s->lock);
                 return;
         }
         b = s->flight;
-        s->committed = false;
         pthread_mutex_unlock(&s->lock);
         s->in_flight = false;
         s->stats.last_batch = b->n_ops;
@@ -526,6 +527,10 @@ void store_set_fenced(Store *s, StoreFencedFn fn) {
 
 const char *store_owner(const Store *s) {
         return s->pg ? pgstore_owner(s->pg) : NULL;
+}
+
+int store_commit_pid(const Store *s) {
+        return s->pg ? pgstore_commit_pid(s->pg) : 0;
 }
 
 uint64_t store_commits(const Store *s) {

@@ -141,5 +141,9 @@ void store_stats(const Store *s, StoreStats *ret);
  * for a store that keeps none. */
 const char *store_owner(const Store *s);
 
+/* postgresql: the process ID of the server process that commits this store's batches (the
+ * sender of their notifications); 0 for other stores. Any thread. */
+int store_commit_pid(const Store *s);
+
 /* The number of commits so far: cheap (store_stats() looks at the file). */
 uint64_t store_commits(const Store *s);

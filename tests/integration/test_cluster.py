@@ -304,6 +304,29 @@ def test_every_node_publishes_every_finish(tmp_path, pg_database):
         assert msgpack.unpackb(body)["id"] not in seen
 
 
+def test_mirrors_are_answered_without_subscribers_and_subscribers_come_and_go(tmp_path,
+                                                                               pg_database):
+    """A node reads other nodes' finished rows only for the jobs it waits on, unless its events
+    have subscribers (then all: every node publishes every finish). Node 3 has no subscriber:
+    its client's wait on jobs that node 1 took and node 2 runs is still answered. Then a
+    subscriber comes, goes, and another comes: each gets the events of finishes elsewhere."""
+    uri, _ = pg_database
+    n1 = node(tmp_path, uri, 1, "--processes", "0")
+    n2 = node(tmp_path, uri, 2)
+    n3 = node(tmp_path, uri, 3, "--processes", "0")
+    slow = {"kind": "prime", "args": {"n": 2305843009213693951}, "timeout": 1}
+    ids = n1.c.rq("submit", jobs=[slow] * 2)["ids"]
+    r = n3.c.rq("wait", ids=ids, mode="all", timeout=60, reply_timeout=70)
+    assert sorted(r["done"]) == sorted(ids), r
+    assert n3.c.rq("status", ids=ids)["states"] == ["failed"] * 2
+    for _ in range(2):
+        sub = n3.subscriber("done/", "failed/")
+        more = n1.c.rq("submit", jobs=[{"kind": "prime", "args": {"n": 1000003}}] * 5)["ids"]
+        assert set(finish_events(sub, set(more))) == set(more)
+        sub.close()
+    assert stats(n2)["cluster_ran"] == 12 and stats(n3)["cluster_ran"] == 0
+
+
 def test_expired_rows_are_deleted_once(tmp_path, pg_server, pg_database):
     uri, name = pg_database
     # --retain 2: node 1's rows stay 2 s; node 1 is killed before, so the others delete them

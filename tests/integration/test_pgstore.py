@@ -68,6 +68,27 @@ def test_an_unreachable_server_is_not_a_configuration_error(tmp_path):
     assert "cannot use the store" in err, err
 
 
+def test_a_batch_is_committed_once_even_at_the_stop(tmp_path, pg_server, pg_database):
+    """The store thread commits each batch once: the last one before a stop was committed a
+    second time as the thread stopped (a finish written twice; in cluster mode refused as
+    fenced). A trigger of the database counts every change of a row already finished."""
+    uri, name = pg_database
+    d = start(tmp_path, uri)
+    d.c.rq("submit", jobs=[{"kind": "noop"}])
+    pg_server.psql("CREATE TABLE rewrites (id bigint); "
+                   "CREATE FUNCTION rewrite() RETURNS trigger LANGUAGE plpgsql AS "
+                   "$$BEGIN INSERT INTO rewrites VALUES (OLD.id); RETURN NEW; END$$; "
+                   "CREATE TRIGGER rewrite BEFORE UPDATE ON futured_jobs FOR EACH ROW "
+                   "WHEN (OLD.state >= 2) EXECUTE FUNCTION rewrite()", name, name)
+    for _ in range(5):
+        r = d.c.rq("submit", jobs=[{"kind": "noop"}] * 20, reply="results")
+        assert [j["state"] for j in r["results"]] == ["done"] * 20, r
+    d.stop()
+    assert pg_server.psql("SELECT count(*) FROM futured_jobs WHERE state = 2", name, name) == \
+        [["101"]]
+    assert pg_server.psql("SELECT count(*) FROM rewrites", name, name) == [["0"]]
+
+
 def test_the_database_going_away_and_coming_back(tmp_path, pg_server, pg_database):
     """PostgreSQL stopped while jobs run: submits get `store_unavailable`, reads go on, the
     running jobs' results are written once it is back, no acknowledged job is lost, and submits
