@@ -48,6 +48,8 @@ typedef struct ClusterHooks {
         void (*finished)(void *userdata, uint64_t id);
         /* A node released the job `id` (its row is deleted). */
         void (*released)(void *userdata, uint64_t id);
+        /* A node claimed the job `id` (it runs there now). */
+        void (*started)(void *userdata, uint64_t id);
         /* A node asked that the job `id` be cancelled. */
         void (*cancel)(void *userdata, uint64_t id);
         /* The connection was lost and is back, or a while passed: notifications may have been

@@ -1454,8 +1454,8 @@ Cluster *executor_cluster(const Executor *x) {
 }
 
 /* Makes the future of a row of another node's ID (claimed: `flags` FUTURE_FOREIGN; a mirror:
- * also FUTURE_AWAY), pending, or finished as the row is. A job another node runs shows as
- * pending here. */
+ * also FUTURE_AWAY), pending, or finished as the row is. A mirror of a job another node runs is
+ * pending here and shows as running (FUTURE_STARTED). */
 static int adopt(Executor *x, const StoreJob *job, uint8_t flags, Future **ret) {
         /* Runs before this one (a claim counted the one it starts). */
         unsigned done = job->state == STATE_RUNNING && job->attempt ? job->attempt - 1u
@@ -1468,6 +1468,8 @@ static int adopt(Executor *x, const StoreJob *job, uint8_t flags, Future **ret) 
                 return r;
         f->id = job->id;
         f->cluster = flags;
+        if ((flags & FUTURE_AWAY) && job->state == STATE_RUNNING)
+                f->cluster |= FUTURE_STARTED;
         f->retries = (uint8_t) (job->retries > done ? job->retries - done : 0);
         /* A claimed job runs here: its finish waits for its commit in `unseen` (room for every
          * unfinished future, as rings_reserve() makes at a submit). */
@@ -1510,7 +1512,8 @@ static void on_claimed(void *userdata, const StoreJob *job) {
         Future *f = table_get(&x->table, job->id);
 
         if (f && (f->cluster & FUTURE_AWAY) && f->state == STATE_PENDING && !f->heap_pos) {
-                f->cluster &= (uint8_t) ~FUTURE_AWAY; /* one of ours, open until now */
+                /* One of ours, open until now. */
+                f->cluster &= (uint8_t) ~(FUTURE_AWAY | FUTURE_STARTED);
         } else if (f) {
                 /* Finished here meanwhile (cancelled): the row is ours now, say so. */
                 if (proto_state_final(f->state) &&
@@ -1538,6 +1541,13 @@ static void on_row(void *userdata, const StoreJob *job) {
                 if (adopt(x, job, FUTURE_FOREIGN | FUTURE_AWAY, &f) < 0)
                         log_error("future %" PRIu64 ": cannot read it: out of memory", job->id);
                 return;
+        }
+        /* A mirror shows whether another node runs it now (or runs it no more: taken back). */
+        if ((f->cluster & FUTURE_AWAY) && f->state == STATE_PENDING) {
+                if (job->state == STATE_RUNNING)
+                        f->cluster |= FUTURE_STARTED;
+                else if (job->state == STATE_PENDING)
+                        f->cluster &= (uint8_t) ~FUTURE_STARTED;
         }
         /* Only what another node finished; a job running here is this node's to finish. */
         if (proto_state_final(f->state) || !proto_state_final(job->state) ||
@@ -1592,6 +1602,15 @@ static void on_released(void *userdata, uint64_t id) {
         x->recovering = true;
         expire(x, f);
         x->recovering = false;
+}
+
+/* Another node claimed job `id`: a pending mirror of it shows it running. */
+static void on_started(void *userdata, uint64_t id) {
+        Executor *x = userdata;
+        Future *f = table_get(&x->table, id);
+
+        if (f && (f->cluster & FUTURE_AWAY) && f->state == STATE_PENDING)
+                f->cluster |= FUTURE_STARTED;
 }
 
 static void on_cancel(void *userdata, uint64_t id) {
@@ -1651,7 +1670,7 @@ static void on_fenced(void *userdata, uint64_t id) {
                 x->retained_bytes -= f->outcome_len;
                 f->outcome = mfree(f->outcome);
                 f->outcome_len = 0;
-                f->cluster |= FUTURE_AWAY;
+                f->cluster = (uint8_t) ((f->cluster | FUTURE_AWAY) & ~FUTURE_STARTED);
                 set_state(x, f, STATE_PENDING);
                 want(x, id);
         }
@@ -1664,6 +1683,7 @@ static const ClusterHooks cluster_hooks = {
         .looked_up = on_looked_up,
         .finished_row = on_finished_row,
         .finished = on_finished,
+        .started = on_started,
         .cancel = on_cancel,
         .released = on_released,
         .reconcile = on_reconcile,

@@ -557,9 +557,10 @@ struct Parked {
         uint8_t bytes[];          /* the frame, the identity, the principal */
 };
 
-/* The IDs a request names ("ids" or "future") that the table does not hold: 0 when the request
- * names none (or is malformed: its handler says so). */
-static size_t missing_ids(const Table *t, const msgpack_object *body, uint64_t *ret,
+/* The IDs a request names ("ids" or "future") that the table does not hold, and with `fresh`
+ * those it holds as unfinished mirrors (FUTURE_AWAY: another node's to run, and its state here
+ * may be old): 0 when the request names none (or is malformed: its handler says so). */
+static size_t missing_ids(const Table *t, const msgpack_object *body, bool fresh, uint64_t *ret,
                           size_t max) {
         const msgpack_object *o = proto_map_get(body, "ids"), *one = proto_map_get(body, "future");
         const msgpack_object *list = o && o->type == MSGPACK_OBJECT_ARRAY ? o->via.array.ptr : one;
@@ -567,7 +568,11 @@ static size_t missing_ids(const Table *t, const msgpack_object *body, uint64_t *
 
         for (size_t i = 0; i < n && k < max; i++) {
                 uint64_t id;
-                if (proto_get_uint(&list[i], &id) == 0 && id > 0 && !table_get(t, id))
+                const Future *f;
+                if (proto_get_uint(&list[i], &id) < 0 || id == 0)
+                        continue;
+                f = table_get(t, id);
+                if (!f || (fresh && (f->cluster & FUTURE_AWAY) && !proto_state_final(f->state)))
                         ret[k++] = id;
         }
         return k;
@@ -604,20 +609,29 @@ static bool park_at(Request *req, uint64_t seq) {
 
 /* Cluster mode: parks `req` when it names IDs this node does not hold, and asks for their
  * rows. Returns true when parked. */
-static bool park(Request *req) {
+static bool park(Request *req, bool fresh) {
         Requests *rq = req->rq;
         _cleanup_free_ uint64_t *ids = malloc(PROTO_MAX_IDS * sizeof(*ids));
         size_t n;
 
         if (!ids)
                 return false;
-        n = missing_ids(executor_table(rq->executor), req->body, ids, PROTO_MAX_IDS);
+        n = missing_ids(executor_table(rq->executor), req->body, fresh, ids, PROTO_MAX_IDS);
         return n > 0 && know_connection(req) &&
                park_at(req, executor_lookup(rq->executor, ids, n));
 }
 
 static void handle(Requests *rq, const Peer *from, const uint8_t *body, size_t body_len,
                    uint64_t replay, bool unavailable);
+
+/* Whether the table holds every future `req` names (those it could not read again are answered
+ * as they are). */
+static bool holds_all(Request *req) {
+        _cleanup_free_ uint64_t *ids = malloc(PROTO_MAX_IDS * sizeof(*ids));
+
+        return ids && missing_ids(executor_table(req->rq->executor), req->body, false, ids,
+                                  PROTO_MAX_IDS) == 0;
+}
 
 /* Handles again the parked requests whose rows are read. */
 static void unpark(Requests *rq) {
@@ -1070,20 +1084,21 @@ typedef struct Op {
         void (*run)(Request *req, ProtoError *e);
         const char *fields[6]; /* besides v, id and op */
         bool ids;              /* names futures by ID (cluster mode: may read them first) */
+        bool fresh;            /* reads states: a mirror not finished yet is read again first */
 } Op;
 
 static const Op ops[] = {
-        { "hello", op_hello, {}, false },
-        { "submit", op_submit, { "jobs", "reply" }, false },
-        { "status", op_status, { "ids" }, true },
-        { "wait", op_wait, { "ids", "mode", "timeout" }, true },
-        { "result", op_result, { "future", "timeout" }, true },
-        { "results", op_results, { "ids", "timeout" }, true },
-        { "cancel", op_cancel, { "ids" }, true },
-        { "release", op_release, { "ids" }, true },
-        { "list", op_list, { "state", "after", "limit" }, false },
-        { "stats", op_stats, {}, false },
-        { "probe", op_probe, { "token" }, false },
+        { "hello", op_hello, {}, false, false },
+        { "submit", op_submit, { "jobs", "reply" }, false, false },
+        { "status", op_status, { "ids" }, true, true },
+        { "wait", op_wait, { "ids", "mode", "timeout" }, true, true },
+        { "result", op_result, { "future", "timeout" }, true, true },
+        { "results", op_results, { "ids", "timeout" }, true, true },
+        { "cancel", op_cancel, { "ids" }, true, false },
+        { "release", op_release, { "ids" }, true, false },
+        { "list", op_list, { "state", "after", "limit" }, false, false },
+        { "stats", op_stats, {}, false, false },
+        { "probe", op_probe, { "token" }, false, false },
 };
 
 /* How far into an oversized frame request_handle() looks for the id to echo: the id comes early
@@ -1212,8 +1227,11 @@ static void handle(Requests *rq, const Peer *from, const uint8_t *body, size_t b
         msgpack_unpacked_init(&msg);
         req.body = &msg.data;
         op = decode(&req, &msg, body, body_len, &e);
-        if (op && !replay && op->ids && executor_clustered(rq->executor) && park(&req))
+        if (op && !replay && op->ids && executor_clustered(rq->executor) &&
+            park(&req, op->fresh))
                 ; /* handled once the rows are read */
+        else if (op && unavailable && holds_all(&req)) /* mirrors read again: as they were */
+                op->run(&req, &e);
         else if (op && unavailable) {
                 proto_error(&e, PROTO_E_STORE_UNAVAILABLE, NULL,
                             "the store's database cannot be reached: the futures this node "
