@@ -96,12 +96,17 @@ struct Executor {
         uint64_t lookup_ok_before_failed; /* ... and the answer before it with this one */
         uint64_t ran;             /* jobs that ran on this node */
         uint64_t fenced;          /* changes the database refused (fencing) */
+
+        /* PostgreSQL: new jobs not inserted because a row had their idempotency key (pairs:
+         * the new ID, the row's), until their submits' replies went out (executor_twin). */
+        IdList twins;
 };
 
 /* Cluster mode, at the end of this file. */
 static void cluster_turn(Executor *x);
 static void cluster_place(Executor *x, const JobSpec *specs, Future **made, uint32_t n);
 static int cluster_start(Executor *x, const char *uri);
+static void on_twin(void *userdata, uint64_t id, uint64_t existing);
 
 /* Milliseconds of the wall clock, which the store keeps for retention across restarts. */
 static int64_t wall_ms(void) {
@@ -1230,6 +1235,7 @@ int executor_new(Executor **ret, Loop *loop, Events *events, const ExecutorConfi
         r = store_open(&x->store, &cfg->store, loop, on_commit, x);
         if (r < 0)
                 return r;
+        store_set_twin(x->store, on_twin);
         x->committed_seq = store_durable(x->store) ? store_open_seq(x->store) - 1 : 0;
         x->seen_seq = x->committed_seq;
         r = recover(x);
@@ -1336,6 +1342,7 @@ Executor *executor_free(Executor *x) {
         x->store = store_close(x->store);
         x->cluster = cluster_free(x->cluster);
         free(x->wanted);
+        free(x->twins.ids);
         if (x->table.remote) {
                 size_t pos = 0;
                 for (Future *f; (f = remote_next(&x->remote, &pos));)
@@ -1675,6 +1682,63 @@ static void on_fenced(void *userdata, uint64_t id) {
                 want(x, id);
         }
         x->recovering = false;
+}
+
+/* The job `id` of a batch just committed was not inserted: the row `existing` has its
+ * idempotency key (another node's submit, or one whose row this node did not hold). The job is
+ * dropped before it starts (it never runs); its submit's reply names `existing` instead
+ * (executor_twin), and a client waiting on it (reply "results") waits on `existing`, mirrored
+ * here from its row. */
+static void on_twin(void *userdata, uint64_t id, uint64_t existing) {
+        Executor *x = userdata;
+        Future *f = table_get(&x->table, id), *e = table_get(&x->table, existing);
+
+        if (!f || f->state != STATE_PENDING || (f->cluster & FUTURE_FOREIGN))
+                return;
+        log_fields(LOG_INFO, &(LogFields){ .future_id = id, .job_kind = f->kind->name },
+                   "future %" PRIu64 ": its idempotency key names future %" PRIu64 " already: "
+                   "it is that one", id, existing);
+        if (idlist_add(&x->twins, id) < 0 || idlist_add(&x->twins, existing) < 0) {
+                x->twins.n -= x->twins.n % 2;
+                log_error("future %" PRIu64 ": out of memory: its submit's reply names it, "
+                          "though it does not run", id);
+        }
+        if (!e && x->cluster) {
+                StoreJob job = { .id = existing, .kind = f->kind->name, .state = STATE_PENDING,
+                                 .principal = f->principal ? f->principal->name : NULL };
+                if (adopt(x, &job, FUTURE_FOREIGN | FUTURE_AWAY, &e) >= 0 && e)
+                        want(x, existing); /* its row says what it is */
+        }
+        if (f->waiters && e)
+                waiter_retarget(&x->waiters, f, e);
+        x->recovering = true; /* it has no row */
+        if (f->waiters) /* out of memory: they are told it failed */
+                fail_as(x, f, false, PROTO_F_INTERNAL,
+                        "its idempotency key names another future, which cannot be followed "
+                        "here: out of memory", 0, 0);
+        else {
+                int k = counters_kind_index(&x->counters, f->kind);
+                if (f->timeout) {
+                        timer_deinit(x->timers, &f->timeout->timer);
+                        f->timeout = mfree(f->timeout);
+                }
+                if (k >= 0) /* it was never a job of its own */
+                        x->counters.submitted[k]--;
+                x->submitted--;
+                expire(x, f);
+        }
+        x->recovering = false;
+}
+
+uint64_t executor_twin(const Executor *x, uint64_t id) {
+        for (size_t i = 0; i + 1 < x->twins.n; i += 2)
+                if (x->twins.ids[i] == id)
+                        return x->twins.ids[i + 1];
+        return id;
+}
+
+void executor_twins_sent(Executor *x) {
+        x->twins.n = 0;
 }
 
 static const ClusterHooks cluster_hooks = {

@@ -41,9 +41,16 @@ struct HeldReply {
         bool envelope;
         uint8_t identity_len;
         uint8_t identity[255];
+        uint64_t *ids;      /* a submit's: the IDs its reply names (executor_twin), or NULL */
+        uint32_t n_ids;
         size_t len;
         uint8_t bytes[];
 };
+
+static void held_free(HeldReply *h) {
+        free(h->ids);
+        free(h);
+}
 
 static void reply_ok(Request *req, uint32_t n_fields) {
         reply_begin(&req->reply, req->has_id, req->id, true, n_fields);
@@ -471,9 +478,12 @@ static bool defer_results(Request *req, const uint64_t *ids, uint32_t n) {
 /* Keeps the packed reply of a submit until the store has committed batch `seq`: a submit is
  * acknowledged only once its jobs are on disk. Likewise a `cancel`, whose futures read cancelled
  * only once their finish is seen (executor_seen(): committed, also when batch `seq` failed and
- * a later one carried it). Returns false when it cannot (out of memory, or a routing id too long
- * to copy): the caller sends it at once then, acknowledging early rather than never. */
-static bool hold_reply(Request *req, uint64_t seq, bool cancel) {
+ * a later one carried it). A submit's `ids` (copied; NULL for a cancel) are those its reply
+ * names: packed again when the commit found some of them to be twins (executor_twin). Returns
+ * false when it cannot (out of memory, or a routing id too long to copy): the caller sends it
+ * at once then, acknowledging early rather than never. */
+static bool hold_reply(Request *req, uint64_t seq, bool cancel, const uint64_t *ids,
+                       uint32_t n_ids) {
         Requests *rq = req->rq;
         HeldReply *h;
 
@@ -493,6 +503,13 @@ static bool hold_reply(Request *req, uint64_t seq, bool cancel) {
         };
         memcpy(h->identity, req->from.identity, req->from.identity_len);
         memcpy(h->bytes, req->reply.buf.data, req->reply.buf.size);
+        if (ids && !(h->ids = malloc(n_ids * sizeof(*ids)))) {
+                free(h);
+                return false;
+        }
+        if (ids)
+                memcpy(h->ids, ids, n_ids * sizeof(*ids));
+        h->n_ids = ids ? n_ids : 0;
         QUEUE_APPEND(rq->held, rq->held_tail, h);
         return true;
 }
@@ -501,6 +518,14 @@ static void store_unavailable(ProtoError *e) {
         proto_error(e, PROTO_E_STORE_UNAVAILABLE, NULL,
                     "the store's database cannot be reached: no job of the batch was kept; try "
                     "again later");
+}
+
+/* Whether a held submit's reply names a job that the commit found to be a twin. */
+static bool twins_in(Requests *rq, const HeldReply *h) {
+        for (uint32_t i = 0; i < h->n_ids; i++)
+                if (executor_twin(rq->executor, h->ids[i]) != h->ids[i])
+                        return true;
+        return false;
 }
 
 /* Sends the held replies whose batch the store is done with: a submit's as packed when it was
@@ -520,7 +545,14 @@ static void release_held(Requests *rq) {
                         continue;
                 }
                 reply_init(&reply);
-                if (r == 0 || h->cancel)
+                if (r == 0 && twins_in(rq, h)) { /* packed again, as op_submit() does */
+                        reply_begin(&reply, h->has_id, h->req_id, true, 1);
+                        proto_pack_str(&reply.pk, "ids");
+                        msgpack_pack_array(&reply.pk, h->n_ids);
+                        for (uint32_t i = 0; i < h->n_ids; i++)
+                                msgpack_pack_uint64(&reply.pk,
+                                                    executor_twin(rq->executor, h->ids[i]));
+                } else if (r == 0 || h->cancel)
                         proto_buf_write(&reply.buf, (const char *) h->bytes, h->len);
                 else {
                         ProtoError e = { .index = -1 };
@@ -544,8 +576,10 @@ static void release_held(Requests *rq) {
                         rq->held = h->next;
                 if (rq->held_tail == h)
                         rq->held_tail = prev;
-                free(h);
+                held_free(h);
         }
+        /* Every submit of the batches committed so far is answered. */
+        executor_twins_sent(rq->executor);
 }
 
 /* A request parked until the database's rows of the IDs it names are read (cluster mode). */
@@ -658,7 +692,7 @@ void request_deinit(Requests *rq) {
         while (rq->held) {
                 HeldReply *h = rq->held;
                 rq->held = h->next;
-                free(h);
+                held_free(h);
         }
         rq->held_tail = NULL;
 }
@@ -668,7 +702,7 @@ static void op_submit(Request *req, ProtoError *e) {
         _cleanup_free_ JobSpec *specs = NULL;
         _cleanup_free_ char (*groups)[PROTO_MAX_GROUP + 1] = NULL;
         _cleanup_free_ uint64_t *ids = NULL;
-        bool want_results;
+        bool want_results, keyed = false;
         uint64_t seq;
         uint32_t n;
         int r;
@@ -747,7 +781,10 @@ static void op_submit(Request *req, ProtoError *e) {
         msgpack_pack_array(req->pk, n);
         for (uint32_t i = 0; i < n; i++)
                 msgpack_pack_uint64(req->pk, ids[i]);
-        if (seq == 0 || !hold_reply(req, seq, false))
+        for (uint32_t i = 0; i < n && !keyed; i++)
+                keyed = specs[i].key != NULL;
+        /* Only a job with a key may turn out a twin (executor_twin) when it is committed. */
+        if (seq == 0 || !hold_reply(req, seq, false, keyed ? ids : NULL, n))
                 send_reply(req);
 }
 
@@ -879,7 +916,7 @@ static void reply_bools(Request *req, ProtoError *e, const char *field,
                 } else
                         msgpack_pack_false(req->pk);
         seq = hold && any ? executor_change_seq(req->rq->executor) : 0;
-        if (seq == 0 || !hold_reply(req, seq, true))
+        if (seq == 0 || !hold_reply(req, seq, true, NULL, 0))
                 send_reply(req);
 }
 

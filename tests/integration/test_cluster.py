@@ -50,7 +50,8 @@ def test_a_futured_without_cluster_is_still_refused_beside_nodes(tmp_path, pg_da
 
 def test_migration_from_version_1(tmp_path, pg_server, pg_database):
     uri, name = pg_database
-    # The schema of version 1, as a futured before cluster mode left it, with a finished job.
+    # The schema of version 1, as a futured before cluster mode left it, with a finished job,
+    # and two that nodes before version 3 (keys per node) gave the same idempotency key.
     pg_server.psql(
         "CREATE TABLE futured_version (version integer NOT NULL);"
         "INSERT INTO futured_version VALUES (1);"
@@ -62,10 +63,17 @@ def test_migration_from_version_1(tmp_path, pg_server, pg_database):
         " state smallint NOT NULL, outcome bytea, finished_at bigint, idempotency_key text,"
         " owner text);"
         "INSERT INTO futured_jobs (id, kind, state, outcome, finished_at, attempt)"
-        " VALUES (5, 'noop', 2, '\\x80', (extract(epoch from now()) * 1000)::bigint, 1);",
+        " VALUES (5, 'noop', 2, '\\x80', (extract(epoch from now()) * 1000)::bigint, 1);"
+        "INSERT INTO futured_jobs (id, kind, state, outcome, finished_at, attempt,"
+        " idempotency_key) SELECT i, 'noop', 2, '\\x80',"
+        " (extract(epoch from now()) * 1000)::bigint, 1, 'dup' FROM generate_series(6, 7) i;",
         name, name)
     n = node(tmp_path, uri, 1)
-    assert pg_server.psql("SELECT max(version) FROM futured_version", name, name) == [["2"]]
+    assert pg_server.psql("SELECT max(version) FROM futured_version", name, name) == [["3"]]
+    # Version 3: the key stays with the first of its jobs, and names it from now on.
+    assert pg_server.psql("SELECT id, idempotency_key FROM futured_jobs WHERE id >= 6 "
+                          "ORDER BY id", name, name) == [["6", "dup"], ["7", ""]]
+    assert n.c.rq("submit", jobs=[{"kind": "noop", "idempotency_key": "dup"}])["ids"] == [6]
     cols = pg_server.psql("SELECT column_name FROM information_schema.columns WHERE "
                           "table_name = 'futured_jobs' AND column_name = 'cancel_requested'",
                           name, name)
@@ -451,3 +459,38 @@ def test_finishes_during_a_nodes_outage_are_published_after(tmp_path, pg_server,
     seen = finish_events(sub, set(ids))
     assert set(seen) == set(ids) and stats(n3)["cluster_connected"] == 1
     assert all(seen[i] == {"id": i, "state": "done", "kind": "prime", "group": ""} for i in ids)
+
+
+def test_an_idempotency_key_is_unique_across_the_cluster(tmp_path, pg_server, pg_database):
+    """The same key through several nodes makes one job, one after the other and at once; the
+    other submits are answered with its ID (reply "ids" and "results"), and their own provisional
+    jobs never run."""
+    uri, name = pg_database
+    nodes = three(tmp_path, uri)
+    [a] = nodes[0].c.rq("submit", jobs=[{"kind": "noop", "idempotency_key": "k"}])["ids"]
+    assert nodes[0].c.rq("wait", ids=[a], timeout=20)["not_done"] == []
+    # One after the other: node 2 never held it, node 3 knows nothing of it.
+    assert nodes[1].c.rq("submit", jobs=[{"kind": "noop", "idempotency_key": "k"},
+                                         {"kind": "noop"}])["ids"][0] == a
+    r = nodes[2].c.rq("submit", jobs=[{"kind": "noop", "idempotency_key": "k"}],
+                      reply="results", reply_timeout=30)
+    assert r["ids"] == [a] and [(x["id"], x["state"]) for x in r["results"]] == [(a, "done")], r
+    # At once: the same 50 keys through the three nodes, each submit in flight together.
+    jobs = [{"kind": "sleep", "args": {"seconds": 0.01}, "idempotency_key": f"c{i}"}
+            for i in range(50)]
+    clients = [n.client() for n in nodes]
+    for c in clients:
+        c.send(op="submit", jobs=jobs)
+    replies = [c.recv(30) for c in clients]
+    assert all(r["ok"] for r in replies), replies
+    ids = replies[0]["ids"]
+    assert len(set(ids)) == 50 and all(r["ids"] == ids for r in replies), replies
+    assert nodes[2].c.rq("wait", ids=ids, mode="all", timeout=30)["not_done"] == []
+    rows = pg_server.psql("SELECT count(*), count(DISTINCT idempotency_key) FROM futured_jobs "
+                          "WHERE idempotency_key LIKE 'c%'", name, name)
+    assert rows == [["50", "50"]], rows
+    # Only those 50, the first one and node 2's job without a key ran.
+    wait_for(lambda: sum(stats(n)["cluster_ran"] for n in nodes) == 52, 10, "the runs")
+    time.sleep(0.5)
+    assert sum(stats(n)["cluster_ran"] for n in nodes) == 52
+    assert sum(stats(n)["submitted"] for n in nodes) == 52
