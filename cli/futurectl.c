@@ -54,6 +54,7 @@ static const char main_usage[] =
         "      --json                machine-readable output\n"
         "  -h, --help                this help; COMMAND --help for a command's\n"
         "      --version             the version\n"
+        "Long options are given in full (no abbreviations).\n"
         "\n"
         "Job arguments are NAME=VALUE or bare values in the kind's parameter order, e.g.\n"
         "  futurectl submit prime 18446744073709551557 method=miller-rabin --wait\n"

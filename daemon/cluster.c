@@ -798,10 +798,11 @@ static void *thread_main(void *userdata) {
                         logged = false;
                         if (c->ok_ms) { /* a reconnection: what was missed meanwhile */
                                 int64_t since = c->ok_ms - CATCH_UP_MARGIN_MS;
-                                if (!c->catch_up_ms || since < c->catch_up_ms) {
-                                        c->catch_up_ms = since;
-                                        c->catch_up_after = 0;
-                                }
+                                /* One cut short starts again, from the older time: rows
+                                 * of this gap may have any ID. */
+                                c->catch_up_ms = c->catch_up_ms ? MIN(c->catch_up_ms, since)
+                                                                : since;
+                                c->catch_up_after = 0;
                         }
                         c->backoff_ms = 0;
                         pthread_mutex_lock(&c->lock);
