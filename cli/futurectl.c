@@ -54,6 +54,7 @@ static const char main_usage[] =
         "      --json                machine-readable output\n"
         "  -h, --help                this help; COMMAND --help for a command's\n"
         "      --version             the version\n"
+        "Long options are given in full (no abbreviations).\n"
         "\n"
         "Job arguments are NAME=VALUE or bare values in the kind's parameter order, e.g.\n"
         "  futurectl submit prime 18446744073709551557 method=miller-rabin --wait\n"
@@ -167,7 +168,14 @@ int ctl_usage_error(const char *usage, const char *fmt, ...) {
         return EXIT_USAGE;
 }
 
+/* The option just refused was an abbreviation, and check_full_name() said so. */
+static bool abbreviated;
+
 int ctl_bad_option(const char *usage, char **argv) {
+        if (abbreviated) {
+                abbreviated = false;
+                return EXIT_USAGE;
+        }
         /* getopt_long() leaves the culprit at argv[optind - 1]; optopt names a short option. */
         if (optind > 0 && strncmp(argv[optind - 1], "--", 2) == 0)
                 return ctl_usage_error(usage, "unknown option, or one missing its value: '%s'",
@@ -227,11 +235,37 @@ bool ctl_common_option(Ctl *ctl, int c, const char *help) {
         return false;
 }
 
+/* getopt_long() takes an unambiguous abbreviation of a long option (`--server` for
+ * `--server-key`), which misleads when the word names something else: only full names are
+ * taken. Returns 0, or the usage error's exit status when the option getopt_long() just took
+ * (options[index]) was abbreviated. */
+static int check_full_name(char **argv, const struct option *options, int index,
+                           const char *help) {
+        /* The option's own word: before its value when that was the next word. */
+        const char *word = argv[optind - (optarg && optind >= 2 && optarg == argv[optind - 1]
+                                                  ? 2 : 1)];
+        size_t len;
+
+        if (strncmp(word, "--", 2) != 0)
+                return 0;
+        word += 2;
+        len = strcspn(word, "=");
+        if (len == strlen(options[index].name) && strncmp(word, options[index].name, len) == 0)
+                return 0;
+        return ctl_usage_error(help, "unknown option '--%.*s' (options are not abbreviated: "
+                               "did you mean '--%s'?)", (int) len, word, options[index].name);
+}
+
 int ctl_next_option(Ctl *ctl, int argc, char **argv, const char *shortopts,
                     const struct option *options, const char *help) {
-        int c;
+        int c, index = -1;
 
-        while ((c = getopt_long(argc, argv, shortopts, options, NULL)) >= 0) {
+        while ((c = getopt_long(argc, argv, shortopts, options, &index)) >= 0) {
+                if (index >= 0 && check_full_name(argv, options, index, help) != 0) {
+                        abbreviated = true; /* ctl_bad_option() says nothing more */
+                        return '?';
+                }
+                index = -1;
                 if (c == 'c')
                         c = 'C';
                 if (!ctl_common_option(ctl, c, help))

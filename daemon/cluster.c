@@ -36,6 +36,12 @@
 #define EXPIRE_BATCH 1000
 /* Notification payloads stay under PostgreSQL's 8,000 bytes. */
 #define NOTIFY_MAX 7900
+/* After a reconnection, the rows finished since this long before the connection was last seen
+ * working are read again (their notifications may be lost): the clocks of the nodes, which
+ * write finished_at, may differ by this much. */
+#define CATCH_UP_MARGIN_MS 2000
+/* Rows read per statement of a catch-up. */
+#define CATCH_UP_BATCH 1000
 
 /* Claim hints: open jobs of no limited group, of limited groups, may wait for a lane. */
 #define HINT_OPEN 1u
@@ -45,7 +51,7 @@
 typedef enum ItemType {
         ITEM_CLAIMED,   /* res: claimed rows of lane `lane` */
         ITEM_ROWS,      /* res: a lookup's rows; then looked_up(seq) */
-        ITEM_NOTE,      /* text: a notification's payload (cancels, releases) */
+        ITEM_NOTE,      /* text: a notification's payload (cancels, releases, starts) */
         ITEM_DONE,      /* text: an array literal of finished IDs; res: their final rows */
         ITEM_LIST,      /* res: the rows of list `seq` */
         ITEM_RECONCILE,
@@ -111,6 +117,10 @@ struct Cluster {
         IdList done;                /* finished IDs notified, their rows not read yet */
         bool registered;
         uint64_t connected_ns;      /* when the connection was made */
+        int64_t ok_ms;              /* wall clock: when the connection was last seen working */
+        int64_t catch_up_ms;        /* finished rows from then on are to be read again; 0: none */
+        uint64_t catch_up_after;    /* ... those of IDs above this one (read so far) */
+        IdList reannounce;          /* releases announced around an outage: again once settled */
 };
 
 /* "{1,2,3}": an array literal of `n` IDs (malloc'ed), or NULL. */
@@ -371,8 +381,12 @@ static bool expire_rows(Cluster *c) {
         return res != NULL;
 }
 
-/* Notifies the IDs released on this node since the last call ("r:ID,..."). */
-static bool announce_releases(Cluster *c) {
+/* Notifies the IDs released on this node since the last call ("r:ID,..."). When the
+ * connection fails, they stay queued (with those released meanwhile) and are announced once it
+ * is back: a chunk that went out before the failure goes again, which is harmless. Those
+ * announced around an outage (`again`: before the others can have reconnected and listen
+ * again) are kept in c->reannounce, to be announced again once they have (thread_main). */
+static bool announce_releases(Cluster *c, bool again) {
         IdList l;
         bool ok;
 
@@ -381,6 +395,20 @@ static bool announce_releases(Cluster *c) {
         c->releases = (IdList){};
         pthread_mutex_unlock(&c->lock);
         ok = l.n == 0 || notify_ids(c, 'r', l.ids, l.n);
+        if (!ok) {
+                pthread_mutex_lock(&c->lock);
+                for (size_t i = 0; i < c->releases.n; i++)
+                        if (idlist_add(&l, c->releases.ids[i]) < 0)
+                                log_error("cluster: out of memory: a release is not announced "
+                                          "(the other nodes keep their copy until it expires)");
+                free(c->releases.ids);
+                c->releases = l;
+                pthread_mutex_unlock(&c->lock);
+                return false;
+        }
+        for (size_t i = 0; again && i < l.n; i++)
+                if (idlist_add(&c->reannounce, l.ids[i]) < 0)
+                        break; /* the first announcement went out */
         free(l.ids);
         return ok;
 }
@@ -390,8 +418,11 @@ static bool announce_releases(Cluster *c) {
                 "j.timeout_ms, j.retries, j.attempt, j.state, j.outcome, j.finished_at, " \
                 "j.idempotency_key"
 
-/* Takes the rows a claim returned for `lane` (NULL: it failed). Returns how many, or -1. */
-static int claimed(Cluster *c, uint32_t lane, PGresult *res) {
+/* Takes the rows a claim returned for `lane` (NULL: it failed) and adds their IDs to
+ * `started`, which claim() announces once its queries are done ("s:ID,...": the other nodes'
+ * mirrors show them running; not from here: a claim may be in a pipeline). Returns how many, or
+ * -1. */
+static int claimed(Cluster *c, uint32_t lane, PGresult *res, IdList *started) {
         int n;
 
         if (!res)
@@ -401,6 +432,9 @@ static int claimed(Cluster *c, uint32_t lane, PGresult *res) {
                 PQclear(res);
                 return 0;
         }
+        /* Without memory the mirrors show them pending until they are read again. */
+        for (int i = 0; i < n && idlist_add(started, id_at(res, i, 0)) >= 0; i++)
+                ;
         pthread_mutex_lock(&c->lock);
         c->transit[lane] += (uint32_t) n;
         c->stats.claimed += (uint64_t) n;
@@ -423,7 +457,8 @@ static uint32_t room_of(Cluster *c, uint32_t lane) {
  * one transaction per group, under an advisory lock of the group, takes at most the limit less
  * the group's running jobs across the cluster (the rows: no counter to drift). Puts whether a
  * group held jobs back. */
-static bool claim_groups(Cluster *c, uint32_t lane, const PGresult *groups, bool *ret_held) {
+static bool claim_groups(Cluster *c, uint32_t lane, const PGresult *groups, bool *ret_held,
+                         IdList *started) {
         const char *values[4] = { c->kinds[lane] };
         bool ok = true;
 
@@ -465,7 +500,7 @@ static bool claim_groups(Cluster *c, uint32_t lane, const PGresult *groups, bool
                               : NULL;
                 ok = ok && exec_ok(c, "COMMIT");
                 if (ok)
-                        (void) claimed(c, lane, res);
+                        (void) claimed(c, lane, res, started);
                 else {
                         PQclear(res);
                         (void) exec_ok(c, "ROLLBACK");
@@ -512,6 +547,7 @@ static bool claim(Cluster *c) {
         uint32_t want[CLUSTER_LANES];
         uint8_t asked[CLUSTER_LANES] = {};
         PGresult *groups[CLUSTER_LANES] = {}, *res;
+        IdList started = {};
         bool held = false, ok = PQenterPipelineMode(c->conn);
 
         for (uint32_t lane = 0; lane < CLUSTER_LANES; lane++) {
@@ -538,7 +574,7 @@ static bool claim(Cluster *c) {
         ok = ok && PQpipelineSync(c->conn);
         for (uint32_t lane = 0; lane < CLUSTER_LANES && ok; lane++) {
                 if (asked[lane] & HINT_OPEN) {
-                        int n = claimed(c, lane, pipeline_result(c));
+                        int n = claimed(c, lane, pipeline_result(c), &started);
                         ok = n >= 0;
                         /* A full claim: more may wait. */
                         if (ok && (uint32_t) n < want[lane])
@@ -556,11 +592,13 @@ static bool claim(Cluster *c) {
         ok = ok && PQexitPipelineMode(c->conn);
         for (uint32_t lane = 0; lane < CLUSTER_LANES; lane++) {
                 if (ok && groups[lane] && PQntuples(groups[lane]) > 0)
-                        ok = claim_groups(c, lane, groups[lane], &held);
+                        ok = claim_groups(c, lane, groups[lane], &held, &started);
                 PQclear(groups[lane]);
         }
         /* A group at its limit gets room when one of its jobs finishes: look again then. */
         c->groups_held = held;
+        ok = ok && (started.n == 0 || notify_ids(c, 's', started.ids, started.n));
+        free(started.ids);
         return ok;
 }
 
@@ -805,6 +843,39 @@ static bool read_done(Cluster *c) {
         return !read || res != NULL;
 }
 
+/* After a reconnection: reads the rows finished since the connection was last seen working
+ * (less a margin) that another node finished, a batch at a time, and hands them to the loop as
+ * a notification's would be (their finish notifications may have been lost): the loop finishes
+ * its copies from them and publishes the events of the others. At least once: an event
+ * published before the outage may go out again. A failure leaves the rest for the next
+ * connection. */
+static bool catch_up(Cluster *c) {
+        while (c->catch_up_ms) {
+                char since[24], after[24];
+                const char *values[3] = { since, after, c->owner };
+                PGresult *res;
+                int n;
+                snprintf(since, sizeof(since), "%" PRId64, c->catch_up_ms);
+                snprintf(after, sizeof(after), "%" PRIu64, c->catch_up_after);
+                res = query(c, "SELECT " PGSTORE_JOB_COLUMNS " FROM futured_jobs "
+                               "WHERE finished_at >= $1::bigint AND id > $2::bigint AND "
+                               "state >= 2 AND owner IS DISTINCT FROM $3 ORDER BY id LIMIT "
+                               STRINGIFY(CATCH_UP_BATCH), 3, values, -1, 0);
+                if (!res)
+                        return false;
+                n = PQntuples(res);
+                if (n > 0)
+                        c->catch_up_after = id_at(res, n - 1, 0);
+                if (n < CATCH_UP_BATCH)
+                        c->catch_up_ms = 0;
+                if (n > 0)
+                        post(c, ITEM_DONE, res, "{}", 0, 0);
+                else
+                        PQclear(res);
+        }
+        return true;
+}
+
 static bool stopping(Cluster *c) {
         bool r;
 
@@ -824,7 +895,7 @@ static void *thread_main(void *userdata) {
                 struct pollfd pfd[2] = { { .fd = c->wake_fd, .events = POLLIN },
                                          { .fd = -1, .events = POLLIN } };
                 int timeout;
-                bool ok = true;
+                bool ok = true, calm;
 
                 if (!c->conn) {
                         if (c->backoff_ms) {
@@ -847,6 +918,14 @@ static void *thread_main(void *userdata) {
                         if (logged)
                                 log_notice("cluster: the database is back");
                         logged = false;
+                        if (c->ok_ms) { /* a reconnection: what was missed meanwhile */
+                                int64_t since = c->ok_ms - CATCH_UP_MARGIN_MS;
+                                /* One cut short starts again, from the older time: rows
+                                 * of this gap may have any ID. */
+                                c->catch_up_ms = c->catch_up_ms ? MIN(c->catch_up_ms, since)
+                                                                : since;
+                                c->catch_up_after = 0;
+                        }
                         c->backoff_ms = 0;
                         pthread_mutex_lock(&c->lock);
                         c->stats.connected = true;
@@ -885,9 +964,19 @@ static void *thread_main(void *userdata) {
                         if (++c->polls % RECONCILE_POLLS == 0)
                                 post(c, ITEM_RECONCILE, NULL, NULL, 0, 0);
                 }
-                ok = ok && read_done(c) && look_up(c) && cancel(c) && announce_releases(c);
+                /* The others may still be reconnecting (backoff) for this long after an
+                 * outage: releases announced meanwhile go again once it has passed. */
+                calm = now >= c->connected_ns + (uint64_t) MAX_BACKOFF_MS * 2000000u;
+                ok = ok && read_done(c) && look_up(c) && cancel(c) && catch_up(c) &&
+                     announce_releases(c, !calm);
+                if (ok && calm && c->reannounce.n) {
+                        ok = notify_ids(c, 'r', c->reannounce.ids, c->reannounce.n);
+                        c->reannounce.n = 0;
+                }
                 if (ok && claimable(c))
                         ok = claim(c);
+                if (ok)
+                        c->ok_ms = wall_ms();
                 if (!ok || PQstatus(c->conn) != CONNECTION_OK) {
                         PQfinish(c->conn);
                         c->conn = NULL;
@@ -937,7 +1026,8 @@ static void on_items(LoopFile *lf, uint32_t events) {
                                 pgstore_job_at(it->res, row, &job);
                                 c->hooks.finished_row(c->userdata, &job);
                         }
-                        if (!fin && ((it->text[0] != 'c' && it->text[0] != 'r') ||
+                        if (!fin && ((it->text[0] != 'c' && it->text[0] != 'r' &&
+                                      it->text[0] != 's') ||
                                      it->text[1] != ':'))
                                 break;
                         for (char *p = it->text + (fin ? 1 : 2), *end; *p;
@@ -949,6 +1039,8 @@ static void on_items(LoopFile *lf, uint32_t events) {
                                         c->hooks.finished(c->userdata, id);
                                 else if (it->text[0] == 'r')
                                         c->hooks.released(c->userdata, id);
+                                else if (it->text[0] == 's')
+                                        c->hooks.started(c->userdata, id);
                                 else
                                         c->hooks.cancel(c->userdata, id);
                         }
@@ -1213,6 +1305,7 @@ Cluster *cluster_free(Cluster *c) {
         free(c->done.ids);
         free(c->releases.ids);
         idset_deinit(&c->watched);
+        free(c->reannounce.ids);
         free_lists(c->lists);
         free_lists(c->answers);
         for (unsigned i = 0; i < CLUSTER_LANES; i++)

@@ -8,7 +8,8 @@
  *   and every commit that adds open jobs says so;
  * - it claims open pending jobs for the lanes the loop has room in (one UPDATE ... FOR UPDATE
  *   SKIP LOCKED per lane, by priority then ID, only the kinds the node runs), at once when a
- *   notification says there are some, and once a second at least (the safety net);
+ *   notification says there are some, and once a second at least (the safety net), and
+ *   notifies the IDs it claimed (the other nodes' copies show them running);
  * - it keeps the node's lease in futured_nodes (renewed every lease/3) and takes back, in one
  *   statement, the jobs of nodes whose lease expired: run again within their retries (open to
  *   any node), else failed `interrupted`;
@@ -18,7 +19,10 @@
  *   node's own finishes (notified by its store's connection) are the loop's already;
  * - it reads the rows the loop asks for (lookups: IDs this node does not hold);
  * - it sets cancel_requested on the rows of jobs other nodes run, and notifies them;
- * - it notifies the IDs released on this node (the other nodes drop their copies).
+ * - it notifies the IDs released on this node (the other nodes drop their copies), again after
+ *   an outage;
+ * - after a reconnection it reads the rows the other nodes finished meanwhile (their
+ *   notifications were missed), for the loop to publish their events.
  *
  * What it learns goes to the loop through an eventfd, and the loop hands it to the hooks (the
  * executor's), on the loop thread. Every function is the loop thread's. */
@@ -51,6 +55,8 @@ typedef struct ClusterHooks {
         void (*finished)(void *userdata, uint64_t id);
         /* A node released the job `id` (its row is deleted). */
         void (*released)(void *userdata, uint64_t id);
+        /* A node claimed the job `id` (it runs there now). */
+        void (*started)(void *userdata, uint64_t id);
         /* A node asked that the job `id` be cancelled. */
         void (*cancel)(void *userdata, uint64_t id);
         /* The connection was lost and is back, or a while passed: notifications may have been

@@ -96,12 +96,17 @@ struct Executor {
         uint64_t lookup_ok_before_failed; /* ... and the answer before it with this one */
         uint64_t ran;             /* jobs that ran on this node */
         uint64_t fenced;          /* changes the database refused (fencing) */
+
+        /* PostgreSQL: new jobs not inserted because a row had their idempotency key (pairs:
+         * the new ID, the row's), until their submits' replies went out (executor_twin). */
+        IdList twins;
 };
 
 /* Cluster mode, at the end of this file. */
 static void cluster_turn(Executor *x);
 static void cluster_place(Executor *x, const JobSpec *specs, Future **made, uint32_t n);
 static int cluster_start(Executor *x, const char *uri);
+static void on_twin(void *userdata, uint64_t id, uint64_t existing);
 
 /* Milliseconds of the wall clock, which the store keeps for retention across restarts. */
 static int64_t wall_ms(void) {
@@ -1236,6 +1241,7 @@ int executor_new(Executor **ret, Loop *loop, Events *events, const ExecutorConfi
         r = store_open(&x->store, &cfg->store, loop, on_commit, x);
         if (r < 0)
                 return r;
+        store_set_twin(x->store, on_twin);
         x->committed_seq = store_durable(x->store) ? store_open_seq(x->store) - 1 : 0;
         x->seen_seq = x->committed_seq;
         r = recover(x);
@@ -1342,6 +1348,7 @@ Executor *executor_free(Executor *x) {
         x->store = store_close(x->store);
         x->cluster = cluster_free(x->cluster);
         free(x->wanted);
+        free(x->twins.ids);
         if (x->table.remote) {
                 size_t pos = 0;
                 for (Future *f; (f = remote_next(&x->remote, &pos));)
@@ -1466,8 +1473,8 @@ Cluster *executor_cluster(const Executor *x) {
 }
 
 /* Makes the future of a row of another node's ID (claimed: `flags` FUTURE_FOREIGN; a mirror:
- * also FUTURE_AWAY), pending, or finished as the row is. A job another node runs shows as
- * pending here. */
+ * also FUTURE_AWAY), pending, or finished as the row is. A mirror of a job another node runs is
+ * pending here and shows as running (FUTURE_STARTED). */
 static int adopt(Executor *x, const StoreJob *job, uint8_t flags, Future **ret) {
         /* Runs before this one (a claim counted the one it starts). */
         unsigned done = job->state == STATE_RUNNING && job->attempt ? job->attempt - 1u
@@ -1480,6 +1487,8 @@ static int adopt(Executor *x, const StoreJob *job, uint8_t flags, Future **ret) 
                 return r;
         f->id = job->id;
         f->cluster = flags;
+        if ((flags & FUTURE_AWAY) && job->state == STATE_RUNNING)
+                f->cluster |= FUTURE_STARTED;
         f->retries = (uint8_t) (job->retries > done ? job->retries - done : 0);
         /* A claimed job runs here: its finish waits for its commit in `unseen` (room for every
          * unfinished future, as rings_reserve() makes at a submit). */
@@ -1522,7 +1531,8 @@ static void on_claimed(void *userdata, const StoreJob *job) {
         Future *f = table_get(&x->table, job->id);
 
         if (f && (f->cluster & FUTURE_AWAY) && f->state == STATE_PENDING && !f->heap_pos) {
-                f->cluster &= (uint8_t) ~FUTURE_AWAY; /* one of ours, open until now */
+                /* One of ours, open until now. */
+                f->cluster &= (uint8_t) ~(FUTURE_AWAY | FUTURE_STARTED);
                 cluster_unwatch(x->cluster, f->id);
         } else if (f) {
                 /* Finished here meanwhile (cancelled): the row is ours now, say so. */
@@ -1551,6 +1561,13 @@ static void on_row(void *userdata, const StoreJob *job) {
                 if (adopt(x, job, FUTURE_FOREIGN | FUTURE_AWAY, &f) < 0)
                         log_error("future %" PRIu64 ": cannot read it: out of memory", job->id);
                 return;
+        }
+        /* A mirror shows whether another node runs it now (or runs it no more: taken back). */
+        if ((f->cluster & FUTURE_AWAY) && f->state == STATE_PENDING) {
+                if (job->state == STATE_RUNNING)
+                        f->cluster |= FUTURE_STARTED;
+                else if (job->state == STATE_PENDING)
+                        f->cluster &= (uint8_t) ~FUTURE_STARTED;
         }
         /* Only what another node finished; a job running here is this node's to finish. */
         if (proto_state_final(f->state) || !proto_state_final(job->state) ||
@@ -1605,6 +1622,15 @@ static void on_released(void *userdata, uint64_t id) {
         x->recovering = true;
         expire(x, f);
         x->recovering = false;
+}
+
+/* Another node claimed job `id`: a pending mirror of it shows it running. */
+static void on_started(void *userdata, uint64_t id) {
+        Executor *x = userdata;
+        Future *f = table_get(&x->table, id);
+
+        if (f && (f->cluster & FUTURE_AWAY) && f->state == STATE_PENDING)
+                f->cluster |= FUTURE_STARTED;
 }
 
 static void on_cancel(void *userdata, uint64_t id) {
@@ -1664,11 +1690,68 @@ static void on_fenced(void *userdata, uint64_t id) {
                 x->retained_bytes -= f->outcome_len;
                 f->outcome = mfree(f->outcome);
                 f->outcome_len = 0;
-                f->cluster |= FUTURE_AWAY;
+                f->cluster = (uint8_t) ((f->cluster | FUTURE_AWAY) & ~FUTURE_STARTED);
                 set_state(x, f, STATE_PENDING);
                 want(x, id);
         }
         x->recovering = false;
+}
+
+/* The job `id` of a batch just committed was not inserted: the row `existing` has its
+ * idempotency key (another node's submit, or one whose row this node did not hold). The job is
+ * dropped before it starts (it never runs); its submit's reply names `existing` instead
+ * (executor_twin), and a client waiting on it (reply "results") waits on `existing`, mirrored
+ * here from its row. */
+static void on_twin(void *userdata, uint64_t id, uint64_t existing) {
+        Executor *x = userdata;
+        Future *f = table_get(&x->table, id), *e = table_get(&x->table, existing);
+
+        if (!f || f->state != STATE_PENDING || (f->cluster & FUTURE_FOREIGN))
+                return;
+        log_fields(LOG_INFO, &(LogFields){ .future_id = id, .job_kind = f->kind->name },
+                   "future %" PRIu64 ": its idempotency key names future %" PRIu64 " already: "
+                   "it is that one", id, existing);
+        if (idlist_add(&x->twins, id) < 0 || idlist_add(&x->twins, existing) < 0) {
+                x->twins.n -= x->twins.n % 2;
+                log_error("future %" PRIu64 ": out of memory: its submit's reply names it, "
+                          "though it does not run", id);
+        }
+        if (!e && x->cluster) {
+                StoreJob job = { .id = existing, .kind = f->kind->name, .state = STATE_PENDING,
+                                 .principal = f->principal ? f->principal->name : NULL };
+                if (adopt(x, &job, FUTURE_FOREIGN | FUTURE_AWAY, &e) >= 0 && e)
+                        want(x, existing); /* its row says what it is */
+        }
+        if (f->waiters && e)
+                waiter_retarget(&x->waiters, f, e);
+        x->recovering = true; /* it has no row */
+        if (f->waiters) /* out of memory: they are told it failed */
+                fail_as(x, f, false, PROTO_F_INTERNAL,
+                        "its idempotency key names another future, which cannot be followed "
+                        "here: out of memory", 0, 0);
+        else {
+                int k = counters_kind_index(&x->counters, f->kind);
+                if (f->timeout) {
+                        timer_deinit(x->timers, &f->timeout->timer);
+                        f->timeout = mfree(f->timeout);
+                }
+                if (k >= 0) /* it was never a job of its own */
+                        x->counters.submitted[k]--;
+                x->submitted--;
+                expire(x, f);
+        }
+        x->recovering = false;
+}
+
+uint64_t executor_twin(const Executor *x, uint64_t id) {
+        for (size_t i = 0; i + 1 < x->twins.n; i += 2)
+                if (x->twins.ids[i] == id)
+                        return x->twins.ids[i + 1];
+        return id;
+}
+
+void executor_twins_sent(Executor *x) {
+        x->twins.n = 0;
 }
 
 static const ClusterHooks cluster_hooks = {
@@ -1677,6 +1760,7 @@ static const ClusterHooks cluster_hooks = {
         .looked_up = on_looked_up,
         .finished_row = on_finished_row,
         .finished = on_finished,
+        .started = on_started,
         .cancel = on_cancel,
         .released = on_released,
         .reconcile = on_reconcile,

@@ -191,6 +191,13 @@ bool executor_clustered(const Executor *x);
 /* The node's cluster (cluster.h), or NULL outside cluster mode. */
 Cluster *executor_cluster(const Executor *x);
 
+/* PostgreSQL: the ID a submit's reply names for the job `id`: the existing job whose
+ * idempotency key it repeats when the database had the key already (the job was dropped as its
+ * batch committed), else `id`. Valid until executor_twins_sent(), which the replies of the
+ * batches committed so far call once they are sent. */
+uint64_t executor_twin(const Executor *x, uint64_t id);
+void executor_twins_sent(Executor *x);
+
 /* Asks the database for the rows of `ids` (IDs this node does not hold), which then become
  * futures of the table (mirrors); returns the lookup's number, 0 when it could not be asked
  * (not a cluster, or out of memory). executor_looked_up() is the last answered: every lookup

@@ -38,5 +38,7 @@ FutureState future_visible_state(const Future *f) {
         if (f->state == STATE_RUNNING && f->kind->pool != POOL_PROCESS && f->runner.job &&
             !pooljob_started(f->runner.job))
                 return STATE_PENDING;
+        if ((f->cluster & FUTURE_STARTED) && f->state == STATE_PENDING)
+                return STATE_RUNNING;
         return f->state;
 }

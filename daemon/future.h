@@ -68,6 +68,8 @@ typedef struct Future {
 #define FUTURE_FOREIGN 2
 /* ... its claim wrote its start already (the next start is not written). */
 #define FUTURE_CLAIMED 4
+/* ... a pending mirror (FUTURE_AWAY) whose row another node runs: clients see it running. */
+#define FUTURE_STARTED 8
 
 /* A deadly job is not run again after it killed this many workers, whatever its retries say. */
 #define FUTURE_MAX_DEATHS 3
@@ -82,6 +84,7 @@ int future_new(Future **ret, const JobKind *kind, uint8_t *args, uint32_t args_l
 Future *future_free(Future *f);
 
 /* The state clients see: the future's own, except that a thread job handed to the pool but not
- * yet taken by a thread (prefetch) is still pending, and that a finish is seen only once the
- * store has committed it (`unseen_seq`). */
+ * yet taken by a thread (prefetch) is still pending, that a finish is seen only once the
+ * store has committed it (`unseen_seq`), and that a mirror of a job another node runs is running
+ * (FUTURE_STARTED). */
 FutureState future_visible_state(const Future *f);

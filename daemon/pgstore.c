@@ -41,6 +41,11 @@ enum {
         _STMT_MAX,
 };
 
+/* An idempotency key is unique across the database (version 3): a job whose key a row has
+ * already (another node's job, or one whose row this batch deletes later) is not inserted; the
+ * statement of send_twins() that follows the adds finds its row's ID. */
+#define ADD_CONFLICT "ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
+
 /* Each statement applies a run of consecutive changes of one type, passed as arrays (binary
  * format, one array per column): one statement per run instead of one per change. */
 static const struct {
@@ -51,7 +56,7 @@ static const struct {
                        "timeout_ms, retries, attempt, state, idempotency_key) "
                        "SELECT * FROM unnest($1::bigint[], $2::text[], $3::bytea[], $4::text[], "
                        "$5::integer[], $6::smallint[], $7::bigint[], $8::smallint[], "
-                       "$9::smallint[], $10::smallint[], $11::text[])", 11 },
+                       "$9::smallint[], $10::smallint[], $11::text[]) " ADD_CONFLICT, 11 },
         [STMT_START] = { "UPDATE futured_jobs j SET state = 1, attempt = u.a, owner = $3 "
                          "FROM unnest($1::bigint[], $2::smallint[]) u(id, a) WHERE j.id = u.id",
                          3 },
@@ -86,7 +91,7 @@ static const struct {
                        "FROM unnest($1::bigint[], $2::text[], $3::bytea[], $4::text[], "
                        "$5::integer[], $6::smallint[], $7::bigint[], $8::smallint[], "
                        "$9::smallint[], $10::smallint[], $11::text[], $12::smallint[]) "
-                       "u(i, k, a, g, l, p, t, r, at, s, key, o)", 13 },
+                       "u(i, k, a, g, l, p, t, r, at, s, key, o) " ADD_CONFLICT, 13 },
         [STMT_START] = { "WITH u AS (SELECT * FROM unnest($1::bigint[], $2::smallint[]) "
                          "u(id, a)), d AS (UPDATE futured_jobs j SET state = 1, attempt = u.a "
                          "FROM u WHERE j.id = u.id AND j.owner = $3 AND j.state = 0 "
@@ -184,6 +189,17 @@ static const char schema_v2[] =
         " started timestamptz NOT NULL DEFAULT now(),"
         " kinds text[]);"
         "UPDATE futured_version SET version = 2;";
+
+/* Version 3: an idempotency key names one job in the whole database (cluster mode: the same key
+ * through two nodes makes one job). Keys repeated before (one per node) stay with the job of the
+ * lowest ID; the others' keys are cleared. */
+static const char schema_v3[] =
+        "UPDATE futured_jobs j SET idempotency_key = NULL WHERE idempotency_key IS NOT NULL"
+        " AND EXISTS (SELECT 1 FROM futured_jobs o WHERE o.idempotency_key = j.idempotency_key"
+        " AND o.id < j.id);"
+        "CREATE UNIQUE INDEX futured_jobs_key ON futured_jobs (idempotency_key)"
+        " WHERE idempotency_key IS NOT NULL;"
+        "UPDATE futured_version SET version = 3;";
 
 struct PgStore {
         char *uri;
@@ -362,6 +378,8 @@ static int migrate(PgStore *s, long version, char **ret_error) {
         if (version == 0 && (r = run(s, schema_v1, NULL, ret_error)) < 0)
                 return r;
         if (version <= 1 && (r = run(s, schema_v2, NULL, ret_error)) < 0)
+                return r;
+        if (version <= 2 && (r = run(s, schema_v3, NULL, ret_error)) < 0)
                 return r;
         return 0;
 }
@@ -788,11 +806,14 @@ static const int stmt_of[] = {
         [STORE_OP_FINISH] = STMT_FINISH,   [STORE_OP_REQUEUE] = STMT_REQUEUE,
         [STORE_OP_REMOVE] = STMT_REMOVE,
 };
+/* Removals go first: a job added with the idempotency key of one whose row the same round
+ * deletes (its result expired) is then inserted (keys are unique). A job removed after its own
+ * add starts a round of its own, as any change of a lower rank does. */
 static const int stmt_rank[_STMT_MAX] = {
-        [STMT_ADD] = 0, [STMT_START] = 1, [STMT_REQUEUE] = 2, [STMT_FINISH] = 3, [STMT_REMOVE] = 4,
+        [STMT_REMOVE] = 0, [STMT_ADD] = 1, [STMT_START] = 2, [STMT_REQUEUE] = 3, [STMT_FINISH] = 4,
 };
-static const int stmt_by_rank[_STMT_MAX] = { STMT_ADD, STMT_START, STMT_REQUEUE, STMT_FINISH,
-                                             STMT_REMOVE };
+static const int stmt_by_rank[_STMT_MAX] = { STMT_REMOVE, STMT_ADD, STMT_START, STMT_REQUEUE,
+                                             STMT_FINISH };
 
 /* Sends the changes ops[list[0..n)] (all of statement `stmt`) into the pipeline as one
  * statement. Returns 0, -ENOMEM or -ENOTCONN. */
@@ -823,6 +844,44 @@ static int send_list(PgStore *s, const StoreBatch *b, int stmt, const size_t *li
         }
         snprintf(name, sizeof(name), "s%d", stmt);
         return PQsendQueryPrepared(s->conn, name, n_params, values, lens, fmts, 0) ? 0 : -ENOTCONN;
+}
+
+/* After the adds ops[list[0..n)]: asks for the jobs whose idempotency key a row of another ID
+ * has (not inserted): "ID, the row's ID" pairs, in a statement of its own so that its snapshot
+ * sees a row that another node's commit, which the add waited for, made. Returns 0, -ENOMEM or
+ * -ENOTCONN; sends nothing (and puts 0 in *ret_sent) when no add has a key. */
+static int send_twins(PgStore *s, const StoreBatch *b, const size_t *list, size_t n,
+                      size_t *ret_sent) {
+        const char *values[2];
+        int lens[2], fmts[2] = { 1, 1 }, r;
+
+        *ret_sent = 0;
+        if ((r = col_begin(&s->cols[0], OID_INT8)) < 0 ||
+            (r = col_begin(&s->cols[1], OID_TEXT)) < 0)
+                return r;
+        for (size_t j = 0; j < n; j++) {
+                const StoreOp *op = &b->ops[list[j]];
+                if (op->key_off == STORE_NONE)
+                        continue;
+                if ((r = col_int(&s->cols[0], (int64_t) op->id, 8)) < 0 ||
+                    (r = col_str(&s->cols[1], b, op->key_off)) < 0)
+                        return r;
+        }
+        if (s->cols[0].count == 0)
+                return 0;
+        for (int k = 0; k < 2; k++) {
+                uint32_t count = htobe32(s->cols[k].count);
+                memcpy(s->cols[k].p + 12, &count, 4);
+                values[k] = (const char *) s->cols[k].p;
+                lens[k] = (int) s->cols[k].n;
+        }
+        *ret_sent = 1;
+        return PQsendQueryParams(s->conn, "SELECT u.i, e.id FROM unnest($1::bigint[], "
+                                          "$2::text[]) u(i, k) JOIN futured_jobs e ON "
+                                          "e.idempotency_key = u.k AND e.id <> u.i",
+                                 2, NULL, values, lens, fmts, 0)
+                       ? 0
+                       : -ENOTCONN;
 }
 
 /* Makes room for a batch of `n` changes in the round's lists and ID table. */
@@ -901,6 +960,11 @@ static int send_round(PgStore *s, const StoreBatch *b, size_t *i, size_t *ret_se
                 for (size_t from = 0; from < n[stmt] && r >= 0; from += RUN_MAX, sent++)
                         r = send_list(s, b, stmt, s->list[stmt] + from,
                                       MIN(n[stmt] - from, (size_t) RUN_MAX));
+                if (stmt == STMT_ADD && n[stmt] > 0 && r >= 0) {
+                        size_t twins = 0;
+                        r = send_twins(s, b, s->list[stmt], n[stmt], &twins);
+                        sent += twins;
+                }
         }
         *ret_sent = sent;
         return r;
@@ -925,6 +989,13 @@ static int drain(PgStore *s, StoreBatch *b, size_t n, char **ret_error) {
                 if (st == PGRES_TUPLES_OK && PQnfields(res) == 1 && PQftype(res, 0) == OID_INT8)
                         for (int row = 0; row < PQntuples(res) && r >= 0; row++)
                                 r = idlist_add(&b->fenced, strtoull(PQgetvalue(res, row, 0), NULL, 10));
+                if (st == PGRES_TUPLES_OK && PQnfields(res) == 2) /* send_twins() */
+                        for (int row = 0; row < PQntuples(res) && r >= 0; row++)
+                                if ((r = idlist_add(&b->twins, strtoull(PQgetvalue(res, row, 0),
+                                                                         NULL, 10))) >= 0)
+                                        r = idlist_add(&b->twins,
+                                                       strtoull(PQgetvalue(res, row, 1), NULL,
+                                                                10));
                 if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && r >= 0) {
                         r = st == PGRES_PIPELINE_ABORTED ? -EIO : errno_of(s->conn, res);
                         if (!*ret_error)

@@ -27,7 +27,7 @@ typedef struct pg_result PGresult;
 typedef struct PgStore PgStore;
 
 /* The schema this futured writes. */
-#define PGSTORE_VERSION 2
+#define PGSTORE_VERSION 3
 
 /* IDs per block of the sequence: at least the largest submit (PROTO_MAX_BATCH), so that a
  * batch's IDs always come from one block. */

@@ -41,9 +41,16 @@ struct HeldReply {
         bool envelope;
         uint8_t identity_len;
         uint8_t identity[255];
+        uint64_t *ids;      /* a submit's: the IDs its reply names (executor_twin), or NULL */
+        uint32_t n_ids;
         size_t len;
         uint8_t bytes[];
 };
+
+static void held_free(HeldReply *h) {
+        free(h->ids);
+        free(h);
+}
 
 static void reply_ok(Request *req, uint32_t n_fields) {
         reply_begin(&req->reply, req->has_id, req->id, true, n_fields);
@@ -471,9 +478,12 @@ static bool defer_results(Request *req, const uint64_t *ids, uint32_t n) {
 /* Keeps the packed reply of a submit until the store has committed batch `seq`: a submit is
  * acknowledged only once its jobs are on disk. Likewise a `cancel`, whose futures read cancelled
  * only once their finish is seen (executor_seen(): committed, also when batch `seq` failed and
- * a later one carried it). Returns false when it cannot (out of memory, or a routing id too long
- * to copy): the caller sends it at once then, acknowledging early rather than never. */
-static bool hold_reply(Request *req, uint64_t seq, bool cancel) {
+ * a later one carried it). A submit's `ids` (copied; NULL for a cancel) are those its reply
+ * names: packed again when the commit found some of them to be twins (executor_twin). Returns
+ * false when it cannot (out of memory, or a routing id too long to copy): the caller sends it
+ * at once then, acknowledging early rather than never. */
+static bool hold_reply(Request *req, uint64_t seq, bool cancel, const uint64_t *ids,
+                       uint32_t n_ids) {
         Requests *rq = req->rq;
         HeldReply *h;
 
@@ -493,6 +503,13 @@ static bool hold_reply(Request *req, uint64_t seq, bool cancel) {
         };
         memcpy(h->identity, req->from.identity, req->from.identity_len);
         memcpy(h->bytes, req->reply.buf.data, req->reply.buf.size);
+        if (ids && !(h->ids = malloc(n_ids * sizeof(*ids)))) {
+                free(h);
+                return false;
+        }
+        if (ids)
+                memcpy(h->ids, ids, n_ids * sizeof(*ids));
+        h->n_ids = ids ? n_ids : 0;
         QUEUE_APPEND(rq->held, rq->held_tail, h);
         return true;
 }
@@ -501,6 +518,14 @@ static void store_unavailable(ProtoError *e) {
         proto_error(e, PROTO_E_STORE_UNAVAILABLE, NULL,
                     "the store's database cannot be reached: no job of the batch was kept; try "
                     "again later");
+}
+
+/* Whether a held submit's reply names a job that the commit found to be a twin. */
+static bool twins_in(Requests *rq, const HeldReply *h) {
+        for (uint32_t i = 0; i < h->n_ids; i++)
+                if (executor_twin(rq->executor, h->ids[i]) != h->ids[i])
+                        return true;
+        return false;
 }
 
 /* Sends the held replies whose batch the store is done with: a submit's as packed when it was
@@ -520,7 +545,14 @@ static void release_held(Requests *rq) {
                         continue;
                 }
                 reply_init(&reply);
-                if (r == 0 || h->cancel)
+                if (r == 0 && twins_in(rq, h)) { /* packed again, as op_submit() does */
+                        reply_begin(&reply, h->has_id, h->req_id, true, 1);
+                        proto_pack_str(&reply.pk, "ids");
+                        msgpack_pack_array(&reply.pk, h->n_ids);
+                        for (uint32_t i = 0; i < h->n_ids; i++)
+                                msgpack_pack_uint64(&reply.pk,
+                                                    executor_twin(rq->executor, h->ids[i]));
+                } else if (r == 0 || h->cancel)
                         proto_buf_write(&reply.buf, (const char *) h->bytes, h->len);
                 else {
                         ProtoError e = { .index = -1 };
@@ -544,8 +576,10 @@ static void release_held(Requests *rq) {
                         rq->held = h->next;
                 if (rq->held_tail == h)
                         rq->held_tail = prev;
-                free(h);
+                held_free(h);
         }
+        /* Every submit of the batches committed so far is answered. */
+        executor_twins_sent(rq->executor);
 }
 
 /* A request parked until the database's rows of the IDs it names are read (cluster mode). */
@@ -557,9 +591,10 @@ struct Parked {
         uint8_t bytes[];          /* the frame, the identity, the principal */
 };
 
-/* The IDs a request names ("ids" or "future") that the table does not hold: 0 when the request
- * names none (or is malformed: its handler says so). */
-static size_t missing_ids(const Table *t, const msgpack_object *body, uint64_t *ret,
+/* The IDs a request names ("ids" or "future") that the table does not hold, and with `fresh`
+ * those it holds as unfinished mirrors (FUTURE_AWAY: another node's to run, and its state here
+ * may be old): 0 when the request names none (or is malformed: its handler says so). */
+static size_t missing_ids(const Table *t, const msgpack_object *body, bool fresh, uint64_t *ret,
                           size_t max) {
         const msgpack_object *o = proto_map_get(body, "ids"), *one = proto_map_get(body, "future");
         const msgpack_object *list = o && o->type == MSGPACK_OBJECT_ARRAY ? o->via.array.ptr : one;
@@ -567,7 +602,11 @@ static size_t missing_ids(const Table *t, const msgpack_object *body, uint64_t *
 
         for (size_t i = 0; i < n && k < max; i++) {
                 uint64_t id;
-                if (proto_get_uint(&list[i], &id) == 0 && id > 0 && !table_get(t, id))
+                const Future *f;
+                if (proto_get_uint(&list[i], &id) < 0 || id == 0)
+                        continue;
+                f = table_get(t, id);
+                if (!f || (fresh && (f->cluster & FUTURE_AWAY) && !proto_state_final(f->state)))
                         ret[k++] = id;
         }
         return k;
@@ -604,20 +643,29 @@ static bool park_at(Request *req, uint64_t seq) {
 
 /* Cluster mode: parks `req` when it names IDs this node does not hold, and asks for their
  * rows. Returns true when parked. */
-static bool park(Request *req) {
+static bool park(Request *req, bool fresh) {
         Requests *rq = req->rq;
         _cleanup_free_ uint64_t *ids = malloc(PROTO_MAX_IDS * sizeof(*ids));
         size_t n;
 
         if (!ids)
                 return false;
-        n = missing_ids(executor_table(rq->executor), req->body, ids, PROTO_MAX_IDS);
+        n = missing_ids(executor_table(rq->executor), req->body, fresh, ids, PROTO_MAX_IDS);
         return n > 0 && know_connection(req) &&
                park_at(req, executor_lookup(rq->executor, ids, n));
 }
 
 static void handle(Requests *rq, const Peer *from, const uint8_t *body, size_t body_len,
                    uint64_t replay, bool unavailable);
+
+/* Whether the table holds every future `req` names (those it could not read again are answered
+ * as they are). */
+static bool holds_all(Request *req) {
+        _cleanup_free_ uint64_t *ids = malloc(PROTO_MAX_IDS * sizeof(*ids));
+
+        return ids && missing_ids(executor_table(req->rq->executor), req->body, false, ids,
+                                  PROTO_MAX_IDS) == 0;
+}
 
 /* Handles again the parked requests whose rows are read. */
 static void unpark(Requests *rq) {
@@ -644,7 +692,7 @@ void request_deinit(Requests *rq) {
         while (rq->held) {
                 HeldReply *h = rq->held;
                 rq->held = h->next;
-                free(h);
+                held_free(h);
         }
         rq->held_tail = NULL;
 }
@@ -654,7 +702,7 @@ static void op_submit(Request *req, ProtoError *e) {
         _cleanup_free_ JobSpec *specs = NULL;
         _cleanup_free_ char (*groups)[PROTO_MAX_GROUP + 1] = NULL;
         _cleanup_free_ uint64_t *ids = NULL;
-        bool want_results;
+        bool want_results, keyed = false;
         uint64_t seq;
         uint32_t n;
         int r;
@@ -733,10 +781,13 @@ static void op_submit(Request *req, ProtoError *e) {
         msgpack_pack_array(req->pk, n);
         for (uint32_t i = 0; i < n; i++)
                 msgpack_pack_uint64(req->pk, ids[i]);
+        for (uint32_t i = 0; i < n && !keyed; i++)
+                keyed = specs[i].key != NULL;
         /* The IDs acknowledge the jobs: their batch must be on disk first. */
         if (seq != 0)
                 seq = executor_change_seq(req->rq->executor);
-        if (seq == 0 || !hold_reply(req, seq, false))
+        /* Only a job with a key may turn out a twin (executor_twin) when it is committed. */
+        if (seq == 0 || !hold_reply(req, seq, false, keyed ? ids : NULL, n))
                 send_reply(req);
 }
 
@@ -868,7 +919,7 @@ static void reply_bools(Request *req, ProtoError *e, const char *field,
                 } else
                         msgpack_pack_false(req->pk);
         seq = hold && any ? executor_change_seq(req->rq->executor) : 0;
-        if (seq == 0 || !hold_reply(req, seq, true))
+        if (seq == 0 || !hold_reply(req, seq, true, NULL, 0))
                 send_reply(req);
 }
 
@@ -1074,20 +1125,21 @@ typedef struct Op {
         void (*run)(Request *req, ProtoError *e);
         const char *fields[6]; /* besides v, id and op */
         bool ids;              /* names futures by ID (cluster mode: may read them first) */
+        bool fresh;            /* reads states: a mirror not finished yet is read again first */
 } Op;
 
 static const Op ops[] = {
-        { "hello", op_hello, {}, false },
-        { "submit", op_submit, { "jobs", "reply" }, false },
-        { "status", op_status, { "ids" }, true },
-        { "wait", op_wait, { "ids", "mode", "timeout" }, true },
-        { "result", op_result, { "future", "timeout" }, true },
-        { "results", op_results, { "ids", "timeout" }, true },
-        { "cancel", op_cancel, { "ids" }, true },
-        { "release", op_release, { "ids" }, true },
-        { "list", op_list, { "state", "after", "limit" }, false },
-        { "stats", op_stats, {}, false },
-        { "probe", op_probe, { "token" }, false },
+        { "hello", op_hello, {}, false, false },
+        { "submit", op_submit, { "jobs", "reply" }, false, false },
+        { "status", op_status, { "ids" }, true, true },
+        { "wait", op_wait, { "ids", "mode", "timeout" }, true, true },
+        { "result", op_result, { "future", "timeout" }, true, true },
+        { "results", op_results, { "ids", "timeout" }, true, true },
+        { "cancel", op_cancel, { "ids" }, true, false },
+        { "release", op_release, { "ids" }, true, false },
+        { "list", op_list, { "state", "after", "limit" }, false, false },
+        { "stats", op_stats, {}, false, false },
+        { "probe", op_probe, { "token" }, false, false },
 };
 
 /* How far into an oversized frame request_handle() looks for the id to echo: the id comes early
@@ -1216,8 +1268,11 @@ static void handle(Requests *rq, const Peer *from, const uint8_t *body, size_t b
         msgpack_unpacked_init(&msg);
         req.body = &msg.data;
         op = decode(&req, &msg, body, body_len, &e);
-        if (op && !replay && op->ids && executor_clustered(rq->executor) && park(&req))
+        if (op && !replay && op->ids && executor_clustered(rq->executor) &&
+            park(&req, op->fresh))
                 ; /* handled once the rows are read */
+        else if (op && unavailable && holds_all(&req)) /* mirrors read again: as they were */
+                op->run(&req, &e);
         else if (op && unavailable) {
                 proto_error(&e, PROTO_E_STORE_UNAVAILABLE, NULL,
                             "the store's database cannot be reached: the futures this node "

@@ -34,6 +34,7 @@ struct Store {
         StoreKind kind;
         StoreCommitFn on_commit;
         StoreFencedFn on_fenced;
+        StoreTwinFn on_twin;
         void *userdata;
         Loop *loop;
         uint64_t next_id;
@@ -75,13 +76,14 @@ static StoreBatch *batch_free(StoreBatch *b) {
         free(b->ops);
         free(b->bytes);
         free(b->fenced.ids);
+        free(b->twins.ids);
         free(b);
         return NULL;
 }
 
 static void batch_reset(StoreBatch *b, uint64_t seq) {
         b->seq = seq;
-        b->n_ops = b->n_bytes = b->fenced.n = 0;
+        b->n_ops = b->n_bytes = b->fenced.n = b->twins.n = 0;
         b->error = 0;
         b->durable = false;
 }
@@ -176,7 +178,7 @@ static int carry_over(Store *s, StoreBatch *failed) {
                 if (failed->ops[i].type != STORE_OP_ADD)
                         failed->ops[n++] = failed->ops[i];
         failed->n_ops = n;
-        failed->fenced.n = 0;
+        failed->fenced.n = failed->twins.n = 0;
         /* failed becomes the open batch: the open one's changes go after its own. */
         r = batch_bytes(failed, open->bytes, open->n_bytes, false, &base);
         for (size_t i = 0; r >= 0 && i < open->n_ops; i++) {
@@ -248,6 +250,9 @@ static void on_done(LoopFile *lf, uint32_t events) {
         if (error >= 0 && b->fenced.n > 0 && s->on_fenced)
                 for (size_t i = 0; i < b->fenced.n; i++)
                         s->on_fenced(s->userdata, b->fenced.ids[i]);
+        if (error >= 0 && s->on_twin)
+                for (size_t i = 0; i + 1 < b->twins.n; i += 2)
+                        s->on_twin(s->userdata, b->twins.ids[i], b->twins.ids[i + 1]);
         s->on_commit(s->userdata, seq, error);
         /* The next batch may have waited for this one. */
         store_flush(s);
@@ -523,6 +528,10 @@ int store_finish(Store *s, uint64_t id, uint8_t state, const uint8_t *outcome, u
 
 void store_set_fenced(Store *s, StoreFencedFn fn) {
         s->on_fenced = fn;
+}
+
+void store_set_twin(Store *s, StoreTwinFn fn) {
+        s->on_twin = fn;
 }
 
 const char *store_owner(const Store *s) {

@@ -64,6 +64,12 @@ typedef void (*StoreCommitFn)(void *userdata, uint64_t seq, int error);
 typedef void (*StoreFencedFn)(void *userdata, uint64_t id);
 void store_set_fenced(Store *s, StoreFencedFn fn);
 
+/* PostgreSQL: called on the loop thread, before on_commit(), for each new job of a committed
+ * batch that was not inserted because the row `existing` has its idempotency key already (keys
+ * are unique in the database: another node's submit, docs/CLUSTER.md). */
+typedef void (*StoreTwinFn)(void *userdata, uint64_t id, uint64_t existing);
+void store_set_twin(Store *s, StoreTwinFn fn);
+
 /* Opens the store and, for a durable one, its file (created when missing) and its thread. Logs
  * why when it fails; a damaged, newer or locked file is -EBADMSG, -EPROTO or -EBUSY and is left
  * untouched. `loop` and `on_commit`/`userdata` are borrowed for the store's life. Returns 0 or

@@ -90,6 +90,8 @@ typedef struct StoreBatch {
         int error;                /* the commit's: 0 or -errno */
         IdList fenced;            /* cluster: the jobs whose start or finish the database
                                    * refused (no longer this node's) */
+        IdList twins;             /* postgresql: pairs of a new job's ID and the ID of the row
+                                   * that has its idempotency key already (not inserted) */
         uint64_t commit_us;
         bool durable;             /* the commit must be on disk before it is reported: it
                                    * holds a finish, a requeue, a removal or a change that a

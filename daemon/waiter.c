@@ -291,6 +291,44 @@ int waiter_start(WaiterSet *s, const Peer *peer, uint64_t req_id, WaitMode mode,
         return 0;
 }
 
+/* `w`'s ref on `f` (finished, or gone) is let go of: `w` becomes due when its condition holds
+ * now. */
+static void ref_done(WaiterSet *s, Waiter *w, const Future *f) {
+        /* The condition did not hold when the waiter was made, and only this future
+         * changed, so the counter decides without a scan. */
+        w->n_open--;
+        if (w->mode == WAIT_ALL || w->mode == WAIT_RESULTS ? w->n_open == 0
+            : w->mode == WAIT_FIRST_EXCEPTION ? f->state == STATE_FAILED || w->n_open == 0
+                                              : true)
+                make_due(s, w);
+}
+
+void waiter_retarget(WaiterSet *s, Future *from, Future *to) {
+        WaitRef *r = from->waiters, *next;
+
+        from->waiters = NULL;
+        for (; r; r = next) {
+                Waiter *w = r->waiter;
+                bool twice = false;
+                next = r->next;
+                for (uint32_t i = 0; i < w->n_ids; i++)
+                        if (w->ids[i] == from->id)
+                                w->ids[i] = to->id;
+                for (uint32_t i = 0; i < w->n_refs; i++)
+                        twice |= w->refs[i].future == to;
+                r->prev = r->next = NULL;
+                if (!twice && !proto_state_final(future_visible_state(to))) {
+                        r->future = to;
+                        LIST_PREPEND(to->waiters, r, prev, next);
+                        continue;
+                }
+                /* Finished already, or waited for by another ref of `w`: one ref less. A
+                 * waiter holds one ref per future, so `next` is never w's. */
+                r->future = NULL;
+                ref_done(s, w, to);
+        }
+}
+
 void waiter_future_finished(WaiterSet *s, Future *f) {
         WaitRef *r = f->waiters, *next;
 
@@ -305,13 +343,7 @@ void waiter_future_finished(WaiterSet *s, Future *f) {
                 next = r->next;
                 r->future = NULL;
                 r->prev = r->next = NULL;
-                /* The condition did not hold when the waiter was made, and only this future
-                 * changed, so the counter decides without a scan. */
-                w->n_open--;
-                if (w->mode == WAIT_ALL || w->mode == WAIT_RESULTS ? w->n_open == 0
-                    : w->mode == WAIT_FIRST_EXCEPTION ? f->state == STATE_FAILED || w->n_open == 0
-                                                      : true)
-                        make_due(s, w);
+                ref_done(s, w, f);
         }
 }
 

@@ -103,6 +103,11 @@ int waiter_can_defer(WaiterSet *s, const Peer *peer, uint32_t n);
  * without answering. Returns the number of IDs they referenced. */
 uint64_t waiter_drop_connection(WaiterSet *s, uint64_t conn);
 
+/* The waiters of `from` wait for `to` instead (`from`'s ID becomes `to`'s in their IDs): a
+ * job whose idempotency key another job had already (cluster mode). Those it satisfies
+ * (`to` finished) move to the due list. */
+void waiter_retarget(WaiterSet *s, Future *from, Future *to);
+
 /* `f` just finished: moves the waiters it satisfies to the due list. */
 void waiter_future_finished(WaiterSet *s, Future *f);
 

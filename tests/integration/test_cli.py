@@ -96,6 +96,21 @@ def test_usage_errors_exit_2(daemon):
         assert "Usage:" in p.stderr or "(" in p.stderr, (args, p.stderr)
 
 
+def test_long_options_are_not_abbreviated(daemon):
+    """`--server` is not taken for --server-key (nor `--tim` for --timeout): refused, exit 2,
+    naming the option it would have been."""
+    for args, full in ((["--server", "x", "status", "1"], "--server-key"),
+                       (["--server=x", "status", "1"], "--server-key"),
+                       (["wait", "--tim", "1", "1"], "--timeout"),
+                       (["submit", "--prio=5", "noop"], "--priority")):
+        p = ctl(daemon, *args)
+        assert p.returncode == 2, (args, p.stdout, p.stderr)
+        word = [a for a in args if a.startswith("--")][0].split("=")[0]
+        assert p.stderr.startswith(f"futurectl: unknown option '{word}' (options are not "
+                                   f"abbreviated: did you mean '{full}'?)\n"), (args, p.stderr)
+    ctl(daemon, "--json", "status", "1", check=0)  # full names still work
+
+
 def test_the_command_line_is_parsed_before_connecting(tmp_path):
     # No daemon: a usage error is still exit 2 (parsing comes first), a good command line 69.
     env = dict(os.environ, FUTURED_ENDPOINT=f"ipc://{tmp_path}/nobody.sock")

@@ -50,7 +50,8 @@ def test_a_futured_without_cluster_is_still_refused_beside_nodes(tmp_path, pg_da
 
 def test_migration_from_version_1(tmp_path, pg_server, pg_database):
     uri, name = pg_database
-    # The schema of version 1, as a futured before cluster mode left it, with a finished job.
+    # The schema of version 1, as a futured before cluster mode left it, with a finished job,
+    # and two that nodes before version 3 (keys per node) gave the same idempotency key.
     pg_server.psql(
         "CREATE TABLE futured_version (version integer NOT NULL);"
         "INSERT INTO futured_version VALUES (1);"
@@ -62,10 +63,17 @@ def test_migration_from_version_1(tmp_path, pg_server, pg_database):
         " state smallint NOT NULL, outcome bytea, finished_at bigint, idempotency_key text,"
         " owner text);"
         "INSERT INTO futured_jobs (id, kind, state, outcome, finished_at, attempt)"
-        " VALUES (5, 'noop', 2, '\\x80', (extract(epoch from now()) * 1000)::bigint, 1);",
+        " VALUES (5, 'noop', 2, '\\x80', (extract(epoch from now()) * 1000)::bigint, 1);"
+        "INSERT INTO futured_jobs (id, kind, state, outcome, finished_at, attempt,"
+        " idempotency_key) SELECT i, 'noop', 2, '\\x80',"
+        " (extract(epoch from now()) * 1000)::bigint, 1, 'dup' FROM generate_series(6, 7) i;",
         name, name)
     n = node(tmp_path, uri, 1)
-    assert pg_server.psql("SELECT max(version) FROM futured_version", name, name) == [["2"]]
+    assert pg_server.psql("SELECT max(version) FROM futured_version", name, name) == [["3"]]
+    # Version 3: the key stays with the first of its jobs, and names it from now on.
+    assert pg_server.psql("SELECT id, idempotency_key FROM futured_jobs WHERE id >= 6 "
+                          "ORDER BY id", name, name) == [["6", "dup"], ["7", ""]]
+    assert n.c.rq("submit", jobs=[{"kind": "noop", "idempotency_key": "dup"}])["ids"] == [6]
     cols = pg_server.psql("SELECT column_name FROM information_schema.columns WHERE "
                           "table_name = 'futured_jobs' AND column_name = 'cancel_requested'",
                           name, name)
@@ -392,3 +400,120 @@ def test_list_answers_for_the_whole_cluster(tmp_path, pg_database):
     assert [f["id"] for f in r["futures"]] == [i for i in ordered if i != b[0]][4:]
     assert r["more"] is False
     assert n3.c.rq("cancel", ids=b)["cancelled"] == [True]
+
+
+def test_a_release_during_an_outage_is_announced_once_it_is_back(tmp_path, pg_server,
+                                                                  pg_database):
+    """A release on node 2 while PostgreSQL is down: its notification waits for the cluster
+    connection to come back, then nodes 1 and 3 drop their copies (not at their retention)."""
+    uri, name = pg_database
+    n1, n2, n3 = three(tmp_path, uri)
+    ids = n1.c.rq("submit", jobs=[{"kind": "noop"}] * 10)["ids"]
+    assert len(n1.c.rq("wait", ids=ids, mode="all", timeout=30)["done"]) == 10
+    for n in (n1, n2, n3):
+        assert n.c.rq("status", ids=ids)["states"] == ["done"] * 10
+    pg_server.stop()
+    try:
+        assert n2.c.rq("release", ids=ids, reply_timeout=30)["released"] == [True] * 10
+        # Its cluster thread tried to announce it and failed (the connection is down).
+        wait_for(lambda: stats(n2)["cluster_connected"] == 0, 20, "node 2 to see the outage")
+    finally:
+        pg_server.start()
+    lit = "{" + ",".join(map(str, ids)) + "}"
+    wait_for(lambda: pg_server.psql(f"SELECT count(*) FROM futured_jobs WHERE id = ANY('{lit}')",
+                                    name, name) == [["0"]], 30, "the rows to be deleted")
+    for n in (n1, n3):
+        wait_for(lambda: n.c.rq("status", ids=ids)["states"] == [GONE] * 10, 30,
+                 "the release to reach every node")
+
+
+def test_a_job_another_node_runs_shows_running_everywhere(tmp_path, pg_database):
+    """status, result and results on the node that received a job and on the nodes that mirror
+    it show it running while another node runs it, also when it starts during a wait."""
+    uri, _ = pg_database
+    nodes = three(tmp_path, uri, "--threads", "1", "--prefetch", "0")
+    n1 = nodes[0]
+    long = {"kind": "sleep", "args": {"seconds": 60}}
+    [s] = n1.c.rq("submit", jobs=[long])["ids"]  # node 1's only thread
+    wait_for(lambda: n1.c.rq("status", ids=[s])["states"] == ["running"], 20, "s to run")
+    # Open to any node: a and b run on nodes 2 and 3, c waits for a thread.
+    a, b, c = n1.c.rq("submit", jobs=[long] * 3)["ids"]
+    wait_for(lambda: n1.c.rq("status", ids=[a, b])["states"] == ["running"] * 2, 20,
+             "node 1 to see a and b run elsewhere")
+    for n in nodes:
+        assert n.c.rq("status", ids=[s, a, b, c])["states"] == ["running"] * 3 + ["pending"]
+        r = n.c.rq("results", ids=[a, c], timeout=0.1)
+        assert [x["state"] for x in r["results"]] == ["running", "pending"], r
+    # A result with a timeout on every node while a's node starts c: at its timeout, c is
+    # running.
+    waiters = [n.client() for n in nodes]
+    for w in waiters:
+        w.send(op="result", future=c, timeout=5)
+    assert nodes[2].c.rq("cancel", ids=[a])["cancelled"] == [True]
+    for w in waiters:
+        r = w.recv(30)
+        assert not r["ok"] and r["error"]["message"].endswith("is still running"), r
+    for n in nodes:
+        assert n.c.rq("status", ids=[a, c])["states"] == ["cancelled", "running"]
+    assert nodes[1].c.rq("cancel", ids=[s, b, c])["cancelled"] == [True] * 3
+
+
+def test_finishes_during_a_nodes_outage_are_published_after(tmp_path, pg_server, pg_database):
+    """Node 3's connections are cut (its role refused) while node 2 finishes jobs node 1
+    received: node 3 missed their notifications, and once it is back its subscribers get their
+    `done` events all the same (at least once)."""
+    uri, name = pg_database
+    # Node 3 logs in as a role of its own, a member of the database's owner.
+    pg_server.psql(f"CREATE ROLE {name}_n3 LOGIN IN ROLE {name}")
+    n1 = node(tmp_path, uri, 1, "--processes", "0")
+    n2 = node(tmp_path, uri, 2)
+    n3 = node(tmp_path, uri.replace(f"user={name}", f"user={name}_n3"), 3, "--processes", "0")
+    sub = n3.subscriber("done/")
+    pg_server.psql(f"ALTER ROLE {name}_n3 CONNECTION LIMIT 0")
+    pg_server.psql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                   f"WHERE usename = '{name}_n3'")
+    try:
+        wait_for(lambda: stats(n3)["cluster_connected"] == 0, 20, "node 3 to be cut off")
+        ids = n1.c.rq("submit", jobs=[{"kind": "prime", "args": {"n": 1000003}}] * 20)["ids"]
+        assert n1.c.rq("wait", ids=ids, mode="all", timeout=60)["not_done"] == []
+        assert not sub.poll(200)  # node 3 heard nothing of them
+    finally:
+        pg_server.psql(f"ALTER ROLE {name}_n3 CONNECTION LIMIT -1")
+    seen = finish_events(sub, set(ids))
+    assert set(seen) == set(ids) and stats(n3)["cluster_connected"] == 1
+    assert all(seen[i] == {"id": i, "state": "done", "kind": "prime", "group": ""} for i in ids)
+
+
+def test_an_idempotency_key_is_unique_across_the_cluster(tmp_path, pg_server, pg_database):
+    """The same key through several nodes makes one job, one after the other and at once; the
+    other submits are answered with its ID (reply "ids" and "results"), and their own provisional
+    jobs never run."""
+    uri, name = pg_database
+    nodes = three(tmp_path, uri)
+    [a] = nodes[0].c.rq("submit", jobs=[{"kind": "noop", "idempotency_key": "k"}])["ids"]
+    assert nodes[0].c.rq("wait", ids=[a], timeout=20)["not_done"] == []
+    # One after the other: node 2 never held it, node 3 knows nothing of it.
+    assert nodes[1].c.rq("submit", jobs=[{"kind": "noop", "idempotency_key": "k"},
+                                         {"kind": "noop"}])["ids"][0] == a
+    r = nodes[2].c.rq("submit", jobs=[{"kind": "noop", "idempotency_key": "k"}],
+                      reply="results", reply_timeout=30)
+    assert r["ids"] == [a] and [(x["id"], x["state"]) for x in r["results"]] == [(a, "done")], r
+    # At once: the same 50 keys through the three nodes, each submit in flight together.
+    jobs = [{"kind": "sleep", "args": {"seconds": 0.01}, "idempotency_key": f"c{i}"}
+            for i in range(50)]
+    clients = [n.client() for n in nodes]
+    for c in clients:
+        c.send(op="submit", jobs=jobs)
+    replies = [c.recv(30) for c in clients]
+    assert all(r["ok"] for r in replies), replies
+    ids = replies[0]["ids"]
+    assert len(set(ids)) == 50 and all(r["ids"] == ids for r in replies), replies
+    assert nodes[2].c.rq("wait", ids=ids, mode="all", timeout=30)["not_done"] == []
+    rows = pg_server.psql("SELECT count(*), count(DISTINCT idempotency_key) FROM futured_jobs "
+                          "WHERE idempotency_key LIKE 'c%'", name, name)
+    assert rows == [["50", "50"]], rows
+    # Only those 50, the first one and node 2's job without a key ran.
+    wait_for(lambda: sum(stats(n)["cluster_ran"] for n in nodes) == 52, 10, "the runs")
+    time.sleep(0.5)
+    assert sum(stats(n)["cluster_ran"] for n in nodes) == 52
+    assert sum(stats(n)["submitted"] for n in nodes) == 52
