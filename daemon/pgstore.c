@@ -43,7 +43,9 @@ enum {
 
 /* An idempotency key is unique across the database (version 3): a job whose key a row has
  * already (another node's job, or one whose row this batch deletes later) is not inserted; the
- * statement of send_twins() that follows the adds finds its row's ID. */
+ * statement of send_twins() that follows the adds finds its row's ID. In cluster mode the rows
+ * go in by key: two nodes adding the same keys at once then wait for each other in one order,
+ * never in a circle (a deadlock would fail the whole batch, other clients' jobs with it). */
 #define ADD_CONFLICT "ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
 
 /* Each statement applies a run of consecutive changes of one type, passed as arrays (binary
@@ -91,7 +93,8 @@ static const struct {
                        "FROM unnest($1::bigint[], $2::text[], $3::bytea[], $4::text[], "
                        "$5::integer[], $6::smallint[], $7::bigint[], $8::smallint[], "
                        "$9::smallint[], $10::smallint[], $11::text[], $12::smallint[]) "
-                       "u(i, k, a, g, l, p, t, r, at, s, key, o) " ADD_CONFLICT, 13 },
+                       "u(i, k, a, g, l, p, t, r, at, s, key, o) ORDER BY u.key "
+                       ADD_CONFLICT, 13 },
         [STMT_START] = { "WITH u AS (SELECT * FROM unnest($1::bigint[], $2::smallint[]) "
                          "u(id, a)), d AS (UPDATE futured_jobs j SET state = 1, attempt = u.a "
                          "FROM u WHERE j.id = u.id AND j.owner = $3 AND j.state = 0 "
