@@ -90,10 +90,11 @@ struct Cluster {
         ListAsk *answers;           /* the loop's: lists read, not taken yet */
         int wake_fd;                /* the loop -> the thread */
         uint32_t room_seen[CLUSTER_LANES]; /* the loop's: what it told last */
+        uint32_t taken[CLUSTER_LANES]; /* the loop's: claimed jobs it took since it told */
 
         pthread_mutex_t lock;
         uint32_t room[CLUSTER_LANES];
-        uint32_t transit[CLUSTER_LANES]; /* claimed, not yet taken by the loop */
+        uint32_t transit[CLUSTER_LANES]; /* claimed, not yet counted in `room` by the loop */
         IdList lookups, cancels, releases;
         ListAsk *lists, *lists_tail; /* asked, not read yet */
         uint64_t lookup_seq;        /* of the last lookup asked */
@@ -998,10 +999,12 @@ static void on_items(LoopFile *lf, uint32_t events) {
         pthread_mutex_lock(&c->lock);
         it = c->inbox;
         c->inbox = c->inbox_tail = NULL;
+        pthread_mutex_unlock(&c->lock);
+        /* They leave `transit` when the room the loop tells next counts them (cluster_set_room):
+         * until then the room the thread has is from before they were queued here. */
         for (Item *i = it; i; i = i->next)
                 if (i->type == ITEM_CLAIMED)
-                        c->transit[i->lane] -= (uint32_t) PQntuples(i->res);
-        pthread_mutex_unlock(&c->lock);
+                        c->taken[i->lane] += (uint32_t) PQntuples(i->res);
         for (; it; it = next) {
                 next = it->next;
                 switch (it->type) {
@@ -1071,16 +1074,21 @@ static void wake(Cluster *c) {
 }
 
 void cluster_set_room(Cluster *c, const uint32_t room[CLUSTER_LANES]) {
+        static const uint32_t none[CLUSTER_LANES];
         bool grew = false;
 
-        if (memcmp(room, c->room_seen, sizeof(c->room_seen)) == 0)
+        if (memcmp(room, c->room_seen, sizeof(c->room_seen)) == 0 &&
+            memcmp(c->taken, none, sizeof(none)) == 0)
                 return;
         for (unsigned i = 0; i < CLUSTER_LANES; i++)
                 grew |= room[i] > c->room_seen[i];
         memcpy(c->room_seen, room, sizeof(c->room_seen));
         pthread_mutex_lock(&c->lock);
         memcpy(c->room, room, sizeof(c->room));
+        for (unsigned i = 0; i < CLUSTER_LANES; i++)
+                c->transit[i] -= c->taken[i];
         pthread_mutex_unlock(&c->lock);
+        memset(c->taken, 0, sizeof(c->taken));
         if (grew)
                 wake(c);
 }

@@ -94,7 +94,8 @@ int cluster_new(Cluster **ret, Loop *loop, const ClusterConfig *cfg, const Clust
 Cluster *cluster_free(Cluster *c);
 
 /* The room of each lane now (jobs the node would start): claims fill it. Cheap; once per loop
- * turn. */
+ * turn, after the turn's claimed jobs are queued: the room counts them, and they stop counting
+ * as claims on their way (without which a claim in between would take their slots again). */
 void cluster_set_room(Cluster *c, const uint32_t room[CLUSTER_LANES]);
 
 /* What the loop knows, each turn (cheap when nothing changed): the server process of its

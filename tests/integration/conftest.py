@@ -147,10 +147,16 @@ class Daemon:
     def stop(self, sig=signal.SIGTERM, timeout=15):
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
-        rc = self.proc.wait(timeout)
-        for c in self.clients:
-            c.close()
-        self.ctx.term()
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            # Killed, so that the test fails rather than leave it running; and its sockets
+            # closed, whose context would otherwise block the garbage collector for ever.
+            self.proc.kill()
+            self.proc.wait()
+            raise
+        finally:
+            self.ctx.destroy(linger=0)
         return rc
 
 
