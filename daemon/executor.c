@@ -18,6 +18,7 @@
 
 #include "alloc.h"
 #include "cluster.h"
+#include "idlist.h"
 #include "completion.h"
 #include "download.h"
 #include "executor.h"
@@ -89,8 +90,7 @@ struct Executor {
         Remote remote;            /* the futures of other nodes' IDs (table.remote) */
         bool releasing;           /* a release, not an expiry: the row goes too */
         bool fencing;             /* dropping a job the database refused: no finish is seen */
-        uint64_t *wanted;         /* IDs to read from the database at the end of the turn */
-        size_t n_wanted, cap_wanted;
+        IdList wanted;            /* IDs to read from the database at the end of the turn */
         uint64_t looked_up;       /* every lookup up to this one is answered */
         uint64_t lookup_failed;   /* the last failed batch of lookups ended with this one */
         uint64_t lookup_ok_before_failed; /* ... and the answer before it with this one */
@@ -1347,7 +1347,7 @@ Executor *executor_free(Executor *x) {
          * leaves the cluster (its lease goes: the others take back what it leaves). */
         x->store = store_close(x->store);
         x->cluster = cluster_free(x->cluster);
-        free(x->wanted);
+        free(x->wanted.ids);
         free(x->twins.ids);
         if (x->table.remote) {
                 size_t pos = 0;
@@ -1427,15 +1427,7 @@ static void cluster_place(Executor *x, const JobSpec *specs, Future **made, uint
 }
 
 static void want(Executor *x, uint64_t id) {
-        if (x->n_wanted == x->cap_wanted) {
-                size_t cap = x->cap_wanted ? x->cap_wanted * 2 : 256;
-                uint64_t *p = alloc_realloc(x->wanted, cap * sizeof(*p));
-                if (!p)
-                        return; /* the next reconciliation reads it */
-                x->wanted = p;
-                x->cap_wanted = cap;
-        }
-        x->wanted[x->n_wanted++] = id;
+        (void) idlist_add(&x->wanted, id); /* without memory the next reconciliation reads it */
 }
 
 /* Once per turn: the room goes to the claims, the IDs wanted to a lookup. */
@@ -1446,8 +1438,8 @@ static void cluster_turn(Executor *x) {
         cluster_set_room(x->cluster, room);
         cluster_set_listeners(x->cluster, store_commit_pid(x->store),
                               events_subscribed(x->events));
-        if (x->n_wanted > 0 && cluster_lookup(x->cluster, x->wanted, x->n_wanted))
-                x->n_wanted = 0;
+        if (x->wanted.n > 0 && cluster_lookup(x->cluster, x->wanted.ids, x->wanted.n))
+                x->wanted.n = 0;
 }
 
 uint64_t executor_lookup(Executor *x, const uint64_t *ids, size_t n) {
